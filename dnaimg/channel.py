@@ -1,0 +1,148 @@
+"""Simulation of the DNA channel: synthesis, PCR and sequencing.
+
+Each oligo gets a number of physical copies drawn from a lognormal law (``sigma``; synthesis
+and PCR bias) and may drop out entirely (``dropout``).  Reads are drawn from the pool in
+proportion to the copies, at a mean ``coverage`` reads per oligo (or exactly ``coverage`` per
+oligo with ``exact_coverage``, the seed paper's one-read-per-oligo setting).  Each read takes,
+per nucleotide, an insertion of a random base before it (``ins``), a deletion (``dels``), or a
+substitution by one of the three other bases (``sub``), plus rare long deletions
+(``long_del``: start rate per nucleotide, 2 to 10 nt long, so about 6x that rate of
+nucleotides is lost in them: the presets set it so, e.g. 0.4 % lost for the nanopore profile); half of the reads are reverse
+complemented, and the reads are shuffled.  Read names say nothing about their oligo.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numba as nb
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Channel:
+    sub: float = 0.0
+    ins: float = 0.0
+    dels: float = 0.0
+    long_del: float = 0.0
+    coverage: float = 10.0
+    sigma: float = 0.3
+    dropout: float = 0.0
+    exact_coverage: bool = False
+    reverse_fraction: float = 0.5
+    description: str = field(default="custom", compare=False)
+
+    def validate(self) -> "Channel":
+        for name in ("sub", "ins", "dels", "long_del", "dropout", "reverse_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} rate must be between 0 and 1, got {v}")
+        if self.sub + self.ins + self.dels > 0.5:
+            raise ValueError("total error rate above 50 % per nucleotide is not a sequencer")
+        if self.coverage <= 0:
+            raise ValueError("coverage must be positive")
+        if self.sigma < 0:
+            raise ValueError("sigma must be >= 0")
+        return self
+
+    def quality_char(self) -> str:
+        p = max(self.sub + self.ins + self.dels + self.long_del, 1e-4)
+        q = int(min(40, max(2, round(-10 * np.log10(p)))))
+        return chr(33 + q)
+
+
+#: Profiles from DESIGN.md (DNA-Storalator presets, Press et al. 2020) and the seed's setting.
+PRESETS = {
+    "miseq": Channel(sub=0.0013, ins=0.0006, dels=0.0010, long_del=0.00003, sigma=0.3,
+                     description="Twist synthesis + Illumina MiSeq"),
+    "nextseq": Channel(sub=0.0071, ins=0.0041, dels=0.0028, sigma=0.3,
+                       description="Twist synthesis + Illumina NextSeq"),
+    "hedges": Channel(sub=0.024, ins=0.004, dels=0.008, sigma=0.3,
+                      description="HEDGES wet-lab error rates"),
+    "nanopore": Channel(sub=0.022, ins=0.017, dels=0.020, long_del=0.0007, sigma=0.3,
+                        description="IDT synthesis + Oxford Nanopore MinION"),
+    "seed": Channel(sub=0.01, coverage=1, sigma=0.0, exact_coverage=True,
+                    description="seed paper: substitutions only, one read per oligo"),
+}
+
+
+def preset(name: str, **overrides) -> Channel:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+@nb.njit(cache=True)
+def _corrupt(oligos, lengths, which, flip, sub, ins, dels, long_del, seed, out, out_len):
+    np.random.seed(seed)
+    for r in range(which.shape[0]):
+        k = which[r]
+        L = lengths[k]
+        pos = 0
+        i = 0
+        while i < L:
+            if np.random.random() < ins:
+                out[r, pos] = np.random.randint(0, 4)
+                pos += 1
+            u = np.random.random()
+            if u < long_del:
+                i += np.random.randint(2, 11)
+                continue
+            if u < long_del + dels:
+                i += 1
+                continue
+            b = oligos[k, i]
+            if np.random.random() < sub:
+                b = (b + np.random.randint(1, 4)) & 3
+            out[r, pos] = b
+            pos += 1
+            i += 1
+        if flip[r]:
+            for j in range(pos // 2):
+                a = out[r, j]
+                out[r, j] = 3 - out[r, pos - 1 - j]
+                out[r, pos - 1 - j] = 3 - a
+            if pos % 2 == 1:
+                out[r, pos // 2] = 3 - out[r, pos // 2]
+        out_len[r] = pos
+
+
+def reads_per_oligo(n_oligos: int, ch: Channel, rng: np.random.Generator) -> np.ndarray:
+    """How many reads each oligo gets."""
+    if ch.exact_coverage:
+        counts = np.full(n_oligos, int(round(ch.coverage)), dtype=np.int64)
+        if ch.dropout:
+            counts[rng.random(n_oligos) < ch.dropout] = 0
+        return counts
+    w = rng.lognormal(0.0, ch.sigma, n_oligos) if ch.sigma > 0 else np.ones(n_oligos)
+    if ch.dropout:
+        w[rng.random(n_oligos) < ch.dropout] = 0.0
+    total = int(round(ch.coverage * n_oligos))
+    if w.sum() == 0 or total == 0:
+        return np.zeros(n_oligos, dtype=np.int64)
+    return rng.multinomial(total, w / w.sum())
+
+
+def simulate(oligos: list[np.ndarray], ch: Channel, seed: int = 0):
+    """Encoded oligos -> (reads as list of uint8 arrays, source oligo of each read, strand flips).
+
+    The source and flips are returned for testing and measurement; a decoder never sees them.
+    """
+    ch.validate()
+    rng = np.random.default_rng(seed)
+    n = len(oligos)
+    lengths = np.array([len(o) for o in oligos], dtype=np.int64)
+    maxlen = int(lengths.max()) if n else 0
+    packed = np.zeros((n, maxlen), dtype=np.uint8)
+    for k, o in enumerate(oligos):
+        packed[k, :len(o)] = o
+    counts = reads_per_oligo(n, ch, rng)
+    which = np.repeat(np.arange(n, dtype=np.int64), counts)
+    rng.shuffle(which)
+    flip = rng.random(len(which)) < ch.reverse_fraction
+    cap = 2 * maxlen + 16
+    out = np.zeros((len(which), cap), dtype=np.uint8)
+    out_len = np.zeros(len(which), dtype=np.int64)
+    _corrupt(packed, lengths, which, flip, ch.sub, ch.ins, ch.dels, ch.long_del,
+             int(rng.integers(2**31 - 1)), out, out_len)
+    reads = [out[r, :out_len[r]].copy() for r in range(len(which))]
+    return reads, which, flip

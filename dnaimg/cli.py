@@ -1,0 +1,363 @@
+"""The ``dnaimg`` command line: a thin layer over :mod:`dnaimg.codec` and friends."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+class UserError(click.ClickException):
+    """One-line error, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"dnaimg: error: {self.format_message()}", err=True)
+
+
+def friendly(fn):
+    """Turn the library's errors (and anything unexpected) into one-line messages."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .codec import DecodeError, ImageError
+        from .layout import LayoutError
+        from .registry import ModelError
+        from .seqio import InputError
+        try:
+            return fn(*args, **kwargs)
+        except (DecodeError, ImageError, LayoutError, ModelError, InputError) as e:
+            raise UserError(str(e)) from None
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            raise UserError("interrupted") from None
+        except MemoryError:
+            raise UserError("out of memory") from None
+        except Exception as e:  # never a traceback for the user
+            raise UserError(f"unexpected {e.__class__.__name__}: {e}") from None
+    return wrapper
+
+
+def _bar(total, desc, quiet):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="", disable=True if quiet else None, leave=False,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def _layout(oligo_length, primer_f, primer_r):
+    from .layout import Layout
+    kw = {}
+    if oligo_length is not None:
+        kw["oligo_length"] = oligo_length
+    if primer_f:
+        kw["primer_f"] = primer_f.upper()
+    if primer_r:
+        kw["primer_r"] = primer_r.upper()
+    return Layout(**kw)
+
+
+def _writable(path: str) -> None:
+    p = Path(path)
+    if p.exists() and p.is_dir():
+        raise UserError(f"{path}: is a directory")
+    if not p.resolve().parent.is_dir():
+        raise UserError(f"{path}: folder {p.resolve().parent} does not exist")
+
+
+primer_options = [
+    click.option("--primer-f", metavar="SEQ", help="Forward primer (5' end of every oligo). "
+                 "[default: AGTGCACGCGCAGTTATATG]"),
+    click.option("--primer-r", metavar="SEQ", help="Reverse primer (its reverse complement ends every "
+                 "oligo). [default: CTAACGGCAATGAGTTGCAC]"),
+]
+
+
+def with_primers(fn):
+    for opt in reversed(primer_options):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dnaimg")
+def main():
+    """Store images in synthetic DNA.
+
+    \b
+      dnaimg encode photo.png -o photo.fasta
+      dnaimg simulate photo.fasta -o reads.fastq --sub-rate 0.03
+      dnaimg decode reads.fastq -o out.png
+    """
+
+
+@main.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="FASTA file of oligos to write (.gz to compress).")
+@click.option("--model", default=None, help="Shipped model to use (see `dnaimg models`).")
+@click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
+@with_primers
+@click.option("--header-copies", type=click.IntRange(1, 15), default=3, show_default=True,
+              help="Copies of the header oligos.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def encode(image, output, model, oligo_length, primer_f, primer_r, header_copies, as_json, quiet):
+    """Compress IMAGE and write it as DNA oligos (FASTA)."""
+    from .codec import encode_image
+    from .registry import DEFAULT_MODEL
+    from .seqio import write_fasta
+    _writable(output)
+    layout = _layout(oligo_length, primer_f, primer_r)
+    t0 = time.time()
+    with _bar(None, "encoding", quiet) as bar:
+        enc = encode_image(image, model=model or DEFAULT_MODEL, layout=layout, header_copies=header_copies,
+                           progress=bar.update)
+    write_fasta(output, enc.fasta_records())
+    r = enc.rates()
+    r.update({"image": str(image), "output": str(output), "model": enc.model, "tag": f"{enc.header.tag:02x}",
+              "oligo_length": layout.oligo_length, "seconds": round(time.time() - t0, 2)})
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    h = enc.header
+    click.echo(f"encoded {image} ({h.width}x{h.height}) with model {enc.model}: latent "
+               f"{'x'.join(map(str, enc.symbols.shape))}, {h.levels} levels, {h.codeword_nt}-nt codewords")
+    click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt "
+               f"({r['data_oligos']} data + {r['header_oligos']} header), tag {r['tag']}")
+    click.echo(f"rate: {r['payload_nt_per_pixel']:.3f} nt/pixel payload, {r['total_nt_per_pixel']:.3f} nt/pixel "
+               f"total ({r['total_nt']} nt)  [{r['seconds']:.1f} s]")
+
+
+@main.command()
+@click.argument("reads", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@with_primers
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="Original image: also report PSNR against it.")
+@click.option("--select", "select", default=None, metavar="TAG",
+              help="Image tag (hex) to decode when the reads hold several images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def decode(reads, output, primer_f, primer_r, reference, select, as_json, quiet):
+    """Rebuild the image from sequencer READS (FASTA/FASTQ, gzipped or not)."""
+    from PIL import Image
+
+    from .codec import decode_reads, load_image, psnr
+    from .seqio import iter_sequences
+    _writable(output)
+    tag = None
+    if select is not None:
+        try:
+            tag = int(select, 16)
+        except ValueError:
+            raise UserError(f"--select takes a hex tag such as 3f, got {select!r}") from None
+    t0 = time.time()
+    with _bar(None, "reading", quiet) as rbar:
+        seqs = iter_sequences(reads)
+        with _bar(None, "consensus", quiet) as cbar:
+            res = decode_reads(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
+                               read_progress=rbar.update, tag=tag)
+    try:
+        Image.fromarray(res.image).save(output, format="PNG")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{output}: cannot write ({e})") from None
+    rep = res.report
+    rep["output"] = str(output)
+    rep["seconds"] = round(time.time() - t0, 2)
+    if reference:
+        ref = load_image(reference)
+        if ref.shape != res.image.shape:
+            raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, decoded image is "
+                            f"{res.image.shape[1]}x{res.image.shape[0]}")
+        rep["psnr_db"] = round(psnr(ref, res.image), 3)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+        return
+    rd, ol, cw = rep["reads"], rep["oligos"], rep["codewords"]
+    click.echo(f"reads: {rd['seen']} seen, {rd['used']} used, {rd['rejected']} rejected "
+               f"({rd['rejected_no_primer']} without primer, {rd['rejected_bad_index']} with unreadable index, "
+               f"{rd['rejected_too_short']} too short)")
+    click.echo(f"oligos: {ol['recovered']}/{ol['expected']} recovered, {ol['missing']} missing")
+    click.echo(f"codewords: {cw['repaired']} repaired, {cw['erased']} erased of {cw['total']}; "
+               f"latent exact: {'yes' if rep['latent_exact'] else 'no'}")
+    if rep["other_tags"]:
+        click.echo(f"note: reads of other images present (tag: reads) {rep['other_tags']}; "
+                   f"decoded tag {rep['image']['tag']}, choose with --select")
+    click.echo(f"wrote {output} ({rep['image']['width']}x{rep['image']['height']}, model "
+               f"{rep['image']['model']})  [{rep['seconds']:.1f} s]")
+    if reference:
+        click.echo(f"PSNR against {reference}: {rep['psnr_db']:.2f} dB")
+
+
+@main.command()
+@click.argument("fasta", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Reads to write: FASTQ (.fastq/.fq), or FASTA otherwise; .gz to compress.")
+@click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "seed"]), default=None,
+              help="Error profile (DESIGN.md); the rate options below override it.")
+@click.option("--sub-rate", type=click.FloatRange(0, 0.5), default=None, help="Substitutions per nt.")
+@click.option("--ins-rate", type=click.FloatRange(0, 0.5), default=None, help="Insertions per nt.")
+@click.option("--del-rate", type=click.FloatRange(0, 0.5), default=None, help="Deletions per nt.")
+@click.option("--long-del-rate", type=click.FloatRange(0, 0.1), default=None,
+              help="Starts of 2-10 nt deletions per nt.")
+@click.option("--coverage", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Mean reads per oligo.  [default: 10; seed preset: 1]")
+@click.option("--sigma", type=click.FloatRange(0, 5), default=None,
+              help="Lognormal sigma of copies per oligo.  [default: 0.3]")
+@click.option("--dropout", type=click.FloatRange(0, 1), default=None, help="Fraction of oligos lost.  [default: 0]")
+@click.option("--exact-coverage", is_flag=True, default=None, help="Exactly COVERAGE reads per oligo.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@friendly
+def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
+             exact_coverage, seed, quiet):
+    """Simulate synthesis and sequencing of the oligos in FASTA."""
+    from . import dna
+    from .channel import Channel, PRESETS, simulate as run
+    from .seqio import InputError, is_fastq_path, iter_sequences, write_fasta, write_fastq
+    _writable(output)
+    base = PRESETS[preset] if preset else Channel()
+    over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
+            "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}
+    from dataclasses import replace
+    ch = replace(base, **{k: v for k, v in over.items() if v is not None})
+    try:
+        ch.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    oligos = []
+    for s in iter_sequences(fasta):
+        a = dna.encode(s)
+        if a.size == 0 or a.max() > 3:
+            raise InputError(f"{fasta}: record {len(oligos) + 1} is not a plain A/C/G/T sequence")
+        oligos.append(a)
+    if not oligos:
+        raise InputError(f"{fasta}: no sequences")
+    t0 = time.time()
+    reads, which, flip = run(oligos, ch, seed=seed)
+    q = ch.quality_char()
+    names = (f"read{i + 1}" for i in range(len(reads)))
+    if is_fastq_path(output):
+        n = write_fastq(output, ((nm, dna.decode(r), q * len(r)) for nm, r in zip(names, reads)))
+    else:
+        n = write_fasta(output, ((nm, dna.decode(r)) for nm, r in zip(names, reads)))
+    if not quiet:
+        import numpy as np
+        lost = len(oligos) - len(np.unique(which))
+        click.echo(f"simulated {n} reads from {len(oligos)} oligos (sub {ch.sub:.4g}, ins {ch.ins:.4g}, "
+                   f"del {ch.dels:.4g}, long del {ch.long_del:.4g} per nt; mean coverage {ch.coverage:g}); "
+                   f"{lost} oligos got no read; wrote {output}  [{time.time() - t0:.1f} s]")
+
+
+@main.command()
+@click.argument("fasta", type=click.Path(dir_okay=False))
+@click.option("--summary", is_flag=True, help="Only the summary and the violating oligos.")
+@friendly
+def check(fasta, summary):
+    """Check every oligo of FASTA against the synthesis constraints.
+
+    Prints, per oligo: name, length, longest homopolymer, GC content, longest tandem repeat and
+    OK or the violations.  Exit status 1 if any oligo violates a constraint.
+    """
+    from . import constraints as C
+    from . import dna
+    from .seqio import iter_records
+    n = bad = 0
+    lengths = set()
+    if not summary:
+        click.echo("name\tlength\tlongest_run\tgc\tlongest_repeat\tstatus")
+    for name, seq in iter_records(fasta):
+        n += 1
+        arr = dna.encode(seq)
+        rep = C.report(arr)
+        lengths.add(rep.length)
+        viol = rep.violations()
+        if arr.size and arr.max() > 3:
+            viol.append("characters other than A/C/G/T")
+        if arr.size == 0:
+            viol.append("empty sequence")
+        if viol:
+            bad += 1
+        if not summary or viol:
+            click.echo(f"{name}\t{rep.length}\t{rep.longest_run}\t{rep.gc:.3f}\t{rep.longest_repeat}\t"
+                       f"{'; '.join(viol) if viol else 'OK'}")
+    if n == 0:
+        raise UserError(f"{fasta}: no sequences")
+    click.echo(f"{n} oligos, lengths {min(lengths)}-{max(lengths)} nt: {n - bad} pass, {bad} violate "
+               f"(max run {C.MAX_RUN}, GC {C.GC_MIN:.0%}-{C.GC_MAX:.0%}, max tandem repeat {C.MAX_REPEAT} nt)",
+               err=not summary)
+    if bad:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@with_primers
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@friendly
+def info(file, primer_f, primer_r, as_json):
+    """What the header oligos in FILE (the encoded FASTA, or reads) say."""
+    from .codec import DecodeError, find_headers, sort_reads
+    from .layout import Layout
+    from .registry import ModelError, name_for_id
+    from .seqio import iter_sequences
+    lay = Layout(primer_f=(primer_f or Layout.primer_f).upper(), primer_r=(primer_r or Layout.primer_r).upper())
+    sorter = sort_reads(iter_sequences(file), lay)
+    headers, why, per_tag = find_headers(sorter)
+    if not headers:
+        raise DecodeError("no header could be decoded (" + "; ".join(f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
+    out = []
+    for t, h in headers.items():
+        d = h.to_dict()
+        try:
+            d["model"] = name_for_id(h.model_id)
+        except ModelError:
+            d["model"] = None
+        d["latent_shape"] = list(h.latent_shape)
+        d["reads"] = per_tag[t]
+        out.append(d)
+    if as_json:
+        click.echo(json.dumps(out if len(out) > 1 else out[0], indent=2))
+        return
+    for d in out:
+        click.echo(f"image tag {d['tag']:02x} ({d['reads']} reads/oligos)")
+        click.echo(f"  format version   {d['version']}")
+        click.echo(f"  model            {d['model'] or 'unknown'} (id {d['model_id']:#010x})")
+        click.echo(f"  image            {d['width']}x{d['height']} px")
+        click.echo(f"  latent           {'x'.join(map(str, d['latent_shape']))}, {d['levels']} levels, "
+                   f"{d['codeword_nt']}-nt codewords")
+        click.echo(f"  oligos           {d['n_data']} data, {d['oligo_length']} nt, primers "
+                   f"{d['primer_f_nt']}+{d['primer_r_nt']} nt")
+        click.echo(f"  interleaver seed {d['seed']:#010x}; latent CRC32 {d['symbols_crc']:#010x}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@friendly
+def models(as_json):
+    """List the shipped models."""
+    from .registry import DEFAULT_MODEL, list_models
+    cards = list_models()
+    if as_json:
+        click.echo(json.dumps(cards, indent=2))
+        return
+    if not cards:
+        raise UserError("no model installed")
+    for c in cards:
+        k = c.get("kodak", {})
+        a = c["architecture"]
+        rate = f"{k['payload_nt_per_pixel']:.3f} nt/px payload, {k['total_nt_per_pixel']:.3f} total" if k else "rate n/a"
+        q = f"{k['psnr_db']:.2f} dB Kodak" if k else "PSNR n/a"
+        star = " (default)" if c["name"] == DEFAULT_MODEL else ""
+        click.echo(f"{c['name']}{star}: {a['channels']} channels, {a['levels']} levels, "
+                   f"{c['codeword_nt']}-nt codewords; {rate}; {q}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""The whole path as a Python API: image -> oligos, and reads -> image.
+
+    from dnaimg.codec import encode_image, decode_reads
+    enc = encode_image("photo.png")                 # EncodeResult: oligos, header, rates
+    dec = decode_reads(reads)                       # reads: iterable of str or uint8 arrays
+    dec.image                                       # HxWx3 uint8; dec.report: what happened
+"""
+from __future__ import annotations
+
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import dna
+from .codebook import get_codebook
+from .consensus import consensus_arrays
+from .index import HEADER_BASE
+from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, Layout, LayoutError, data_oligos,
+                     header_nibbles, header_oligos, interleaver, nibbles_to_bytes, payload_values, values_per_oligo)
+from .reads import ReadSorter
+from .registry import DEFAULT_MODEL, load_model, model_id, name_for_id
+
+
+class DecodeError(ValueError):
+    pass
+
+
+class ImageError(ValueError):
+    pass
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Image file -> HxWx3 uint8 (grayscale, palette and alpha images are converted to RGB)."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                im = Image.fromarray(arr, mode="L")
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError(f"{path}: empty image")
+    if rgb.shape[0] > 65535 or rgb.shape[1] > 65535:
+        raise ImageError(f"{path}: images up to 65535 px a side are supported")
+    return rgb
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def symbols_crc(symbols: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(symbols, dtype=np.uint16).tobytes())
+
+
+@dataclass
+class EncodeResult:
+    oligos: list[np.ndarray]
+    names: list[str]
+    header: Header
+    model: str
+    symbols: np.ndarray                 # (C, H', W') quantised latent
+    n_header: int
+    layout: Layout
+
+    @property
+    def pixels(self) -> int:
+        return self.header.height * self.header.width
+
+    @property
+    def payload_nt(self) -> int:
+        """Nucleotides of codewords carrying latent values."""
+        return int(self.symbols.size * self.header.codeword_nt)
+
+    @property
+    def total_nt(self) -> int:
+        return int(sum(len(o) for o in self.oligos))
+
+    def rates(self) -> dict:
+        return {"pixels": self.pixels, "oligos": len(self.oligos), "data_oligos": self.header.n_data,
+                "header_oligos": self.n_header, "payload_nt": self.payload_nt, "total_nt": self.total_nt,
+                "payload_nt_per_pixel": self.payload_nt / self.pixels,
+                "total_nt_per_pixel": self.total_nt / self.pixels,
+                "payload_bits_per_nt": float(np.log2(self.header.levels) / self.header.codeword_nt)}
+
+    def fasta_records(self):
+        for name, o in zip(self.names, self.oligos):
+            yield name, dna.decode(o)
+
+
+def encode_image(image: str | Path | np.ndarray, model: str = DEFAULT_MODEL, layout: Layout | None = None,
+                 header_copies: int = DEFAULT_HEADER_COPIES,
+                 progress: Callable[[int], None] | None = None) -> EncodeResult:
+    layout = layout or Layout()
+    img = load_image(image) if not isinstance(image, np.ndarray) else image
+    net, card = load_model(model)
+    cfg = net.cfg
+    cb = get_codebook(int(card["codeword_nt"]), cfg.levels)
+    with torch.no_grad():
+        symbols = net.compress(to_tensor(img))[0].numpy().astype(np.int64)
+    crc = symbols_crc(symbols)
+    vpo = values_per_oligo(layout, cb.n)
+    n_data = -(-symbols.size // vpo)
+    if n_data > HEADER_BASE:
+        raise LayoutError(f"image needs {n_data} oligos; at most {HEADER_BASE} are addressable")
+    header = Header(model_id=model_id(model), levels=cfg.levels, codeword_nt=cb.n, channels=cfg.channels,
+                    height=img.shape[0], width=img.shape[1], n_data=n_data, oligo_length=layout.oligo_length,
+                    primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r),
+                    seed=crc ^ 0xA5A5A5A5, tag=(crc >> 8) & 0xFF, symbols_crc=crc)
+    heads = header_oligos(layout, header, header_copies)
+    data = data_oligos(layout, header, symbols, cb.words, progress=progress)
+    n_parts = len(heads) // header_copies
+    names = [f"dnaimg_t{header.tag:02x}_header_c{i // n_parts}_p{i % n_parts}" for i in range(len(heads))]
+    names += [f"dnaimg_t{header.tag:02x}_oligo{k:06d}" for k in range(len(data))]
+    return EncodeResult(heads + data, names, header, model, symbols, len(heads), layout)
+
+
+def reconstruct(symbols: np.ndarray, model: str, size: tuple[int, int]) -> np.ndarray:
+    net, _ = load_model(model)
+    with torch.no_grad():
+        out = net.decompress(torch.from_numpy(np.asarray(symbols, dtype=np.int64))[None], size)
+    return to_uint8(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+@dataclass
+class DecodeResult:
+    image: np.ndarray | None
+    header: Header
+    model: str
+    symbols: np.ndarray
+    report: dict = field(default_factory=dict)
+
+
+def _majority_group(groups: dict, tag: int, number: int) -> tuple[int, list[np.ndarray]] | None:
+    cands = [(len(v), s) for (t, k, s), v in groups.items() if t == tag and k == number]
+    if not cands:
+        return None
+    _, s = max(cands)
+    return s, groups[(tag, number, s)]
+
+
+def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
+    """Try to rebuild the header of image ``tag``; returns (header, why-not)."""
+    hgroups = {(k - HEADER_BASE): v for (t, k, s), v in groups.items() if t == tag and k >= HEADER_BASE}
+    if not hgroups:
+        return None, "no header oligo was read"
+    lengths = [len(r) for v in hgroups.values() for r in v]
+    med = int(np.median(lengths))
+    nib_needed = 2 * Header.size()
+    last_err = "header checksum never matched"
+    for L in sorted(range(max(3, med - 3), med + 4), key=lambda x: (abs(x - med), x)):
+        per_part = L // 3
+        parts = -(-nib_needed // per_part)
+        copies: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        for off in sorted(hgroups):
+            c, p = off // 16, off % 16
+            if p >= parts:
+                continue
+            g = _majority_group(groups, tag, HEADER_BASE + off)
+            if g is None:
+                continue
+            s, reads = g
+            est = consensus_arrays(reads, L)
+            copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
+        if not copies:
+            continue
+        candidates = []
+        # nibble-wise majority over copies, part by part
+        maj = []
+        for p in range(parts):
+            arrs = [copies[c][p] for c in copies if p in copies[c]]
+            if not arrs:
+                break
+            st = np.stack(arrs)
+            maj.append(np.array([Counter(col).most_common(1)[0][0] for col in st.T]))
+        if len(maj) == parts:
+            candidates.append(np.concatenate(maj))
+        per_part_options = [[copies[c][p] for c in copies if p in copies[c]] for p in range(parts)]
+        if all(per_part_options):
+            for combo in product(*per_part_options):
+                candidates.append(np.concatenate(combo))
+                if len(candidates) > 64:
+                    break
+        for nib in candidates:
+            data = nibbles_to_bytes(nib[:nib_needed])
+            try:
+                h = Header.unpack(data)
+            except ValueError as e:
+                last_err = str(e)
+                continue
+            if h.version != FORMAT_VERSION:
+                raise DecodeError(f"the DNA holds format version {h.version}; this dnaimg reads "
+                                  f"version {FORMAT_VERSION}")
+            if h.oligo_length - h.primer_f_nt - h.primer_r_nt - 36 != L:
+                continue
+            return h, ""
+    return None, last_err
+
+
+def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
+    """Orient, trim and index every read; the groups it returns are the consensus' input."""
+    sorter = ReadSorter(layout.primer_f, layout.primer_r)
+    for r in reads:
+        sorter.add(dna.encode(r) if isinstance(r, (str, bytes)) else np.asarray(r, dtype=np.uint8))
+        if progress is not None:
+            progress(1)
+    if sorter.stats.seen == 0:
+        raise DecodeError("no reads in the input")
+    if not sorter.groups:
+        raise DecodeError(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
+                          "(wrong primers? use --primer-f/--primer-r)")
+    return sorter
+
+
+def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str], Counter]:
+    """Headers decoded per image tag, the reasons where none could be, and reads per tag."""
+    reads_per_tag: Counter = Counter()
+    for (t, k, s), v in sorter.groups.items():
+        reads_per_tag[t] += len(v)
+    headers, why = {}, {}
+    for t, _ in reads_per_tag.most_common():
+        h, w = _decode_header(sorter.groups, t)
+        if h is not None:
+            headers[t] = h
+        else:
+            why[t] = w
+    return headers, why, reads_per_tag
+
+
+def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | None = None,
+                 progress: Callable[[int], None] | None = None, tag: int | None = None,
+                 read_progress: Callable[[int], None] | None = None) -> DecodeResult:
+    """Reads (str or uint8 arrays, any order, either strand) -> image and report."""
+    lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
+    sorter = sort_reads(reads, lay, read_progress)
+    stats, groups = sorter.stats, sorter.groups
+    headers, why, reads_per_tag = find_headers(sorter)
+    if not headers:
+        raise DecodeError("no header could be decoded from the reads (" + "; ".join(
+            f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
+    if tag is None:
+        tag = max(headers, key=lambda t: reads_per_tag[t])
+    elif tag not in headers:
+        raise DecodeError(f"no image with tag {tag:02x} in the reads (found: "
+                          f"{', '.join(f'{t:02x}' for t in headers)})")
+    h = headers[tag]
+    if (h.primer_f_nt, h.primer_r_nt) != (len(lay.primer_f), len(lay.primer_r)):
+        raise DecodeError("the header's primer lengths differ from the primers given")
+    model = name_for_id(h.model_id)
+    net, card = load_model(model)
+    if net.cfg.levels != h.levels or net.cfg.channels != h.channels:
+        raise DecodeError(f"model {model} does not match the header (levels/channels)")
+    cb = get_codebook(h.codeword_nt, h.levels)
+    layout = Layout(oligo_length=h.oligo_length, primer_f=lay.primer_f, primer_r=lay.primer_r)
+    vpo = values_per_oligo(layout, cb.n)
+    shape = h.latent_shape
+    total = int(np.prod(shape))
+    if -(-total // vpo) != h.n_data:
+        raise DecodeError("header is inconsistent: oligo count does not match the latent size")
+    perm = interleaver(total, h.seed)
+    centre = (h.levels - 1) // 2
+    flat = np.full(total, centre, dtype=np.int64)
+    missing = repaired = 0
+    for k in range(h.n_data):
+        g = _majority_group(groups, tag, k)
+        if progress is not None:
+            progress(1)
+        if g is None:
+            missing += 1
+            continue
+        s, rs = g
+        est = consensus_arrays(rs, layout.payload_nt)
+        vals, bad = payload_values(est, k, s, tag, cb.repairer, vpo)
+        repaired += bad
+        lo, hi = k * vpo, min((k + 1) * vpo, total)
+        flat[perm[lo:hi]] = vals[:hi - lo]
+    symbols = flat.reshape(shape)
+    unknown = sum(len(v) for (t, k, s), v in groups.items()
+                  if t == tag and k >= h.n_data and k < HEADER_BASE)
+    stats.unknown_oligo = unknown
+    exact = symbols_crc(symbols) == h.symbols_crc
+    image = reconstruct(symbols, model, (h.height, h.width))
+    other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
+    report = {
+        "reads": stats.to_dict(),
+        "oligos": {"expected": h.n_data, "recovered": h.n_data - missing, "missing": missing},
+        "codewords": {"total": total, "repaired": repaired, "erased": min(missing * vpo, total)},
+        "latent_exact": exact,
+        "image": {"height": h.height, "width": h.width, "model": model, "tag": f"{tag:02x}"},
+        "other_tags": other,
+        "header": h.to_dict(),
+    }
+    return DecodeResult(image, h, model, symbols, report)
