@@ -226,6 +226,29 @@ def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
     return None, last_err
 
 
+FEW_READS = 2
+
+
+def _oligo_values(reads: list[np.ndarray], payload_nt: int, number: int, scramble: int, tag: int, cb,
+                  count: int) -> tuple[np.ndarray, int]:
+    """Values of one data oligo from its reads, and how many codewords needed repair.
+
+    From 3 reads up: nucleotide consensus, then the resynchronising codeword decoder.  With 1 or 2
+    reads a consensus cannot outvote an indel, so each read is decoded on its own (the
+    codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
+    the read whose codeword was valid (the first read where both or neither were)."""
+    if len(reads) > FEW_READS:
+        est = consensus_arrays(reads, payload_nt)
+        vals, bad = payload_values(est, number, scramble, tag, cb.repairer, count, payload_nt)
+        return vals, int(bad.sum())
+    decoded = [payload_values(r, number, scramble, tag, cb.repairer, count, payload_nt) for r in reads]
+    if len(decoded) == 1:
+        return decoded[0][0], int(decoded[0][1].sum())
+    (v1, b1), (v2, b2) = decoded
+    vals = np.where(b1 & ~b2, v2, v1)
+    return vals, int(np.count_nonzero(b1 & b2))
+
+
 def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
@@ -298,11 +321,11 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
             missing += 1
             continue
         s, rs = g
-        est = consensus_arrays(rs, layout.payload_nt)
-        vals, bad = payload_values(est, k, s, tag, cb.repairer, vpo)
+        vals, bad = _oligo_values(rs, layout.payload_nt, k, s, tag, cb, vpo)
         repaired += bad
         lo, hi = k * vpo, min((k + 1) * vpo, total)
-        flat[perm[lo:hi]] = vals[:hi - lo]
+        v = vals[:hi - lo]
+        flat[perm[lo:hi]] = np.where(v < 0, centre, v)
     symbols = flat.reshape(shape)
     unknown = sum(len(v) for (t, k, s), v in groups.items()
                   if t == tag and k >= h.n_data and k < HEADER_BASE)

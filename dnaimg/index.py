@@ -53,6 +53,8 @@ for _i in range(15, 32):
     _GF_EXP[_i] = _GF_EXP[_i - 15]
 
 SCRAMBLE_NIBBLE = 5   # position of the scrambling seed, written unmasked
+N_SCRAMBLE = 12       # seeds 0..11: their words are the 12 at distance >= 2, so one substitution
+                      # in the seed's word is always seen (an erasure)
 
 
 def _make_masks() -> np.ndarray:
@@ -73,7 +75,7 @@ _RS = reedsolo.RSCodec(nsym=PARITY_NIBBLES, nsize=15, c_exp=4, prim=0x13)
 
 
 def pack_fields(number: int, scramble: int, tag: int) -> list[int]:
-    if not 0 <= number <= MAX_NUMBER or not 0 <= scramble < 16 or not 0 <= tag < 256:
+    if not 0 <= number <= MAX_NUMBER or not 0 <= scramble < N_SCRAMBLE or not 0 <= tag < 256:
         raise ValueError("index field out of range")
     bits = (number << 12) | (scramble << 8) | tag
     return [(bits >> (4 * (7 - i))) & 15 for i in range(DATA_NIBBLES)]
@@ -186,6 +188,8 @@ def decode_index_nt(nts, w2n, exp, log, masks, out):
         v = -1
         if a < 4 and b < 4 and d < 4:
             v = w2n[a * 16 + b * 4 + d]
+        if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+            v = -1
         if v < 0:
             if k == SCRAMBLE_NIBBLE:
                 s_erased = True
@@ -201,7 +205,7 @@ def decode_index_nt(nts, w2n, exp, log, masks, out):
     res = np.zeros(NIBBLES, dtype=np.int64)
     found = 0
     status = 0
-    s_lo, s_hi = (0, 16) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
+    s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
     for sc in range(s_lo, s_hi):
         for k in range(NIBBLES):
             u[k] = c[k] ^ masks[sc, k]

@@ -13,7 +13,7 @@ Every oligo, data or header, is ::
   of ACGT (:data:`dnaimg.codebook.SIGMAS`), chosen by a hash of (tag, oligo number, scrambling
   seed, word position).  Hamming distances, runs and GC balance of the codewords are unchanged,
   so the repair works on the un-whitened word exactly as designed, but a flat image region can
-  no longer write ACACAC...  The encoder tries scrambling seeds 0..15 per oligo until the whole
+  no longer write ACACAC...  The encoder tries scrambling seeds 0..11 per oligo until the whole
   oligo (primers and index included) passes :func:`dnaimg.constraints.oligo_ok`
   (guided scrambling); the seed travels in the index.
 - **header**: the bytes of :class:`Header` written as 4-bit symbols (3-nt words, the index's
@@ -32,7 +32,7 @@ import numpy as np
 from . import dna
 from .codebook import SIGMAS, SIGMAS_INV
 from .constraints import oligo_ok, report
-from .index import HEADER_BASE, INDEX_NT, NIBBLE_WORDS, encode_index
+from .index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
 from .repair import Repairer
 
 FORMAT_VERSION = 1
@@ -221,11 +221,11 @@ def _filler(prev: int, nxt: int, count: int, salt: int) -> list[int]:
 # assembling oligos
 
 def _assemble(layout: Layout, number: int, tag: int, words_nt: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """One oligo for a payload of codewords (un-whitened); tries scrambling seeds 0..15."""
+    """One oligo for a payload of codewords (un-whitened); tries scrambling seeds 0..11."""
     pf, prc = layout.pf, layout.pr_rc
     count = len(words_nt) // n
     pad = layout.payload_nt - count * n
-    for scramble in range(16):
+    for scramble in range(N_SCRAMBLE):
         keys = whitening_keys(tag, number, scramble, count)
         body = whiten(words_nt, n, keys)
         last = int(body[-1]) if len(body) else -1
@@ -292,16 +292,88 @@ def n_data_oligos(layout: Layout, n: int, total_values: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # reading payloads back
 
+RESYNC_DRIFT = 8        # largest frame shift (nt) the resynchronising decoder follows
+RESYNC_INDEL_COST = 2.0  # cost of one indel, in units of Hamming distance
+
+
+@nb.njit(cache=True, nogil=True)
+def _resync(read, n, count, expected_len, keys, sig_inv, table, dist, indel_cost, dmax):
+    """Codeword-aware alignment of a payload read to ``count`` codewords (Viterbi over the frame
+    drift d): word j is read at ``j*n + d``; its cost is its Hamming distance to the nearest valid
+    codeword after un-whitening; each nt of drift change between words costs ``indel_cost``; the
+    final drift should match the read's length.  Returns (values, per word: was it repaired)."""
+    R = read.shape[0]
+    W = 2 * dmax + 1
+    INF = 1e18
+    cost = np.full((count + 1, W), INF)
+    back = np.zeros((count + 1, W), dtype=np.int64)
+    cost[0, dmax] = 0.0
+    cost[0, dmax - 1] = indel_cost
+    cost[0, dmax + 1] = indel_cost
+    wcost = np.empty(W)
+    wval = np.empty((count, W), dtype=np.int64)
+    wbad = np.empty((count, W), dtype=np.int64)
+    for j in range(count):
+        sinv = sig_inv[keys[j]]
+        for di in range(W):
+            pos = j * n + di - dmax
+            if pos < 0 or pos + n > R:
+                wcost[di] = n
+                wval[j, di] = -1
+                wbad[j, di] = 1
+                continue
+            code = 0
+            extra = 0
+            for t in range(n):
+                x = read[pos + t]
+                if x > 3:
+                    x = 0
+                    extra += 1
+                code = code * 4 + sinv[x]
+            dd = dist[code] + extra
+            wcost[di] = dd
+            wval[j, di] = table[code]
+            wbad[j, di] = 1 if dd > 0 else 0
+        for di in range(W):
+            best = INF
+            bi = di
+            for dp in range(max(0, di - 2), min(W, di + 3)):
+                c = cost[j, dp] + indel_cost * abs(di - dp)
+                if c < best:
+                    best = c
+                    bi = dp
+            cost[j + 1, di] = best + wcost[di]
+            back[j + 1, di] = bi
+    target = R - expected_len
+    bd = 0
+    best = INF
+    for di in range(W):
+        c = cost[count, di] + indel_cost * abs(di - dmax - target)
+        if c < best:
+            best = c
+            bd = di
+    vals = np.empty(count, dtype=np.int64)
+    bad = np.zeros(count, dtype=np.bool_)
+    di = bd
+    for j in range(count, 0, -1):
+        vals[j - 1] = wval[j - 1, di]
+        bad[j - 1] = wbad[j - 1, di] > 0
+        di = back[j, di]
+    return vals, bad
+
+
 def payload_values(payload: np.ndarray, number: int, scramble: int, tag: int, repairer: Repairer,
-                   count: int) -> tuple[np.ndarray, int]:
-    """Payload nt of a data oligo -> (repaired values, number of codewords that were invalid)."""
+                   count: int, expected_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Payload nt of a data oligo (consensus or a single read, any length) -> (values, per
+    codeword whether it had to be repaired).  Values that could not be read at all are -1."""
     n = repairer.n
-    body = np.ascontiguousarray(payload[:count * n], dtype=np.uint8)
     keys = whitening_keys(tag, number, scramble, count)
-    raw = unwhiten(body, n, keys)
-    vals = repairer(raw)
-    invalid = int(np.count_nonzero(np.any(repairer.active[vals] != raw.reshape(-1, n), axis=1)))
-    return vals, invalid
+    p = np.ascontiguousarray(payload, dtype=np.uint8)
+    if expected_len is None:
+        expected_len = len(p)
+    vals, bad = _resync(p, n, count, expected_len, keys, SIGMAS_INV, repairer.table, repairer.dist,
+                        RESYNC_INDEL_COST, RESYNC_DRIFT)
+    return vals, bad
 
 
 def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int, per_part: int) -> np.ndarray:

@@ -110,6 +110,21 @@ def repair_numpy(received: np.ndarray, active: np.ndarray) -> np.ndarray:
     return hit.argmax(axis=1).astype(np.int32)
 
 
+@nb.njit(cache=True, nogil=True)
+def _distance_table(active, table):
+    """Hamming distance from every word (by code) to the codeword the repair picks."""
+    L, n = active.shape
+    out = np.empty(table.shape[0], dtype=np.int32)
+    for code in range(table.shape[0]):
+        d = 0
+        v = table[code]
+        for j in range(n):
+            if ((code >> (2 * (n - 1 - j))) & 3) != active[v, j]:
+                d += 1
+        out[code] = d
+    return out
+
+
 class Repairer:
     """Repairs flat nucleotide arrays against one active codebook (rows = values)."""
 
@@ -117,6 +132,7 @@ class Repairer:
         self.active = np.ascontiguousarray(active, dtype=np.uint8)
         self.n = self.active.shape[1]
         self.table = build_repair_table(self.active) if self.n <= TABLE_MAX_N else None
+        self.dist = _distance_table(self.active, self.table) if self.table is not None else None
 
     def __call__(self, nts: np.ndarray) -> np.ndarray:
         nts = np.ascontiguousarray(nts, dtype=np.uint8)

@@ -1,0 +1,92 @@
+"""End to end through the Python API, on a Kodak image (the shipped example if Kodak is absent)."""
+import numpy as np
+import pytest
+
+from dnaimg import dna
+from dnaimg.channel import Channel, simulate
+from dnaimg.codec import DecodeError, decode_reads, psnr
+from dnaimg.constraints import report
+from dnaimg.index import HEADER_BASE, read_index_py
+
+
+def test_noiseless_round_trip_is_exact(encoded):
+    enc, orig, ref = encoded
+    res = decode_reads(enc.oligos)
+    assert res.report["latent_exact"]
+    assert np.array_equal(res.symbols, enc.symbols)
+    assert np.array_equal(res.image, ref)
+    assert res.report["oligos"]["missing"] == 0
+    assert res.report["codewords"]["repaired"] == 0
+
+
+def test_record_names_are_not_needed_and_rates_are_reported(encoded):
+    enc, orig, ref = encoded
+    r = enc.rates()
+    assert r["payload_nt_per_pixel"] == pytest.approx(enc.symbols.size * 2 / r["pixels"])
+    assert r["total_nt_per_pixel"] > r["payload_nt_per_pixel"]
+    assert r["header_oligos"] >= 3
+    # reverse-complemented, shuffled, no names at all
+    rng = np.random.default_rng(0)
+    reads = [dna.decode(dna.revcomp(o)) if rng.random() < 0.5 else dna.decode(o) for o in enc.oligos]
+    rng.shuffle(reads)
+    res = decode_reads(reads)
+    assert res.report["latent_exact"] and np.array_equal(res.image, ref)
+
+
+def test_every_oligo_passes_check(encoded):
+    enc, _, _ = encoded
+    bad = [i for i, o in enumerate(enc.oligos) if not report(o).ok]
+    assert bad == []
+    assert {len(o) for o in enc.oligos} == {200}
+
+
+def test_noisy_reads_within_half_a_db(encoded):
+    enc, orig, ref = encoded
+    clean = psnr(orig, ref)
+    ch = Channel(sub=0.01, ins=0.005, dels=0.005, coverage=10, sigma=0.3, reverse_fraction=0.5)
+    reads, _, flip = simulate(enc.oligos, ch, seed=1)
+    assert 0.4 < flip.mean() < 0.6
+    res = decode_reads(reads)
+    got = psnr(orig, res.image)
+    assert got >= clean - 0.5, (got, clean, res.report)
+    assert res.report["reads"]["seen"] == len(reads)
+
+
+def test_ten_percent_dropout_still_decodes(encoded):
+    enc, orig, ref = encoded
+    ch = Channel(sub=0.005, coverage=10, sigma=0.3, dropout=0.10)
+    reads, which, _ = simulate(enc.oligos, ch, seed=2)
+    # the header must survive for this test to be about data loss: keep its oligos
+    reads += [o for o in enc.oligos[:enc.n_header]]
+    res = decode_reads(reads)
+    n = enc.header.n_data
+    missing = res.report["oligos"]["missing"]
+    assert 0.07 * n < missing < 0.13 * n
+    assert not res.report["latent_exact"]
+    assert psnr(orig, res.image) > psnr(orig, ref) - 4.0
+
+
+def test_header_lost_is_a_clear_error(encoded):
+    enc, _, _ = encoded
+    data_only = enc.oligos[enc.n_header:]
+    with pytest.raises(DecodeError, match="no header"):
+        decode_reads(data_only)
+
+
+def test_header_survives_losing_two_copies(encoded):
+    enc, orig, ref = encoded
+    parts = enc.n_header // 3
+    reads = enc.oligos[2 * parts:]      # only the third copy left
+    res = decode_reads(reads)
+    assert res.report["latent_exact"]
+
+
+def test_wrong_primers_is_a_clear_error(encoded):
+    enc, _, _ = encoded
+    with pytest.raises(DecodeError, match="primers"):
+        decode_reads(enc.oligos[:50], primer_f="ACGTGCTAGCTAGTCAGTCG", primer_r="TGCATGCAGTCGATCGACTG")
+
+
+def test_no_reads_is_a_clear_error():
+    with pytest.raises(DecodeError, match="no reads"):
+        decode_reads([])

@@ -1,0 +1,182 @@
+import numpy as np
+import pytest
+
+from dnaimg import dna
+from dnaimg.channel import PRESETS, Channel, preset, simulate
+from dnaimg.codebook import get_codebook
+from dnaimg.consensus import consensus, consensus_arrays
+from dnaimg.constraints import longest_repeat, longest_run, oligo_ok, report
+from dnaimg.index import INDEX_NT, read_index_py
+from dnaimg.layout import (Header, Layout, LayoutError, data_oligos, header_oligos, interleaver,
+                           payload_values, values_per_oligo)
+
+
+def _header(**kw):
+    d = dict(model_id=1, levels=9, codeword_nt=2, channels=4, height=40, width=48, n_data=0, oligo_length=200,
+             primer_f_nt=20, primer_r_nt=20, seed=99, tag=5, symbols_crc=0)
+    d.update(kw)
+    return Header(**d)
+
+
+def test_header_pack_unpack_and_checksum():
+    h = _header()
+    data = h.pack()
+    assert Header.unpack(data) == h
+    bad = bytearray(data)
+    bad[7] ^= 1
+    with pytest.raises(ValueError, match="checksum"):
+        Header.unpack(bytes(bad))
+
+
+def test_interleaver_is_a_pinned_permutation():
+    p = interleaver(1000, 42)
+    assert sorted(p.tolist()) == list(range(1000))
+    assert p[:6].tolist() == interleaver(1000, 42)[:6].tolist()
+    assert not np.array_equal(p, interleaver(1000, 43))
+    assert interleaver(10, 7).tolist() == PINNED_PERM
+
+
+@pytest.mark.parametrize("pattern", ["zeros", "max", "centre", "alternate", "random"])
+def test_oligos_pass_constraints_whatever_the_latent(pattern, rng):
+    lay = Layout()
+    cb = get_codebook(2, 9)
+    total = 4 * 5 * 6
+    sym = {"zeros": np.zeros(total), "max": np.full(total, 8), "centre": np.full(total, 4),
+           "alternate": np.arange(total) % 2 * 8, "random": rng.integers(0, 9, total)}[pattern].astype(np.int64)
+    h = _header(channels=4, height=40, width=48)
+    ols = data_oligos(lay, h, sym, cb.words) + header_oligos(lay, h)
+    for o in ols:
+        assert len(o) == 200
+        r = report(o)
+        assert r.ok, r.violations()
+        assert longest_run(o) <= 3 and longest_repeat(o) <= 12
+
+
+def test_payload_roundtrip(rng):
+    lay = Layout()
+    cb = get_codebook(2, 9)
+    total = 3 * 10 * 10
+    sym = rng.integers(0, 9, total)
+    h = _header(channels=3, height=80, width=80)
+    ols = data_oligos(lay, h, sym, cb.words)
+    vpo = values_per_oligo(lay, 2)
+    perm = interleaver(total, h.seed)
+    out = np.full(total, -1)
+    for k, o in enumerate(ols):
+        got = read_index_py(o[20:])
+        assert got[0] == k and got[2] == h.tag
+        payload = o[20 + INDEX_NT:20 + INDEX_NT + lay.payload_nt]
+        vals, bad = payload_values(payload, k, got[1], h.tag, cb.repairer, vpo)
+        assert not bad.any()
+        lo, hi = k * vpo, min((k + 1) * vpo, total)
+        out[perm[lo:hi]] = vals[:hi - lo]
+    assert np.array_equal(out, sym)
+
+
+def test_layout_validation():
+    with pytest.raises(LayoutError, match="payload"):
+        Layout(oligo_length=90)
+    with pytest.raises(LayoutError, match="homopolymer"):
+        Layout(primer_f="AAAAACGTACGTACGTACGT")
+    with pytest.raises(LayoutError, match="A/C/G/T"):
+        Layout(primer_r="ACGTNACGTACGTACGTACG")
+
+
+def test_consensus_examples():
+    assert consensus(["ACGTTGCA", "ACGTGCA", "ACGATGCA", "ACGTTGGCA", "CGTTGCA"], 8) == "ACGTTGCA"
+    assert consensus(["ACGTNGCA", "ACGTTGCA", "ACNTTGCA"], 8) == "ACGTTGCA"
+    assert consensus(["ACGT"], 4) == "ACGT"
+    assert len(consensus(["ACG"], 6)) == 6
+    with pytest.raises(ValueError):
+        consensus([], 5)
+
+
+def _nanopore_groups(n_oligos, reads_each, seed):
+    rng = np.random.default_rng(seed)
+    oligos = [rng.integers(0, 4, 200).astype(np.uint8) for _ in range(n_oligos)]
+    ch = preset("nanopore", coverage=reads_each, exact_coverage=True, sigma=0.0, reverse_fraction=0.0)
+    reads, which, _ = simulate(oligos, ch, seed=seed)
+    groups = [[] for _ in range(n_oligos)]
+    for r, k in zip(reads, which):
+        groups[k].append(r)
+    return oligos, groups
+
+
+def test_consensus_rebuilds_nanopore_oligos_from_10_reads():
+    oligos, groups = _nanopore_groups(300, 10, seed=11)
+    exact = sum(np.array_equal(consensus_arrays(g, 200), o) for g, o in zip(groups, oligos))
+    assert exact / len(oligos) >= 0.90
+
+
+def test_consensus_beats_plain_majority():
+    oligos, groups = _nanopore_groups(100, 10, seed=5)
+    def majority(g):
+        v = np.zeros((200, 4), int)
+        for r in g:
+            for i, x in enumerate(r[:200]):
+                v[i, x] += 1
+        return v.argmax(1)
+    plain = sum(np.array_equal(majority(g), o) for g, o in zip(groups, oligos))
+    ours = sum(np.array_equal(consensus_arrays(g, 200), o) for g, o in zip(groups, oligos))
+    assert plain < 30 and ours > 85
+
+
+def _align_counts(a, b):
+    """(substitutions, insertions, deletions) turning oligo a into read b, by edit distance."""
+    n, m = len(a), len(b)
+    D = np.zeros((n + 1, m + 1), int)
+    D[:, 0] = np.arange(n + 1)
+    D[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            D[i, j] = min(D[i - 1, j - 1] + (a[i - 1] != b[j - 1]), D[i - 1, j] + 1, D[i, j - 1] + 1)
+    i, j, s, ins, dl = n, m, 0, 0, 0
+    while i or j:
+        if i and j and D[i, j] == D[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
+            s += a[i - 1] != b[j - 1]
+            i, j = i - 1, j - 1
+        elif i and D[i, j] == D[i - 1, j] + 1:
+            dl += 1
+            i -= 1
+        else:
+            ins += 1
+            j -= 1
+    return s, ins, dl
+
+
+def test_simulated_error_rates_match_parameters():
+    rng = np.random.default_rng(0)
+    oligos = [rng.integers(0, 4, 150).astype(np.uint8) for _ in range(40)]
+    ch = Channel(sub=0.02, ins=0.01, dels=0.015, coverage=10, sigma=0.0, exact_coverage=True, reverse_fraction=0.5)
+    reads, which, flip = simulate(oligos, ch, seed=4)
+    assert len(reads) == 400 and 150 < flip.sum() < 250
+    tot = np.zeros(3)
+    for r, k, f in zip(reads, which, flip):
+        r = dna.revcomp(r) if f else r
+        tot += _align_counts(oligos[k], r)
+    rates = tot / (400 * 150)
+    # the alignment finds the cheapest explanation, a little under the truth
+    assert rates[0] == pytest.approx(0.02, rel=0.15)
+    assert rates[1] == pytest.approx(0.01, rel=0.25)
+    assert rates[2] == pytest.approx(0.015, rel=0.25)
+
+
+def test_coverage_dropout_and_seed():
+    rng = np.random.default_rng(0)
+    oligos = [rng.integers(0, 4, 100).astype(np.uint8) for _ in range(2000)]
+    ch = Channel(coverage=5, sigma=0.3, dropout=0.1)
+    reads, which, _ = simulate(oligos, ch, seed=1)
+    assert len(reads) == 10000
+    lost = 2000 - len(np.unique(which))
+    assert 150 < lost < 260
+    again, which2, _ = simulate(oligos, ch, seed=1)
+    assert np.array_equal(which, which2) and all(np.array_equal(a, b) for a, b in zip(reads, again))
+    seed_ch = preset("seed", sub=0.05)
+    r1, w1, _ = simulate(oligos, seed_ch, seed=2)
+    assert sorted(w1.tolist()) == list(range(2000))
+    assert all(len(r) == 100 for r in r1)
+    assert set(PRESETS) >= {"miseq", "nextseq", "hedges", "nanopore", "seed"}
+
+
+# format version 1: must never change
+PINNED_PERM = [9, 7, 8, 4, 6, 0, 3, 1, 5, 2]
