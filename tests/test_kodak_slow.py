@@ -1,0 +1,19 @@
+"""Heavy checks over all 24 Kodak images (pytest -m slow)."""
+import numpy as np
+import pytest
+
+from conftest import kodak_images
+from dnaimg.codec import decode_reads, encode_image
+from dnaimg.constraints import report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(not kodak_images(), reason="../shared/data/kodak not present")
+@pytest.mark.parametrize("path", kodak_images(), ids=lambda p: p.stem)
+def test_every_kodak_oligo_passes_check_and_round_trips(path):
+    enc = encode_image(path)
+    assert all(report(o).ok for o in enc.oligos)
+    res = decode_reads(enc.oligos)
+    assert res.report["latent_exact"]
+    assert np.array_equal(res.symbols, enc.symbols)

@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dnaimg.codec import load_image, psnr, reconstruct, to_tensor
+from dnaimg.model import CompressiveAutoencoder, ModelConfig, latent_shape
+from dnaimg.registry import ModelError, list_models, load_model, load_weights
+
+
+def test_shapes_and_quantiser():
+    cfg = ModelConfig(channels=8, levels=9)
+    m = CompressiveAutoencoder(cfg).eval()
+    x = torch.rand(1, 3, 37, 50)
+    s = m.compress(x)
+    assert s.shape == (1,) + latent_shape(cfg, 37, 50) == (1, 8, 5, 7)
+    assert s.min() >= 0 and s.max() <= 8
+    y = m.decompress(s, (37, 50))
+    assert y.shape == (1, 3, 37, 50)
+    z = torch.tensor([-1.0, -0.13, -0.12, 0.0, 0.124, 0.126, 1.0])
+    assert m.to_symbols(z).tolist() == [0, 3, 4, 4, 4, 5, 8]
+    assert torch.allclose(m.from_symbols(m.to_symbols(z)), torch.tensor([-1, -0.25, 0, 0, 0, 0.25, 1.0]))
+    # straight-through: the gradient passes the rounding unchanged
+    z = torch.zeros(3, requires_grad=True)
+    m.quantize_ste(z * 2).sum().backward()
+    assert torch.allclose(z.grad, torch.full((3,), 2.0))
+
+
+def test_shipped_models_load_and_have_cards():
+    cards = list_models()
+    assert cards, "no shipped model"
+    for c in cards:
+        model, card = load_model(c["name"])
+        assert card["codeword_nt"] >= 2 and "training" in card
+        assert card["training"]["steps"] > 0
+
+
+def test_shipped_model_is_really_trained(kodak_image):
+    img = load_image(kodak_image)
+    model, _ = load_model()
+    with torch.no_grad():
+        sym = model.compress(to_tensor(img))[0].numpy()
+    rec = reconstruct(sym, "cae32-l9", img.shape[:2])
+    assert psnr(img, rec) > 26.0
+
+
+def test_corrupt_or_mismatched_weights_are_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    m = CompressiveAutoencoder(ModelConfig(channels=8))
+    with pytest.raises(ModelError, match="cannot read"):
+        load_weights(m, bad)
+    from safetensors.torch import save_file
+    other = CompressiveAutoencoder(ModelConfig(channels=16))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "o.safetensors"))
+    with pytest.raises(ModelError, match="shape"):
+        load_weights(m, tmp_path / "o.safetensors")
+
+
+def test_training_resumes(tmp_path):
+    from PIL import Image
+    from dnaimg.train import train
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    cfg = ModelConfig(channels=4, levels=9, width=16, res_blocks=1)
+    ck = train(data, tmp_path / "run", cfg, steps=3, batch=2, crop=32, log_every=1)
+    s1 = torch.load(ck, weights_only=True)
+    assert s1["step"] == 3
+    train(data, tmp_path / "run", cfg, steps=5, batch=2, crop=32, log_every=1)
+    s2 = torch.load(ck, weights_only=True)
+    assert s2["step"] == 5
+    assert not torch.equal(s1["model"]["encoder.tail.weight"], s2["model"]["encoder.tail.weight"])
