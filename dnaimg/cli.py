@@ -141,11 +141,18 @@ def encode(image, output, model, oligo_length, primer_f, primer_r, header_copies
               help="Original image: also report PSNR against it.")
 @click.option("--select", "select", default=None, metavar="TAG",
               help="Image tag (hex) to decode when the reads hold several images.")
+@click.option("--strict", is_flag=True,
+              help="Exit with status 3 unless the latent is exactly the one encoded (its CRC32 matches).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def decode(reads, output, primer_f, primer_r, reference, select, as_json, quiet):
-    """Rebuild the image from sequencer READS (FASTA/FASTQ, gzipped or not)."""
+def decode(reads, output, primer_f, primer_r, reference, select, strict, as_json, quiet):
+    """Rebuild the image from sequencer READS (FASTA/FASTQ, gzipped or not).
+
+    The PNG is written whenever an image can be drawn; the report says how many oligos were
+    missing and codewords repaired, and whether the latent is exactly the encoded one.  Exit
+    status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
+    """
     from PIL import Image
 
     from .codec import decode_reads, load_image, psnr
@@ -176,9 +183,23 @@ def decode(reads, output, primer_f, primer_r, reference, select, as_json, quiet)
             raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, decoded image is "
                             f"{res.image.shape[1]}x{res.image.shape[0]}")
         rep["psnr_db"] = round(psnr(ref, res.image), 3)
+    several = len(rep["images_present"]) > 1 and select is None
     if as_json:
         click.echo(json.dumps(rep, indent=2))
-        return
+    else:
+        _print_decode_report(rep, output, reference)
+    if several:
+        click.echo("dnaimg: warning: the reads hold " + ", ".join(
+            f"image {t} ({v['width']}x{v['height']}, {v['reads']} reads)" for t, v in rep["images_present"].items())
+            + f"; decoded {rep['image']['tag']}, choose another with --select TAG", err=True)
+    if strict and not rep["latent_exact"]:
+        click.echo("dnaimg: strict: the decoded latent differs from the encoded one "
+                   f"({rep['codewords']['repaired']} codewords repaired, {rep['oligos']['missing']} oligos missing)",
+                   err=True)
+        sys.exit(3)
+
+
+def _print_decode_report(rep, output, reference):
     rd, ol, cw = rep["reads"], rep["oligos"], rep["codewords"]
     click.echo(f"reads: {rd['seen']} seen, {rd['used']} used, {rd['rejected']} rejected "
                f"({rd['rejected_no_primer']} without primer, {rd['rejected_bad_index']} with unreadable index, "
@@ -186,9 +207,6 @@ def decode(reads, output, primer_f, primer_r, reference, select, as_json, quiet)
     click.echo(f"oligos: {ol['recovered']}/{ol['expected']} recovered, {ol['missing']} missing")
     click.echo(f"codewords: {cw['repaired']} repaired, {cw['erased']} erased of {cw['total']}; "
                f"latent exact: {'yes' if rep['latent_exact'] else 'no'}")
-    if rep["other_tags"]:
-        click.echo(f"note: reads of other images present (tag: reads) {rep['other_tags']}; "
-                   f"decoded tag {rep['image']['tag']}, choose with --select")
     click.echo(f"wrote {output} ({rep['image']['width']}x{rep['image']['height']}, model "
                f"{rep['image']['model']})  [{rep['seconds']:.1f} s]")
     if reference:

@@ -177,6 +177,7 @@ def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
     med = int(np.median(lengths))
     nib_needed = 2 * Header.size()
     last_err = "header checksum never matched"
+    other_versions: set[int] = set()
     for L in sorted(range(max(3, med - 3), med + 4), key=lambda x: (abs(x - med), x)):
         per_part = L // 3
         parts = -(-nib_needed // per_part)
@@ -210,19 +211,30 @@ def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
                 candidates.append(np.concatenate(combo))
                 if len(candidates) > 64:
                     break
+        valid: list[Header] = []
         for nib in candidates:
             data = nibbles_to_bytes(nib[:nib_needed])
+            ver = Header.peek_version(data)
+            if ver is not None and ver != FORMAT_VERSION:
+                other_versions.add(ver)
+                continue
             try:
                 h = Header.unpack(data)
             except ValueError as e:
                 last_err = str(e)
                 continue
-            if h.version != FORMAT_VERSION:
-                raise DecodeError(f"the DNA holds format version {h.version}; this dnaimg reads "
-                                  f"version {FORMAT_VERSION}")
             if h.oligo_length - h.primer_f_nt - h.primer_r_nt - 36 != L:
                 continue
-            return h, ""
+            if h not in valid:
+                valid.append(h)
+        if len(valid) > 1:
+            raise DecodeError(f"contradictory headers for image tag {tag:02x}: the reads hold "
+                              f"{len(valid)} different valid headers")
+        if valid:
+            return valid[0], ""
+    if other_versions:
+        raise DecodeError(f"the DNA holds format version {', '.join(map(str, sorted(other_versions)))}; "
+                          f"this dnaimg reads version {FORMAT_VERSION}")
     return None, last_err
 
 
@@ -333,6 +345,8 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     exact = symbols_crc(symbols) == h.symbols_crc
     image = reconstruct(symbols, model, (h.height, h.width))
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
+    images = {f"{t:02x}": {"reads": reads_per_tag[t], "width": hh.width, "height": hh.height}
+              for t, hh in headers.items()}
     report = {
         "reads": stats.to_dict(),
         "oligos": {"expected": h.n_data, "recovered": h.n_data - missing, "missing": missing},
@@ -340,6 +354,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         "latent_exact": exact,
         "image": {"height": h.height, "width": h.width, "model": model, "tag": f"{tag:02x}"},
         "other_tags": other,
+        "images_present": images,
         "header": h.to_dict(),
     }
     return DecodeResult(image, h, model, symbols, report)
