@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from itertools import product
+from itertools import islice, product
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,11 +20,11 @@ from PIL import Image, UnidentifiedImageError
 
 from . import dna
 from .codebook import get_codebook
-from .consensus import consensus_arrays
+from .consensus import consensus_packed
 from .index import HEADER_BASE
 from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, Layout, LayoutError, data_oligos,
                      header_nibbles, header_oligos, interleaver, nibbles_to_bytes, payload_values, values_per_oligo)
-from .reads import ReadSorter
+from .reads import CHUNK, ReadSorter
 from .registry import DEFAULT_MODEL, load_model, model_id, name_for_id
 
 
@@ -160,20 +160,15 @@ class DecodeResult:
     report: dict = field(default_factory=dict)
 
 
-def _majority_group(groups: dict, tag: int, number: int) -> tuple[int, list[np.ndarray]] | None:
-    cands = [(len(v), s) for (t, k, s), v in groups.items() if t == tag and k == number]
-    if not cands:
-        return None
-    _, s = max(cands)
-    return s, groups[(tag, number, s)]
-
-
-def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
+def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
     """Try to rebuild the header of image ``tag``; returns (header, why-not)."""
-    hgroups = {(k - HEADER_BASE): v for (t, k, s), v in groups.items() if t == tag and k >= HEADER_BASE}
+    hgroups = {}
+    for (t, k), seeds in sorter.by_oligo.items():
+        if t == tag and k >= HEADER_BASE:
+            hgroups[k - HEADER_BASE] = sorter.best_group(t, k)
     if not hgroups:
         return None, "no header oligo was read"
-    lengths = [len(r) for v in hgroups.values() for r in v]
+    lengths = np.concatenate([g.packed()[1][1:] - g.packed()[1][:-1] for _, g in hgroups.values()])
     med = int(np.median(lengths))
     nib_needed = 2 * Header.size()
     last_err = "header checksum never matched"
@@ -186,11 +181,8 @@ def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
             c, p = off // 16, off % 16
             if p >= parts:
                 continue
-            g = _majority_group(groups, tag, HEADER_BASE + off)
-            if g is None:
-                continue
-            s, reads = g
-            est = consensus_arrays(reads, L)
+            s, g = hgroups[off]
+            est = consensus_packed(*g.packed(), L)
             copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
         if not copies:
             continue
@@ -241,7 +233,7 @@ def _decode_header(groups: dict, tag: int) -> tuple[Header | None, str]:
 FEW_READS = 2
 
 
-def _oligo_values(reads: list[np.ndarray], payload_nt: int, number: int, scramble: int, tag: int, cb,
+def _oligo_values(group, payload_nt: int, number: int, scramble: int, tag: int, cb,
                   count: int) -> tuple[np.ndarray, int]:
     """Values of one data oligo from its reads, and how many codewords needed repair.
 
@@ -249,11 +241,11 @@ def _oligo_values(reads: list[np.ndarray], payload_nt: int, number: int, scrambl
     reads a consensus cannot outvote an indel, so each read is decoded on its own (the
     codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
     the read whose codeword was valid (the first read where both or neither were)."""
-    if len(reads) > FEW_READS:
-        est = consensus_arrays(reads, payload_nt)
+    if len(group) > FEW_READS:
+        est = consensus_packed(*group.packed(), payload_nt)
         vals, bad = payload_values(est, number, scramble, tag, cb.repairer, count, payload_nt)
         return vals, int(bad.sum())
-    decoded = [payload_values(r, number, scramble, tag, cb.repairer, count, payload_nt) for r in reads]
+    decoded = [payload_values(r, number, scramble, tag, cb.repairer, count, payload_nt) for r in group.reads()]
     if len(decoded) == 1:
         return decoded[0][0], int(decoded[0][1].sum())
     (v1, b1), (v2, b2) = decoded
@@ -264,10 +256,15 @@ def _oligo_values(reads: list[np.ndarray], payload_nt: int, number: int, scrambl
 def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
-    for r in reads:
-        sorter.add(dna.encode(r) if isinstance(r, (str, bytes)) else np.asarray(r, dtype=np.uint8))
+    it = iter(reads)
+    while True:
+        batch = list(islice(it, CHUNK))
+        if not batch:
+            break
+        sorter.add_many(batch)
         if progress is not None:
-            progress(1)
+            progress(len(batch))
+    sorter.finish()
     if sorter.stats.seen == 0:
         raise DecodeError("no reads in the input")
     if not sorter.groups:
@@ -279,11 +276,11 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
 def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str], Counter]:
     """Headers decoded per image tag, the reasons where none could be, and reads per tag."""
     reads_per_tag: Counter = Counter()
-    for (t, k, s), v in sorter.groups.items():
-        reads_per_tag[t] += len(v)
+    for (t, k, s), g in sorter.groups.items():
+        reads_per_tag[t] += len(g)
     headers, why = {}, {}
     for t, _ in reads_per_tag.most_common():
-        h, w = _decode_header(sorter.groups, t)
+        h, w = _decode_header(sorter, t)
         if h is not None:
             headers[t] = h
         else:
@@ -297,7 +294,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     """Reads (str or uint8 arrays, any order, either strand) -> image and report."""
     lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
     sorter = sort_reads(reads, lay, read_progress)
-    stats, groups = sorter.stats, sorter.groups
+    stats = sorter.stats
     headers, why, reads_per_tag = find_headers(sorter)
     if not headers:
         raise DecodeError("no header could be decoded from the reads (" + "; ".join(
@@ -326,22 +323,23 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     flat = np.full(total, centre, dtype=np.int64)
     missing = repaired = 0
     for k in range(h.n_data):
-        g = _majority_group(groups, tag, k)
+        g = sorter.best_group(tag, k)
         if progress is not None:
             progress(1)
         if g is None:
             missing += 1
             continue
-        s, rs = g
-        vals, bad = _oligo_values(rs, layout.payload_nt, k, s, tag, cb, vpo)
+        s, group = g
+        vals, bad = _oligo_values(group, layout.payload_nt, k, s, tag, cb, vpo)
         repaired += bad
         lo, hi = k * vpo, min((k + 1) * vpo, total)
         v = vals[:hi - lo]
         flat[perm[lo:hi]] = np.where(v < 0, centre, v)
     symbols = flat.reshape(shape)
-    unknown = sum(len(v) for (t, k, s), v in groups.items()
-                  if t == tag and k >= h.n_data and k < HEADER_BASE)
+    unknown = sum(len(g) for (t, k, s), g in sorter.groups.items()
+                  if t == tag and h.n_data <= k < HEADER_BASE)
     stats.unknown_oligo = unknown
+    stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc
     image = reconstruct(symbols, model, (h.height, h.width))
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}

@@ -1,6 +1,8 @@
 """Consensus of the reads of one oligo: its best estimate of a known length.
 
-Start: a per-position majority of the reads aligned at their start (first half) and at their
+Fast path: when at least three reads have exactly the right length and their per-position
+majority is clear at every position, that majority is returned at once (clean Illumina-like
+reads).  Otherwise, start: a per-position majority of the reads aligned at their start (first half) and at their
 end (second half), so that an indel shifts only one side.  Then repeat: align every read to
 the current estimate (global edit-distance alignment, gaps placed consistently to the left),
 count at each estimate position the bases and deletions the reads put there and at each gap
@@ -20,6 +22,7 @@ import numpy as np
 from . import dna
 
 MAX_ITERS = 12
+MAX_ALIGNED_READS = 24   # the alignment rounds use at most this many reads
 
 
 @nb.njit(cache=True, nogil=True)
@@ -104,9 +107,47 @@ def _initial(flat, offs, length):
 
 
 @nb.njit(cache=True, nogil=True)
+def _fast_majority(flat, offs, length, out):
+    """Fast path: when at least 3 reads have exactly ``length`` nt and their per-position majority
+    is clear everywhere (top count above half and at least 2 ahead of the next), that majority
+    is the answer and no alignment is needed.  Returns whether it applied."""
+    n = offs.shape[0] - 1
+    m = 0
+    for r in range(n):
+        if offs[r + 1] - offs[r] == length:
+            m += 1
+    if m < 3:
+        return False
+    votes = np.zeros(4, dtype=np.int64)
+    for p in range(length):
+        votes[:] = 0
+        for r in range(n):
+            if offs[r + 1] - offs[r] == length:
+                x = flat[offs[r] + p]
+                if x < 4:
+                    votes[x] += 1
+        b = _argmax4(votes)
+        top = votes[b]
+        second = 0
+        for k in range(4):
+            if k != b and votes[k] > second:
+                second = votes[k]
+        if 2 * top <= m or top - second < 2:
+            return False
+        out[p] = b
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def consensus_packed(flat, offs, length):
     """Consensus of reads packed as ``flat[offs[r]:offs[r+1]]``; returns uint8[length]."""
     n = offs.shape[0] - 1
+    fast = np.empty(length, dtype=np.uint8)
+    if _fast_majority(flat, offs, length, fast):
+        return fast
+    if n > MAX_ALIGNED_READS:
+        offs = offs[:MAX_ALIGNED_READS + 1]
+        n = MAX_ALIGNED_READS
     est = _initial(flat, offs, length)
     if n <= 1 and n == 1 and offs[1] - offs[0] == length:
         return est

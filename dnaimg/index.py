@@ -231,6 +231,55 @@ def _fields(nib):
 
 
 @nb.njit(cache=True, nogil=True)
+def quick_index(seq, start, end, w2n, exp, log, masks):
+    """Allocation-free check of an error-free index at ``seq[start:start+36]``: returns
+    (ok, number, scramble, tag); ok is False whenever anything would need correcting."""
+    if end - start < INDEX_NT:
+        return False, 0, 0, 0
+    p = start + 3 * SCRAMBLE_NIBBLE
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    if a > 3 or b > 3 or c > 3:
+        return False, 0, 0, 0
+    sc = w2n[a * 16 + b * 4 + c]
+    if sc < 0 or sc >= N_SCRAMBLE:
+        return False, 0, 0, 0
+    s0 = s1 = s2 = s3 = 0
+    bits = 0
+    for k in range(NIBBLES):
+        p = start + 3 * k
+        a, b, c = seq[p], seq[p + 1], seq[p + 2]
+        if a > 3 or b > 3 or c > 3:
+            return False, 0, 0, 0
+        v = w2n[a * 16 + b * 4 + c]
+        if v < 0:
+            return False, 0, 0, 0
+        u = v ^ masks[sc, k]
+        s0 = s0 ^ u
+        s1 = _gf_mul(s1, exp[1], exp, log) ^ u
+        s2 = _gf_mul(s2, exp[2], exp, log) ^ u
+        s3 = _gf_mul(s3, exp[3], exp, log) ^ u
+        if k < DATA_NIBBLES:
+            bits = (bits << 4) | u
+    if s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0:
+        return False, 0, 0, 0
+    return True, bits >> 12, (bits >> 8) & 15, bits & 255
+
+
+@nb.njit(cache=True, nogil=True)
+def _word_ok(seq, p, k, w2n):
+    """Is seq[p:p+3] a valid nibble word for position k (the seed's position takes 12 words)?"""
+    if p < 0 or p + 3 > seq.shape[0]:
+        return False
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    if a > 3 or b > 3 or c > 3:
+        return False
+    v = w2n[a * 16 + b * 4 + c]
+    if v < 0:
+        return False
+    return not (k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE)
+
+
+@nb.njit(cache=True, nogil=True)
 def read_index(insert, w2n, exp, log, masks):
     """Read the index at the start of a trimmed insert, tolerating one indel.
 
@@ -251,12 +300,26 @@ def read_index(insert, w2n, exp, log, masks):
         if st != 0:
             nb_, sc, tg = _fields(out)
             return True, nb_, sc, tg, INDEX_NT, True
+    # Frame checks first: a hypothesis can only succeed if every word outside the one holding
+    # the indel is a valid nibble word in its frame (0 before, +1 after a deletion, -1 after an
+    # insertion), so most hypotheses are discarded without decoding.
+    bad0 = np.zeros(NIBBLES + 1, dtype=np.int64)     # invalid words in frame 0 among 0..k-1
+    badp = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame +1 among k..11
+    badm = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame -1 among k..11
+    for k in range(NIBBLES):
+        bad0[k + 1] = bad0[k] + (0 if _word_ok(insert, 3 * k, k, w2n) else 1)
+    for k in range(NIBBLES - 1, -1, -1):
+        badp[k] = badp[k + 1] + (0 if _word_ok(insert, 3 * k + 1, k, w2n) else 1)
+        badm[k] = badm[k + 1] + (0 if (k > 0 and _word_ok(insert, 3 * k - 1, k, w2n)) else 1)
     buf = np.empty(INDEX_NT, dtype=np.uint8)
     have = False
     r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
     # deletion hypotheses: read has an extra nt at position j
     if L >= INDEX_NT + 1:
         for j in range(INDEX_NT):
+            kj = j // 3
+            if bad0[kj] != 0 or badp[kj + 1] != 0:
+                continue
             for t in range(INDEX_NT):
                 buf[t] = insert[t] if t < j else insert[t + 1]
             st, ne = decode_index_nt(buf, w2n, exp, log, masks, out)
@@ -269,6 +332,9 @@ def read_index(insert, w2n, exp, log, masks):
     # insertion hypotheses: read is missing the nt at position j
     if L >= INDEX_NT - 1:
         for j in range(INDEX_NT):
+            kj = j // 3
+            if bad0[kj] != 0 or badm[kj + 1] != 0:
+                continue
             for t in range(INDEX_NT):
                 if t < j:
                     buf[t] = insert[t]

@@ -16,26 +16,27 @@ import numba as nb
 import numpy as np
 
 from . import dna
-from .index import TABLES, read_index
+from .index import INDEX_NT, TABLES, quick_index, read_index
 
 MAX_LEAD = 4
 
 
 @nb.njit(cache=True, nogil=True)
-def prefix_match(pattern, text, max_lead):
-    """Best alignment of the whole ``pattern`` to a prefix of ``text`` (the text may start with
-    up to ``max_lead`` extra nt for free).  Returns (edit distance, end position in text)."""
+def _match(pattern, text, max_lead, from_end, prev, cur):
+    """Best alignment of the whole ``pattern`` to a prefix of ``text`` (or, with ``from_end``, of
+    the reversed text against the reversed pattern: a suffix match), the text may start with up
+    to ``max_lead`` extra nt for free.  Returns (edit distance, nt of text consumed)."""
     m = pattern.shape[0]
-    n = min(text.shape[0], m + m // 2 + max_lead)
-    prev = np.empty(n + 1, dtype=np.int64)
-    cur = np.empty(n + 1, dtype=np.int64)
+    L = text.shape[0]
+    n = min(L, m + m // 2 + max_lead)
     for j in range(n + 1):
         prev[j] = 0 if j <= max_lead else j - max_lead
     for i in range(1, m + 1):
         cur[0] = i
-        pi = pattern[i - 1]
+        pi = pattern[m - i] if from_end else pattern[i - 1]
         for j in range(1, n + 1):
-            best = prev[j - 1] + (0 if pi == text[j - 1] else 1)
+            tj = text[L - j] if from_end else text[j - 1]
+            best = prev[j - 1] + (0 if pi == tj else 1)
             a = prev[j] + 1
             if a < best:
                 best = a
@@ -43,7 +44,8 @@ def prefix_match(pattern, text, max_lead):
             if b < best:
                 best = b
             cur[j] = best
-        prev, cur = cur, prev
+        for j in range(n + 1):
+            prev[j] = cur[j]
     bd, bj = m + 1, 0
     for j in range(n + 1):
         if prev[j] < bd:
@@ -52,36 +54,143 @@ def prefix_match(pattern, text, max_lead):
 
 
 @nb.njit(cache=True, nogil=True)
-def _rc(a):
-    n = a.shape[0]
-    out = np.empty(n, dtype=np.uint8)
-    for i in range(n):
-        x = a[n - 1 - i]
-        out[i] = 3 - x if x < 4 else 255
-    return out
+def prefix_match(pattern, text, max_lead):
+    """Allocating convenience form of :func:`_match` (prefix)."""
+    n = min(text.shape[0], pattern.shape[0] + pattern.shape[0] // 2 + max_lead)
+    return _match(pattern, text, max_lead, False, np.empty(n + 1, np.int64), np.empty(n + 1, np.int64))
 
 
 @nb.njit(cache=True, nogil=True)
-def locate_insert(read, pf, pr_rc_rev, max_err):
+def _starts_with(seq, pat):
+    if seq.shape[0] < pat.shape[0]:
+        return False
+    for i in range(pat.shape[0]):
+        if seq[i] != pat[i]:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _ends_with(seq, pat):
+    L, m = seq.shape[0], pat.shape[0]
+    if L < m:
+        return False
+    for i in range(m):
+        if seq[L - m + i] != pat[i]:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _rc_into(a, out):
+    n = a.shape[0]
+    for i in range(n):
+        x = a[n - 1 - i]
+        out[i] = 3 - x if x < 4 else 255
+    return out[:n]
+
+
+@nb.njit(cache=True, nogil=True)
+def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     """Orient ``read`` and find its insert.  Returns (status, oriented read, start, end):
     status 0 = no forward primer on either strand; 1 = forward primer found, reverse missing
-    (the end is then estimated); 2 = both found."""
-    d1, e1 = prefix_match(pf, read, MAX_LEAD)
-    rc = _rc(read)
-    d2, e2 = prefix_match(pf, rc, MAX_LEAD)
-    if d1 <= d2:
-        seq, d, start = read, d1, e1
+    (the end is then estimated); 2 = both found.  The oriented read may live in ``scratch``."""
+    L = read.shape[0]
+    m = pf.shape[0]
+    # fast path: an exact forward primer at either end
+    if _starts_with(read, pf):
+        seq, d, start = read, 0, m
+    elif _ends_with(read, pf_rc):
+        seq, d, start = _rc_into(read, scratch), 0, m
     else:
-        seq, d, start = rc, d2, e2
+        d1, e1 = _match(pf, read, MAX_LEAD, False, prev, cur)
+        d2, e2 = _match(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
+        if d1 <= d2:
+            seq, d, start = read, d1, e1
+        else:
+            seq, d, start = _rc_into(read, scratch), d2, e2
     if d > max_err:
         return 0, seq, 0, 0
-    rev = seq[::-1].copy()
-    dr, er = prefix_match(pr_rc_rev, rev, MAX_LEAD)
-    if dr <= max_err:
-        end = seq.shape[0] - er
-        if end > start:
-            return 2, seq, start, end
-    return 1, seq, start, max(start, seq.shape[0] - pr_rc_rev.shape[0])
+    mr = pr_rc.shape[0]
+    if _ends_with(seq, pr_rc):
+        if L - mr > start:
+            return 2, seq, start, L - mr
+    dr, er = _match(pr_rc, seq, MAX_LEAD, True, prev, cur)
+    if dr <= max_err and L - er > start:
+        return 2, seq, start, L - er
+    return 1, seq, start, max(start, L - mr)
+
+
+def locate_insert(read, pf, pr_rc, max_err):
+    """Python-level helper (tests): orient one read; see :func:`orient`."""
+    pf_rc = dna.revcomp(pf)
+    scratch = np.empty(len(read), dtype=np.uint8)
+    n = len(pf) * 2 + MAX_LEAD + 1
+    st, seq, a, b = orient(np.ascontiguousarray(read, dtype=np.uint8), pf, pf_rc, pr_rc, max_err, scratch,
+                           np.empty(n, np.int64), np.empty(n, np.int64))
+    return st, seq.copy(), a, b
+
+
+ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
+CHUNK = 262144          # reads processed per numba call
+MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
+
+
+@nb.njit(cache=True, nogil=True)
+def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
+    """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255).
+
+    Returns per read: status, tag, number, scramble, index repaired; and the payloads (the part
+    of the insert after the index), packed in ``out[out_offs[r]:out_offs[r+1]]``."""
+    n = offs.shape[0] - 1
+    status = np.zeros(n, dtype=np.int8)
+    tag = np.zeros(n, dtype=np.int64)
+    number = np.zeros(n, dtype=np.int64)
+    scramble = np.zeros(n, dtype=np.int64)
+    repaired = np.zeros(n, dtype=np.bool_)
+    out = np.empty(flat.shape[0], dtype=np.uint8)
+    out_offs = np.zeros(n + 1, dtype=np.int64)
+    maxlen = 0
+    for r in range(n):
+        if offs[r + 1] - offs[r] > maxlen:
+            maxlen = offs[r + 1] - offs[r]
+    scratch = np.empty(maxlen + 1, dtype=np.uint8)
+    pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
+    _rc_into(pf, pf_rc)
+    w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
+    prev = np.empty(w, dtype=np.int64)
+    cur = np.empty(w, dtype=np.int64)
+    pos = 0
+    for r in range(n):
+        read = flat[offs[r]:offs[r + 1]]
+        out_offs[r] = pos
+        if read.shape[0] < min_len:
+            status[r] = ST_SHORT
+            out_offs[r + 1] = pos
+            continue
+        st, seq, start, end = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
+        if st == 0:
+            status[r] = ST_NO_PRIMER
+            out_offs[r + 1] = pos
+            continue
+        ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
+        consumed = INDEX_NT
+        rep = False
+        if not ok:
+            ok, nb_, sc, tg, consumed, rep = read_index(seq[start:end], w2n, exp, log, masks)
+        if not ok:
+            status[r] = ST_BAD_INDEX
+            out_offs[r + 1] = pos
+            continue
+        tag[r] = tg
+        number[r] = nb_
+        scramble[r] = sc
+        repaired[r] = rep
+        for i in range(start + consumed, end):
+            out[pos] = seq[i]
+            pos += 1
+        out_offs[r + 1] = pos
+    return status, tag, number, scramble, repaired, out[:pos], out_offs
 
 
 @dataclass
@@ -93,7 +202,7 @@ class ReadStats:
     too_short: int = 0
     index_repaired: int = 0
     unknown_oligo: int = 0
-    other_tags: dict = field(default_factory=dict)
+    capped: int = 0
 
     @property
     def rejected(self) -> int:
@@ -103,37 +212,148 @@ class ReadStats:
         return {"seen": self.seen, "used": self.used, "rejected": self.rejected,
                 "rejected_no_primer": self.no_primer, "rejected_bad_index": self.bad_index,
                 "rejected_too_short": self.too_short, "rejected_unknown_oligo": self.unknown_oligo,
-                "index_repaired": self.index_repaired}
+                "index_repaired": self.index_repaired, "not_needed_over_cap": self.capped}
+
+
+class Group:
+    """The reads of one (tag, oligo number, scrambling seed), packed, at most ``cap`` of them."""
+    __slots__ = ("pieces", "lens", "count")
+
+    def __init__(self):
+        self.pieces: list[np.ndarray] = []
+        self.lens: list[np.ndarray] = []
+        self.count = 0
+
+    def packed(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.pieces) > 1:
+            self.pieces = [np.concatenate(self.pieces)]
+            self.lens = [np.concatenate(self.lens)]
+        lens = self.lens[0]
+        offs = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        return self.pieces[0], offs
+
+    def reads(self) -> list[np.ndarray]:
+        flat, offs = self.packed()
+        return [flat[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class ReadSorter:
-    """Accumulates reads into groups keyed by (tag, number, scramble)."""
+    """Streams reads into groups keyed by (tag, number, scramble), in chunks through numba.
 
-    def __init__(self, primer_f: str, primer_r: str):
+    Memory holds at most ``cap`` reads per oligo, whatever the number of reads."""
+
+    def __init__(self, primer_f: str, primer_r: str, cap: int = MAX_READS_PER_OLIGO):
         self.pf = dna.encode(primer_f.upper())
-        self.pr_rc_rev = dna.revcomp(dna.encode(primer_r.upper()))[::-1].copy()
+        self.pr_rc = dna.revcomp(dna.encode(primer_r.upper()))
         self.max_err = max(2, len(self.pf) // 3)
-        self.groups: dict[tuple[int, int, int], list[np.ndarray]] = defaultdict(list)
+        self.min_len = len(self.pf) + 10
+        self.cap = cap
+        self.groups: dict[tuple[int, int, int], Group] = {}
+        self.by_oligo: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.stats = ReadStats()
+        self._pending: list = []
 
-    def add(self, read: np.ndarray) -> None:
-        self.stats.seen += 1
-        if len(read) < len(self.pf) + 10:
-            self.stats.too_short += 1
-            return
-        status, seq, start, end = locate_insert(read, self.pf, self.pr_rc_rev, self.max_err)
-        if status == 0:
-            self.stats.no_primer += 1
-            return
-        insert = seq[start:end]
-        ok, number, scramble, tag, consumed, repaired = read_index(insert, *TABLES)
-        if not ok:
-            self.stats.bad_index += 1
-            return
-        if repaired:
-            self.stats.index_repaired += 1
-        self.stats.used += 1
-        self.groups[(int(tag), int(number), int(scramble))].append(insert[consumed:].copy())
+    # -- input -----------------------------------------------------------------------------
+    def add(self, read) -> None:
+        """One read: str, bytes or uint8 array (0..3)."""
+        self._pending.append(read)
+        if len(self._pending) >= CHUNK:
+            self.flush()
 
     def add_text(self, seq: str) -> None:
-        self.add(dna.encode(seq))
+        self.add(seq)
+
+    def add_many(self, reads: list) -> None:
+        """A batch of reads (a list of str, bytes or uint8 arrays)."""
+        self.flush()
+        self._pending = list(reads)
+        self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        items, self._pending = self._pending, []
+        if isinstance(items[0], str) and all(isinstance(x, str) for x in items):
+            lens = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+            try:
+                flat = dna.encode("".join(items).encode("ascii"))
+            except UnicodeEncodeError:
+                flat = dna.encode("".join(items))
+        else:
+            arrs = [dna.encode(x) if isinstance(x, (str, bytes)) else np.asarray(x, dtype=np.uint8) for x in items]
+            lens = np.fromiter(map(len, arrs), dtype=np.int64, count=len(arrs))
+            flat = np.concatenate(arrs) if arrs else np.zeros(0, dtype=np.uint8)
+        offs = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        self.add_packed(np.ascontiguousarray(flat, dtype=np.uint8), offs)
+
+    def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
+        status, tag, number, scramble, repaired, out, out_offs = process_chunk(
+            flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+        st = self.stats
+        counts = np.bincount(status, minlength=4)
+        st.seen += len(status)
+        st.too_short += int(counts[ST_SHORT])
+        st.no_primer += int(counts[ST_NO_PRIMER])
+        st.bad_index += int(counts[ST_BAD_INDEX])
+        ok = np.flatnonzero(status == ST_OK)
+        st.index_repaired += int(np.count_nonzero(repaired[ok]))
+        if ok.size == 0:
+            return
+        keys = (tag[ok] << 28) | (number[ok] << 4) | scramble[ok]
+        order = ok[np.argsort(keys, kind="stable")]
+        skeys = keys[np.argsort(keys, kind="stable")]
+        lens = (out_offs[1:] - out_offs[:-1])[order]
+        gathered = _gather(out, out_offs, order)
+        bounds = np.flatnonzero(np.diff(skeys)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(skeys)]])
+        goffs = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(lens, out=goffs[1:])
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            k = int(skeys[a])
+            key = (k >> 28, (k >> 4) & 0xFFFFFF, k & 15)
+            g = self.groups.get(key)
+            if g is None:
+                g = self.groups[key] = Group()
+                self.by_oligo[(key[0], key[1])].append(key[2])
+            take = min(b - a, self.cap - g.count)
+            if take <= 0:
+                st.capped += b - a
+                continue
+            st.capped += (b - a) - take
+            g.pieces.append(gathered[goffs[a]:goffs[a + take]].copy())
+            g.lens.append(lens[a:a + take].copy())
+            g.count += take
+        st.used += int(ok.size)
+
+    def finish(self) -> "ReadSorter":
+        self.flush()
+        return self
+
+    # -- queries ---------------------------------------------------------------------------
+    def best_group(self, tag: int, number: int) -> tuple[int, Group] | None:
+        """The scrambling seed with the most reads for this oligo, and its group."""
+        seeds = self.by_oligo.get((tag, number))
+        if not seeds:
+            return None
+        s = max(seeds, key=lambda x: (self.groups[(tag, number, x)].count, -x))
+        return s, self.groups[(tag, number, s)]
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather(out, out_offs, order):
+    total = 0
+    for r in order:
+        total += out_offs[r + 1] - out_offs[r]
+    g = np.empty(total, dtype=np.uint8)
+    p = 0
+    for r in order:
+        for i in range(out_offs[r], out_offs[r + 1]):
+            g[p] = out[i]
+            p += 1
+    return g
