@@ -63,7 +63,7 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255.0)
+    return torch.from_numpy(np.array(img, dtype=np.uint8, order="C", copy=True)).permute(2, 0, 1)[None].float().div(255.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

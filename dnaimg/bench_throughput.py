@@ -1,0 +1,101 @@
+"""Throughput of the DNA path on a large run (numbers for the README; not a test).
+
+    python -m dnaimg.bench_throughput [--reads 1000000] [--preset nextseq] [--workdir /tmp/dnaimg-bench]
+
+Makes a photograph large enough for the requested number of reads at ~32x coverage (the
+example image upscaled), encodes it, simulates the reads to FASTQ, then measures: simulate
+throughput, the time dnaio alone needs to parse the FASTQ, and the full decode (in a fresh
+process, for its peak memory), with the ratio decode / parse.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dnaio
+from PIL import Image
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
+
+_DECODE = r"""
+import json, resource, sys, time
+from dnaimg.codec import decode_reads
+from dnaimg.seqio import iter_sequences
+import numpy as np
+from PIL import Image
+t = time.perf_counter()
+res = decode_reads(iter_sequences(sys.argv[1]))
+dt = time.perf_counter() - t
+Image.fromarray(res.image).save(sys.argv[2])
+print(json.dumps({"decode_s": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "report": {k: res.report[k] for k in ("reads", "oligos", "codewords", "latent_exact")}}))
+"""
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reads", type=int, default=1_000_000)
+    ap.add_argument("--coverage", type=float, default=32)
+    ap.add_argument("--preset", default="nextseq")
+    ap.add_argument("--workdir", default="/tmp/dnaimg-bench")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    from . import dna
+    from .channel import preset, simulate
+    from .codec import encode_image
+    from .seqio import write_fasta, write_fastq
+
+    wd = Path(a.workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    # pixels for the requested number of reads: 62 values per oligo, 32 values per 64 pixels
+    oligos = a.reads / a.coverage
+    pixels = oligos * 62 * 2
+    base = Image.open(EXAMPLE).convert("RGB")
+    scale = math.sqrt(pixels / (base.width * base.height))
+    img = base.resize((int(base.width * scale) // 8 * 8, int(base.height * scale) // 8 * 8), Image.LANCZOS)
+    img_path = wd / "big.png"
+    img.save(img_path)
+    encode_image(EXAMPLE)  # warm up
+    t = time.perf_counter()
+    enc = encode_image(img_path)
+    t_enc = time.perf_counter() - t
+    write_fasta(wd / "big.fasta", enc.fasta_records())
+    ch = preset(a.preset, coverage=a.coverage)
+    t = time.perf_counter()
+    reads, _, _ = simulate(enc.oligos, ch, seed=0)
+    t_sim = time.perf_counter() - t
+    q = ch.quality_char()
+    fq = wd / "big.fastq"
+    t = time.perf_counter()
+    write_fastq(fq, ((f"read{i + 1}", dna.decode(r), q * len(r)) for i, r in enumerate(reads)))
+    t_write = time.perf_counter() - t
+    n_reads = len(reads)
+    del reads
+    t = time.perf_counter()
+    n = 0
+    with dnaio.open(str(fq)) as f:
+        for rec in f:
+            _ = rec.sequence
+            n += 1
+    t_parse = time.perf_counter() - t
+    out = subprocess.run([sys.executable, "-c", _DECODE, str(fq), str(wd / "big_decoded.png")],
+                         capture_output=True, text=True, check=True)
+    dec = json.loads(out.stdout.strip().splitlines()[-1])
+    res = {"image": f"{img.width}x{img.height}", "oligos": len(enc.oligos), "reads": n_reads, "preset": a.preset,
+           "encode_s": t_enc, "simulate_s": t_sim, "simulate_reads_per_s": n_reads / t_sim,
+           "write_fastq_s": t_write, "simulate_and_write_reads_per_s": n_reads / (t_sim + t_write),
+           "dnaio_parse_s": t_parse, "decode_s": dec["decode_s"], "decode_reads_per_s": n_reads / dec["decode_s"],
+           "decode_over_parse": dec["decode_s"] / t_parse, "decode_peak_rss_mb": dec["peak_rss_mb"],
+           "decode_report": dec["report"]}
+    print(json.dumps(res, indent=2))
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
