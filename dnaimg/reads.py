@@ -98,27 +98,28 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     L = read.shape[0]
     m = pf.shape[0]
     # fast path: an exact forward primer at either end
+    flipped = False
     if _starts_with(read, pf):
         seq, d, start = read, 0, m
     elif _ends_with(read, pf_rc):
-        seq, d, start = _rc_into(read, scratch), 0, m
+        seq, d, start, flipped = _rc_into(read, scratch), 0, m, True
     else:
         d1, e1 = _match(pf, read, MAX_LEAD, False, prev, cur)
         d2, e2 = _match(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
         if d1 <= d2:
             seq, d, start = read, d1, e1
         else:
-            seq, d, start = _rc_into(read, scratch), d2, e2
+            seq, d, start, flipped = _rc_into(read, scratch), d2, e2, True
     if d > max_err:
-        return 0, seq, 0, 0
+        return 0, seq, 0, 0, flipped
     mr = pr_rc.shape[0]
     if _ends_with(seq, pr_rc):
         if L - mr > start:
-            return 2, seq, start, L - mr
+            return 2, seq, start, L - mr, flipped
     dr, er = _match(pr_rc, seq, MAX_LEAD, True, prev, cur)
     if dr <= max_err and L - er > start:
-        return 2, seq, start, L - er
-    return 1, seq, start, max(start, L - mr)
+        return 2, seq, start, L - er, flipped
+    return 1, seq, start, max(start, L - mr), flipped
 
 
 def locate_insert(read, pf, pr_rc, max_err):
@@ -126,8 +127,8 @@ def locate_insert(read, pf, pr_rc, max_err):
     pf_rc = dna.revcomp(pf)
     scratch = np.empty(len(read), dtype=np.uint8)
     n = len(pf) * 2 + MAX_LEAD + 1
-    st, seq, a, b = orient(np.ascontiguousarray(read, dtype=np.uint8), pf, pf_rc, pr_rc, max_err, scratch,
-                           np.empty(n, np.int64), np.empty(n, np.int64))
+    st, seq, a, b, _ = orient(np.ascontiguousarray(read, dtype=np.uint8), pf, pf_rc, pr_rc, max_err, scratch,
+                              np.empty(n, np.int64), np.empty(n, np.int64))
     return st, seq.copy(), a, b
 
 
@@ -136,61 +137,79 @@ CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
-    """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255).
+    """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255),
+    in parallel over blocks of reads.
 
     Returns per read: status, tag, number, scramble, index repaired; and the payloads (the part
-    of the insert after the index), packed in ``out[out_offs[r]:out_offs[r+1]]``."""
+    of the insert after the index, on the forward strand), packed in
+    ``out[out_offs[r]:out_offs[r+1]]``."""
     n = offs.shape[0] - 1
     status = np.zeros(n, dtype=np.int8)
     tag = np.zeros(n, dtype=np.int64)
     number = np.zeros(n, dtype=np.int64)
     scramble = np.zeros(n, dtype=np.int64)
     repaired = np.zeros(n, dtype=np.bool_)
-    out = np.empty(flat.shape[0], dtype=np.uint8)
-    out_offs = np.zeros(n + 1, dtype=np.int64)
+    flip = np.zeros(n, dtype=np.bool_)
+    pstart = np.zeros(n, dtype=np.int64)
+    pend = np.zeros(n, dtype=np.int64)
     maxlen = 0
     for r in range(n):
         if offs[r + 1] - offs[r] > maxlen:
             maxlen = offs[r + 1] - offs[r]
-    scratch = np.empty(maxlen + 1, dtype=np.uint8)
     pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
     _rc_into(pf, pf_rc)
     w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
-    prev = np.empty(w, dtype=np.int64)
-    cur = np.empty(w, dtype=np.int64)
-    pos = 0
+    nblocks = 64
+    bs = (n + nblocks - 1) // nblocks
+    for blk in nb.prange(nblocks):
+        scratch = np.empty(maxlen + 1, dtype=np.uint8)
+        prev = np.empty(w, dtype=np.int64)
+        cur = np.empty(w, dtype=np.int64)
+        for r in range(blk * bs, min(n, (blk + 1) * bs)):
+            read = flat[offs[r]:offs[r + 1]]
+            if read.shape[0] < min_len:
+                status[r] = ST_SHORT
+                continue
+            st, seq, start, end, flipped = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
+            if st == 0:
+                status[r] = ST_NO_PRIMER
+                continue
+            ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
+            consumed = INDEX_NT
+            rep = False
+            if not ok:
+                ok, nb_, sc, tg, consumed, rep = read_index(seq[start:end], w2n, exp, log, masks)
+            if not ok:
+                status[r] = ST_BAD_INDEX
+                continue
+            tag[r] = tg
+            number[r] = nb_
+            scramble[r] = sc
+            repaired[r] = rep
+            flip[r] = flipped
+            pstart[r] = start + consumed
+            pend[r] = max(end, start + consumed)
+    out_offs = np.zeros(n + 1, dtype=np.int64)
     for r in range(n):
-        read = flat[offs[r]:offs[r + 1]]
-        out_offs[r] = pos
-        if read.shape[0] < min_len:
-            status[r] = ST_SHORT
-            out_offs[r + 1] = pos
-            continue
-        st, seq, start, end = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
-        if st == 0:
-            status[r] = ST_NO_PRIMER
-            out_offs[r + 1] = pos
-            continue
-        ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
-        consumed = INDEX_NT
-        rep = False
-        if not ok:
-            ok, nb_, sc, tg, consumed, rep = read_index(seq[start:end], w2n, exp, log, masks)
-        if not ok:
-            status[r] = ST_BAD_INDEX
-            out_offs[r + 1] = pos
-            continue
-        tag[r] = tg
-        number[r] = nb_
-        scramble[r] = sc
-        repaired[r] = rep
-        for i in range(start + consumed, end):
-            out[pos] = seq[i]
-            pos += 1
-        out_offs[r + 1] = pos
-    return status, tag, number, scramble, repaired, out[:pos], out_offs
+        out_offs[r + 1] = out_offs[r] + (pend[r] - pstart[r] if status[r] == ST_OK else 0)
+    out = np.empty(out_offs[n], dtype=np.uint8)
+    for blk in nb.prange(nblocks):
+        for r in range(blk * bs, min(n, (blk + 1) * bs)):
+            if status[r] != ST_OK:
+                continue
+            o = out_offs[r]
+            L = offs[r + 1] - offs[r]
+            base = offs[r]
+            for i in range(pstart[r], pend[r]):
+                if flip[r]:
+                    x = flat[base + L - 1 - i]
+                    out[o] = 3 - x if x < 4 else 255
+                else:
+                    out[o] = flat[base + i]
+                o += 1
+    return status, tag, number, scramble, repaired, out, out_offs
 
 
 @dataclass
