@@ -377,5 +377,53 @@ def models(as_json):
                    f"{c['codeword_nt']}-nt codewords; {rate}; {q}")
 
 
+@main.command("train")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (checkpoint.pt); an existing checkpoint there is resumed.")
+@click.option("--channels", type=click.IntRange(1, 512), default=32, show_default=True, help="Latent channels.")
+@click.option("--levels", type=click.IntRange(3, 4097), default=9, show_default=True,
+              help="Quantiser levels (odd; q = 2/(levels-1)).")
+@click.option("--codeword-nt", type=click.IntRange(0, 10), default=0,
+              help="Codeword length for the noise model (0: shortest that fits the levels).")
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--crop", type=click.IntRange(16), default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lambda", "lam", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the base-4 entropy of the quantised latent in the loss.")
+@click.option("--noise", type=click.Choice(["none", "exact", "gaussian"]), default="none", show_default=True,
+              help="Substitution noise on the latent: the exact codebook channel or the seed's Gaussian model.")
+@click.option("--noise-max", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
+              help="Largest substitution rate per nt.")
+@click.option("--noise-ramp", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Fraction of the steps over which the rate rises from 0.")
+@click.option("--init", default=None, help="Start from this shipped model's weights (fine-tuning).")
+@click.option("--decoder-only", is_flag=True, help="Freeze the encoder (noise-aware fine-tuning of the decoder).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=0, help="Torch threads (0: default).")
+@click.option("--no-bf16", is_flag=True, help="Train in fp32 instead of bf16 autocast.")
+@click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
+@friendly
+def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
+              init, decoder_only, seed, threads, no_bf16, export_name):
+    """Train (or resume) a compressive autoencoder; checkpoints every 5 minutes."""
+    import torch
+
+    from .model import ModelConfig
+    from .train import NoiseSchedule, export_checkpoint, train
+    if levels % 2 == 0:
+        raise UserError("--levels must be odd (the quantiser has a level at 0)")
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = ModelConfig(channels=channels, levels=levels)
+    ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt)
+    train(data, out, cfg, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, bf16=not no_bf16, lam=lam,
+          noise=ns, init=init, freeze_encoder=decoder_only, progress=sys.stderr.isatty())
+    if export_name:
+        path = export_checkpoint(out, export_name)
+        click.echo(f"exported {path}")
+
+
 if __name__ == "__main__":
     main()

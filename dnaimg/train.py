@@ -6,15 +6,15 @@ random flips.  Loss: mean squared error of the reconstruction through the straig
 quantiser.  Runs under bf16 autocast on the CPU, checkpoints every few minutes and resumes from
 its last checkpoint.
 
-    python -m dnaimg.train --data ../shared/data/train --out runs/cae32 --steps 20000
+    dnaimg train --data ../shared/data/train --out runs/cae32 --steps 20000 [--export NAME]
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,51 @@ def psnr_from_mse(mse: float) -> float:
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def soft_entropy(z: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Differentiable estimate of the entropy of Q(z) in base 4 (nucleotides per component):
+    a soft histogram over the quantiser's levels per channel, entropy averaged over channels."""
+    q = cfg.q
+    centres = torch.linspace(-1.0, 1.0, cfg.levels, device=z.device)
+    d = (z.float().unsqueeze(-1) - centres) / (q / 2)
+    w = torch.softmax(-d * d, dim=-1)                                   # (N, C, H, W, L)
+    p = w.mean(dim=(0, 2, 3)).clamp_min(1e-9)                           # (C, L)
+    return -(p * torch.log(p)).sum(dim=1).mean() / math.log(4.0)
+
+
+@dataclass
+class NoiseSchedule:
+    """Substitution noise injected on the quantised latent during training.
+
+    kind: "none", "exact" (values drawn from the codebook's transition matrix, the real channel)
+    or "gaussian" (the seed paper's model, with the same mean squared error); the rate rises
+    linearly from 0 to ``p_max`` over the first ``ramp`` fraction of the steps."""
+    kind: str = "none"
+    p_max: float = 0.05
+    ramp: float = 0.5
+    codeword_nt: int = 0
+
+    def rate(self, step: int, steps: int) -> float:
+        if self.kind == "none":
+            return 0.0
+        return self.p_max * min(1.0, step / max(1.0, self.ramp * steps))
+
+
+def _noisy_latent(model: CompressiveAutoencoder, z: torch.Tensor, noise: NoiseSchedule, p: float, cb,
+                  gen: torch.Generator) -> torch.Tensor:
+    zq = model.quantize_ste(z)
+    if noise.kind == "none" or p <= 0:
+        return zq
+    if noise.kind == "exact":
+        from .noise import sample_channel, transition_matrix
+        T = torch.tensor(transition_matrix(cb, p), dtype=torch.float32)
+        s = sample_channel(model.to_symbols(z.detach().float()), T, gen)
+        noisy = model.from_symbols(s).to(zq.dtype)
+        return zq + (noisy - zq).detach()
+    from .noise import gaussian_sigma
+    sigma = gaussian_sigma(cb, p)
+    return zq + sigma * torch.randn(zq.shape, generator=gen).to(zq.dtype)
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -73,18 +118,42 @@ def train(
     checkpoint_minutes: float = 5.0,
     bf16: bool = True,
     log_every: int = 50,
+    lam: float = 0.0,
+    noise: NoiseSchedule | None = None,
+    init: str | None = None,
+    freeze_encoder: bool = False,
+    progress: bool = False,
 ) -> Path:
-    """Train (or resume) a model in folder ``out``; returns the checkpoint path."""
+    """Train (or resume) a model in folder ``out``; returns the checkpoint path.
+
+    Loss: MSE + ``lam`` * H(Q(z)) (base-4 entropy, :func:`soft_entropy`), through the
+    straight-through quantiser and the optional channel noise.  ``init`` starts from a shipped
+    model's weights (fine-tuning); ``freeze_encoder`` trains the decoder only."""
+    from .codebook import get_codebook
+    from .registry import default_codeword_nt, load_model
+
+    noise = noise or NoiseSchedule()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(seed)
     model = CompressiveAutoencoder(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if init:
+        base, _ = load_model(init)
+        if base.cfg != cfg:
+            raise ValueError(f"--init model {init} has config {base.cfg}, not {cfg}")
+        model.load_state_dict(base.state_dict())
+    if freeze_encoder:
+        for prm in model.encoder.parameters():
+            prm.requires_grad_(False)
+    cb = get_codebook(noise.codeword_nt or default_codeword_nt(cfg.levels), cfg.levels)
+    params = [prm for prm in model.parameters() if prm.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
     step, wall = 0, 0.0
     rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
@@ -92,40 +161,62 @@ def train(
         sched.load_state_dict(state["sched"])
         step, wall = int(state["step"]), float(state["wall"])
         rng.seed(seed + step)
+        gen.manual_seed(seed + step)
         print(f"resumed at step {step}", flush=True)
     images = load_training_images(data, crop)
-    print(f"{len(images)} training images, config {cfg.to_dict()}", flush=True)
+    print(f"{len(images)} training images, config {cfg.to_dict()}, noise {noise}, lambda {lam}", flush=True)
 
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "wall": wall, "config": cfg.to_dict(), "data": str(data),
-                    "batch": batch, "crop": crop, "seed": seed, "steps": steps}, tmp)
+                    "batch": batch, "crop": crop, "seed": seed, "steps": steps, "lam": lam,
+                    "noise": asdict(noise), "init": init or "", "freeze_encoder": freeze_encoder}, tmp)
         os.replace(tmp, ckpt_path)
 
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, initial=step, desc="training", dynamic_ncols=True)
     model.train()
+    if freeze_encoder:
+        model.encoder.eval()
     last_ckpt = time.time()
     t0 = time.time()
-    acc, n_acc = 0.0, 0
+    acc, acc_h, n_acc = 0.0, 0.0, 0
     while step < steps:
         x = sample_batch(images, batch, crop, rng)
+        p = noise.rate(step, steps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            y = model(x)
-        loss = torch.mean((y.float() - x) ** 2)
+            z = model.analysis(x)
+            y = model.synthesis(_noisy_latent(model, z, noise, p, cb, gen), x.shape[-2:])
+        mse = torch.mean((y.float() - x) ** 2)
+        loss = mse
+        h = torch.zeros(())
+        if lam > 0:
+            h = soft_entropy(z, cfg)
+            loss = mse + lam * h
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         step += 1
-        acc += loss.item()
+        acc += mse.item()
+        acc_h += float(h.detach())
         n_acc += 1
+        if bar is not None:
+            bar.update(1)
         if step % log_every == 0:
             now = time.time()
             wall += now - t0
             t0 = now
-            print(f"step {step} loss {acc / n_acc:.5f} psnr {psnr_from_mse(acc / n_acc):.2f} "
-                  f"lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min", flush=True)
-            acc, n_acc = 0.0, 0
+            msg = (f"step {step} loss {acc / n_acc:.5f} psnr {psnr_from_mse(acc / n_acc):.2f} "
+                   f"H {acc_h / n_acc:.3f} nt p {p:.4f} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min")
+            if bar is not None:
+                bar.set_postfix_str(f"psnr {psnr_from_mse(acc / n_acc):.2f} H {acc_h / n_acc:.3f} p {p:.3f}")
+            else:
+                print(msg, flush=True)
+            acc, acc_h, n_acc = 0.0, 0.0, 0
         if time.time() - last_ckpt > checkpoint_minutes * 60:
             wall += time.time() - t0
             t0 = time.time()
@@ -133,37 +224,12 @@ def train(
             last_ckpt = time.time()
     wall += time.time() - t0
     save()
+    if bar is not None:
+        bar.close()
     return ckpt_path
 
 
-def main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--channels", type=int, default=32)
-    ap.add_argument("--levels", type=int, default=9)
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--no-bf16", action="store_true")
-    a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cfg = ModelConfig(channels=a.channels, levels=a.levels)
-    train(a.data, a.out, cfg, steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, seed=a.seed,
-          bf16=not a.no_bf16)
-
-
-if __name__ == "__main__":
-    main()
-
-
-def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None = None) -> Path:
+def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None = None, notes: str = "") -> Path:
     """Checkpoint of a run -> shipped fp16 safetensors + model card (training facts filled in)."""
     from .registry import export
 
@@ -180,4 +246,16 @@ def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None
         "optimizer": "Adam, cosine learning-rate decay", "precision": "bf16 autocast on CPU",
         "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": "2 CPU cores",
     }}
+    if notes:
+        fields["training"]["notes"] = notes
     return export(model, name, fields, out_dir)
+
+
+def main(argv=None):
+    """``python -m dnaimg.train`` is ``dnaimg train``."""
+    from .cli import train_cmd
+    train_cmd.main(args=argv, prog_name="python -m dnaimg.train")
+
+
+if __name__ == "__main__":
+    main()

@@ -74,3 +74,27 @@ def test_training_resumes(tmp_path):
     s2 = torch.load(ck, weights_only=True)
     assert s2["step"] == 5
     assert not torch.equal(s1["model"]["encoder.tail.weight"], s2["model"]["encoder.tail.weight"])
+
+
+def test_train_command_with_exact_noise_and_entropy(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+    from dnaimg.cli import main
+    from dnaimg.model import ModelConfig
+    from dnaimg.train import soft_entropy
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--channels", "4",
+                                  "--steps", "2", "--batch", "2", "--crop", "32", "--noise", "exact",
+                                  "--lambda", "0.01"])
+    assert r.exit_code == 0, r.output
+    s = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert s["step"] == 2 and s["noise"]["kind"] == "exact" and s["lam"] == 0.01
+    # entropy estimate: a latent on one level has ~0 entropy, a uniform one ~log4(levels)
+    cfg = ModelConfig(channels=2, levels=9)
+    assert float(soft_entropy(torch.zeros(1, 2, 8, 8), cfg)) < 0.2
+    u = torch.linspace(-1, 1, 9).repeat(64)[: 2 * 16 * 16].reshape(1, 2, 16, 16)
+    assert float(soft_entropy(u, cfg)) > 1.3
