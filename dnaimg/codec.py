@@ -22,8 +22,9 @@ from . import dna
 from .codebook import get_codebook
 from .consensus import consensus_packed
 from .index import HEADER_BASE
-from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, Layout, LayoutError, data_oligos,
-                     header_nibbles, header_oligos, interleaver, nibbles_to_bytes, payload_values, values_per_oligo)
+from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersionError, Layout, LayoutError,
+                     data_oligos, header_codeword_nibbles, header_from_nibbles, header_nibbles, header_oligos,
+                     interleaver, payload_values, values_per_oligo)
 from .reads import CHUNK, ReadSorter
 from .registry import DEFAULT_MODEL, load_model, model_id, name_for_id
 
@@ -161,22 +162,25 @@ class DecodeResult:
 
 
 def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
-    """Try to rebuild the header of image ``tag``; returns (header, why-not)."""
+    """Try to rebuild the header of image ``tag``; returns (header, why-not).
+
+    Each copy is corrected on its own (Reed-Solomon with the invalid words as erasures), then
+    a nibble-wise vote over the copies, then mixes of parts from different copies."""
     hgroups = {}
     for (t, k), seeds in sorter.by_oligo.items():
         if t == tag and k >= HEADER_BASE:
             hgroups[k - HEADER_BASE] = sorter.best_group(t, k)
     if not hgroups:
         return None, "no header oligo was read"
-    lengths = np.concatenate([g.packed()[1][1:] - g.packed()[1][:-1] for _, g in hgroups.values()])
+    lengths = np.concatenate([np.diff(g.packed()[1]) for _, g in hgroups.values()])
     med = int(np.median(lengths))
-    nib_needed = 2 * Header.size()
-    last_err = "header checksum never matched"
+    nib_needed = header_codeword_nibbles()
+    last_err = "header could not be corrected"
     other_versions: set[int] = set()
     for L in sorted(range(max(3, med - 3), med + 4), key=lambda x: (abs(x - med), x)):
         per_part = L // 3
         parts = -(-nib_needed // per_part)
-        copies: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+        copies: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
         for off in sorted(hgroups):
             c, p = off // 16, off % 16
             if p >= parts:
@@ -187,31 +191,36 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
         if not copies:
             continue
         candidates = []
-        # nibble-wise majority over copies, part by part
-        maj = []
+        for c in sorted(copies):
+            if all(p in copies[c] for p in range(parts)):
+                candidates.append(tuple(np.concatenate([copies[c][p][i] for p in range(parts)]) for i in (0, 1)))
+        maj_nib, maj_ok = [], []
         for p in range(parts):
             arrs = [copies[c][p] for c in copies if p in copies[c]]
             if not arrs:
                 break
-            st = np.stack(arrs)
-            maj.append(np.array([Counter(col).most_common(1)[0][0] for col in st.T]))
-        if len(maj) == parts:
-            candidates.append(np.concatenate(maj))
-        per_part_options = [[copies[c][p] for c in copies if p in copies[c]] for p in range(parts)]
-        if all(per_part_options):
-            for combo in product(*per_part_options):
-                candidates.append(np.concatenate(combo))
-                if len(candidates) > 64:
-                    break
+            nibs = np.stack([a[0] for a in arrs])
+            oks = np.stack([a[1] for a in arrs])
+            votes = np.zeros((nibs.shape[1], 16), dtype=np.int64)
+            for r in range(nibs.shape[0]):
+                np.add.at(votes, (np.arange(nibs.shape[1]), nibs[r]), np.where(oks[r], 2, 1))
+            maj_nib.append(votes.argmax(1))
+            maj_ok.append(oks.any(0))
+        if len(maj_nib) == parts:
+            candidates.append((np.concatenate(maj_nib), np.concatenate(maj_ok)))
+        options = [[copies[c][p] for c in copies if p in copies[c]] for p in range(parts)]
+        if all(options):
+            for combo in islice(product(*options), 64):
+                candidates.append(tuple(np.concatenate([x[i] for x in combo]) for i in (0, 1)))
         valid: list[Header] = []
-        for nib in candidates:
-            data = nibbles_to_bytes(nib[:nib_needed])
-            ver = Header.peek_version(data)
-            if ver is not None and ver != FORMAT_VERSION:
-                other_versions.add(ver)
+        for nib, ok in candidates:
+            if len(nib) < nib_needed:
                 continue
             try:
-                h = Header.unpack(data)
+                h = header_from_nibbles(nib, ok)
+            except HeaderVersionError as e:
+                other_versions.add(e.version)
+                continue
             except ValueError as e:
                 last_err = str(e)
                 continue
@@ -318,6 +327,9 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     total = int(np.prod(shape))
     if -(-total // vpo) != h.n_data:
         raise DecodeError("header is inconsistent: oligo count does not match the latent size")
+    wanted = np.array([sorter.best_group(tag, k) is None for k in range(h.n_data)], dtype=np.bool_)
+    if wanted.any():
+        sorter.rescue_missing(tag, wanted)
     perm = interleaver(total, h.seed)
     centre = (h.levels - 1) // 2
     flat = np.full(total, centre, dtype=np.int64)

@@ -355,6 +355,142 @@ def read_index(insert, w2n, exp, log, masks):
     return False, 0, 0, 0, 0, True
 
 
+@nb.njit(cache=True, nogil=True)
+def _solve_erasures(u, pos, npos, exp, log, out):
+    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
+    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i).  Returns whether a consistent
+    filling exists; it is unique when it does."""
+    trial = u.copy()
+    for k in range(npos):
+        trial[pos[k]] = 0
+    syn = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+    _syndromes(trial, exp, log, syn)
+    A = np.zeros((PARITY_NIBBLES, npos + 1), dtype=np.int64)
+    for i in range(PARITY_NIBBLES):
+        for k in range(npos):
+            A[i, k] = _gf_pow(exp[NIBBLES - 1 - pos[k]], i, exp, log)
+        A[i, npos] = syn[i]
+    row = 0
+    for col in range(npos):
+        piv = -1
+        for r in range(row, PARITY_NIBBLES):
+            if A[r, col] != 0:
+                piv = r
+                break
+        if piv < 0:
+            return False
+        for c in range(npos + 1):
+            A[row, c], A[piv, c] = A[piv, c], A[row, c]
+        inv = exp[(15 - log[A[row, col]]) % 15]
+        for c in range(npos + 1):
+            A[row, c] = _gf_mul(A[row, c], inv, exp, log)
+        for r in range(PARITY_NIBBLES):
+            if r != row and A[r, col] != 0:
+                f = A[r, col]
+                for c in range(npos + 1):
+                    A[r, c] ^= _gf_mul(f, A[row, c], exp, log)
+        row += 1
+    for r in range(row, PARITY_NIBBLES):
+        if A[r, npos] != 0:
+            return False
+    out[:] = trial
+    for k in range(npos):
+        out[pos[k]] = A[k, npos]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
+    """Second chance for a read whose index did not decode, once the header is known: up to 4
+    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
+    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
+    and it is unique: a random index lands there with probability ~ missing/2^20/256.
+    Returns (ok, number, scramble, consumed)."""
+    L = insert.shape[0]
+    buf = np.empty(INDEX_NT, dtype=np.uint8)
+    c = np.zeros(NIBBLES, dtype=np.int64)
+    u = np.zeros(NIBBLES, dtype=np.int64)
+    res = np.zeros(NIBBLES, dtype=np.int64)
+    pos = np.zeros(NIBBLES, dtype=np.int64)
+    found_nb, found_sc, found_cons, nfound = -1, -1, 0, 0
+    for h in range(1 + 2 * INDEX_NT):
+        # h == 0: as read; 1..36: deletion at j; 37..72: insertion at j
+        if h == 0:
+            if L < INDEX_NT:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t]
+            cons, max_e = INDEX_NT, 4
+        elif h <= INDEX_NT:
+            j = h - 1
+            if L < INDEX_NT + 1:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t] if t < j else insert[t + 1]
+            cons, max_e = INDEX_NT + 1, 3
+        else:
+            j = h - 1 - INDEX_NT
+            if L < INDEX_NT - 1:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t] if t < j else (255 if t == j else insert[t - 1])
+            cons, max_e = INDEX_NT - 1, 3
+        ne = 0
+        s_erased = False
+        for k in range(NIBBLES):
+            a, b, d = buf[3 * k], buf[3 * k + 1], buf[3 * k + 2]
+            v = -1
+            if a < 4 and b < 4 and d < 4:
+                v = w2n[a * 16 + b * 4 + d]
+            if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+                v = -1
+            c[k] = v if v >= 0 else 0
+            if v < 0:
+                if k == SCRAMBLE_NIBBLE:
+                    s_erased = True
+                else:
+                    pos[ne] = k
+                    ne += 1
+        total_e = ne + (1 if s_erased else 0)
+        if total_e > max_e:
+            continue
+        s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
+        for sc in range(s_lo, s_hi):
+            for k in range(NIBBLES):
+                u[k] = c[k] ^ masks[sc, k]
+            u[SCRAMBLE_NIBBLE] = sc
+            # t = 0 with the erasures; then (as read, e <= 2) one extra unknown error position
+            extra_hi = NIBBLES if (h == 0 and total_e <= 2) else 0
+            for extra in range(-1, extra_hi):
+                npos = ne
+                if extra >= 0:
+                    if extra == SCRAMBLE_NIBBLE:
+                        continue
+                    dup = False
+                    for k in range(ne):
+                        if pos[k] == extra:
+                            dup = True
+                    if dup:
+                        continue
+                    pos[ne] = extra
+                    npos = ne + 1
+                if not _solve_erasures(u, pos, npos, exp, log, res):
+                    continue
+                if extra >= 0 and res[extra] == u[extra]:
+                    continue   # no error there after all: the t = 0 pass has it
+                if res[SCRAMBLE_NIBBLE] != sc:
+                    continue
+                nb_, sc2, tg = _fields(res)
+                if tg != want_tag or nb_ >= wanted.shape[0] or not wanted[nb_]:
+                    continue
+                if nfound == 0 or nb_ != found_nb or sc2 != found_sc:
+                    nfound += 1
+                    found_nb, found_sc, found_cons = nb_, sc2, cons
+    if nfound == 1:
+        return True, found_nb, found_sc, found_cons
+    return False, 0, 0, 0
+
+
 TABLES = (_WORD_TO_NIBBLE, _GF_EXP, _GF_LOG, _MASKS)
 
 
@@ -366,3 +502,20 @@ def read_index_py(insert: np.ndarray):
 
 
 
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def rescue_batch(flat, offs, want_tag, wanted, w2n, exp, log, masks):
+    """:func:`rescue_index` over reads packed as ``flat[offs[r]:offs[r+1]]``, in parallel."""
+    n = offs.shape[0] - 1
+    ok = np.zeros(n, dtype=np.bool_)
+    number = np.zeros(n, dtype=np.int64)
+    scramble = np.zeros(n, dtype=np.int64)
+    consumed = np.zeros(n, dtype=np.int64)
+    for r in nb.prange(n):
+        a, b, c, d = rescue_index(flat[offs[r]:offs[r + 1]], want_tag, wanted, w2n, exp, log, masks)
+        ok[r] = a
+        number[r] = b
+        scramble[r] = c
+        consumed[r] = d
+    return ok, number, scramble, consumed

@@ -16,8 +16,9 @@ Every oligo, data or header, is ::
   no longer write ACACAC...  The encoder tries scrambling seeds 0..11 per oligo until the whole
   oligo (primers and index included) passes :func:`dnaimg.constraints.oligo_ok`
   (guided scrambling); the seed travels in the index.
-- **header**: the bytes of :class:`Header` written as 4-bit symbols (3-nt words, the index's
-  nibble words), whitened the same way, split over as many parts as the payload needs, in
+- **header**: the bytes of :class:`Header` plus 16 Reed-Solomon parity bytes (GF(256),
+  ``reedsolo``), written as 4-bit symbols (3-nt words, the index's nibble words; an invalid word
+  is an erasure), whitened the same way, split over as many parts as the payload needs, in
   ``copies`` copies.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numba as nb
 import numpy as np
+import reedsolo
 
 from . import dna
 from .codebook import SIGMAS, SIGMAS_INV
@@ -241,8 +243,52 @@ def values_per_oligo(layout: Layout, n: int) -> int:
     return layout.payload_nt // n
 
 
+HEADER_PARITY = 16     # Reed-Solomon parity bytes (GF(256)) on the header: 8 errors or 16 erasures
+_HEADER_RS = reedsolo.RSCodec(nsym=HEADER_PARITY)
+
+
+def header_codeword_nibbles() -> int:
+    return 2 * (Header.size() + HEADER_PARITY)
+
+
+def header_from_nibbles(nib: np.ndarray, valid: np.ndarray | None = None) -> Header:
+    """Header codeword nibbles (invalid words flagged as erasures) -> Header; ValueError if it
+    cannot be corrected or its checksum fails.  A header of another format version raises
+    :class:`HeaderVersionError`."""
+    n = header_codeword_nibbles()
+    nib = np.asarray(nib[:n], dtype=np.int64)
+    data = bytearray(nibbles_to_bytes(nib))
+    tries = []
+    if valid is not None:
+        v = np.asarray(valid[:n], dtype=bool)
+        erased = [i for i in range(n // 2) if not (v[2 * i] and v[2 * i + 1])]
+        if 0 < len(erased) <= HEADER_PARITY:
+            tries.append(erased)
+    tries.append(None)
+    last = "header could not be corrected"
+    for erase_pos in tries:
+        try:
+            body = bytes(_HEADER_RS.decode(bytearray(data), erase_pos=erase_pos)[0])
+        except reedsolo.ReedSolomonError:
+            continue
+        ver = Header.peek_version(body)
+        if ver is not None and ver != FORMAT_VERSION:
+            raise HeaderVersionError(ver)
+        try:
+            return Header.unpack(body)
+        except ValueError as e:
+            last = str(e)
+    raise ValueError(last)
+
+
+class HeaderVersionError(ValueError):
+    def __init__(self, version: int):
+        super().__init__(f"format version {version}")
+        self.version = version
+
+
 def header_oligos(layout: Layout, header: Header, copies: int = DEFAULT_HEADER_COPIES) -> list[np.ndarray]:
-    data = header.pack()
+    data = bytes(_HEADER_RS.encode(header.pack()))
     nibbles = np.array([x for b in data for x in (b >> 4, b & 15)], dtype=np.int64)
     per_part = layout.payload_nt // 3
     parts = -(-len(nibbles) // per_part)
@@ -376,10 +422,15 @@ def payload_values(payload: np.ndarray, number: int, scramble: int, tag: int, re
     return vals, bad
 
 
-def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int, per_part: int) -> np.ndarray:
+def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
+                   per_part: int) -> tuple[np.ndarray, np.ndarray]:
+    """Payload of a header oligo -> (nibbles, whether each word was a valid nibble word)."""
     body = np.ascontiguousarray(payload[:per_part * 3], dtype=np.uint8)
     keys = whitening_keys(tag, number, scramble, per_part)
-    return _NIBBLE_REPAIR(unwhiten(body, 3, keys)).astype(np.int64)
+    raw = unwhiten(body, 3, keys)
+    nib = _NIBBLE_REPAIR(raw).astype(np.int64)
+    valid = np.all(NIBBLE_WORDS[nib] == raw.reshape(-1, 3), axis=1)
+    return nib, valid
 
 
 def nibbles_to_bytes(nib: np.ndarray) -> bytes:

@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from . import dna
-from .index import INDEX_NT, TABLES, quick_index, read_index
+from .index import INDEX_NT, TABLES, quick_index, read_index, rescue_batch
 
 MAX_LEAD = 4
 
@@ -135,6 +135,7 @@ def locate_insert(read, pf, pr_rc, max_err):
 ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
 CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
+RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second pass
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -143,8 +144,8 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
     in parallel over blocks of reads.
 
     Returns per read: status, tag, number, scramble, index repaired; and the payloads (the part
-    of the insert after the index, on the forward strand), packed in
-    ``out[out_offs[r]:out_offs[r+1]]``."""
+    of the insert after the index, on the forward strand; the whole insert for reads whose index
+    did not decode), packed in ``out[out_offs[r]:out_offs[r+1]]``."""
     n = offs.shape[0] - 1
     status = np.zeros(n, dtype=np.int8)
     tag = np.zeros(n, dtype=np.int64)
@@ -176,28 +177,31 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
             if st == 0:
                 status[r] = ST_NO_PRIMER
                 continue
+            flip[r] = flipped
             ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
             consumed = INDEX_NT
             rep = False
             if not ok:
                 ok, nb_, sc, tg, consumed, rep = read_index(seq[start:end], w2n, exp, log, masks)
             if not ok:
-                status[r] = ST_BAD_INDEX
+                status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
+                pstart[r] = start
+                pend[r] = end
                 continue
             tag[r] = tg
             number[r] = nb_
             scramble[r] = sc
             repaired[r] = rep
-            flip[r] = flipped
             pstart[r] = start + consumed
             pend[r] = max(end, start + consumed)
     out_offs = np.zeros(n + 1, dtype=np.int64)
     for r in range(n):
-        out_offs[r + 1] = out_offs[r] + (pend[r] - pstart[r] if status[r] == ST_OK else 0)
+        keep = status[r] == ST_OK or status[r] == ST_BAD_INDEX
+        out_offs[r + 1] = out_offs[r] + (pend[r] - pstart[r] if keep else 0)
     out = np.empty(out_offs[n], dtype=np.uint8)
     for blk in nb.prange(nblocks):
         for r in range(blk * bs, min(n, (blk + 1) * bs)):
-            if status[r] != ST_OK:
+            if status[r] != ST_OK and status[r] != ST_BAD_INDEX:
                 continue
             o = out_offs[r]
             L = offs[r + 1] - offs[r]
@@ -222,6 +226,7 @@ class ReadStats:
     index_repaired: int = 0
     unknown_oligo: int = 0
     capped: int = 0
+    rescued: int = 0
 
     @property
     def rejected(self) -> int:
@@ -229,7 +234,8 @@ class ReadStats:
 
     def to_dict(self) -> dict:
         return {"seen": self.seen, "used": self.used, "rejected": self.rejected,
-                "rejected_no_primer": self.no_primer, "rejected_bad_index": self.bad_index,
+                "rejected_no_primer": self.no_primer, "rejected_bad_index": self.bad_index - self.rescued,
+                "index_rescued": self.rescued,
                 "rejected_too_short": self.too_short, "rejected_unknown_oligo": self.unknown_oligo,
                 "index_repaired": self.index_repaired, "not_needed_over_cap": self.capped}
 
@@ -275,6 +281,8 @@ class ReadSorter:
         self.by_oligo: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.stats = ReadStats()
         self._pending: list = []
+        self.rescue = Group()          # inserts of reads whose index did not decode
+        self.rescue_cap_nt = RESCUE_CAP_NT
 
     # -- input -----------------------------------------------------------------------------
     def add(self, read) -> None:
@@ -319,6 +327,12 @@ class ReadSorter:
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])
         st.bad_index += int(counts[ST_BAD_INDEX])
+        bad = np.flatnonzero(status == ST_BAD_INDEX)
+        if bad.size and sum(len(p) for p in self.rescue.pieces) < self.rescue_cap_nt:
+            blens = (out_offs[1:] - out_offs[:-1])[bad]
+            self.rescue.pieces.append(_gather(out, out_offs, bad))
+            self.rescue.lens.append(blens)
+            self.rescue.count += int(bad.size)
         ok = np.flatnonzero(status == ST_OK)
         st.index_repaired += int(np.count_nonzero(repaired[ok]))
         if ok.size == 0:
@@ -353,6 +367,31 @@ class ReadSorter:
     def finish(self) -> "ReadSorter":
         self.flush()
         return self
+
+    def rescue_missing(self, tag: int, wanted: np.ndarray) -> int:
+        """Second pass over the reads whose index did not decode: file those that decode, with
+        relaxed rules, to one of the ``wanted`` (still missing) oligos of image ``tag``."""
+        if self.rescue.count == 0 or not wanted.any():
+            return 0
+        flat, offs = self.rescue.packed()
+        ok, number, scramble, consumed = rescue_batch(flat, offs, tag, wanted, *TABLES)
+        n = 0
+        for r in np.flatnonzero(ok).tolist():
+            key = (tag, int(number[r]), int(scramble[r]))
+            g = self.groups.get(key)
+            if g is None:
+                g = self.groups[key] = Group()
+                self.by_oligo[(tag, key[1])].append(key[2])
+            if g.count >= self.cap:
+                continue
+            piece = flat[offs[r] + consumed[r]:offs[r + 1]].copy()
+            g.pieces.append(piece)
+            g.lens.append(np.array([len(piece)], dtype=np.int64))
+            g.count += 1
+            n += 1
+        self.stats.rescued += n
+        self.stats.used += n
+        return n
 
     # -- queries ---------------------------------------------------------------------------
     def best_group(self, tag: int, number: int) -> tuple[int, Group] | None:

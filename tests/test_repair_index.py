@@ -93,3 +93,28 @@ def test_random_junk_is_rejected():
     rng = np.random.default_rng(3)
     accepted = sum(read_index_py(rng.integers(0, 4, 50).astype(np.uint8)) is not None for _ in range(3000))
     assert accepted <= 3
+
+
+def test_rescue_pass_recovers_most_failures_and_never_takes_junk():
+    from dnaimg.index import TABLES, rescue_index
+    rng = np.random.default_rng(5)
+    wanted = np.zeros(3000, dtype=bool)
+    wanted[rng.choice(3000, 100, replace=False)] = True
+    targets = np.flatnonzero(wanted)
+    failed = rescued = wrong = 0
+    for _ in range(1500):
+        num, sc = int(rng.choice(targets)), int(rng.integers(12))
+        nt = encode_index(num, sc, 9)
+        m = rng.random(INDEX_NT) < 0.05
+        nt[m] = (nt[m] + rng.integers(1, 4, m.sum())) % 4
+        ins = np.concatenate([nt, rng.integers(0, 4, 20)]).astype(np.uint8)
+        if read_index_py(ins) is not None:
+            continue
+        failed += 1
+        ok, n2, s2, _ = rescue_index(ins, 9, wanted, *TABLES)
+        if ok:
+            rescued += (n2, s2) == (num, sc)
+            wrong += (n2, s2) != (num, sc)
+    assert rescued > 0.6 * failed and wrong <= 2
+    junk = sum(rescue_index(rng.integers(0, 4, 60).astype(np.uint8), 9, wanted, *TABLES)[0] for _ in range(5000))
+    assert junk == 0
