@@ -76,6 +76,34 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
+def fill_erasures(symbols: np.ndarray, erased: np.ndarray, centre: int, rounds: int = 4) -> np.ndarray:
+    """Erased latent values (lost oligos) take the rounded mean of their known 4-neighbours in the
+    same channel (the interleaver leaves almost every erased value with known neighbours); what
+    stays unknown after a few rounds becomes the latent value 0 (level ``centre``)."""
+    x = symbols.astype(np.float64)
+    known = ~erased
+    for _ in range(rounds):
+        if known.all():
+            break
+        acc = np.zeros_like(x)
+        cnt = np.zeros_like(x)
+        xk = np.where(known, x, 0.0)
+        kf = known.astype(np.float64)
+        acc[:, 1:, :] += xk[:, :-1, :]
+        cnt[:, 1:, :] += kf[:, :-1, :]
+        acc[:, :-1, :] += xk[:, 1:, :]
+        cnt[:, :-1, :] += kf[:, 1:, :]
+        acc[:, :, 1:] += xk[:, :, :-1]
+        cnt[:, :, 1:] += kf[:, :, :-1]
+        acc[:, :, :-1] += xk[:, :, 1:]
+        cnt[:, :, :-1] += kf[:, :, 1:]
+        new = ~known & (cnt > 0)
+        x[new] = acc[new] / cnt[new]
+        known = known | new
+    x[~known] = centre
+    return np.rint(x).astype(np.int64)
+
+
 def symbols_crc(symbols: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(symbols, dtype=np.uint16).tobytes())
 
@@ -290,6 +318,15 @@ def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str],
     headers, why = {}, {}
     for t, _ in reads_per_tag.most_common():
         h, w = _decode_header(sorter, t)
+        if h is None and sorter.rescue.count:
+            # second chance for header oligos whose index did not decode
+            wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
+            wanted[HEADER_BASE:] = True
+            for (tt, k) in sorter.by_oligo:
+                if tt == t and k >= HEADER_BASE:
+                    wanted[k] = False
+            if sorter.rescue_missing(t, wanted):
+                h, w = _decode_header(sorter, t)
         if h is not None:
             headers[t] = h
         else:
@@ -333,6 +370,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     perm = interleaver(total, h.seed)
     centre = (h.levels - 1) // 2
     flat = np.full(total, centre, dtype=np.int64)
+    erased = np.zeros(total, dtype=bool)
     missing = repaired = 0
     for k in range(h.n_data):
         g = sorter.best_group(tag, k)
@@ -340,6 +378,8 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
             progress(1)
         if g is None:
             missing += 1
+            lo, hi = k * vpo, min((k + 1) * vpo, total)
+            erased[perm[lo:hi]] = True
             continue
         s, group = g
         vals, bad = _oligo_values(group, layout.payload_nt, k, s, tag, cb, vpo)
@@ -347,7 +387,10 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         lo, hi = k * vpo, min((k + 1) * vpo, total)
         v = vals[:hi - lo]
         flat[perm[lo:hi]] = np.where(v < 0, centre, v)
+        erased[perm[lo:hi]] = v < 0
     symbols = flat.reshape(shape)
+    if erased.any():
+        symbols = fill_erasures(symbols, erased.reshape(shape), centre)
     unknown = sum(len(g) for (t, k, s), g in sorter.groups.items()
                   if t == tag and h.n_data <= k < HEADER_BASE)
     stats.unknown_oligo = unknown

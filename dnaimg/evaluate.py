@@ -2,6 +2,7 @@
 
     python -m dnaimg.evaluate --images ../shared/data/kodak                  # noiseless
     python -m dnaimg.evaluate --images ../shared/data/kodak --sub-rate 0.03   # through a channel
+    python -m dnaimg.evaluate --images ../shared/data/kodak --preset seed --sub-rate 0.05
     python -m dnaimg.evaluate --images ../shared/data/kodak --update-card      # write into the card
 
 Per image and averaged: payload and total nt/pixel, RGB PSNR and MS-SSIM of the image decoded
@@ -53,6 +54,8 @@ def evaluate(images: list[Path], model: str = DEFAULT_MODEL, channel: Channel | 
             progress(rows[-1])
     keys = ["payload_nt_per_pixel", "total_nt_per_pixel", "psnr_db", "ms_ssim", "encode_s", "decode_s"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    mean["missing_oligos"] = float(np.mean([r["missing_oligos"] for r in rows]))
+    mean["latent_exact_fraction"] = float(np.mean([r["latent_exact"] for r in rows]))
     return {"model": model, "images": len(rows), "channel": None if channel is None else channel.__dict__,
             "mean": mean, "per_image": rows}
 
@@ -61,6 +64,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True, help="folder of images")
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--preset", default=None, help="channel preset (dnaimg.channel.PRESETS); rates below override")
     ap.add_argument("--sub-rate", type=float, default=None)
     ap.add_argument("--ins-rate", type=float, default=0.0)
     ap.add_argument("--del-rate", type=float, default=0.0)
@@ -72,7 +76,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     images = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     ch = None
-    if a.sub_rate is not None or a.ins_rate or a.del_rate or a.dropout:
+    if a.preset:
+        from .channel import preset
+        ch = preset(a.preset, sub=a.sub_rate, dropout=a.dropout or None)
+    elif a.sub_rate is not None or a.ins_rate or a.del_rate or a.dropout:
         ch = Channel(sub=a.sub_rate or 0.0, ins=a.ins_rate, dels=a.del_rate, coverage=a.coverage,
                      dropout=a.dropout).validate()
     res = evaluate(images, a.model, ch, a.seed, progress=lambda r: print(
@@ -82,6 +89,7 @@ def main(argv=None):
     m = res["mean"]
     print(f"mean over {res['images']} images: payload {m['payload_nt_per_pixel']:.3f} nt/px, total "
           f"{m['total_nt_per_pixel']:.3f} nt/px, PSNR {m['psnr_db']:.2f} dB, MS-SSIM {m['ms_ssim']:.4f}, "
+          f"missing oligos {m['missing_oligos']:.1f}, latent exact {m['latent_exact_fraction']:.0%}, "
           f"encode {m['encode_s']:.2f} s, decode {m['decode_s']:.2f} s")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
