@@ -316,7 +316,10 @@ def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str],
     for (t, k, s), g in sorter.groups.items():
         reads_per_tag[t] += len(g)
     headers, why = {}, {}
-    for t, _ in reads_per_tag.most_common():
+    top = max(reads_per_tag.values(), default=0)
+    for t, count in reads_per_tag.most_common():
+        if count < max(3, 0.01 * top):
+            break     # a handful of reads under a stray tag: index misreads, not an image
         h, w = _decode_header(sorter, t)
         if h is None and sorter.rescue.count:
             # second chance for header oligos whose index did not decode
