@@ -170,7 +170,7 @@ def train(
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "wall": wall, "config": cfg.to_dict(), "data": str(data),
-                    "batch": batch, "crop": crop, "seed": seed, "steps": steps, "lam": lam,
+                    "batch": batch, "crop": crop, "seed": seed, "steps": steps, "lam": lam, "lr": lr,
                     "noise": asdict(noise), "init": init or "", "freeze_encoder": freeze_encoder}, tmp)
         os.replace(tmp, ckpt_path)
 
@@ -242,7 +242,8 @@ def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None
         "data": [str(p.relative_to(data)) for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir() else str(data),
         "data_root": "../shared/data/train", "preprocessing": "downscaled by 2 (Lanczos) when >= 2x crop; random crops and flips",
         "steps": int(state["step"]), "planned_steps": int(state["steps"]), "batch": int(state["batch"]),
-        "crop": int(state["crop"]), "seed": int(state["seed"]), "loss": "MSE through straight-through quantiser",
+        "crop": int(state["crop"]), "seed": int(state["seed"]), "lr": float(state.get("lr", 2e-4)),
+        "loss": "MSE through straight-through quantiser",
         "optimizer": "Adam, cosine learning-rate decay", "precision": "bf16 autocast on CPU",
         "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": "2 CPU cores",
     }}
