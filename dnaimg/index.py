@@ -175,29 +175,46 @@ def _decode_nibbles(c, erased, n_erased, exp, log, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def decode_index_nt(nts, w2n, exp, log, masks, out):
-    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
+def _word_value(seq, p, k, w2n):
+    """Nibble of the 3-nt word at seq[p:p+3] for codeword position k, or -1 if it is not a valid
+    word there (the seed's position takes only the 12 strong words)."""
+    if p < 0 or p + 3 > seq.shape[0]:
+        return -1
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    if a > 3 or b > 3 or c > 3:
+        return -1
+    v = w2n[a * 16 + b * 4 + c]
+    if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+        return -1
+    return v
 
-    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
-    c = np.zeros(NIBBLES, dtype=np.int64)
-    erased = np.zeros(NIBBLES, dtype=np.int64)
+
+@nb.njit(cache=True, nogil=True)
+def _parse_words(nts, w2n, c, erased):
+    """36 nt -> nibbles in ``c`` (0 where invalid); the invalid positions other than the seed's
+    go to ``erased``.  Returns (number of those, whether the seed's word is invalid)."""
     ne = 0
     s_erased = False
     for k in range(NIBBLES):
-        a, b, d = nts[3 * k], nts[3 * k + 1], nts[3 * k + 2]
-        v = -1
-        if a < 4 and b < 4 and d < 4:
-            v = w2n[a * 16 + b * 4 + d]
-        if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
-            v = -1
+        v = _word_value(nts, 3 * k, k, w2n)
+        c[k] = v if v >= 0 else 0
         if v < 0:
             if k == SCRAMBLE_NIBBLE:
                 s_erased = True
             else:
                 erased[ne] = k
                 ne += 1
-        else:
-            c[k] = v
+    return ne, s_erased
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_index_nt(nts, w2n, exp, log, masks, out):
+    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
+
+    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
+    c = np.zeros(NIBBLES, dtype=np.int64)
+    erased = np.zeros(NIBBLES, dtype=np.int64)
+    ne, s_erased = _parse_words(nts, w2n, c, erased)
     total_e = ne + (1 if s_erased else 0)
     if total_e > MAX_ERASURES:
         return 0, total_e
@@ -267,16 +284,7 @@ def quick_index(seq, start, end, w2n, exp, log, masks):
 
 @nb.njit(cache=True, nogil=True)
 def _word_ok(seq, p, k, w2n):
-    """Is seq[p:p+3] a valid nibble word for position k (the seed's position takes 12 words)?"""
-    if p < 0 or p + 3 > seq.shape[0]:
-        return False
-    a, b, c = seq[p], seq[p + 1], seq[p + 2]
-    if a > 3 or b > 3 or c > 3:
-        return False
-    v = w2n[a * 16 + b * 4 + c]
-    if v < 0:
-        return False
-    return not (k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE)
+    return _word_value(seq, p, k, w2n) >= 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -435,22 +443,7 @@ def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
             for t in range(INDEX_NT):
                 buf[t] = insert[t] if t < j else (255 if t == j else insert[t - 1])
             cons, max_e = INDEX_NT - 1, 3
-        ne = 0
-        s_erased = False
-        for k in range(NIBBLES):
-            a, b, d = buf[3 * k], buf[3 * k + 1], buf[3 * k + 2]
-            v = -1
-            if a < 4 and b < 4 and d < 4:
-                v = w2n[a * 16 + b * 4 + d]
-            if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
-                v = -1
-            c[k] = v if v >= 0 else 0
-            if v < 0:
-                if k == SCRAMBLE_NIBBLE:
-                    s_erased = True
-                else:
-                    pos[ne] = k
-                    ne += 1
+        ne, s_erased = _parse_words(buf, w2n, c, pos)
         total_e = ne + (1 if s_erased else 0)
         if total_e > max_e:
             continue
