@@ -5,7 +5,6 @@ import functools
 import json
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -60,14 +59,6 @@ def _layout(oligo_length, primer_f, primer_r):
     return Layout(**kw)
 
 
-def _writable(path: str) -> None:
-    p = Path(path)
-    if p.exists() and p.is_dir():
-        raise UserError(f"{path}: is a directory")
-    if not p.resolve().parent.is_dir():
-        raise UserError(f"{path}: folder {p.resolve().parent} does not exist")
-
-
 primer_options = [
     click.option("--primer-f", metavar="SEQ", help="Forward primer (5' end of every oligo). "
                  "[default: AGTGCACGCGCAGTTATATG]"),
@@ -110,8 +101,8 @@ def encode(image, output, model, oligo_length, primer_f, primer_r, header_copies
     """Compress IMAGE and write it as DNA oligos (FASTA)."""
     from .codec import encode_image
     from .registry import DEFAULT_MODEL
-    from .seqio import write_fasta
-    _writable(output)
+    from .seqio import check_writable, write_fasta
+    check_writable(output)
     layout = _layout(oligo_length, primer_f, primer_r)
     t0 = time.time()
     with _bar(None, "encoding", quiet) as bar:
@@ -156,8 +147,8 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, as_json
     from PIL import Image
 
     from .codec import decode_reads, load_image, psnr
-    from .seqio import iter_sequences
-    _writable(output)
+    from .seqio import check_writable, iter_sequences
+    check_writable(output)
     tag = None
     if select is not None:
         try:
@@ -238,8 +229,8 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
     """Simulate synthesis and sequencing of the oligos in FASTA."""
     from . import dna
     from .channel import Channel, PRESETS, simulate as run
-    from .seqio import InputError, is_fastq_path, iter_sequences, write_fasta, write_fastq
-    _writable(output)
+    from .seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
+    check_writable(output)
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
             "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}

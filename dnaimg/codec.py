@@ -24,7 +24,7 @@ from .consensus import consensus_packed
 from .index import HEADER_BASE
 from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersionError, Layout, LayoutError,
                      data_oligos, header_codeword_nibbles, header_from_nibbles, header_nibbles, header_oligos,
-                     interleaver, payload_values, values_per_oligo)
+                     interleaver, n_data_oligos, payload_values, values_per_oligo)
 from .reads import CHUNK, ReadSorter
 from .registry import DEFAULT_MODEL, load_model, model_id, name_for_id
 
@@ -154,8 +154,7 @@ def encode_image(image: str | Path | np.ndarray, model: str = DEFAULT_MODEL, lay
     with torch.no_grad():
         symbols = net.compress(to_tensor(img))[0].numpy().astype(np.int64)
     crc = symbols_crc(symbols)
-    vpo = values_per_oligo(layout, cb.n)
-    n_data = -(-symbols.size // vpo)
+    n_data = n_data_oligos(layout, cb.n, symbols.size)
     if n_data > HEADER_BASE:
         raise LayoutError(f"image needs {n_data} oligos; at most {HEADER_BASE} are addressable")
     header = Header(model_id=model_id(model), levels=cfg.levels, codeword_nt=cb.n, channels=cfg.channels,
@@ -365,7 +364,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     vpo = values_per_oligo(layout, cb.n)
     shape = h.latent_shape
     total = int(np.prod(shape))
-    if -(-total // vpo) != h.n_data:
+    if n_data_oligos(layout, cb.n, total) != h.n_data:
         raise DecodeError("header is inconsistent: oligo count does not match the latent size")
     wanted = np.array([sorter.best_group(tag, k) is None for k in range(h.n_data)], dtype=np.bool_)
     if wanted.any():
@@ -379,15 +378,14 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         g = sorter.best_group(tag, k)
         if progress is not None:
             progress(1)
+        lo, hi = k * vpo, min((k + 1) * vpo, total)
         if g is None:
             missing += 1
-            lo, hi = k * vpo, min((k + 1) * vpo, total)
             erased[perm[lo:hi]] = True
             continue
         s, group = g
         vals, bad = _oligo_values(group, layout.payload_nt, k, s, tag, cb, vpo)
         repaired += bad
-        lo, hi = k * vpo, min((k + 1) * vpo, total)
         v = vals[:hi - lo]
         flat[perm[lo:hi]] = np.where(v < 0, centre, v)
         erased[perm[lo:hi]] = v < 0

@@ -163,12 +163,12 @@ def consensus_packed(flat, offs, length):
         del_v = np.zeros(E, dtype=np.int64)
         ins_v = np.zeros(E + 1, dtype=np.int64)
         ins_b = np.zeros((E + 1, 4), dtype=np.int64)
-        # outlier rejection: reads far from the estimate do not vote
+        # outlier rejection: reads far from the estimate do not vote (scratch votes, discarded)
+        tb = np.zeros((E, 4), dtype=np.int64)
+        td = np.zeros(E, dtype=np.int64)
+        ti = np.zeros(E + 1, dtype=np.int64)
+        tib = np.zeros((E + 1, 4), dtype=np.int64)
         for r in range(n):
-            tb = np.zeros((E, 4), dtype=np.int64)
-            td = np.zeros(E, dtype=np.int64)
-            ti = np.zeros(E + 1, dtype=np.int64)
-            tib = np.zeros((E + 1, 4), dtype=np.int64)
             dists[r] = _align_votes(est, flat[offs[r]:offs[r + 1]], D, tb, td, ti, tib)
         med = np.median(dists.astype(np.float64)) if n > 0 else 0.0
         limit = max(3.0 * med + 4.0, 0.15 * length)
@@ -180,7 +180,6 @@ def consensus_packed(flat, offs, length):
         if voters == 0:
             break
         # margins: > 0 means the reads support the edit
-        keep = np.empty(E, dtype=np.int64)
         delm = np.empty(E, dtype=np.int64)
         for j in range(E):
             mb = base_v[j, _argmax4(base_v[j])]

@@ -10,7 +10,7 @@ by (tag, oligo number, scrambling seed), for the consensus.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
@@ -51,13 +51,6 @@ def _match(pattern, text, max_lead, from_end, prev, cur):
         if prev[j] < bd:
             bd, bj = prev[j], j
     return bd, bj
-
-
-@nb.njit(cache=True, nogil=True)
-def prefix_match(pattern, text, max_lead):
-    """Allocating convenience form of :func:`_match` (prefix)."""
-    n = min(text.shape[0], pattern.shape[0] + pattern.shape[0] // 2 + max_lead)
-    return _match(pattern, text, max_lead, False, np.empty(n + 1, np.int64), np.empty(n + 1, np.int64))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -120,16 +113,6 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     if dr <= max_err and L - er > start:
         return 2, seq, start, L - er, flipped
     return 1, seq, start, max(start, L - mr), flipped
-
-
-def locate_insert(read, pf, pr_rc, max_err):
-    """Python-level helper (tests): orient one read; see :func:`orient`."""
-    pf_rc = dna.revcomp(pf)
-    scratch = np.empty(len(read), dtype=np.uint8)
-    n = len(pf) * 2 + MAX_LEAD + 1
-    st, seq, a, b, _ = orient(np.ascontiguousarray(read, dtype=np.uint8), pf, pf_rc, pr_rc, max_err, scratch,
-                              np.empty(n, np.int64), np.empty(n, np.int64))
-    return st, seq.copy(), a, b
 
 
 ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
@@ -290,9 +273,6 @@ class ReadSorter:
         self._pending.append(read)
         if len(self._pending) >= CHUNK:
             self.flush()
-
-    def add_text(self, seq: str) -> None:
-        self.add(seq)
 
     def add_many(self, reads: list) -> None:
         """A batch of reads (a list of str, bytes or uint8 arrays)."""

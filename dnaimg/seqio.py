@@ -39,7 +39,11 @@ def iter_sequences(path: str | Path) -> Iterator[str]:
         yield seq
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: str | Path) -> None:
+    """Raise InputError unless a file can be created at ``path`` (its folder exists)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
     parent = path.resolve().parent
     if not parent.is_dir():
         raise InputError(f"{path}: folder {parent} does not exist")
@@ -47,7 +51,7 @@ def _check_writable(path: Path) -> None:
 
 def write_fasta(path: str | Path, records: Iterable[tuple[str, str]]) -> int:
     p = Path(path)
-    _check_writable(p)
+    check_writable(p)
     n = 0
     try:
         with dnaio.open(str(p), mode="w", fileformat="fasta") as f:
@@ -61,7 +65,7 @@ def write_fasta(path: str | Path, records: Iterable[tuple[str, str]]) -> int:
 
 def write_fastq(path: str | Path, records: Iterable[tuple[str, str, str]]) -> int:
     p = Path(path)
-    _check_writable(p)
+    check_writable(p)
     n = 0
     try:
         with dnaio.open(str(p), mode="w", fileformat="fastq") as f:

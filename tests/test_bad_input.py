@@ -37,7 +37,6 @@ def two_images():
 
 @pytest.mark.parametrize("kind", ["gray", "palette", "rgba", "gray16", "tiny1x1", "tiny5x3", "cmyk"])
 def test_odd_images_encode_and_decode(kind, tmp_path):
-    rng = np.random.default_rng(0)
     base = Image.open(EXAMPLE).convert("RGB").crop((200, 100, 248, 140))
     im = {"gray": base.convert("L"), "palette": base.convert("P"), "rgba": base.convert("RGBA"),
           "gray16": Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 257)),

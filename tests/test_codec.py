@@ -6,7 +6,6 @@ from dnaimg import dna
 from dnaimg.channel import Channel, simulate
 from dnaimg.codec import DecodeError, decode_reads, psnr
 from dnaimg.constraints import report
-from dnaimg.index import HEADER_BASE, read_index_py
 
 
 def test_noiseless_round_trip_is_exact(encoded):

@@ -5,7 +5,7 @@ from dnaimg import dna
 from dnaimg.channel import PRESETS, Channel, preset, simulate
 from dnaimg.codebook import get_codebook
 from dnaimg.consensus import consensus, consensus_arrays
-from dnaimg.constraints import longest_repeat, longest_run, oligo_ok, report
+from dnaimg.constraints import longest_repeat, longest_run, report
 from dnaimg.index import INDEX_NT, read_index_py
 from dnaimg.layout import (Header, Layout, LayoutError, data_oligos, header_oligos, interleaver,
                            payload_values, values_per_oligo)

@@ -1,4 +1,3 @@
-import json
 
 import numpy as np
 import pytest
@@ -58,14 +57,18 @@ def test_corrupt_or_mismatched_weights_are_refused(tmp_path):
         load_weights(m, tmp_path / "o.safetensors")
 
 
-def test_training_resumes(tmp_path):
+def _random_images(folder, n, shape, seed):
     from PIL import Image
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_training_resumes(tmp_path):
     from dnaimg.train import train
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = _random_images(tmp_path / "data", 3, (64, 80, 3), seed=0)
     cfg = ModelConfig(channels=4, levels=9, width=16, res_blocks=1)
     ck = train(data, tmp_path / "run", cfg, steps=3, batch=2, crop=32, log_every=1)
     s1 = torch.load(ck, weights_only=True)
@@ -78,15 +81,10 @@ def test_training_resumes(tmp_path):
 
 def test_train_command_with_exact_noise_and_entropy(tmp_path):
     from click.testing import CliRunner
-    from PIL import Image
     from dnaimg.cli import main
     from dnaimg.model import ModelConfig
     from dnaimg.train import soft_entropy
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = _random_images(tmp_path / "data", 2, (48, 48, 3), seed=1)
     r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--channels", "4",
                                   "--steps", "2", "--batch", "2", "--crop", "32", "--noise", "exact",
                                   "--lambda", "0.01"])

@@ -5,7 +5,6 @@ import numpy as np
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dnaimg import dna
 from dnaimg.cli import main
 from dnaimg.codebook import get_codebook
 from dnaimg.codec import DecodeError, decode_reads

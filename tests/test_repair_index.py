@@ -1,9 +1,8 @@
 import numpy as np
-import reedsolo
 from hypothesis import given, settings, strategies as st
 
 from dnaimg.codebook import get_codebook
-from dnaimg.index import (INDEX_NT, NIBBLE_WORDS, _RS, encode_index, pack_fields, read_index_py)
+from dnaimg.index import (INDEX_NT, _RS, encode_index, pack_fields, read_index_py)
 from dnaimg.repair import Repairer, repair_direct, repair_numpy, repair_with_table
 
 
