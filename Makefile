@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench setup clean
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel setup clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,17 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m dnaimg.bench_dna
+
+# the committed results in docs/results (all 24 Kodak images; add QUICK=--quick for a few minutes' run)
+KODAK ?= ../shared/data/kodak
+bench-rd: $(STAMP)
+	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd $(QUICK)
+
+bench-noise: $(STAMP)
+	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise $(QUICK)
+
+bench-channel: $(STAMP)
+	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel $(QUICK)
 
 clean:
 	rm -rf $(VENV) out

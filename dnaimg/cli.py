@@ -89,7 +89,13 @@ def main():
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="FASTA file of oligos to write (.gz to compress).")
-@click.option("--model", default=None, help="Shipped model to use (see `dnaimg models`).")
+@click.option("--model", default=None, metavar="NAME[:POINT]",
+              help="Shipped model (and operating point) to use; see `dnaimg models`.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
+              help="Budget in payload nt/pixel: use the best operating point at or under it "
+                   "(of --model, or of all plain models). Total nt/pixel is about 1.6x payload.")
+@click.option("--noise-trained", is_flag=True,
+              help="With --rate and no --model: choose among the noise-trained models.")
 @click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=3, show_default=True,
@@ -97,26 +103,29 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def encode(image, output, model, oligo_length, primer_f, primer_r, header_copies, as_json, quiet):
+def encode(image, output, model, rate, noise_trained, oligo_length, primer_f, primer_r, header_copies, as_json,
+           quiet):
     """Compress IMAGE and write it as DNA oligos (FASTA)."""
     from .codec import encode_image
-    from .registry import DEFAULT_MODEL
+    from .registry import select_point
     from .seqio import check_writable, write_fasta
     check_writable(output)
     layout = _layout(oligo_length, primer_f, primer_r)
+    select_point(model, rate, noise_trained)     # bad --model/--rate fail before any work
     t0 = time.time()
     with _bar(None, "encoding", quiet) as bar:
-        enc = encode_image(image, model=model or DEFAULT_MODEL, layout=layout, header_copies=header_copies,
-                           progress=bar.update)
+        enc = encode_image(image, model=model, layout=layout, header_copies=header_copies,
+                           progress=bar.update, rate=rate, noise_trained=noise_trained)
     write_fasta(output, enc.fasta_records())
     r = enc.rates()
-    r.update({"image": str(image), "output": str(output), "model": enc.model, "tag": f"{enc.header.tag:02x}",
+    r.update({"image": str(image), "output": str(output), "model": enc.model, "point": enc.point.label,
+              "channels": enc.header.channels, "levels": enc.header.levels, "tag": f"{enc.header.tag:02x}",
               "oligo_length": layout.oligo_length, "seconds": round(time.time() - t0, 2)})
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
     h = enc.header
-    click.echo(f"encoded {image} ({h.width}x{h.height}) with model {enc.model}: latent "
+    click.echo(f"encoded {image} ({h.width}x{h.height}) with {enc.point.label}: latent "
                f"{'x'.join(map(str, enc.symbols.shape))}, {h.levels} levels, {h.codeword_nt}-nt codewords")
     click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt "
                f"({r['data_oligos']} data + {r['header_oligos']} header), tag {r['tag']}")
@@ -350,8 +359,8 @@ def info(file, primer_f, primer_r, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @friendly
 def models(as_json):
-    """List the shipped models."""
-    from .registry import DEFAULT_MODEL, list_models
+    """List the shipped models and their operating points (rate, Kodak PSNR)."""
+    from .registry import DEFAULT_MODEL, default_point, list_models, operating_points
     cards = list_models()
     if as_json:
         click.echo(json.dumps(cards, indent=2))
@@ -359,13 +368,19 @@ def models(as_json):
     if not cards:
         raise UserError("no model installed")
     for c in cards:
-        k = c.get("kodak", {})
-        a = c["architecture"]
-        rate = f"{k['payload_nt_per_pixel']:.3f} nt/px payload, {k['total_nt_per_pixel']:.3f} total" if k else "rate n/a"
-        q = f"{k['psnr_db']:.2f} dB Kodak" if k else "PSNR n/a"
+        kind = "noise-trained" if c.get("noise_trained") else "plain"
         star = " (default)" if c["name"] == DEFAULT_MODEL else ""
-        click.echo(f"{c['name']}{star}: {a['channels']} channels, {a['levels']} levels, "
-                   f"{c['codeword_nt']}-nt codewords; {rate}; {q}")
+        extra = f"; {c['superseded']}" if c.get("superseded") else ""
+        a = c["architecture"]
+        click.echo(f"{c['name']}{star}: {kind}, {a['channels']}-channel latent{extra}")
+        dflt = default_point(c["name"])
+        for p in operating_points(c):
+            k = p.kodak
+            q = (f"Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, total {k['total_nt_per_pixel']:.3f} nt/px"
+                 if "psnr_db" in k else "not measured")
+            mark = " *" if p == dflt and len(operating_points(c)) > 1 else ""
+            click.echo(f"  {p.label:<22} {p.payload_nt_per_pixel:5.3f} nt/px payload  {p.channels:>2} ch "
+                       f"{p.levels:>3} levels {p.codeword_nt}-nt  {q}{mark}")
 
 
 @main.command("train")
@@ -389,6 +404,12 @@ def models(as_json):
               help="Largest substitution rate per nt.")
 @click.option("--noise-ramp", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Fraction of the steps over which the rate rises from 0.")
+@click.option("--noise-erasures", is_flag=True,
+              help="With --noise exact: also lose values with their oligo, at the rate one read per oligo gives.")
+@click.option("--multi-channels", default="", metavar="K1,K2,..",
+              help="Multi-rate training: each sample keeps the first K channels, K drawn from this list.")
+@click.option("--multi-levels", default="", metavar="L1,L2,..",
+              help="Multi-rate training: each sample is quantised with L levels, L drawn from this list.")
 @click.option("--init", default=None, help="Start from this shipped model's weights (fine-tuning).")
 @click.option("--decoder-only", is_flag=True, help="Freeze the encoder (noise-aware fine-tuning of the decoder).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -397,23 +418,185 @@ def models(as_json):
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
 @friendly
 def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
-              init, decoder_only, seed, threads, no_bf16, export_name):
+              noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16, export_name):
     """Train (or resume) a compressive autoencoder; checkpoints every 5 minutes."""
     import torch
 
     from .model import ModelConfig
-    from .train import NoiseSchedule, export_checkpoint, train
+    from .train import MultiRate, NoiseSchedule, export_checkpoint, train
+
+    def int_list(text, opt):
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"{opt} takes comma-separated integers, got {text!r}") from None
+    mr = MultiRate(int_list(multi_channels, "--multi-channels"), int_list(multi_levels, "--multi-levels"))
+    if any(not 1 <= k <= channels for k in mr.channels):
+        raise UserError(f"--multi-channels must lie within 1..{channels}")
+    if any(L % 2 == 0 or L < 3 for L in mr.levels):
+        raise UserError("--multi-levels must be odd numbers >= 3")
     if levels % 2 == 0:
         raise UserError("--levels must be odd (the quantiser has a level at 0)")
     if threads:
         torch.set_num_threads(threads)
     cfg = ModelConfig(channels=channels, levels=levels)
-    ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt)
+    ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt, erasures=noise_erasures)
     train(data, out, cfg, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, bf16=not no_bf16, lam=lam,
-          noise=ns, init=init, freeze_encoder=decoder_only, progress=sys.stderr.isatty())
+          noise=ns, init=init, freeze_encoder=decoder_only, progress=sys.stderr.isatty(), multirate=mr)
     if export_name:
         path = export_checkpoint(out, export_name)
         click.echo(f"exported {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# benches
+
+
+@main.group()
+def bench():
+    """Measure: rate-distortion, noise robustness, sequencing cost (ours vs classic codecs in DNA).
+
+    Results go to OUT.json, OUT.csv and OUT.png; an interrupted run keeps its rows and the same
+    command resumes it."""
+
+
+def _bench_common(fn):
+    opts = [
+        click.option("--images", default="../shared/data/kodak", show_default=True,
+                     type=click.Path(exists=True, file_okay=False), help="Folder of test images."),
+        click.option("--out", required=True, type=click.Path(dir_okay=False),
+                     help="Output prefix, e.g. docs/results/rd (writes .json, .csv, .png)."),
+        click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images."),
+        click.option("--quick", is_flag=True, help="3 images and a coarse grid: minutes, not hours."),
+        click.option("--fresh", is_flag=True, help="Ignore earlier rows in OUT.json and start over."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+        click.option("-j", "--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+                     help="Images measured in parallel (processes)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _split(text, kind=str):
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"cannot read the list {text!r}") from None
+
+
+def _points(points, noise_only=None):
+    from .bench import shipped_points
+    from .registry import select_point
+    pts = _split(points) if points else shipped_points(noise_only)
+    for p in pts:
+        select_point(p)          # unknown names fail here, before any work
+    return pts
+
+
+def _run_bench(run, total, quiet, out, plot, after=None):
+    from pathlib import Path
+    with _bar(total, "benchmark", quiet) as bar:
+        try:
+            res = run(bar.update)
+        except KeyboardInterrupt:
+            raise UserError(f"interrupted; the finished rows are in {Path(out).with_suffix('.json')} "
+                            "(run the same command again to resume)") from None
+    plot(res, Path(out).with_suffix(".png"))
+    if after:
+        after(res)
+    click.echo(f"wrote {Path(out).with_suffix('.json')}, .csv and .png ({len(res['rows'])} rows)")
+    return res
+
+
+@bench.command("rd")
+@_bench_common
+@click.option("--points", default="", help="Operating points (NAME:POINT,...). [default: every shipped one]")
+@click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True, help="Classic codecs to compare.")
+@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
+              help="Reed-Solomon parity oligos of the classic baselines, as a fraction of their data oligos.")
+@friendly
+def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, parity):
+    """Rate-distortion, noiseless: PSNR/MS-SSIM against payload and total nt/pixel."""
+    from . import bench as B
+    paths = B.image_paths(images, 3 if quick and not limit else limit)
+    pts = _points(points)
+    cs = _split(codecs)
+    bad = [c for c in cs if c not in B.CLASSIC_CODECS]
+    if bad:
+        raise UserError(f"unknown codec {bad[0]!r} (choose from {', '.join(B.CLASSIC_CODECS)})")
+    qual = B.QUICK_QUALITIES if quick else B.CLASSIC_QUALITIES
+    total = len(paths) * (len(pts) + sum(len(qual[c]) for c in cs))
+    res = _run_bench(lambda upd: B.bench_rd(paths, pts, cs, qual, out, parity, fresh, upd, jobs), total, quiet, out,
+                     B.plot_rd)
+    for s in sorted(res["summary"]["systems"], key=lambda s: (s["kind"], s["system"].split("@")[0],
+                                                              s["total_nt_per_pixel"] or 0)):
+        ps = "failed" if s["psnr_db"] is None else f"{s['psnr_db']:.2f} dB"
+        click.echo(f"  {s['system']:<24} {s['payload_nt_per_pixel']:.3f} / {s['total_nt_per_pixel']:.3f} nt/px  "
+                   f"{ps}  decoded {s['success_fraction']:.0%}")
+
+
+@bench.command("noise")
+@_bench_common
+@click.option("--points", default="", help="Operating points (NAME:POINT,...). [default: every shipped one]")
+@click.option("--rates", default="", help="Substitution rates. [default: 0,0.01,0.02,0.03,0.04,0.05,0.06,0.08,0.1]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates, seed):
+    """PSNR against substitution rate (one read per oligo), plain and noise-trained models."""
+    from pathlib import Path
+
+    from . import bench as B
+    paths = B.image_paths(images, 3 if quick and not limit else limit)
+    pts = _points(points)
+    rs = _split(rates, float) if rates else list(B.QUICK_NOISE_RATES if quick else B.NOISE_RATES)
+    if any(not 0 <= r <= 0.5 for r in rs):
+        raise UserError("substitution rates must lie in [0, 0.5]")
+    total = len(paths) * len(pts) * len(rs)
+
+    def table(res):
+        Path(out).with_suffix(".md").write_text(B.noise_table(res))
+    res = _run_bench(lambda upd: B.bench_noise(paths, pts, rs, out, seed, fresh, upd, jobs), total, quiet, out,
+                     B.plot_noise, table)
+    click.echo(B.noise_table(res), nl=False)
+
+
+@bench.command("channel")
+@_bench_common
+@click.option("--points", default="", help="Our operating points. [default: the default model's default point "
+              "and its noise-trained twin]")
+@click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True)
+@click.option("--presets", default="miseq,nanopore", show_default=True, help="Channel presets (dnaimg.channel).")
+@click.option("--coverages", default="", help="Mean reads per oligo. [default: 1,2,3,4,6,10,16,30]")
+@click.option("--match", default=None, help="Classic codecs get the total nt of this point. [default: the first]")
+@click.option("--dropout", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+              help="Fraction of oligos lost before sequencing.")
+@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, presets, coverages, match,
+                      dropout, parity, seed):
+    """PSNR and decode success against sequencing coverage, classic codecs at a matched rate."""
+    from . import bench as B
+    from .channel import PRESETS
+    paths = B.image_paths(images, 3 if quick and not limit else limit)
+    if points:
+        pts = _points(points)
+    else:
+        from .registry import DEFAULT_CHANNEL_POINTS
+        pts = list(DEFAULT_CHANNEL_POINTS)
+    cs = _split(codecs)
+    prs = _split(presets)
+    bad = [p for p in prs if p not in PRESETS]
+    if bad:
+        raise UserError(f"unknown preset {bad[0]!r} (choose from {', '.join(PRESETS)})")
+    covs = _split(coverages, float) if coverages else list(B.QUICK_COVERAGES if quick else B.COVERAGES)
+    total = len(paths) * len(prs) * len(covs) * (len(pts) + len(cs))
+    res = _run_bench(lambda upd: B.bench_channel(paths, pts, cs, prs, covs, out, match, parity, dropout, seed, fresh,
+                                                 upd, jobs), total, quiet, out, B.plot_channel)
+    for m in res["summary"]["min_coverage"]:
+        mc = "never" if m["min_coverage"] is None else f"{m['min_coverage']:g}x"
+        click.echo(f"  {m['system']:<28} {m['preset']:<9} decodes >= 95 % of images from {mc}")
 
 
 if __name__ == "__main__":

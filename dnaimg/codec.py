@@ -26,7 +26,7 @@ from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersio
                      data_oligos, header_codeword_nibbles, header_from_nibbles, header_nibbles, header_oligos,
                      interleaver, n_data_oligos, payload_values, values_per_oligo)
 from .reads import CHUNK, ReadSorter
-from .registry import DEFAULT_MODEL, load_model, model_id, name_for_id
+from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
 
 
 class DecodeError(ValueError):
@@ -117,6 +117,7 @@ class EncodeResult:
     symbols: np.ndarray                 # (C, H', W') quantised latent
     n_header: int
     layout: Layout
+    point: OperatingPoint | None = None
 
     @property
     def pixels(self) -> int:
@@ -143,21 +144,26 @@ class EncodeResult:
             yield name, dna.decode(o)
 
 
-def encode_image(image: str | Path | np.ndarray, model: str = DEFAULT_MODEL, layout: Layout | None = None,
+def encode_image(image: str | Path | np.ndarray, model: str | None = None, layout: Layout | None = None,
                  header_copies: int = DEFAULT_HEADER_COPIES,
-                 progress: Callable[[int], None] | None = None) -> EncodeResult:
+                 progress: Callable[[int], None] | None = None, rate: float | None = None,
+                 noise_trained: bool = False) -> EncodeResult:
+    """Image -> oligos.  ``model`` names a shipped model (``NAME:POINT`` one of its operating
+    points); ``rate`` picks the best operating point at or under that many payload nt/pixel
+    (see :func:`registry.select_point`)."""
     layout = layout or Layout()
+    point = select_point(model, rate, noise_trained)
     img = load_image(image) if not isinstance(image, np.ndarray) else image
-    net, card = load_model(model)
-    cfg = net.cfg
-    cb = get_codebook(int(card["codeword_nt"]), cfg.levels)
+    model = point.model
+    net, _ = load_model(model)
+    cb = get_codebook(point.codeword_nt, point.levels)
     with torch.no_grad():
-        symbols = net.compress(to_tensor(img))[0].numpy().astype(np.int64)
+        symbols = net.compress(to_tensor(img), point.levels, point.channels)[0].numpy().astype(np.int64)
     crc = symbols_crc(symbols)
     n_data = n_data_oligos(layout, cb.n, symbols.size)
     if n_data > HEADER_BASE:
         raise LayoutError(f"image needs {n_data} oligos; at most {HEADER_BASE} are addressable")
-    header = Header(model_id=model_id(model), levels=cfg.levels, codeword_nt=cb.n, channels=cfg.channels,
+    header = Header(model_id=model_id(model), levels=point.levels, codeword_nt=cb.n, channels=point.channels,
                     height=img.shape[0], width=img.shape[1], n_data=n_data, oligo_length=layout.oligo_length,
                     primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r),
                     seed=crc ^ 0xA5A5A5A5, tag=(crc >> 8) & 0xFF, symbols_crc=crc)
@@ -166,13 +172,13 @@ def encode_image(image: str | Path | np.ndarray, model: str = DEFAULT_MODEL, lay
     n_parts = len(heads) // header_copies
     names = [f"dnaimg_t{header.tag:02x}_header_c{i // n_parts}_p{i % n_parts}" for i in range(len(heads))]
     names += [f"dnaimg_t{header.tag:02x}_oligo{k:06d}" for k in range(len(data))]
-    return EncodeResult(heads + data, names, header, model, symbols, len(heads), layout)
+    return EncodeResult(heads + data, names, header, model, symbols, len(heads), layout, point)
 
 
-def reconstruct(symbols: np.ndarray, model: str, size: tuple[int, int]) -> np.ndarray:
+def reconstruct(symbols: np.ndarray, model: str, size: tuple[int, int], levels: int | None = None) -> np.ndarray:
     net, _ = load_model(model)
     with torch.no_grad():
-        out = net.decompress(torch.from_numpy(np.asarray(symbols, dtype=np.int64))[None], size)
+        out = net.decompress(torch.from_numpy(np.asarray(symbols, dtype=np.int64))[None], size, levels)
     return to_uint8(out)
 
 
@@ -357,9 +363,12 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         raise DecodeError("the header's primer lengths differ from the primers given")
     model = name_for_id(h.model_id)
     net, card = load_model(model)
-    if net.cfg.levels != h.levels or net.cfg.channels != h.channels:
-        raise DecodeError(f"model {model} does not match the header (levels/channels)")
-    cb = get_codebook(h.codeword_nt, h.levels)
+    if not 1 <= h.channels <= net.cfg.channels or h.levels < 3 or h.levels % 2 == 0:
+        raise DecodeError(f"model {model} does not match the header ({h.channels} channels, {h.levels} levels)")
+    try:
+        cb = get_codebook(h.codeword_nt, h.levels)
+    except ValueError:
+        raise DecodeError(f"the header's {h.levels} levels do not fit {h.codeword_nt}-nt codewords") from None
     layout = Layout(oligo_length=h.oligo_length, primer_f=lay.primer_f, primer_r=lay.primer_r)
     vpo = values_per_oligo(layout, cb.n)
     shape = h.latent_shape
@@ -397,7 +406,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     stats.unknown_oligo = unknown
     stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc
-    image = reconstruct(symbols, model, (h.height, h.width))
+    image = reconstruct(symbols, model, (h.height, h.width), h.levels)
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
     images = {f"{t:02x}": {"reads": reads_per_tag[t], "width": hh.width, "height": hh.height}
               for t, hh in headers.items()}
@@ -406,7 +415,8 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         "oligos": {"expected": h.n_data, "recovered": h.n_data - missing, "missing": missing},
         "codewords": {"total": total, "repaired": repaired, "erased": min(missing * vpo, total)},
         "latent_exact": exact,
-        "image": {"height": h.height, "width": h.width, "model": model, "tag": f"{tag:02x}"},
+        "image": {"height": h.height, "width": h.width, "model": model, "tag": f"{tag:02x}",
+                  "channels": h.channels, "levels": h.levels, "codeword_nt": h.codeword_nt},
         "other_tags": other,
         "images_present": images,
         "header": h.to_dict(),

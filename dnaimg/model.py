@@ -99,13 +99,15 @@ class CompressiveAutoencoder(nn.Module):
         zq = q * torch.floor(z / q + 0.5)
         return z + (zq - z).detach()
 
-    def to_symbols(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent in [-1, 1] -> integer symbols 0 .. levels-1."""
-        s = torch.floor((z + 1.0) / self.cfg.q + 0.5)
-        return s.clamp_(0, self.cfg.levels - 1).to(torch.int64)
+    def to_symbols(self, z: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        """Latent in [-1, 1] -> integer symbols 0 .. levels-1 (default: the config's levels)."""
+        levels = levels or self.cfg.levels
+        s = torch.floor((z + 1.0) * ((levels - 1) / 2.0) + 0.5)
+        return s.clamp_(0, levels - 1).to(torch.int64)
 
-    def from_symbols(self, s: torch.Tensor) -> torch.Tensor:
-        return s.to(torch.float32) * self.cfg.q - 1.0
+    def from_symbols(self, s: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+        levels = levels or self.cfg.levels
+        return s.to(torch.float32) * (2.0 / (levels - 1)) - 1.0
 
     # -- nets ----------------------------------------------------------------------------
     @staticmethod
@@ -130,15 +132,22 @@ class CompressiveAutoencoder(nn.Module):
         return self.synthesis(self.quantize_ste(z), x.shape[-2:])
 
     # -- codec API (CompressAI-style) ----------------------------------------------------
+    # An operating point keeps the first ``channels`` latent maps (the others are taken as 0) and
+    # quantises with ``levels`` levels; a multi-rate model is trained for several of them.
     @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch (N,3,H,W) in [0,1] -> integer symbols (N, C, ceil(H/8), ceil(W/8))."""
-        return self.to_symbols(self.analysis(x))
+    def compress(self, x: torch.Tensor, levels: int | None = None, channels: int | None = None) -> torch.Tensor:
+        """Image batch (N,3,H,W) in [0,1] -> integer symbols (N, channels, ceil(H/8), ceil(W/8))."""
+        z = self.analysis(x)
+        return self.to_symbols(z[:, : channels or self.cfg.channels], levels)
 
     @torch.no_grad()
-    def decompress(self, symbols: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Symbols -> image batch in [0,1], cropped to ``size`` = (H, W)."""
-        return self.synthesis(self.from_symbols(symbols), size).clamp(0.0, 1.0)
+    def decompress(self, symbols: torch.Tensor, size: tuple[int, int], levels: int | None = None) -> torch.Tensor:
+        """Symbols (N, k <= channels, h, w) -> image batch in [0,1], cropped to ``size`` = (H, W)."""
+        y = self.from_symbols(symbols, levels)
+        k = y.shape[1]
+        if k < self.cfg.channels:
+            y = F.pad(y, (0, 0, 0, 0, 0, self.cfg.channels - k))
+        return self.synthesis(y, size).clamp(0.0, 1.0)
 
 
 def latent_shape(cfg: ModelConfig, height: int, width: int) -> tuple[int, int, int]:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .codebook import candidate_words
-from .model import CompressiveAutoencoder, ModelConfig
+from .model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
 
 DEFAULT_MODEL = "cae32-l9"
+#: what `dnaimg bench channel` compares by default: a plain point and its noise-trained twin
+DEFAULT_CHANNEL_POINTS = ("cae32-l9", "cae32-l9-noise")
 
 
 class ModelError(ValueError):
@@ -96,6 +99,106 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         if not torch.isfinite(state[k].float()).all():
             raise ModelError(f"model weights {path.name}: {k} holds non-finite values")
     model.load_state_dict({k: v.float() for k, v in state.items()})
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One rate of a model: the first ``channels`` latent maps, ``levels`` levels, codewords of
+    ``codeword_nt`` nucleotides.  Payload rate = channels * codeword_nt / 64 nt per pixel."""
+    model: str
+    name: str
+    channels: int
+    levels: int
+    codeword_nt: int
+    card: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def payload_nt_per_pixel(self) -> float:
+        return self.channels * self.codeword_nt / DOWNSCALE ** 2
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}:{self.name}" if self.name else self.model
+
+    @property
+    def noise_trained(self) -> bool:
+        return bool(self.card.get("noise_trained"))
+
+    @property
+    def kodak(self) -> dict:
+        return self.card.get("kodak", {})
+
+
+def operating_points(c: dict) -> list[OperatingPoint]:
+    """The operating points a card declares (``operating_points``), or the single one of a
+    one-rate model (all channels, the architecture's levels)."""
+    a = c["architecture"]
+    pts = c.get("operating_points")
+    if not pts:
+        return [OperatingPoint(c["name"], "", int(a["channels"]), int(a["levels"]), int(c["codeword_nt"]),
+                               {"kodak": c.get("kodak", {}), "noise_trained": c.get("noise_trained", False)})]
+    out = []
+    for p in pts:
+        k, L = int(p["channels"]), int(p["levels"])
+        n = int(p.get("codeword_nt") or default_codeword_nt(L))
+        if not 1 <= k <= int(a["channels"]) or L < 3 or L % 2 == 0 or len(candidate_words(n)) < L:
+            raise ModelError(f"model card {c['name']}: invalid operating point {p}")
+        out.append(OperatingPoint(c["name"], str(p["name"]), k, L, n,
+                                  {**p, "noise_trained": c.get("noise_trained", False)}))
+    return sorted(out, key=lambda o: (o.payload_nt_per_pixel, o.name))
+
+
+def default_point(name: str) -> OperatingPoint:
+    """The card's ``default_point``, else the point nearest 1 nt/pixel."""
+    c = card(name)
+    pts = operating_points(c)
+    for p in pts:
+        if p.name == c.get("default_point"):
+            return p
+    return min(pts, key=lambda p: abs(p.payload_nt_per_pixel - 1.0))
+
+
+def point_for(name: str, channels: int, levels: int, codeword_nt: int) -> OperatingPoint | None:
+    """The declared point of model ``name`` with these parameters (None if the card has none)."""
+    for p in operating_points(card(name)):
+        if (p.channels, p.levels, p.codeword_nt) == (channels, levels, codeword_nt):
+            return p
+    return None
+
+
+def select_point(model: str | None = None, rate: float | None = None, noise_trained: bool = False) -> OperatingPoint:
+    """The operating point to encode with.
+
+    ``model`` alone: its default point (``NAME:POINT`` names one).  ``rate`` (payload nt/pixel):
+    the point with the best PSNR among those at or under the rate, over ``model``'s points or,
+    without a model, over every shipped model of the requested kind (plain, or noise-trained).
+    The PSNR used is the card's ``select_psnr_db``, measured on training images (Kodak is for
+    evaluation only); without it, the costliest point that fits."""
+    if model and ":" in model:
+        name, pname = model.split(":", 1)
+        for p in operating_points(card(name)):
+            if p.name == pname:
+                if rate is not None and p.payload_nt_per_pixel > rate + 1e-9:
+                    raise ModelError(f"{model} costs {p.payload_nt_per_pixel:.3f} nt/px, over --rate {rate}")
+                return p
+        raise ModelError(f"model {name} has no operating point {pname!r} "
+                         f"(it has: {', '.join(p.name for p in operating_points(card(name))) or 'one, unnamed'})")
+    if rate is None:
+        return default_point(model or DEFAULT_MODEL)
+    if model:
+        pool = operating_points(card(model))
+    else:
+        pool = [p for c in list_models() if bool(c.get("noise_trained")) == noise_trained
+                and not c.get("superseded") for p in operating_points(c)]
+    fit = [p for p in pool if p.payload_nt_per_pixel <= rate + 1e-9]
+    if not fit:
+        cheapest = min(pool, key=lambda p: p.payload_nt_per_pixel, default=None)
+        raise ModelError(f"no operating point at or under {rate} nt/px"
+                         + (f" (the cheapest is {cheapest.label} at {cheapest.payload_nt_per_pixel:.3f})" if cheapest else ""))
+    measured = [p for p in fit if "select_psnr_db" in p.card]
+    if len(measured) == len(fit):
+        return max(measured, key=lambda p: (p.card["select_psnr_db"], -p.payload_nt_per_pixel))
+    return max(fit, key=lambda p: p.payload_nt_per_pixel)
 
 
 _CACHE: dict[str, tuple[CompressiveAutoencoder, dict]] = {}

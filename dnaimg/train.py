@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .model import CompressiveAutoencoder, ModelConfig
@@ -83,6 +84,7 @@ class NoiseSchedule:
     p_max: float = 0.05
     ramp: float = 0.5
     codeword_nt: int = 0
+    erasures: bool = False       # also lose values with their oligo (exact channel, multi-rate only)
 
     def rate(self, step: int, steps: int) -> float:
         if self.kind == "none":
@@ -106,6 +108,73 @@ def _noisy_latent(model: CompressiveAutoencoder, z: torch.Tensor, noise: NoiseSc
     return zq + sigma * torch.randn(zq.shape, generator=gen).to(zq.dtype)
 
 
+@dataclass
+class MultiRate:
+    """One network for several operating points ("slimmable" latent, after Dumas et al.: the rate
+    is set at test time).  Each training sample draws a number of kept channels ``k`` (the rest
+    are zeroed, so the encoder learns to put what matters first) and a number of levels ``L``
+    (q = 2/(L-1)); the loss gives each (k, L) pair equal weight in dB: every sample's MSE is
+    divided by a running mean of the MSE of its pair."""
+    channels: tuple[int, ...] = ()
+    levels: tuple[int, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.channels or self.levels)
+
+
+def erasure_rate(p: float) -> float:
+    """Fraction of values lost with their oligo at substitution rate ``p``, one read per oligo
+    (index decoding fails): measured on the layout, about 2 % at p = 3 % and 8 % at 5 %."""
+    return min(0.2, 0.08 * (p / 0.05) ** 2.7)
+
+
+def _fill_like_decoder(v: torch.Tensor, erased: torch.Tensor) -> torch.Tensor:
+    """Erased values take the mean of their known 4-neighbours, as :func:`codec.fill_erasures`
+    does (one round; isolated erasures, which the interleaver makes the common case)."""
+    known = (~erased).to(v.dtype)
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=v.dtype).view(1, 1, 3, 3)
+    C = v.shape[1]
+    k = k.repeat(C, 1, 1, 1)
+    s = F.conv2d(v * known, k, padding=1, groups=C)
+    c = F.conv2d(known, k, padding=1, groups=C)
+    return torch.where(erased, s / c.clamp_min(1.0), v)
+
+
+def _multirate_latent(z: torch.Tensor, ks: torch.Tensor, Ls: torch.Tensor, noise: "NoiseSchedule", p: float,
+                      gen: torch.Generator) -> torch.Tensor:
+    """Per-sample quantisation with L levels, channel truncation to k, optional channel noise."""
+    from .codebook import get_codebook
+    from .noise import gaussian_sigma, sample_channel, transition_matrix
+    from .registry import default_codeword_nt
+    N, C = z.shape[:2]
+    q = (2.0 / (Ls.float() - 1.0)).view(N, 1, 1, 1)
+    zf = z.float()
+    sym = torch.floor((zf.detach() + 1.0) / q + 0.5).clamp_(min=0).minimum((Ls - 1).view(N, 1, 1, 1).float())
+    zq = sym * q - 1.0
+    if noise.kind != "none" and p > 0:
+        noisy = zq.clone()
+        for L in torch.unique(Ls).tolist():
+            sel = Ls == L
+            cb = get_codebook(default_codeword_nt(L), L)
+            qq = 2.0 / (L - 1)
+            if noise.kind == "exact":
+                T = torch.tensor(transition_matrix(cb, p), dtype=torch.float32)
+                s = sample_channel(sym[sel].long(), T, gen).float()
+                v = s * qq - 1.0
+                if noise.erasures:
+                    e = erasure_rate(p)
+                    erased = torch.rand(v.shape, generator=gen) < e
+                    v = _fill_like_decoder(v, erased)
+                    v = torch.floor((v + 1.0) / qq + 0.5) * qq - 1.0
+                noisy[sel] = v
+            else:
+                noisy[sel] = zq[sel] + gaussian_sigma(cb, p) * torch.randn(zq[sel].shape, generator=gen)
+        zq = noisy
+    mask = (torch.arange(C).view(1, C) < ks.view(N, 1)).float().view(N, C, 1, 1)
+    return (zf + (zq - zf).detach()) * mask
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -123,6 +192,7 @@ def train(
     init: str | None = None,
     freeze_encoder: bool = False,
     progress: bool = False,
+    multirate: MultiRate | None = None,
 ) -> Path:
     """Train (or resume) a model in folder ``out``; returns the checkpoint path.
 
@@ -140,7 +210,7 @@ def train(
     model = CompressiveAutoencoder(cfg)
     if init:
         base, _ = load_model(init)
-        if base.cfg != cfg:
+        if (base.cfg.channels, base.cfg.width, base.cfg.res_blocks) != (cfg.channels, cfg.width, cfg.res_blocks):
             raise ValueError(f"--init model {init} has config {base.cfg}, not {cfg}")
         model.load_state_dict(base.state_dict())
     if freeze_encoder:
@@ -164,14 +234,23 @@ def train(
         gen.manual_seed(seed + step)
         print(f"resumed at step {step}", flush=True)
     images = load_training_images(data, crop)
-    print(f"{len(images)} training images, config {cfg.to_dict()}, noise {noise}, lambda {lam}", flush=True)
+    mr = multirate or MultiRate()
+    mr_k = list(mr.channels or (cfg.channels,))
+    mr_L = list(mr.levels or (cfg.levels,))
+    if max(mr_k) > cfg.channels or min(mr_k) < 1 or any(L % 2 == 0 or L < 3 for L in mr_L):
+        raise ValueError("multi-rate channels must be within 1..channels and levels odd >= 3")
+    mse_ema: dict[tuple[int, int], float] = state.get("mse_ema", {}) if ckpt_path.exists() else {}
+    mse_ema = {tuple(int(x) for x in str(k).split(",")): float(v) for k, v in mse_ema.items()}
+    print(f"{len(images)} training images, config {cfg.to_dict()}, noise {noise}, lambda {lam}, "
+          f"multi-rate {mr}", flush=True)
 
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "wall": wall, "config": cfg.to_dict(), "data": str(data),
                     "batch": batch, "crop": crop, "seed": seed, "steps": steps, "lam": lam, "lr": lr,
-                    "noise": asdict(noise), "init": init or "", "freeze_encoder": freeze_encoder}, tmp)
+                    "noise": asdict(noise), "init": init or "", "freeze_encoder": freeze_encoder,
+                    "multirate": asdict(mr), "mse_ema": {f"{k[0]},{k[1]}": v for k, v in mse_ema.items()}}, tmp)
         os.replace(tmp, ckpt_path)
 
     bar = None
@@ -187,11 +266,30 @@ def train(
     while step < steps:
         x = sample_batch(images, batch, crop, rng)
         p = noise.rate(step, steps)
+        if mr.enabled:
+            ks = torch.tensor([mr_k[rng.randrange(len(mr_k))] for _ in range(batch)])
+            Ls = torch.tensor([mr_L[rng.randrange(len(mr_L))] for _ in range(batch)])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             z = model.analysis(x)
-            y = model.synthesis(_noisy_latent(model, z, noise, p, cb, gen), x.shape[-2:])
-        mse = torch.mean((y.float() - x) ** 2)
-        loss = mse
+            if mr.enabled:
+                zq = _multirate_latent(z, ks, Ls, noise, p, gen).to(z.dtype)
+            else:
+                zq = _noisy_latent(model, z, noise, p, cb, gen)
+            y = model.synthesis(zq, x.shape[-2:])
+        if mr.enabled:
+            per = torch.mean((y.float() - x) ** 2, dim=(1, 2, 3))
+            mse = per.mean()
+            w = []
+            for i in range(batch):
+                key = (int(ks[i]), int(Ls[i]))
+                m = mse_ema.get(key, float(per[i].detach()))
+                mse_ema[key] = 0.99 * m + 0.01 * float(per[i].detach())
+                w.append(1.0 / max(mse_ema[key], 1e-6))
+            wt = torch.tensor(w)
+            loss = (per * wt).sum() / wt.sum()
+        else:
+            mse = torch.mean((y.float() - x) ** 2)
+            loss = mse
         h = torch.zeros(())
         if lam > 0:
             h = soft_entropy(z, cfg)
@@ -247,9 +345,46 @@ def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None
         "optimizer": "Adam, cosine learning-rate decay", "precision": "bf16 autocast on CPU",
         "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": "2 CPU cores",
     }}
+    nz = state.get("noise", {})
+    if nz.get("kind", "none") != "none":
+        fields["noise_trained"] = True
+        fields["training"]["noise"] = {
+            "kind": nz["kind"], "p_max": nz["p_max"], "ramp": nz["ramp"], "erasures": nz.get("erasures", False),
+            "what": ("values drawn from the codebook's exact transition matrix at substitution rate p per nt"
+                     if nz["kind"] == "exact" else "Gaussian noise with the exact channel's mean squared error")
+            + ("; plus values lost with their oligo at the one-read-per-oligo rate, filled from neighbours"
+               if nz.get("erasures") else "")
+            + f"; p rises linearly from 0 to {nz['p_max']} over the first {nz['ramp']:.0%} of the steps"}
+    if state.get("init"):
+        fields["training"]["init"] = state["init"]
+    if state.get("freeze_encoder"):
+        fields["training"]["decoder_only"] = True
+    mr = state.get("multirate") or {}
+    if mr.get("channels") or mr.get("levels"):
+        fields["training"]["multirate"] = mr
+        fields["training"]["loss"] = ("per-sample MSE through the straight-through quantiser, each sample with a "
+                                      "random (kept channels, levels) pair, weighted by 1 / running MSE of its pair")
+        fields["operating_points"] = multirate_points(mr.get("channels") or [cfg.channels],
+                                                      mr.get("levels") or [cfg.levels])
+        fields["default_point"] = min(fields["operating_points"],
+                                      key=lambda p: abs(p["channels"] * p["codeword_nt"] / 64 - 1.0))["name"]
     if notes:
         fields["training"]["notes"] = notes
     return export(model, name, fields, out_dir)
+
+
+def multirate_points(channels, levels) -> list[dict]:
+    """Named operating points of a multi-rate model: every (kept channels, levels) pair trained,
+    named by payload rate (``r050`` = 0.50 nt/pixel) plus its parameters when several share it."""
+    from .registry import default_codeword_nt
+    pts = []
+    for k in sorted(channels):
+        for L in sorted(levels):
+            n = default_codeword_nt(L)
+            pts.append({"channels": int(k), "levels": int(L), "codeword_nt": n})
+    for p in pts:
+        p["name"] = f"k{p['channels']}l{p['levels']}"
+    return pts
 
 
 def main(argv=None):

@@ -1,0 +1,558 @@
+"""``dnaimg bench``: rate-distortion, noise robustness and sequencing cost, measured on a folder
+of images for our operating points and for classic codecs (JPEG, WebP, JPEG 2000, AVIF) whose
+bytes go through the same oligo layout (:mod:`dnaimg.classic`).
+
+    dnaimg bench rd      --images ../shared/data/kodak --out docs/results/rd
+    dnaimg bench noise   --images ../shared/data/kodak --out docs/results/noise
+    dnaimg bench channel --images ../shared/data/kodak --out docs/results/channel
+
+Each writes ``OUT.json`` (every row, then the means), ``OUT.csv`` and ``OUT.png``.  Rows are
+saved as they finish: an interrupted bench keeps them, and running the same command again
+resumes where it stopped (``--fresh`` starts over).  ``--quick`` runs a few images and a coarse
+grid in minutes.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .channel import preset, simulate
+from .codec import DecodeError, decode_reads, encode_image, load_image, psnr
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif")
+#: quality sweeps of the classic codecs for the RD bench (see :func:`classic.compress`)
+CLASSIC_QUALITIES = {
+    "jpeg": (5, 10, 20, 35, 50, 70, 85, 95),
+    "webp": (2, 10, 25, 45, 65, 80, 90, 97),
+    "jpeg2000": (0.08, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5),     # bits per pixel
+    "avif": (10, 25, 40, 55, 65, 75, 85, 92),
+}
+QUICK_QUALITIES = {k: v[1::3] for k, v in CLASSIC_QUALITIES.items()}
+NOISE_RATES = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
+QUICK_NOISE_RATES = (0.0, 0.03, 0.05, 0.10)
+COVERAGES = (1, 2, 3, 4, 6, 10, 16, 30)
+QUICK_COVERAGES = (1, 3, 10)
+CHANNEL_DROPOUT = 0.02
+RELIABLE = 0.95
+
+
+def image_paths(folder: str | Path, limit: int | None = None) -> list[Path]:
+    d = Path(folder)
+    if not d.is_dir():
+        raise ValueError(f"{folder}: not a folder of images")
+    paths = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"{folder}: no images (.png, .jpg, ...) in it")
+    return paths[:limit] if limit else paths
+
+
+def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
+    """MS-SSIM (pytorch-msssim); None for images of 160 px or less a side, too small for its
+    4 downsamplings."""
+    if min(a.shape[:2]) <= 160:
+        return None
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    from .codec import to_tensor
+    with torch.no_grad():
+        return float(ms_ssim(to_tensor(a), to_tensor(b), data_range=1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# result store: rows keyed by what they measured, saved after every row
+
+
+class Store:
+    def __init__(self, out: str | Path, meta: dict, fresh: bool = False):
+        self.base = Path(out)
+        self.base.parent.mkdir(parents=True, exist_ok=True)
+        self.path = self.base.with_suffix(".json")
+        self.meta = meta
+        self.rows: list[dict] = []
+        if self.path.exists() and not fresh:
+            try:
+                old = json.loads(self.path.read_text())
+                same = {k: v for k, v in old.get("meta", {}).get("config", {}).items() if k in self.SETTINGS} == \
+                    {k: v for k, v in meta.get("config", {}).items() if k in self.SETTINGS}
+                if old.get("meta", {}).get("bench") == meta.get("bench") and same:
+                    self.rows = old.get("rows", [])
+            except (OSError, json.JSONDecodeError):
+                pass
+        self.done = {self.key(r) for r in self.rows}
+        if fresh:
+            self.save()
+
+    #: settings that change what a row means; rows measured under other settings are dropped
+    SETTINGS = ("parity", "seed", "dropout", "match")
+
+    def restrict(self, wanted: set) -> None:
+        """Keep only the earlier rows this run asks for (a run can extend another's grid)."""
+        self.rows = [r for r in self.rows if self.key(r) in wanted]
+        self.done = {self.key(r) for r in self.rows}
+
+    @staticmethod
+    def key(r: dict) -> tuple:
+        return (r["system"], r["image"], r.get("condition", ""))
+
+    def has(self, system: str, image: str, condition: str = "") -> bool:
+        return (system, image, condition) in self.done
+
+    def add(self, row: dict, summary: Callable[[list[dict]], dict] | None = None) -> None:
+        self.rows.append(row)
+        self.done.add(self.key(row))
+        self.save(summary)
+
+    def save(self, summary: Callable[[list[dict]], dict] | None = None) -> None:
+        doc = {"meta": self.meta, "summary": summary(self.rows) if summary else {}, "rows": self.rows}
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        os.replace(tmp, self.path)
+        if self.rows:
+            keys: list[str] = []
+            for r in self.rows:
+                keys += [k for k in r if k not in keys and not isinstance(r[k], (dict, list))]
+            with open(self.base.with_suffix(".csv"), "w", newline="") as f:
+                w = csv.DictWriter(f, keys, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(self.rows)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(type(o))
+
+
+def _mean(xs: Iterable) -> float | None:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(xs)) if xs else None
+
+
+# ---------------------------------------------------------------------------------------------
+# one measurement
+
+
+@dataclass
+class Encoded:
+    system: str                 # label: model:point or codec@quality
+    kind: str                   # "learned" | "classic"
+    oligos: list
+    rates: dict
+    encode_s: float
+    params: dict
+
+
+def encode_learned(img: np.ndarray, point: str) -> Encoded:
+    t = time.perf_counter()
+    enc = encode_image(img, model=point)
+    dt = time.perf_counter() - t
+    r = enc.rates()
+    return Encoded(enc.point.label, "learned", enc.oligos, r, dt,
+                   {"model": enc.point.model, "point": enc.point.name, "noise_trained": enc.point.noise_trained,
+                    "channels": enc.point.channels, "levels": enc.point.levels,
+                    "codeword_nt": enc.point.codeword_nt})
+
+
+def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -> Encoded:
+    from .classic import encode_classic
+    t = time.perf_counter()
+    enc = encode_classic(img, codec, quality, parity=parity)
+    dt = time.perf_counter() - t
+    return Encoded(f"{codec}@{quality}", "classic", enc.oligos, enc.rates(), dt,
+                   {"codec": codec, "quality": quality, "parity": parity})
+
+
+def matched_classic(img: np.ndarray, codec: str, total_nt: int, parity: float) -> Encoded | None:
+    """The classic encoding of ``img`` with the most nucleotides not above ``total_nt``
+    (binary search over the codec's quality); None if even the lowest quality costs more."""
+    from .classic import RateError, encode_at_rate
+    t = time.perf_counter()
+    try:
+        enc = encode_at_rate(img, codec, total_nt / (img.shape[0] * img.shape[1]), parity=parity)
+    except RateError:
+        return None
+    return Encoded(f"{codec}@{enc.quality}", "classic", enc.oligos, enc.rates(), time.perf_counter() - t,
+                   {"codec": codec, "quality": enc.quality, "parity": parity})
+
+
+def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) -> dict:
+    """Decode ``reads`` as system ``e`` would and measure the result."""
+    t = time.perf_counter()
+    image, ok, info = None, False, {}
+    try:
+        if e.kind == "learned":
+            dec = decode_reads(reads)
+            image, ok = dec.image, True
+            info = {"latent_exact": dec.report["latent_exact"], "missing_oligos": dec.report["oligos"]["missing"]}
+        else:
+            from .classic import decode_classic
+            dec = decode_classic(reads)
+            image, ok = dec.image, bool(dec.success)
+            info = {"missing_oligos": dec.report.get("missing_oligos")}
+    except (DecodeError, ValueError) as ex:
+        info = {"error": str(ex)[:200]}
+    dt = time.perf_counter() - t
+    row = {"success": ok, "decode_s": dt, **info}
+    if image is not None and image.shape == orig.shape:
+        row["psnr_db"] = psnr(orig, image)
+        row["ms_ssim"] = msssim(orig, image) if with_msssim else None
+    else:
+        row["psnr_db"] = None
+        row["ms_ssim"] = None
+    return row
+
+
+def _base_row(e: Encoded, path: Path, orig: np.ndarray) -> dict:
+    r = e.rates
+    row = {"system": e.system, "kind": e.kind, "image": path.name, "pixels": int(orig.shape[0] * orig.shape[1]),
+           "payload_nt_per_pixel": r["payload_nt_per_pixel"], "total_nt_per_pixel": r["total_nt_per_pixel"],
+           "oligos": r["oligos"], "encode_s": e.encode_s, **e.params}
+    if e.kind == "classic":      # the image's bits over the nucleotides of the data oligos' payload
+        row["bits_per_nt"] = 8.0 * r["stream_bytes"] / r["payload_nt"]
+    else:
+        row["bits_per_nt"] = r["payload_bits_per_nt"]
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# the three benches
+
+
+def shipped_points(noise_trained: bool | None = None) -> list[str]:
+    """Every operating point of every shipped model that is not superseded."""
+    from .registry import list_models, operating_points
+    out = []
+    for c in list_models():
+        if c.get("superseded"):
+            continue
+        if noise_trained is not None and bool(c.get("noise_trained")) != noise_trained:
+            continue
+        out += [p.label for p in operating_points(c)]
+    return out
+
+
+def summarise(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        s = dict(zip(by, key))
+        s["kind"] = rs[0]["kind"]
+        s["images"] = len(rs)
+        s["success_fraction"] = float(np.mean([bool(r["success"]) for r in rs]))
+        for k in ("payload_nt_per_pixel", "total_nt_per_pixel", "bits_per_nt", "psnr_db", "ms_ssim", "encode_s",
+                  "decode_s"):
+            s[k] = _mean(r.get(k) for r in rs)
+        # PSNR over all images, a failed decode counted at 0 dB is not meaningful; we report
+        # the mean over decoded images and the success fraction beside it
+        out.append(s)
+    return out
+
+
+def _labels(points: Iterable[str]) -> list[str]:
+    """NAME or NAME:POINT -> the point's full label (what the rows are keyed by)."""
+    from .registry import select_point
+    return [select_point(p).label for p in points]
+
+
+def _run(images: list[Path], work: Callable, args: tuple, store: "Store", summ, jobs: int, progress) -> None:
+    """Run ``work(path, index, done, *args) -> rows`` per image, serially or in ``jobs`` processes;
+    rows are stored as each image finishes."""
+    def done_for(path):
+        return {k for k in store.done if k[1] == path.name}
+    if jobs <= 1:
+        def emit(row):
+            store.add(row, summ)
+            if progress:
+                progress(1)
+        for i, path in enumerate(images):
+            work(path, i, done_for(path), *args, emit=emit)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        futs = {pool.submit(_collect, work, path, i, done_for(path), *args): path for i, path in enumerate(images)}
+        try:
+            for f in as_completed(futs):
+                rows = f.result()
+                for row in rows:
+                    store.add(row, summ)
+                if progress:
+                    progress(len(rows))
+        except KeyboardInterrupt:
+            for f in futs:
+                f.cancel()
+            raise
+
+
+def _collect(work, *args) -> list[dict]:
+    rows: list[dict] = []
+    work(*args, emit=rows.append)
+    return rows
+
+
+def _worker_init():
+    import torch
+    torch.set_num_threads(1)
+
+
+def _rd_image(path: Path, i: int, done: set, points, codecs, qualities, parity, emit) -> None:
+    orig = None
+    todo = [("learned", p) for p in points] + [("classic", (c, q)) for c in codecs for q in qualities[c]]
+    for kind, spec in todo:
+        label = spec if kind == "learned" else f"{spec[0]}@{spec[1]}"
+        if (label, path.name, "") in done:
+            continue
+        orig = load_image(path) if orig is None else orig
+        e = encode_learned(orig, spec) if kind == "learned" else encode_classic_system(orig, *spec, parity)
+        row = _base_row(e, path, orig)
+        row.update(decode_row(e, orig, e.oligos))
+        emit(row)
+
+
+
+def bench_rd(images: list[Path], points: list[str], codecs: Iterable[str], qualities: dict, out: str | Path,
+             parity: float = 0.15, fresh: bool = False, progress=None, jobs: int = 1) -> dict:
+    codecs, points = list(codecs), _labels(points)
+    cfg = {"images": [p.name for p in images], "points": points, "codecs": codecs,
+           "qualities": {c: list(qualities[c]) for c in codecs}, "parity": parity}
+    store = Store(out, {"bench": "rd", "config": cfg, "channel": "none (the oligos as written)"}, fresh)
+    summ = lambda rows: {"systems": summarise(rows, ("system",))}  # noqa: E731
+    store.restrict({(lab, p.name, "") for p in images
+                    for lab in points + [f"{c}@{q}" for c in codecs for q in qualities[c]]})
+    _run(images, _rd_image, (points, codecs, qualities, parity), store, summ, jobs, progress)
+    store.save(summ)
+    return {"meta": store.meta, "summary": summ(store.rows), "rows": store.rows}
+
+
+def _noise_image(path: Path, i: int, done: set, points, rates, seed, emit) -> None:
+    orig = None
+    for point in points:
+        e = None
+        for p in rates:
+            cond = f"sub={p:g}"
+            if (point, path.name, cond) in done:
+                continue
+            orig = load_image(path) if orig is None else orig
+            e = e or encode_learned(orig, point)
+            reads = e.oligos
+            if p > 0:
+                reads, _, _ = simulate(e.oligos, preset("seed", sub=p), seed=seed + 1000 * i + int(round(p * 1e4)))
+            row = _base_row(e, path, orig)
+            row.update({"condition": cond, "sub_rate": p})
+            row.update(decode_row(e, orig, reads, with_msssim=p in (0.0, 0.01, 0.03, 0.05)))
+            emit(row)
+
+
+
+def bench_noise(images: list[Path], points: list[str], rates: Iterable[float], out: str | Path, seed: int = 0,
+                fresh: bool = False, progress=None, jobs: int = 1) -> dict:
+    """PSNR against the substitution rate, one read per oligo, substitutions only (the seed's
+    Figure 4), for each operating point."""
+    rates, points = list(rates), _labels(points)
+    cfg = {"images": [p.name for p in images], "points": points, "rates": rates, "seed": seed}
+    store = Store(out, {"bench": "noise", "config": cfg,
+                        "channel": "substitutions only, exactly one read per oligo (preset 'seed')"}, fresh)
+    summ = lambda rows: {"systems": summarise(rows, ("system", "sub_rate"))}  # noqa: E731
+    store.restrict({(lab, p.name, f"sub={r:g}") for p in images for lab in points for r in rates})
+    _run(images, _noise_image, (points, rates, seed), store, summ, jobs, progress)
+    store.save(summ)
+    return {"meta": store.meta, "summary": summ(store.rows), "rows": store.rows}
+
+
+def _channel_image(path: Path, i: int, done: set, points, codecs, presets, coverages, match, parity, dropout, seed,
+                   emit) -> None:
+    orig, systems = None, None
+    labels = points + [f"{c}~{match}" for c in codecs]
+    for pr in presets:
+        for cov in coverages:
+            cond = f"{pr}@{cov:g}x"
+            if all((lab, path.name, cond) in done for lab in labels):
+                continue
+            if systems is None:
+                orig = load_image(path)
+                systems = [encode_learned(orig, p) for p in points]
+                target = next(e for e in systems if e.system == match).rates["total_nt"] if match in points \
+                    else encode_learned(orig, match).rates["total_nt"]
+                for c in codecs:
+                    e = matched_classic(orig, c, target, parity)
+                    if e is not None:
+                        e.system = f"{c}~{match}"
+                    systems.append(e or Encoded(f"{c}~{match}", "classic", [], {}, 0.0, {"codec": c}))
+            ch = preset(pr, coverage=float(cov), dropout=dropout)
+            for e in systems:
+                if (e.system, path.name, cond) in done:
+                    continue
+                if not e.oligos:        # the codec cannot go that low
+                    row = {"system": e.system, "kind": e.kind, "image": path.name, "success": False,
+                           "psnr_db": None, "error": "no quality fits the rate", **e.params}
+                else:
+                    reads, _, _ = simulate(e.oligos, ch, seed=seed + 7919 * i + int(cov * 100))
+                    row = _base_row(e, path, orig)
+                    row.update(decode_row(e, orig, reads, with_msssim=False))
+                row.update({"condition": cond, "preset": pr, "coverage": cov})
+                emit(row)
+
+
+
+def bench_channel(images: list[Path], points: list[str], codecs: Iterable[str], presets: Iterable[str],
+                  coverages: Iterable[float], out: str | Path, match: str | None = None, parity: float = 0.15,
+                  dropout: float = CHANNEL_DROPOUT, seed: int = 0, fresh: bool = False, progress=None,
+                  jobs: int = 1) -> dict:
+    """PSNR and decode success against mean coverage under the channel presets (with oligo
+    dropout), for our points and for the classic codecs at the total nt of point ``match``
+    (per image: the highest quality whose oligos do not cost more)."""
+    codecs, presets, coverages, points = list(codecs), list(presets), list(coverages), _labels(points)
+    match = _labels([match])[0] if match else (points[0] if points else None)
+    cfg = {"images": [p.name for p in images], "points": points, "codecs": codecs, "presets": presets,
+           "coverages": coverages, "match": match, "parity": parity, "dropout": dropout, "seed": seed}
+    store = Store(out, {"bench": "channel", "config": cfg,
+                        "channel": f"DESIGN.md presets, lognormal copies, {dropout:.0%} of oligos dropped"}, fresh)
+    summ = lambda rows: {"systems": summarise(rows, ("system", "preset", "coverage")),  # noqa: E731
+                         "min_coverage": min_coverage(rows)}
+    store.restrict({(lab, p.name, f"{pr}@{cov:g}x") for p in images for pr in presets for cov in coverages
+                    for lab in points + [f"{c}~{match}" for c in codecs]})
+    _run(images, _channel_image, (points, codecs, presets, coverages, match, parity, dropout, seed), store, summ,
+         jobs, progress)
+    store.save(summ)
+    return {"meta": store.meta, "summary": summ(store.rows), "rows": store.rows}
+
+
+def min_coverage(rows: list[dict], reliable: float = RELIABLE) -> list[dict]:
+    """Per system and preset: the lowest coverage from which every tested coverage decodes at
+    least ``reliable`` of the images (None if never)."""
+    table: dict[tuple, dict[float, list[bool]]] = {}
+    for r in rows:
+        if "preset" not in r:
+            continue
+        table.setdefault((r["system"], r["preset"]), {}).setdefault(r["coverage"], []).append(bool(r["success"]))
+    out = []
+    for (system, pr), covs in sorted(table.items()):
+        ok = {c: float(np.mean(v)) for c, v in covs.items()}
+        first = None
+        for c in sorted(ok, reverse=True):
+            if ok[c] >= reliable:
+                first = c
+            else:
+                break
+        out.append({"system": system, "preset": pr, "min_coverage": first,
+                    "success_by_coverage": {f"{c:g}": ok[c] for c in sorted(ok)}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# plots and tables
+
+
+def plot_rd(result: dict, path: str | Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    systems = result["summary"]["systems"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, rate in zip(axes, ("total_nt_per_pixel", "payload_nt_per_pixel")):
+        groups: dict[str, list[dict]] = {}
+        for s in systems:
+            name = s["system"].split("@")[0] if s["kind"] == "classic" else s["system"].split(":")[0]
+            groups.setdefault(name, []).append(s)
+        for name, ss in sorted(groups.items()):
+            ss = sorted((s for s in ss if s["psnr_db"] is not None), key=lambda s: s[rate])
+            style = "o-" if ss and ss[0]["kind"] == "learned" else "s--"
+            ax.plot([s[rate] for s in ss], [s["psnr_db"] for s in ss], style, label=name, ms=4)
+        ax.set_xlabel(rate.replace("_", " ").replace("nt per pixel", "nt/pixel"))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("RGB PSNR (dB), mean")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Rate-distortion in DNA, {len(result['meta']['config']['images'])} images, noiseless")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_noise(result: dict, path: str | Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    systems = result["summary"]["systems"]
+    by: dict[str, list[dict]] = {}
+    for s in systems:
+        by.setdefault(s["system"], []).append(s)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    points = sorted({lab.split(":")[-1] for lab in by})
+    colors = {p: f"C{i}" for i, p in enumerate(points)}
+    for lab, ss in sorted(by.items()):
+        ss = sorted(ss, key=lambda s: s["sub_rate"])
+        noisy = "noise" in lab.split(":")[0]
+        ax.plot([100 * s["sub_rate"] for s in ss], [s["psnr_db"] for s in ss], "--" if noisy else "-",
+                color=colors[lab.split(":")[-1]], marker="o", ms=3, label=lab)
+    ax.set_xlabel("substitution rate per nt (%), one read per oligo")
+    ax.set_ylabel("RGB PSNR (dB), mean")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Noise robustness: plain (solid) and noise-trained (dashed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_channel(result: dict, path: str | Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    systems = result["summary"]["systems"]
+    presets = sorted({s["preset"] for s in systems})
+    fig, axes = plt.subplots(2, len(presets), figsize=(6 * len(presets), 8), squeeze=False)
+    for j, pr in enumerate(presets):
+        by: dict[str, list[dict]] = {}
+        for s in systems:
+            if s["preset"] == pr:
+                by.setdefault(s["system"], []).append(s)
+        for lab, ss in sorted(by.items()):
+            ss = sorted(ss, key=lambda s: s["coverage"])
+            style = "o-" if ss[0]["kind"] == "learned" else "s--"
+            axes[0, j].plot([s["coverage"] for s in ss], [s["success_fraction"] for s in ss], style, ms=3, label=lab)
+            axes[1, j].plot([s["coverage"] for s in ss], [s["psnr_db"] for s in ss], style, ms=3, label=lab)
+        for ax in axes[:, j]:
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            ax.set_xlabel("mean reads per oligo")
+        axes[0, j].set_title(pr)
+        axes[0, j].set_ylabel("images decoded")
+        axes[1, j].set_ylabel("PSNR of decoded images (dB)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def noise_table(result: dict, rates=(0.0, 0.01, 0.03, 0.05)) -> str:
+    """Markdown: per operating point, PSNR at each rate (plain / noise-trained pairs)."""
+    systems = result["summary"]["systems"]
+    cell = {(s["system"], round(s["sub_rate"], 4)): s for s in systems}
+    labels = sorted({s["system"] for s in systems},
+                    key=lambda lab: (next(s["payload_nt_per_pixel"] for s in systems if s["system"] == lab), lab))
+    head = "| operating point | payload nt/px | " + " | ".join(f"{100 * r:g} % sub" for r in rates) + " |"
+    lines = [head, "|" + "---|" * (2 + len(rates))]
+    for lab in labels:
+        vals = []
+        for r in rates:
+            s = cell.get((lab, round(r, 4)))
+            vals.append("" if s is None or s["psnr_db"] is None else f"{s['psnr_db']:.2f}")
+        pay = next(s["payload_nt_per_pixel"] for s in systems if s["system"] == lab)
+        lines.append(f"| {lab} | {pay:.3f} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"

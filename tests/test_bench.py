@@ -1,0 +1,107 @@
+"""The benches on a tiny image set: shapes and sanity of the numbers, resume after interrupt."""
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import EXAMPLE
+from dnaimg import bench as B
+from dnaimg.cli import main
+from dnaimg.registry import DEFAULT_MODEL, select_point
+
+POINT = select_point(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    img = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    Image.fromarray(img[50:218, 200:376]).save(d / "a.png")
+    Image.fromarray(img[220:388, 300:476]).save(d / "b.png")
+    return d
+
+
+def _means(res, key="sub_rate"):
+    return {s[key]: s for s in res["summary"]["systems"]}
+
+
+def test_noise_bench_psnr_falls_with_noise_and_resumes(tiny, tmp_path):
+    paths = B.image_paths(tiny)
+    out = tmp_path / "noise"
+    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08], out)
+    assert len(res["rows"]) == 6 and all(r["success"] for r in res["rows"])
+    m = _means(res)
+    assert m[0.0]["psnr_db"] > m[0.04]["psnr_db"] + 1 > m[0.08]["psnr_db"] + 2
+    assert m[0.0]["payload_nt_per_pixel"] == pytest.approx(POINT.payload_nt_per_pixel)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert len(saved["rows"]) == 6 and out.with_suffix(".csv").exists()
+    # interrupt after the first new row: it is kept, and the rerun finishes the rest
+    calls = []
+
+    def stop(n):
+        calls.append(n)
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08, 0.02], out, progress=stop, fresh=True)
+    assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 1
+    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08, 0.02], out)
+    assert len(res["rows"]) == 8
+    B.plot_noise(res, tmp_path / "n.png")
+    assert (tmp_path / "n.png").stat().st_size > 10_000
+    table = B.noise_table(res)
+    assert table.startswith("| operating point |") and POINT.label in table
+
+
+def test_rd_bench_classic_points_are_ordered_and_count_every_nt(tiny, tmp_path):
+    res = B.bench_rd(B.image_paths(tiny), [DEFAULT_MODEL], ["jpeg", "webp"], {"jpeg": (10, 80), "webp": (10, 80)},
+                     tmp_path / "rd")
+    s = {x["system"]: x for x in res["summary"]["systems"]}
+    assert set(s) == {POINT.label, "jpeg@10", "jpeg@80", "webp@10", "webp@80"}
+    for c in ("jpeg", "webp"):
+        lo, hi = s[f"{c}@10"], s[f"{c}@80"]
+        assert hi["total_nt_per_pixel"] > lo["total_nt_per_pixel"] and hi["psnr_db"] > lo["psnr_db"] + 3
+        assert 0 < lo["bits_per_nt"] <= math.log2(3)
+    for x in s.values():
+        assert x["success_fraction"] == 1.0 and x["total_nt_per_pixel"] > 1.3 * x["payload_nt_per_pixel"]
+        assert 0.5 < x["ms_ssim"] <= 1.0
+    assert s[POINT.label]["bits_per_nt"] == pytest.approx(math.log2(POINT.levels) / POINT.codeword_nt)
+    B.plot_rd(res, tmp_path / "rd.png")
+    assert (tmp_path / "rd.png").exists() and (tmp_path / "rd.csv").read_text().startswith("system,")
+
+
+def test_channel_bench_classic_fails_past_its_capacity(tiny, tmp_path):
+    paths = B.image_paths(tiny)[:1]
+    res = B.bench_channel(paths, [DEFAULT_MODEL], ["jpeg"], ["miseq"], [10], tmp_path / "ch", dropout=0.0)
+    rows = {r["system"]: r for r in res["rows"]}
+    assert rows[POINT.label]["success"] and rows[f"jpeg~{POINT.label}"]["success"]
+    # matched rate: the classic stream does not cost more nucleotides than ours
+    assert rows[f"jpeg~{POINT.label}"]["total_nt_per_pixel"] <= rows[POINT.label]["total_nt_per_pixel"]
+    # a third of the oligos lost: far past 15 % parity; ours still decodes, degraded
+    res = B.bench_channel(paths, [DEFAULT_MODEL], ["jpeg"], ["miseq"], [10], tmp_path / "ch2", dropout=0.33)
+    rows = {r["system"]: r for r in res["rows"]}
+    assert not rows[f"jpeg~{POINT.label}"]["success"]
+    assert rows[POINT.label]["success"] and rows[POINT.label]["psnr_db"] > 18
+    mc = {(m["system"], m["preset"]): m["min_coverage"] for m in res["summary"]["min_coverage"]}
+    assert mc[(POINT.label, "miseq")] == 10 and mc[(f"jpeg~{POINT.label}", "miseq")] is None
+
+
+def test_bench_cli(tiny, tmp_path):
+    out = tmp_path / "cli-noise"
+    r = CliRunner().invoke(main, ["bench", "noise", "--images", str(tiny), "--out", str(out), "--points",
+                                  DEFAULT_MODEL, "--rates", "0,0.1", "-q", "--limit", "1"])
+    assert r.exit_code == 0, r.output
+    assert out.with_suffix(".png").exists() and out.with_suffix(".md").exists()
+    assert "| " + POINT.label in r.output
+    r = CliRunner().invoke(main, ["bench", "rd", "--images", str(tiny), "--out", str(tmp_path / "x"),
+                                  "--codecs", "gif"])
+    assert r.exit_code == 1 and "unknown codec 'gif'" in r.output
+    r = CliRunner().invoke(main, ["bench", "noise", "--images", str(tiny), "--out", str(tmp_path / "x"),
+                                  "--points", "nosuchmodel"])
+    assert r.exit_code == 1 and "unknown model 'nosuchmodel'" in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["bench", "channel", "--images", str(tmp_path / "empty"), "--out",
+                                  str(tmp_path / "x")])
+    assert r.exit_code == 1 and "no images" in r.output
