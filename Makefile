@@ -29,14 +29,15 @@ bench: $(STAMP)
 
 # the committed results in docs/results (all 24 Kodak images; add QUICK=--quick for a few minutes' run)
 KODAK ?= ../shared/data/kodak
+NOISE_POINTS := cae32-mr:r025,cae32-mr:r050,cae32-mr:r098,cae32-mr:r150,cae32-mr:r200,cae32-mr-noise:r025,cae32-mr-noise:r050,cae32-mr-noise:r098,cae32-mr-noise:r150,cae32-mr-noise:r200
 bench-rd: $(STAMP)
-	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd $(QUICK)
+	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd --update-cards $(QUICK)
 
 bench-noise: $(STAMP)
-	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise $(QUICK)
+	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise --points $(NOISE_POINTS) --update-cards $(QUICK)
 
 bench-channel: $(STAMP)
-	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel $(QUICK)
+	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel -j 2 $(QUICK)
 
 clean:
 	rm -rf $(VENV) out

@@ -455,6 +455,39 @@ def min_coverage(rows: list[dict], reliable: float = RELIABLE) -> list[dict]:
     return out
 
 
+def update_cards(result: dict, command: str) -> list[str]:
+    """Store a bench's means in the model cards of the measured points: ``kodak`` (rd: rates,
+    PSNR, MS-SSIM) or ``kodak_substitutions`` (noise: PSNR per rate, one read per oligo)."""
+    from .registry import models_dir
+    bench = result["meta"]["bench"]
+    n_images = len(result["meta"]["config"]["images"])
+    touched = []
+    by_model: dict[str, list[dict]] = {}
+    for s in result["summary"]["systems"]:
+        if s["kind"] == "learned":
+            by_model.setdefault(s["system"].split(":")[0], []).append(s)
+    for model, systems in by_model.items():
+        path = models_dir() / f"{model}.json"
+        card = json.loads(path.read_text())
+        for s in systems:
+            name = s["system"].split(":")[1] if ":" in s["system"] else ""
+            target = next((p for p in card.get("operating_points", []) if p["name"] == name), card) if name else card
+            if bench == "rd":
+                target["kodak"] = {"images": n_images,
+                                   "payload_nt_per_pixel": round(s["payload_nt_per_pixel"], 4),
+                                   "total_nt_per_pixel": round(s["total_nt_per_pixel"], 4),
+                                   "psnr_db": round(s["psnr_db"], 3), "ms_ssim": round(s["ms_ssim"], 4),
+                                   "command": command}
+            elif bench == "noise":
+                sub = target.setdefault("kodak_substitutions", {"images": n_images, "command": command,
+                                                                "channel": result["meta"]["channel"]})
+                sub[f"{100 * s['sub_rate']:g}%"] = None if s["psnr_db"] is None else round(s["psnr_db"], 3)
+                sub["command"] = command
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        touched.append(model)
+    return touched
+
+
 # ---------------------------------------------------------------------------------------------
 # plots and tables
 

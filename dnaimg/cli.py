@@ -515,8 +515,9 @@ def _run_bench(run, total, quiet, out, plot, after=None):
 @click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True, help="Classic codecs to compare.")
 @click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
               help="Reed-Solomon parity oligos of the classic baselines, as a fraction of their data oligos.")
+@click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
 @friendly
-def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, parity):
+def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, parity, update_cards):
     """Rate-distortion, noiseless: PSNR/MS-SSIM against payload and total nt/pixel."""
     from . import bench as B
     paths = B.image_paths(images, 3 if quick and not limit else limit)
@@ -529,6 +530,8 @@ def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, 
     total = len(paths) * (len(pts) + sum(len(qual[c]) for c in cs))
     res = _run_bench(lambda upd: B.bench_rd(paths, pts, cs, qual, out, parity, fresh, upd, jobs), total, quiet, out,
                      B.plot_rd)
+    if update_cards:
+        click.echo("updated the cards of " + ", ".join(B.update_cards(res, "dnaimg " + " ".join(sys.argv[1:]))))
     for s in sorted(res["summary"]["systems"], key=lambda s: (s["kind"], s["system"].split("@")[0],
                                                               s["total_nt_per_pixel"] or 0)):
         ps = "failed" if s["psnr_db"] is None else f"{s['psnr_db']:.2f} dB"
@@ -541,8 +544,9 @@ def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, 
 @click.option("--points", default="", help="Operating points (NAME:POINT,...). [default: every shipped one]")
 @click.option("--rates", default="", help="Substitution rates. [default: 0,0.01,0.02,0.03,0.04,0.05,0.06,0.08,0.1]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
 @friendly
-def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates, seed):
+def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates, seed, update_cards):
     """PSNR against substitution rate (one read per oligo), plain and noise-trained models."""
     from pathlib import Path
 
@@ -559,6 +563,8 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
     res = _run_bench(lambda upd: B.bench_noise(paths, pts, rs, out, seed, fresh, upd, jobs), total, quiet, out,
                      B.plot_noise, table)
     click.echo(B.noise_table(res), nl=False)
+    if update_cards:
+        click.echo("updated the cards of " + ", ".join(B.update_cards(res, "dnaimg " + " ".join(sys.argv[1:]))))
 
 
 @bench.command("channel")

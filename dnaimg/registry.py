@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from .codebook import candidate_words
 from .model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
 
-DEFAULT_MODEL = "cae32-l9"
+DEFAULT_MODEL = "cae32-mr"
 #: what `dnaimg bench channel` compares by default: a plain point and its noise-trained twin
-DEFAULT_CHANNEL_POINTS = ("cae32-l9", "cae32-l9-noise")
+DEFAULT_CHANNEL_POINTS = ("cae32-mr:r050", "cae32-mr-noise:r050")
 
 
 class ModelError(ValueError):

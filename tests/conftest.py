@@ -23,7 +23,7 @@ def encoded(kodak_image):
     from dnaimg.codec import encode_image, load_image, reconstruct
     enc = encode_image(kodak_image)
     orig = load_image(kodak_image)
-    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2])
+    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.header.levels)
     return enc, orig, ref
 
 

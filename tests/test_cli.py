@@ -94,7 +94,9 @@ def test_info_reads_the_header(fasta):
     assert r.exit_code == 0
     d = json.loads(r.output)
     assert (d["width"], d["height"]) == (160, 120)
-    assert d["model"] == "cae32-l9" and d["version"] == 1 and d["levels"] == 9
+    from dnaimg.registry import DEFAULT_MODEL, select_point
+    pt = select_point(DEFAULT_MODEL)
+    assert d["model"] == pt.model and d["version"] == 1 and (d["levels"], d["channels"]) == (pt.levels, pt.channels)
 
 
 def test_seed_preset_one_read_per_oligo(fasta, tmp_path):
@@ -107,7 +109,7 @@ def test_seed_preset_one_read_per_oligo(fasta, tmp_path):
 
 def test_models_lists_the_shipped_model():
     r = run("models")
-    assert r.exit_code == 0 and "cae32-l9" in r.output
+    assert r.exit_code == 0 and "cae32-l9" in r.output and "cae32-mr:r050" in r.output
 
 
 # ---- bad input: one line, non-zero exit, never a traceback -------------------------------

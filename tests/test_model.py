@@ -37,11 +37,14 @@ def test_shipped_models_load_and_have_cards():
 
 def test_shipped_model_is_really_trained(kodak_image):
     img = load_image(kodak_image)
-    model, _ = load_model()
-    with torch.no_grad():
-        sym = model.compress(to_tensor(img))[0].numpy()
-    rec = reconstruct(sym, "cae32-l9", img.shape[:2])
-    assert psnr(img, rec) > 26.0
+    from dnaimg.registry import select_point
+    for label, floor in (("cae32-l9", 26.0), ("cae32-mr:r050", 25.0), ("cae32-mr:r098", 27.0)):
+        pt = select_point(label)
+        model, _ = load_model(pt.model)
+        with torch.no_grad():
+            sym = model.compress(to_tensor(img), pt.levels, pt.channels)[0].numpy()
+        rec = reconstruct(sym, pt.model, img.shape[:2], pt.levels)
+        assert psnr(img, rec) > floor, label
 
 
 def test_corrupt_or_mismatched_weights_are_refused(tmp_path):
