@@ -29,15 +29,16 @@ bench: $(STAMP)
 
 # the committed results in docs/results (all 24 Kodak images; add QUICK=--quick for a few minutes' run)
 KODAK ?= ../shared/data/kodak
-NOISE_POINTS := cae32-mr:r025,cae32-mr:r050,cae32-mr:r098,cae32-mr:r150,cae32-mr:r200,cae32-mr-noise:r025,cae32-mr-noise:r050,cae32-mr-noise:r098,cae32-mr-noise:r150,cae32-mr-noise:r200
+NOISE_POINTS := cae32-mr,cae32-mr-noise,cae32-l9,cae32-l9-noise
 bench-rd: $(STAMP)
-	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd --update-cards $(QUICK)
+	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd --points cae32-mr,cae32-l9,cae32-l9-noise --update-cards $(QUICK)
 
 bench-noise: $(STAMP)
-	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise --points $(NOISE_POINTS) --update-cards $(QUICK)
+	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise --points $(NOISE_POINTS) \
+	    --rates 0,0.01,0.03,0.05,0.07,0.1 --update-cards $(QUICK)
 
 bench-channel: $(STAMP)
-	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel -j 2 $(QUICK)
+	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel --coverages 1,2,3,5,10,20 -j 2 $(QUICK)
 
 clean:
 	rm -rf $(VENV) out

@@ -486,11 +486,17 @@ def _split(text, kind=str):
 
 
 def _points(points, noise_only=None):
+    """--points: NAME:POINT, or NAME for all of a model's points; default every shipped one."""
     from .bench import shipped_points
-    from .registry import select_point
-    pts = _split(points) if points else shipped_points(noise_only)
-    for p in pts:
-        select_point(p)          # unknown names fail here, before any work
+    from .registry import card, operating_points, select_point
+    if not points:
+        return shipped_points(noise_only)
+    pts = []
+    for p in _split(points):
+        if ":" in p:
+            pts.append(select_point(p).label)      # unknown names fail here, before any work
+        else:
+            pts += [q.label for q in operating_points(card(p))]
     return pts
 
 
@@ -511,7 +517,8 @@ def _run_bench(run, total, quiet, out, plot, after=None):
 
 @bench.command("rd")
 @_bench_common
-@click.option("--points", default="", help="Operating points (NAME:POINT,...). [default: every shipped one]")
+@click.option("--points", default="", help="Operating points: NAME:POINT, or NAME for all of a model's, "
+              "comma-separated. [default: every shipped one]")
 @click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True, help="Classic codecs to compare.")
 @click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
               help="Reed-Solomon parity oligos of the classic baselines, as a fraction of their data oligos.")
@@ -541,12 +548,15 @@ def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, 
 
 @bench.command("noise")
 @_bench_common
-@click.option("--points", default="", help="Operating points (NAME:POINT,...). [default: every shipped one]")
+@click.option("--points", default="", help="Operating points: NAME:POINT, or NAME for all of a model's, "
+              "comma-separated. [default: every shipped one]")
 @click.option("--rates", default="", help="Substitution rates. [default: 0,0.01,0.02,0.03,0.04,0.05,0.06,0.08,0.1]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--codecs", default="", help="Also classic codecs (jpeg,webp,jpeg2000,avif) at the total nt of --match.")
+@click.option("--match", default=None, help="Point whose total nt the classic codecs get. [default: the first]")
 @click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
 @friendly
-def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates, seed, update_cards):
+def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates, seed, codecs, match, update_cards):
     """PSNR against substitution rate (one read per oligo), plain and noise-trained models."""
     from pathlib import Path
 
@@ -556,11 +566,15 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
     rs = _split(rates, float) if rates else list(B.QUICK_NOISE_RATES if quick else B.NOISE_RATES)
     if any(not 0 <= r <= 0.5 for r in rs):
         raise UserError("substitution rates must lie in [0, 0.5]")
-    total = len(paths) * len(pts) * len(rs)
+    cs = _split(codecs)
+    bad = [c for c in cs if c not in B.CLASSIC_CODECS]
+    if bad:
+        raise UserError(f"unknown codec {bad[0]!r} (choose from {', '.join(B.CLASSIC_CODECS)})")
+    total = len(paths) * (len(pts) + len(cs)) * len(rs)
 
     def table(res):
         Path(out).with_suffix(".md").write_text(B.noise_table(res))
-    res = _run_bench(lambda upd: B.bench_noise(paths, pts, rs, out, seed, fresh, upd, jobs), total, quiet, out,
+    res = _run_bench(lambda upd: B.bench_noise(paths, pts, rs, out, seed, fresh, upd, jobs, cs, match), total, quiet, out,
                      B.plot_noise, table)
     click.echo(B.noise_table(res), nl=False)
     if update_cards:
@@ -603,6 +617,21 @@ def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, cod
     for m in res["summary"]["min_coverage"]:
         mc = "never" if m["min_coverage"] is None else f"{m['min_coverage']:g}x"
         click.echo(f"  {m['system']:<28} {m['preset']:<9} decodes >= 95 % of images from {mc}")
+
+
+
+@bench.command("report")
+@click.option("--results", default="docs/results", show_default=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the tables here (markdown).")
+@friendly
+def bench_report_cmd(results, out):
+    """Tables (markdown) and figures from the committed bench results."""
+    from . import bench as B
+    text = B.report(results)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    click.echo(text)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from .codebook import candidate_words
 from .model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
 
-DEFAULT_MODEL = "cae32-mr"
+DEFAULT_MODEL = "cae32-l9"
 #: what `dnaimg bench channel` compares by default: a plain point and its noise-trained twin
 DEFAULT_CHANNEL_POINTS = ("cae32-mr:r050", "cae32-mr-noise:r050")
 
@@ -136,7 +136,8 @@ def operating_points(c: dict) -> list[OperatingPoint]:
     pts = c.get("operating_points")
     if not pts:
         return [OperatingPoint(c["name"], "", int(a["channels"]), int(a["levels"]), int(c["codeword_nt"]),
-                               {"kodak": c.get("kodak", {}), "noise_trained": c.get("noise_trained", False)})]
+                               {k: c[k] for k in ("kodak", "kodak_substitutions", "select_psnr_db") if k in c}
+                               | {"noise_trained": c.get("noise_trained", False)})]
     out = []
     for p in pts:
         k, L = int(p["channels"]), int(p["levels"])
@@ -224,6 +225,7 @@ def export(model: CompressiveAutoencoder, name: str, card_fields: dict, out_dir:
     save_file(state, str(out_dir / f"{name}.safetensors"))
     cfg = model.cfg
     c = {"name": name, "architecture": {"type": "theis-cae", **cfg.to_dict()}, "q": cfg.q,
-         "codeword_nt": default_codeword_nt(cfg.levels), **card_fields}
+         "codeword_nt": default_codeword_nt(cfg.levels)}
+    c.update(card_fields)
     (out_dir / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
     return out_dir / f"{name}.safetensors"

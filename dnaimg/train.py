@@ -366,6 +366,8 @@ def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None
                                       "random (kept channels, levels) pair, weighted by 1 / running MSE of its pair")
         fields["operating_points"] = multirate_points(mr.get("channels") or [cfg.channels],
                                                       mr.get("levels") or [cfg.levels])
+        fields["q"] = "per operating point (2 / (levels - 1))"
+        fields["codeword_nt"] = "per operating point"
         fields["default_point"] = min(fields["operating_points"],
                                       key=lambda p: abs(p["channels"] * p["codeword_nt"] / 64 - 1.0))["name"]
     if notes:
@@ -381,7 +383,7 @@ def multirate_points(channels, levels) -> list[dict]:
     for k in sorted(channels):
         for L in sorted(levels):
             n = default_codeword_nt(L)
-            pts.append({"channels": int(k), "levels": int(L), "codeword_nt": n})
+            pts.append({"channels": int(k), "levels": int(L), "codeword_nt": n, "q": round(2 / (L - 1), 5)})
     for p in pts:
         p["name"] = f"k{p['channels']}l{p['levels']}"
     return pts

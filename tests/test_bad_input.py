@@ -150,9 +150,10 @@ def test_hostile_model_files_are_refused(tmp_path):
 
 def test_broken_model_folder_gives_one_line_error(tmp_path, monkeypatch, two_images):
     a, _ = two_images
-    (tmp_path / "cae32-l9.json").write_text(json.dumps({"name": "cae32-l9", "architecture": {"channels": 32, "levels": 9},
-                                                        "codeword_nt": 2}))
-    (tmp_path / "cae32-l9.safetensors").write_bytes(b"garbage")
+    name = a.model      # the model the fixture's DNA names
+    (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "architecture": {"channels": 32, "levels": 9},
+                                                       "codeword_nt": 2}))
+    (tmp_path / f"{name}.safetensors").write_bytes(b"garbage")
     monkeypatch.setenv("DNAIMG_MODELS", str(tmp_path))
     import dnaimg.registry as reg
     monkeypatch.setattr(reg, "_CACHE", {})

@@ -31,10 +31,10 @@ def _means(res, key="sub_rate"):
 def test_noise_bench_psnr_falls_with_noise_and_resumes(tiny, tmp_path):
     paths = B.image_paths(tiny)
     out = tmp_path / "noise"
-    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08], out)
+    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.02, 0.05], out)
     assert len(res["rows"]) == 6 and all(r["success"] for r in res["rows"])
     m = _means(res)
-    assert m[0.0]["psnr_db"] > m[0.04]["psnr_db"] + 1 > m[0.08]["psnr_db"] + 2
+    assert m[0.0]["psnr_db"] > m[0.02]["psnr_db"] + 1 > m[0.05]["psnr_db"] + 2
     assert m[0.0]["payload_nt_per_pixel"] == pytest.approx(POINT.payload_nt_per_pixel)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert len(saved["rows"]) == 6 and out.with_suffix(".csv").exists()
@@ -45,9 +45,9 @@ def test_noise_bench_psnr_falls_with_noise_and_resumes(tiny, tmp_path):
         calls.append(n)
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08, 0.02], out, progress=stop, fresh=True)
+        B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.02, 0.05, 0.01], out, progress=stop, fresh=True)
     assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 1
-    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.04, 0.08, 0.02], out)
+    res = B.bench_noise(paths, [DEFAULT_MODEL], [0.0, 0.02, 0.05, 0.01], out)
     assert len(res["rows"]) == 8
     B.plot_noise(res, tmp_path / "n.png")
     assert (tmp_path / "n.png").stat().st_size > 10_000

@@ -21,7 +21,7 @@ def test_noiseless_round_trip_is_exact(encoded):
 def test_record_names_are_not_needed_and_rates_are_reported(encoded):
     enc, orig, ref = encoded
     r = enc.rates()
-    assert r["payload_nt_per_pixel"] == pytest.approx(enc.symbols.size * 2 / r["pixels"])
+    assert r["payload_nt_per_pixel"] == pytest.approx(enc.symbols.size * enc.header.codeword_nt / r["pixels"])
     assert r["total_nt_per_pixel"] > r["payload_nt_per_pixel"]
     assert r["header_oligos"] >= 3
     # reverse-complemented, shuffled, no names at all
@@ -39,15 +39,23 @@ def test_every_oligo_passes_check(encoded):
     assert {len(o) for o in enc.oligos} == {200}
 
 
-def test_noisy_reads_within_half_a_db(encoded):
+@pytest.mark.parametrize("model,loss", [(None, 0.5), ("cae32-mr:r098", 2.5)])
+def test_noisy_reads_lose_little(encoded, model, loss):
+    """1 % sub, 0.5 % ins, 0.5 % del at coverage 10.  The default model (9 levels, 2-nt codewords)
+    loses under 0.5 dB; the multi-rate point near the same rate (21 channels x 31 levels, 3-nt
+    codewords) packs more into each value and loses more (1.9 dB measured on kodim23)."""
+    from dnaimg.codec import encode_image, reconstruct
     enc, orig, ref = encoded
+    if model:
+        enc = encode_image(orig, model=model)
+        ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.header.levels)
     clean = psnr(orig, ref)
     ch = Channel(sub=0.01, ins=0.005, dels=0.005, coverage=10, sigma=0.3, reverse_fraction=0.5)
     reads, _, flip = simulate(enc.oligos, ch, seed=1)
     assert 0.4 < flip.mean() < 0.6
     res = decode_reads(reads)
     got = psnr(orig, res.image)
-    assert got >= clean - 0.5, (got, clean, res.report)
+    assert got >= clean - loss, (got, clean, res.report)
     assert res.report["reads"]["seen"] == len(reads)
 
 
@@ -100,3 +108,9 @@ def test_seed_setting_one_read_per_oligo(encoded):
     assert res.report["oligos"]["missing"] < 0.05 * enc.header.n_data
     assert res.report["reads"]["index_rescued"] > 0
     assert psnr(orig, res.image) > psnr(orig, ref) - 4.0
+    # the noise-trained multi-rate point near the same rate: within 2 dB of its own noiseless image
+    from dnaimg.codec import encode_image, reconstruct
+    enc2 = encode_image(orig, model="cae32-mr-noise:r098")
+    ref2 = reconstruct(enc2.symbols, enc2.model, orig.shape[:2], enc2.header.levels)
+    reads2, _, _ = simulate(enc2.oligos, preset("seed", sub=0.03), seed=1)
+    assert psnr(orig, decode_reads(reads2).image) > psnr(orig, ref2) - 2.0

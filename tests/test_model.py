@@ -5,7 +5,7 @@ import torch
 
 from dnaimg.codec import load_image, psnr, reconstruct, to_tensor
 from dnaimg.model import CompressiveAutoencoder, ModelConfig, latent_shape
-from dnaimg.registry import ModelError, list_models, load_model, load_weights
+from dnaimg.registry import operating_points, ModelError, list_models, load_model, load_weights
 
 
 def test_shapes_and_quantiser():
@@ -31,8 +31,11 @@ def test_shipped_models_load_and_have_cards():
     assert cards, "no shipped model"
     for c in cards:
         model, card = load_model(c["name"])
-        assert card["codeword_nt"] >= 2 and "training" in card
-        assert card["training"]["steps"] > 0
+        assert "training" in card and card["training"]["steps"] > 0 and card["training"]["wall_time_min"] > 0
+        pts = operating_points(card)
+        assert pts and all(p.codeword_nt >= 2 and p.channels <= model.cfg.channels for p in pts)
+        if len(pts) > 1:          # a multi-rate card: every point has its selection score and a q
+            assert all("select_psnr_db" in p.card and "q" in p.card for p in pts)
 
 
 def test_shipped_model_is_really_trained(kodak_image):
