@@ -404,6 +404,8 @@ def models(as_json):
               help="Largest substitution rate per nt.")
 @click.option("--noise-ramp", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Fraction of the steps over which the rate rises from 0.")
+@click.option("--noise-mix", is_flag=True,
+              help="Draw each step's substitution rate uniformly between 0 and the current maximum.")
 @click.option("--noise-erasures", is_flag=True,
               help="With --noise exact: also lose values with their oligo, at the rate one read per oligo gives.")
 @click.option("--multi-channels", default="", metavar="K1,K2,..",
@@ -418,7 +420,7 @@ def models(as_json):
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
 @friendly
 def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
-              noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16, export_name):
+              noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16, export_name):
     """Train (or resume) a compressive autoencoder; checkpoints every 5 minutes."""
     import torch
 
@@ -440,7 +442,8 @@ def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, 
     if threads:
         torch.set_num_threads(threads)
     cfg = ModelConfig(channels=channels, levels=levels)
-    ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt, erasures=noise_erasures)
+    ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt, erasures=noise_erasures,
+                       mix=noise_mix)
     train(data, out, cfg, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, bf16=not no_bf16, lam=lam,
           noise=ns, init=init, freeze_encoder=decoder_only, progress=sys.stderr.isatty(), multirate=mr)
     if export_name:

@@ -85,6 +85,11 @@ class NoiseSchedule:
     ramp: float = 0.5
     codeword_nt: int = 0
     erasures: bool = False       # also lose values with their oligo (exact channel, multi-rate only)
+    mix: bool = False            # each step's rate drawn uniformly in [0, current maximum]
+
+    def sample(self, step: int, steps: int, rng: random.Random) -> float:
+        p = self.rate(step, steps)
+        return p * rng.random() if self.mix else p
 
     def rate(self, step: int, steps: int) -> float:
         if self.kind == "none":
@@ -265,7 +270,7 @@ def train(
     acc, acc_h, n_acc = 0.0, 0.0, 0
     while step < steps:
         x = sample_batch(images, batch, crop, rng)
-        p = noise.rate(step, steps)
+        p = noise.sample(step, steps, rng)
         if mr.enabled:
             ks = torch.tensor([mr_k[rng.randrange(len(mr_k))] for _ in range(batch)])
             Ls = torch.tensor([mr_L[rng.randrange(len(mr_L))] for _ in range(batch)])

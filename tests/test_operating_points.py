@@ -144,3 +144,14 @@ def test_every_shipped_model_and_point_loads_and_decodes():
             enc = encode_image(img, model=p.label if p.name else p.model)
             dec = decode_reads(enc.oligos)
             assert dec.report["latent_exact"] and dec.image.shape == img.shape, p.label
+
+
+def test_noise_mix_draws_rates_below_the_schedule():
+    import random
+    from dnaimg.train import NoiseSchedule
+    ns = NoiseSchedule("exact", p_max=0.05, ramp=0.5, mix=True)
+    rng = random.Random(0)
+    ps = [ns.sample(900, 1000, rng) for _ in range(2000)]
+    assert 0 <= min(ps) < 0.005 and 0.045 < max(ps) <= 0.05 and 0.02 < sum(ps) / len(ps) < 0.03
+    assert NoiseSchedule("exact", p_max=0.05, ramp=0.5).sample(900, 1000, rng) == 0.05
+    assert NoiseSchedule("exact", p_max=0.05, ramp=0.5).sample(250, 1000, rng) == pytest.approx(0.025)
