@@ -108,9 +108,11 @@ def test_seed_setting_one_read_per_oligo(encoded):
     assert res.report["oligos"]["missing"] < 0.05 * enc.header.n_data
     assert res.report["reads"]["index_rescued"] > 0
     assert psnr(orig, res.image) > psnr(orig, ref) - 4.0
-    # the noise-trained multi-rate point near the same rate: within 2 dB of its own noiseless image
-    from dnaimg.codec import encode_image, reconstruct
-    enc2 = encode_image(orig, model="cae32-mr-noise:r098")
-    ref2 = reconstruct(enc2.symbols, enc2.model, orig.shape[:2], enc2.header.levels)
-    reads2, _, _ = simulate(enc2.oligos, preset("seed", sub=0.03), seed=1)
-    assert psnr(orig, decode_reads(reads2).image) > psnr(orig, ref2) - 2.0
+    # the noise-trained multi-rate point beats its plain twin through the same channel
+    from dnaimg.codec import encode_image
+    got = {}
+    for m in ("cae32-mr:r098", "cae32-mr-noise:r098"):
+        e = encode_image(orig, model=m)
+        r, _, _ = simulate(e.oligos, preset("seed", sub=0.03), seed=1)
+        got[m] = psnr(orig, decode_reads(r).image)
+    assert got["cae32-mr-noise:r098"] > got["cae32-mr:r098"] + 0.5, got
