@@ -348,7 +348,7 @@ def bench_rd(images: list[Path], points: list[str], codecs: Iterable[str], quali
 
 def _noise_image(path: Path, i: int, done: set, points, rates, seed, codecs=(), match=None, parity=0.15,
                  emit=None) -> None:
-    orig = None
+    orig, target = None, None
     for point in points + [f"{c}~{match}" for c in codecs]:
         e = None
         for p in rates:
@@ -359,7 +359,9 @@ def _noise_image(path: Path, i: int, done: set, points, rates, seed, codecs=(), 
             if e is None:
                 if "~" in point:        # a classic codec at the total nt of point `match`
                     codec = point.split("~")[0]
-                    e = matched_classic(orig, codec, encode_learned(orig, match).rates["total_nt"], parity)
+                    if target is None:
+                        target = encode_learned(orig, match).rates["total_nt"]
+                    e = matched_classic(orig, codec, target, parity)
                     if e is None:
                         e = Encoded(point, "classic", [], {}, 0.0, {"codec": codec})
                     e.system = point
@@ -516,10 +518,21 @@ def update_cards(result: dict, command: str) -> list[str]:
 # plots and tables
 
 
-def plot_rd(result: dict, path: str | Path) -> None:
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def plot_rd(result: dict, path: str | Path) -> None:
+    plt = _pyplot()
     systems = result["summary"]["systems"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, rate in zip(axes, ("total_nt_per_pixel", "payload_nt_per_pixel")):
@@ -536,15 +549,11 @@ def plot_rd(result: dict, path: str | Path) -> None:
     axes[0].set_ylabel("RGB PSNR (dB), mean")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Rate-distortion in DNA, {len(result['meta']['config']['images'])} images, noiseless")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_noise(result: dict, path: str | Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     systems = result["summary"]["systems"]
     by: dict[str, list[dict]] = {}
     for s in systems:
@@ -566,15 +575,11 @@ def plot_noise(result: dict, path: str | Path) -> None:
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Noise robustness: plain (solid) and noise-trained (dashed)\n"
                  "(points where < 95 % of images decode are left out)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_channel(result: dict, path: str | Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     systems = result["summary"]["systems"]
     presets = sorted({s["preset"] for s in systems})
     fig, axes = plt.subplots(2, len(presets), figsize=(6 * len(presets), 8), squeeze=False)
@@ -596,9 +601,7 @@ def plot_channel(result: dict, path: str | Path) -> None:
         axes[0, j].set_ylabel("images decoded")
         axes[1, j].set_ylabel("PSNR of decoded images (dB)")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def noise_table(result: dict, rates=(0.0, 0.01, 0.03, 0.05)) -> str:

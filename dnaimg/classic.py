@@ -759,7 +759,7 @@ def decode_classic(reads: Iterable, primer_f: str | None = None, primer_r: str |
     Raises only :class:`ClassicDecodeError` (a ValueError) for unusable input: no reads, no read with
     the primers and an index, no classic header.  Anything past the correction capacity gives a
     result with ``success=False``."""
-    from .codec import DecodeError, sort_reads
+    from .codec import DecodeError, rescue_header_oligos, sort_reads
     from .consensus import consensus_packed
     try:
         lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
@@ -777,14 +777,8 @@ def decode_classic(reads: Iterable, primer_f: str | None = None, primer_r: str |
         if tag is None and reads_per_tag[t] < max(3, 0.01 * max(reads_per_tag.values())):
             break
         h = _read_header(sorter, t)
-        if h is None and sorter.rescue.count:     # second chance for header oligos with a bad index
-            wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
-            wanted[HEADER_BASE:] = True
-            for (tt, k) in sorter.by_oligo:
-                if tt == t and k >= HEADER_BASE:
-                    wanted[k] = False
-            if sorter.rescue_missing(t, wanted):
-                h = _read_header(sorter, t)
+        if h is None and rescue_header_oligos(sorter, t):     # second chance for header oligos with a bad index
+            h = _read_header(sorter, t)
         if h is not None:
             tag = t
             break

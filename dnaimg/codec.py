@@ -315,6 +315,19 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     return sorter
 
 
+def rescue_header_oligos(sorter: ReadSorter, tag: int) -> bool:
+    """Second chance for the header oligos of image ``tag`` whose index did not decode: re-read
+    the failed reads for the header numbers not yet seen.  True if any read was recovered."""
+    if not sorter.rescue.count:
+        return False
+    wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
+    wanted[HEADER_BASE:] = True
+    for (t, k) in sorter.by_oligo:
+        if t == tag and k >= HEADER_BASE:
+            wanted[k] = False
+    return bool(sorter.rescue_missing(tag, wanted))
+
+
 def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str], Counter]:
     """Headers decoded per image tag, the reasons where none could be, and reads per tag."""
     reads_per_tag: Counter = Counter()
@@ -326,15 +339,8 @@ def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str],
         if count < max(3, 0.01 * top):
             break     # a handful of reads under a stray tag: index misreads, not an image
         h, w = _decode_header(sorter, t)
-        if h is None and sorter.rescue.count:
-            # second chance for header oligos whose index did not decode
-            wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
-            wanted[HEADER_BASE:] = True
-            for (tt, k) in sorter.by_oligo:
-                if tt == t and k >= HEADER_BASE:
-                    wanted[k] = False
-            if sorter.rescue_missing(t, wanted):
-                h, w = _decode_header(sorter, t)
+        if h is None and rescue_header_oligos(sorter, t):
+            h, w = _decode_header(sorter, t)
         if h is not None:
             headers[t] = h
         else:
