@@ -26,14 +26,14 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
 _DECODE = r"""
 import json, resource, sys, time
 from dnaimg.codec import decode_reads
-from dnaimg.seqio import iter_sequences
+from dnaimg.seqio import ReadBatches
 import numpy as np
 from PIL import Image
 t = time.perf_counter()
-res = decode_reads(iter_sequences(sys.argv[1]))
+res = decode_reads(ReadBatches(sys.argv[1]))
 cold = time.perf_counter() - t
 t = time.perf_counter()
-res = decode_reads(iter_sequences(sys.argv[1]))
+res = decode_reads(ReadBatches(sys.argv[1]))
 dt = time.perf_counter() - t
 Image.fromarray(res.image).save(sys.argv[2])
 print(json.dumps({"decode_s": dt, "decode_cold_s": cold,

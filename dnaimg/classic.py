@@ -568,8 +568,7 @@ def _read_header(sorter, tag: int) -> ClassicHeader | None:
     """The classic header of image ``tag`` from its header oligos: each copy on its own, then a
     nibble vote over the copies (a part from any copy); only a header whose CRC checks is returned."""
     from .consensus import consensus_packed
-    groups = {k - HEADER_BASE: sorter.best_group(t, k) for (t, k) in list(sorter.by_oligo)
-              if t == tag and k >= HEADER_BASE}
+    groups = {k - HEADER_BASE: sorter.best_group(tag, k) for k in sorter.numbers(tag, HEADER_BASE)}
     groups = {k: g for k, g in groups.items() if g is not None}
     if not groups:
         return None
@@ -768,9 +767,7 @@ def decode_classic(reads: Iterable, primer_f: str | None = None, primer_r: str |
         raise ClassicDecodeError(str(e)) from None
     except TypeError:
         raise ClassicDecodeError("reads must be str, bytes or uint8 arrays") from None
-    reads_per_tag: dict[int, int] = {}
-    for (t, _, _), g in sorter.groups.items():
-        reads_per_tag[t] = reads_per_tag.get(t, 0) + len(g)
+    reads_per_tag = sorter.reads_per_tag()
     order = sorted(reads_per_tag, key=lambda t: -reads_per_tag[t]) if tag is None else [tag]
     h = None
     for t in order:
@@ -839,7 +836,8 @@ def decode_classic(reads: Iterable, primer_f: str | None = None, primer_r: str |
     except ClassicError:
         pass
     success = bool(crc_ok and pil_ok and not rs_rep["failed_blocks"])
-    unknown = sum(len(g) for (t, k, s), g in sorter.groups.items() if t == tag and N <= k < HEADER_BASE)
+    tags, numbers, _, counts = sorter.slot_fields()
+    unknown = int(counts[(tags == tag) & (numbers >= N) & (numbers < HEADER_BASE)].sum())
     report = {
         "reads": sorter.stats.to_dict() | {"unknown_oligo": unknown},
         "oligos": {"expected": N, "data": blocks.n_data, "parity": blocks.n_parity,

@@ -156,7 +156,7 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, as_json
     from PIL import Image
 
     from .codec import decode_reads, load_image, psnr
-    from .seqio import check_writable, iter_sequences
+    from .seqio import ReadBatches, check_writable
     check_writable(output)
     tag = None
     if select is not None:
@@ -166,7 +166,7 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, as_json
             raise UserError(f"--select takes a hex tag such as 3f, got {select!r}") from None
     t0 = time.time()
     with _bar(None, "reading", quiet) as rbar:
-        seqs = iter_sequences(reads)
+        seqs = ReadBatches(reads)
         with _bar(None, "consensus", quiet) as cbar:
             res = decode_reads(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
                                read_progress=rbar.update, tag=tag)
@@ -324,9 +324,9 @@ def info(file, primer_f, primer_r, as_json):
     from .codec import DecodeError, find_headers, sort_reads
     from .layout import Layout
     from .registry import ModelError, name_for_id
-    from .seqio import iter_sequences
+    from .seqio import ReadBatches
     lay = Layout(primer_f=(primer_f or Layout.primer_f).upper(), primer_r=(primer_r or Layout.primer_r).upper())
-    sorter = sort_reads(iter_sequences(file), lay)
+    sorter = sort_reads(ReadBatches(file), lay)
     headers, why, per_tag = find_headers(sorter)
     if not headers:
         raise DecodeError("no header could be decoded (" + "; ".join(f"tag {t:02x}: {w}" for t, w in why.items()) + ")")

@@ -19,14 +19,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import dna
-from .codebook import get_codebook
+from .codebook import SIGMAS_INV, get_codebook
 from .consensus import consensus_packed
 from .index import HEADER_BASE
 from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersionError, Layout, LayoutError,
                      data_oligos, header_codeword_nibbles, header_from_nibbles, header_nibbles, header_oligos,
-                     interleaver, n_data_oligos, payload_values, values_per_oligo)
+                     interleaver, n_data_oligos, payload_values_batch, values_per_oligo,
+                     RESYNC_DRIFT, RESYNC_INDEL_COST)
 from .reads import CHUNK, ReadSorter
 from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
+from .seqio import ReadBatches
 
 
 class DecodeError(ValueError):
@@ -199,10 +201,7 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
 
     Each copy is corrected on its own (Reed-Solomon with the invalid words as erasures), then
     a nibble-wise vote over the copies, then mixes of parts from different copies."""
-    hgroups = {}
-    for (t, k), seeds in sorter.by_oligo.items():
-        if t == tag and k >= HEADER_BASE:
-            hgroups[k - HEADER_BASE] = sorter.best_group(t, k)
+    hgroups = {k - HEADER_BASE: sorter.best_group(tag, k) for k in sorter.numbers(tag, HEADER_BASE)}
     if not hgroups:
         return None, "no header oligo was read"
     lengths = np.concatenate([np.diff(g.packed()[1]) for _, g in hgroups.values()])
@@ -272,44 +271,55 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
     return None, last_err
 
 
-FEW_READS = 2
+FEW_READS = 2            # with this many reads or fewer, each read is decoded on its own
+OLIGO_BLOCK = 8192       # data oligos per call of the batch decoder (progress granularity)
 
 
-def _oligo_values(group, payload_nt: int, number: int, scramble: int, tag: int, cb,
-                  count: int) -> tuple[np.ndarray, int]:
-    """Values of one data oligo from its reads, and how many codewords needed repair.
+def oligo_values(sorter: ReadSorter, tag: int, n_data: int, payload_nt: int, cb, count: int,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Values (n_data, count) of every data oligo of image ``tag`` from its reads (-1 where none
+    could be read), and per oligo how many codewords needed repair.
 
     From 3 reads up: nucleotide consensus, then the resynchronising codeword decoder.  With 1 or 2
     reads a consensus cannot outvote an indel, so each read is decoded on its own (the
     codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
-    the read whose codeword was valid (the first read where both or neither were)."""
-    if len(group) > FEW_READS:
-        est = consensus_packed(*group.packed(), payload_nt)
-        vals, bad = payload_values(est, number, scramble, tag, cb.repairer, count, payload_nt)
-        return vals, int(bad.sum())
-    decoded = [payload_values(r, number, scramble, tag, cb.repairer, count, payload_nt) for r in group.reads()]
-    if len(decoded) == 1:
-        return decoded[0][0], int(decoded[0][1].sum())
-    (v1, b1), (v2, b2) = decoded
-    vals = np.where(b1 & ~b2, v2, v1)
-    return vals, int(np.count_nonzero(b1 & b2))
+    the read whose codeword was valid.  One numba call per block of oligos, in parallel."""
+    flat, offs, first = sorter.sorted_store()
+    slot, seed = sorter.best_slots(tag, n_data)
+    rep = cb.repairer
+    vals = np.empty((n_data, count), dtype=np.int64)
+    bad = np.empty(n_data, dtype=np.int64)
+    for k0 in range(0, n_data, OLIGO_BLOCK):
+        k1 = min(n_data, k0 + OLIGO_BLOCK)
+        vals[k0:k1], bad[k0:k1] = payload_values_batch(
+            flat, offs, first, slot[k0:k1], seed[k0:k1], k0, tag, payload_nt, rep.n, count, rep.table, rep.dist,
+            SIGMAS_INV, FEW_READS, RESYNC_INDEL_COST, RESYNC_DRIFT)
+        if progress is not None:
+            progress(k1 - k0)
+    return vals, bad
 
 
 def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
-    it = iter(reads)
-    while True:
-        batch = list(islice(it, CHUNK))
-        if not batch:
-            break
-        sorter.add_many(batch)
-        if progress is not None:
-            progress(len(batch))
+    if isinstance(reads, ReadBatches):
+        for flat, offs in reads:
+            sorter.add_packed(flat, offs)
+            if progress is not None:
+                progress(len(offs) - 1)
+    else:
+        it = iter(reads)
+        while True:
+            batch = list(islice(it, CHUNK))
+            if not batch:
+                break
+            sorter.add_many(batch)
+            if progress is not None:
+                progress(len(batch))
     sorter.finish()
     if sorter.stats.seen == 0:
         raise DecodeError("no reads in the input")
-    if not sorter.groups:
+    if not sorter.n_slots:
         raise DecodeError(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
                           "(wrong primers? use --primer-f/--primer-r)")
     return sorter
@@ -322,17 +332,13 @@ def rescue_header_oligos(sorter: ReadSorter, tag: int) -> bool:
         return False
     wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
     wanted[HEADER_BASE:] = True
-    for (t, k) in sorter.by_oligo:
-        if t == tag and k >= HEADER_BASE:
-            wanted[k] = False
+    wanted[sorter.numbers(tag, HEADER_BASE)] = False
     return bool(sorter.rescue_missing(tag, wanted))
 
 
 def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str], Counter]:
     """Headers decoded per image tag, the reasons where none could be, and reads per tag."""
-    reads_per_tag: Counter = Counter()
-    for (t, k, s), g in sorter.groups.items():
-        reads_per_tag[t] += len(g)
+    reads_per_tag = Counter(sorter.reads_per_tag())
     headers, why = {}, {}
     top = max(reads_per_tag.values(), default=0)
     for t, count in reads_per_tag.most_common():
@@ -381,34 +387,25 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     total = int(np.prod(shape))
     if n_data_oligos(layout, cb.n, total) != h.n_data:
         raise DecodeError("header is inconsistent: oligo count does not match the latent size")
-    wanted = np.array([sorter.best_group(tag, k) is None for k in range(h.n_data)], dtype=np.bool_)
+    wanted = sorter.best_slots(tag, h.n_data)[0] < 0
     if wanted.any():
         sorter.rescue_missing(tag, wanted)
+    slots = sorter.best_slots(tag, h.n_data)[0]
+    missing = int(np.count_nonzero(slots < 0))
+    vals, bad = oligo_values(sorter, tag, h.n_data, layout.payload_nt, cb, vpo, progress)
+    repaired = int(bad.sum())
     perm = interleaver(total, h.seed)
     centre = (h.levels - 1) // 2
-    flat = np.full(total, centre, dtype=np.int64)
+    v = vals.reshape(-1)[:total]
+    flat = np.empty(total, dtype=np.int64)
+    flat[perm] = np.where(v < 0, centre, v)
     erased = np.zeros(total, dtype=bool)
-    missing = repaired = 0
-    for k in range(h.n_data):
-        g = sorter.best_group(tag, k)
-        if progress is not None:
-            progress(1)
-        lo, hi = k * vpo, min((k + 1) * vpo, total)
-        if g is None:
-            missing += 1
-            erased[perm[lo:hi]] = True
-            continue
-        s, group = g
-        vals, bad = _oligo_values(group, layout.payload_nt, k, s, tag, cb, vpo)
-        repaired += bad
-        v = vals[:hi - lo]
-        flat[perm[lo:hi]] = np.where(v < 0, centre, v)
-        erased[perm[lo:hi]] = v < 0
+    erased[perm] = v < 0
     symbols = flat.reshape(shape)
     if erased.any():
         symbols = fill_erasures(symbols, erased.reshape(shape), centre)
-    unknown = sum(len(g) for (t, k, s), g in sorter.groups.items()
-                  if t == tag and h.n_data <= k < HEADER_BASE)
+    tags, numbers, _, counts = sorter.slot_fields()
+    unknown = int(counts[(tags == tag) & (numbers >= h.n_data) & (numbers < HEADER_BASE)].sum())
     stats.unknown_oligo = unknown
     stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc

@@ -33,6 +33,7 @@ import reedsolo
 
 from . import dna
 from .codebook import SIGMAS, SIGMAS_INV
+from .consensus import consensus_packed
 from .constraints import oligo_ok, report
 from .index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
 from .repair import Repairer
@@ -420,6 +421,53 @@ def payload_values(payload: np.ndarray, number: int, scramble: int, tag: int, re
     vals, bad = _resync(p, n, count, expected_len, keys, SIGMAS_INV, repairer.table, repairer.dist,
                         RESYNC_INDEL_COST, RESYNC_DRIFT)
     return vals, bad
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def payload_values_batch(flat, offs, first, slot, seed, k0, tag, payload_nt, n, count, table, dist, sig_inv,
+                         few_reads, indel_cost, dmax):
+    """:func:`payload_values` for every data oligo at once, in parallel.
+
+    Oligo ``k0 + k`` has the reads ``first[slot[k]]`` .. ``first[slot[k]+1]-1`` of the packed store
+    (``flat[offs[r]:offs[r+1]]``), or none when ``slot[k] < 0``; its scrambling seed is
+    ``seed[k]``.  From ``few_reads + 1`` reads up the payload is their nucleotide consensus; with
+    fewer, each read is decoded on its own and, with two, each value is taken from the read whose
+    codeword was valid (the first read where both or neither were).  Returns values (-1 for
+    unreadable or missing) and per oligo the number of codewords repaired."""
+    K = slot.shape[0]
+    vals = np.full((K, count), -1, dtype=np.int64)
+    nbad = np.zeros(K, dtype=np.int64)
+    for k in nb.prange(K):
+        s = slot[k]
+        if s < 0:
+            continue
+        a, b = first[s], first[s + 1]
+        keys = whitening_keys(tag, k0 + k, seed[k], count)
+        if b - a > few_reads:
+            est = consensus_packed(flat, offs[a:b + 1], payload_nt)
+            v, bad = _resync(est, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
+            vals[k] = v
+            nbad[k] = bad.sum()
+        elif b - a == 1:
+            v, bad = _resync(flat[offs[a]:offs[a + 1]], n, count, payload_nt, keys, sig_inv, table, dist,
+                             indel_cost, dmax)
+            vals[k] = v
+            nbad[k] = bad.sum()
+        else:
+            v1, b1 = _resync(flat[offs[a]:offs[a + 1]], n, count, payload_nt, keys, sig_inv, table, dist,
+                             indel_cost, dmax)
+            v2, b2 = _resync(flat[offs[a + 1]:offs[a + 2]], n, count, payload_nt, keys, sig_inv, table, dist,
+                             indel_cost, dmax)
+            c = 0
+            for j in range(count):
+                if b1[j] and not b2[j]:
+                    vals[k, j] = v2[j]
+                else:
+                    vals[k, j] = v1[j]
+                if b1[j] and b2[j]:
+                    c += 1
+            nbad[k] = c
+    return vals, nbad
 
 
 def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,

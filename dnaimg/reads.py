@@ -224,35 +224,90 @@ class ReadStats:
 
 
 class Group:
-    """The reads of one (tag, oligo number, scrambling seed), packed, at most ``cap`` of them."""
-    __slots__ = ("pieces", "lens", "count")
+    """The reads of one (tag, oligo number, scrambling seed), packed: a view into the sorter's
+    store (``len`` is the number of reads kept, at most the sorter's cap)."""
+    __slots__ = ("flat", "offs")
 
-    def __init__(self):
-        self.pieces: list[np.ndarray] = []
-        self.lens: list[np.ndarray] = []
-        self.count = 0
+    def __init__(self, flat: np.ndarray, offs: np.ndarray):
+        self.flat = flat
+        self.offs = offs
+
+    @property
+    def count(self) -> int:
+        return len(self.offs) - 1
 
     def packed(self) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.pieces) > 1:
-            self.pieces = [np.concatenate(self.pieces)]
-            self.lens = [np.concatenate(self.lens)]
-        lens = self.lens[0]
-        offs = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offs[1:])
-        return self.pieces[0], offs
+        """(flat, offs): read ``r`` is ``flat[offs[r]:offs[r+1]]``."""
+        return self.flat, self.offs
 
     def reads(self) -> list[np.ndarray]:
-        flat, offs = self.packed()
-        return [flat[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+        return [self.flat[self.offs[i]:self.offs[i + 1]] for i in range(self.count)]
 
     def __len__(self) -> int:
         return self.count
 
 
+class _Pending:
+    """Reads set aside (packed pieces), e.g. those whose index did not decode."""
+    __slots__ = ("pieces", "lens", "count", "nt")
+
+    def __init__(self):
+        self.pieces: list[np.ndarray] = []
+        self.lens: list[np.ndarray] = []
+        self.count = 0
+        self.nt = 0
+
+    def add(self, flat: np.ndarray, lens: np.ndarray) -> None:
+        self.pieces.append(flat)
+        self.lens.append(lens)
+        self.count += len(lens)
+        self.nt += len(flat)
+
+    def packed(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.pieces) > 1:
+            self.pieces = [np.concatenate(self.pieces)]
+            self.lens = [np.concatenate(self.lens)]
+        if not self.pieces:
+            return np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
+        lens = self.lens[0]
+        offs = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        return self.pieces[0], offs
+
+
+@nb.njit(cache=True, nogil=True)
+def _assign_slots(keys, slot_of, slot_keys, counts, n_slots, cap):
+    """File each read under the slot of its key (a new slot for a new key); reads past ``cap``
+    per slot get -1.  Returns (slot per read, number of slots)."""
+    out = np.empty(keys.shape[0], dtype=np.int64)
+    for r in range(keys.shape[0]):
+        k = keys[r]
+        if k in slot_of:
+            s = slot_of[k]
+        else:
+            s = n_slots
+            slot_of[k] = s
+            slot_keys[s] = k
+            counts[s] = 0
+            n_slots += 1
+        if counts[s] < cap:
+            counts[s] += 1
+            out[r] = s
+        else:
+            out[r] = -1
+    return out, n_slots
+
+
+def _key(tag, number, scramble):
+    return (tag << 28) | (number << 4) | scramble
+
+
 class ReadSorter:
     """Streams reads into groups keyed by (tag, number, scramble), in chunks through numba.
 
-    Memory holds at most ``cap`` reads per oligo, whatever the number of reads."""
+    Memory holds at most ``cap`` reads per oligo, whatever the number of reads: a numba dict
+    maps each key to a slot, reads over the cap are counted and dropped, and the kept reads
+    are sorted by slot once, when the groups are first asked for."""
 
     def __init__(self, primer_f: str, primer_r: str, cap: int = MAX_READS_PER_OLIGO):
         self.pf = dna.encode(primer_f.upper())
@@ -260,12 +315,17 @@ class ReadSorter:
         self.max_err = max(2, len(self.pf) // 3)
         self.min_len = len(self.pf) + 10
         self.cap = cap
-        self.groups: dict[tuple[int, int, int], Group] = {}
-        self.by_oligo: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.stats = ReadStats()
         self._pending: list = []
-        self.rescue = Group()          # inserts of reads whose index did not decode
+        self.rescue = _Pending()       # inserts of reads whose index did not decode
         self.rescue_cap_nt = RESCUE_CAP_NT
+        self._slot_of = nb.typed.Dict.empty(key_type=nb.types.int64, value_type=nb.types.int64)
+        self._slot_keys = np.zeros(1024, dtype=np.int64)
+        self._counts = np.zeros(1024, dtype=np.int64)
+        self.n_slots = 0
+        self._pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (flat, lens, slot)
+        self._sorted = None      # (flat, read offsets, first read of each slot) once sorted
+        self._slot_index = None
 
     # -- input -----------------------------------------------------------------------------
     def add(self, read) -> None:
@@ -299,6 +359,7 @@ class ReadSorter:
         self.add_packed(np.ascontiguousarray(flat, dtype=np.uint8), offs)
 
     def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
+        """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255)."""
         status, tag, number, scramble, repaired, out, out_offs = process_chunk(
             flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
         st = self.stats
@@ -307,42 +368,35 @@ class ReadSorter:
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])
         st.bad_index += int(counts[ST_BAD_INDEX])
-        bad = np.flatnonzero(status == ST_BAD_INDEX)
-        if bad.size and sum(len(p) for p in self.rescue.pieces) < self.rescue_cap_nt:
-            blens = (out_offs[1:] - out_offs[:-1])[bad]
-            self.rescue.pieces.append(_gather(out, out_offs, bad))
-            self.rescue.lens.append(blens)
-            self.rescue.count += int(bad.size)
+        lens = out_offs[1:] - out_offs[:-1]
+        if counts[ST_BAD_INDEX] and self.rescue.nt < self.rescue_cap_nt:
+            bad = np.flatnonzero(status == ST_BAD_INDEX)
+            self.rescue.add(_gather(out, out_offs, bad), lens[bad])
         ok = np.flatnonzero(status == ST_OK)
         st.index_repaired += int(np.count_nonzero(repaired[ok]))
-        if ok.size == 0:
-            return
-        keys = (tag[ok] << 28) | (number[ok] << 4) | scramble[ok]
-        order = ok[np.argsort(keys, kind="stable")]
-        skeys = keys[np.argsort(keys, kind="stable")]
-        lens = (out_offs[1:] - out_offs[:-1])[order]
-        gathered = _gather(out, out_offs, order)
-        bounds = np.flatnonzero(np.diff(skeys)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(skeys)]])
-        goffs = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(lens, out=goffs[1:])
-        for a, b in zip(starts.tolist(), ends.tolist()):
-            k = int(skeys[a])
-            key = (k >> 28, (k >> 4) & 0xFFFFFF, k & 15)
-            g = self.groups.get(key)
-            if g is None:
-                g = self.groups[key] = Group()
-                self.by_oligo[(key[0], key[1])].append(key[2])
-            take = min(b - a, self.cap - g.count)
-            if take <= 0:
-                st.capped += b - a
-                continue
-            st.capped += (b - a) - take
-            g.pieces.append(gathered[goffs[a]:goffs[a + take]].copy())
-            g.lens.append(lens[a:a + take].copy())
-            g.count += take
         st.used += int(ok.size)
+        if ok.size:
+            keys = _key(tag[ok], number[ok], scramble[ok])
+            self._file(keys, out, out_offs, ok)
+
+    def _file(self, keys, out, out_offs, rows) -> int:
+        """Keep the reads ``rows`` of the packed ``out`` under ``keys``, up to the cap; returns
+        how many were kept."""
+        need = self.n_slots + len(keys)
+        if need > len(self._counts):
+            size = max(need, 2 * len(self._counts))
+            self._counts = np.concatenate([self._counts, np.zeros(size - len(self._counts), np.int64)])
+            self._slot_keys = np.concatenate([self._slot_keys, np.zeros(size - len(self._slot_keys), np.int64)])
+        slots, self.n_slots = _assign_slots(keys, self._slot_of, self._slot_keys, self._counts,
+                                            self.n_slots, self.cap)
+        keep = slots >= 0
+        n_keep = int(np.count_nonzero(keep))
+        self.stats.capped += len(keys) - n_keep
+        if n_keep:
+            rows = rows[keep]
+            self._pool.append((_gather(out, out_offs, rows), (out_offs[rows + 1] - out_offs[rows]), slots[keep]))
+            self._sorted = None
+        return n_keep
 
     def finish(self) -> "ReadSorter":
         self.flush()
@@ -355,32 +409,136 @@ class ReadSorter:
             return 0
         flat, offs = self.rescue.packed()
         ok, number, scramble, consumed = rescue_batch(flat, offs, tag, wanted, *TABLES)
-        n = 0
-        for r in np.flatnonzero(ok).tolist():
-            key = (tag, int(number[r]), int(scramble[r]))
-            g = self.groups.get(key)
-            if g is None:
-                g = self.groups[key] = Group()
-                self.by_oligo[(tag, key[1])].append(key[2])
-            if g.count >= self.cap:
-                continue
-            piece = flat[offs[r] + consumed[r]:offs[r + 1]].copy()
-            g.pieces.append(piece)
-            g.lens.append(np.array([len(piece)], dtype=np.int64))
-            g.count += 1
-            n += 1
+        rows = np.flatnonzero(ok)
+        if rows.size == 0:
+            return 0
+        starts = offs[rows] + consumed[rows]
+        ends = np.maximum(offs[rows + 1], starts)
+        sub_offs = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(ends - starts, out=sub_offs[1:])
+        sub = np.concatenate([flat[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
+        keys = _key(np.int64(tag), number[rows], scramble[rows])
+        n = self._file(keys, sub, sub_offs, np.arange(rows.size))
         self.stats.rescued += n
         self.stats.used += n
         return n
 
-    # -- queries ---------------------------------------------------------------------------
+    # -- the store, sorted -----------------------------------------------------------------
+    def sorted_store(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat, read offsets, first read of each slot): the kept reads of slot ``s`` are reads
+        ``first[s]`` to ``first[s+1]-1``, read ``r`` being ``flat[offs[r]:offs[r+1]]``."""
+        if self._sorted is None:
+            if self._pool:
+                flat = np.concatenate([p[0] for p in self._pool])
+                lens = np.concatenate([p[1] for p in self._pool])
+                slots = np.concatenate([p[2] for p in self._pool])
+            else:
+                flat, lens, slots = np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            first = np.zeros(self.n_slots + 1, dtype=np.int64)
+            np.cumsum(np.bincount(slots, minlength=self.n_slots), out=first[1:])
+            sflat, soffs, sslots = _sort_by_slot(flat, lens, slots, first)
+            self._pool = [(sflat, np.diff(soffs), sslots)]
+            self._sorted = (sflat, soffs, first)
+        return self._sorted
+
+    def slot_fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot: tag, oligo number, scrambling seed, reads kept."""
+        k = self._slot_keys[:self.n_slots]
+        return k >> 28, (k >> 4) & 0xFFFFFF, k & 15, self._counts[:self.n_slots].copy()
+
+    def group(self, slot: int) -> Group:
+        """The kept reads of one slot."""
+        flat, offs, first = self.sorted_store()
+        a, b = first[slot], first[slot + 1]
+        return Group(flat[offs[a]:offs[b]], offs[a:b + 1] - offs[a])
+
+    def _index(self) -> dict[int, int]:
+        if self._slot_index is None or len(self._slot_index) != self.n_slots:
+            self._slot_index = dict(zip(self._slot_keys[:self.n_slots].tolist(), range(self.n_slots)))
+        return self._slot_index
+
+    @property
+    def groups(self) -> dict[tuple[int, int, int], Group]:
+        """Every (tag, number, seed) and its reads (built on demand: prefer :meth:`best_slots`)."""
+        tags, numbers, seeds, _ = self.slot_fields()
+        return {key: self.group(s) for s, key in enumerate(zip(tags.tolist(), numbers.tolist(), seeds.tolist()))}
+
+    @property
+    def by_oligo(self) -> dict[tuple[int, int], list[int]]:
+        tags, numbers, seeds, _ = self.slot_fields()
+        d = defaultdict(list)
+        for t, k, s in zip(tags.tolist(), numbers.tolist(), seeds.tolist()):
+            d[(t, k)].append(s)
+        return dict(d)
+
+    def reads_per_tag(self) -> dict[int, int]:
+        tags, _, _, counts = self.slot_fields()
+        u, inv = np.unique(tags, return_inverse=True)
+        tot = np.bincount(inv, weights=counts, minlength=len(u))
+        return {int(t): int(c) for t, c in zip(u, tot)}
+
+    def numbers(self, tag: int, lo: int = 0, hi: int = 1 << 24) -> list[int]:
+        """The oligo numbers in [lo, hi) seen for image ``tag``, ascending."""
+        tags, numbers, _, _ = self.slot_fields()
+        return sorted(set(numbers[(tags == tag) & (numbers >= lo) & (numbers < hi)].tolist()))
+
     def best_group(self, tag: int, number: int) -> tuple[int, Group] | None:
         """The scrambling seed with the most reads for this oligo, and its group."""
-        seeds = self.by_oligo.get((tag, number))
-        if not seeds:
+        index = self._index()
+        best = None
+        for seed in range(16):
+            slot = index.get(_key(tag, number, seed))
+            if slot is not None and (best is None or self._counts[slot] > self._counts[best[1]]):
+                best = (seed, slot)
+        if best is None:
             return None
-        s = max(seeds, key=lambda x: (self.groups[(tag, number, x)].count, -x))
-        return s, self.groups[(tag, number, s)]
+        return best[0], self.group(best[1])
+
+    def best_slots(self, tag: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """For oligos 0..n-1 of image ``tag``: the slot of the seed with the most reads (-1 if
+        none; ties to the lower seed, as :meth:`best_group`) and that seed."""
+        tags, numbers, seeds, counts = self.slot_fields()
+        sel = np.flatnonzero((tags == tag) & (numbers < n))
+        best = np.full(n, -1, dtype=np.int64)
+        seed = np.zeros(n, dtype=np.int64)
+        if sel.size:
+            # order: by number, then fewer reads first, then higher seed first: the last wins
+            order = sel[np.lexsort((-seeds[sel], counts[sel], numbers[sel]))]
+            best[numbers[order]] = order
+            seed[numbers[order]] = seeds[order]
+        return best, seed
+
+
+@nb.njit(cache=True, nogil=True)
+def _sort_by_slot(flat, lens, slots, first):
+    """Counting sort of packed reads by slot (stable): returns (flat, offsets, slots), sorted."""
+    n = lens.shape[0]
+    S = first.shape[0] - 1
+    nt_per_slot = np.zeros(S + 1, dtype=np.int64)
+    for r in range(n):
+        nt_per_slot[slots[r] + 1] += lens[r]
+    for s in range(S):
+        nt_per_slot[s + 1] += nt_per_slot[s]
+    next_read = first[:S].copy()
+    next_nt = nt_per_slot[:S].copy()
+    out = np.empty(flat.shape[0], dtype=np.uint8)
+    olens = np.empty(n, dtype=np.int64)
+    oslots = np.empty(n, dtype=np.int64)
+    p = 0
+    for r in range(n):
+        s = slots[r]
+        L = lens[r]
+        q = next_nt[s]
+        out[q:q + L] = flat[p:p + L]
+        olens[next_read[s]] = L
+        oslots[next_read[s]] = s
+        next_nt[s] = q + L
+        next_read[s] += 1
+        p += L
+    offs = np.zeros(n + 1, dtype=np.int64)
+    for r in range(n):
+        offs[r + 1] = offs[r] + olens[r]
+    return out, offs, oslots
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,10 +1,14 @@
 """FASTA/FASTQ in and out (gzipped or not), through dnaio."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import dnaio
+import numba as nb
+import numpy as np
+from xopen import xopen
 
 
 class InputError(ValueError):
@@ -14,12 +18,7 @@ class InputError(ValueError):
 def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
     """(name, sequence) of each record of a FASTA or FASTQ file (format and compression detected)."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such file")
-    if p.is_dir():
-        raise InputError(f"{path}: is a directory")
-    if p.stat().st_size == 0:
-        raise InputError(f"{path}: empty file")
+    _check_readable(p)
     try:
         with dnaio.open(str(p), open_threads=0) as f:
             for rec in f:
@@ -83,3 +82,230 @@ def is_fastq_path(path: str | Path) -> bool:
         if name.endswith(ext):
             name = name[: -len(ext)]
     return name.endswith((".fastq", ".fq"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk reading: sequences straight into integer arrays.
+#
+# A decode reads millions of sequences, and a Python object per read would cost more than all
+# the rest of the work, so this path reads the (xopen-decompressed) file in large blocks and a
+# numba kernel turns each block's records into codes 0..3 (255 for anything else), checking the
+# record structure as it goes.  On a fault it hands the text from the faulty record on to
+# dnaio's own parser, so that the error says what dnaio says.
+
+READ_BLOCK_BYTES = 16 << 20
+
+_CODES = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"ACGT"):
+    _CODES[_c] = _i
+    _CODES[_c + 32] = _i      # lowercase
+
+
+@nb.njit(cache=True, nogil=True)
+def _line_end(buf, p, n):
+    while p < n and buf[p] != 10:
+        p += 1
+    return p
+
+
+@nb.njit(cache=True, nogil=True)
+def parse_fastq_block(buf, n, final, codes):
+    """FASTQ records in ``buf[:n]`` -> (flat codes, offsets, bytes consumed, fault position or -1).
+
+    Only whole records are taken; the rest (``buf[consumed:n]``) is left for the next block unless
+    ``final``.  The quality line is not scanned: it must end exactly where the sequence says."""
+    flat = np.empty(n, dtype=np.uint8)
+    offs = np.empty(n // 6 + 2, dtype=np.int64)
+    offs[0] = 0
+    nrec = 0
+    q = 0
+    p = 0
+    while p < n:
+        if buf[p] != 64:                               # '@'
+            if buf[p] == 10 or buf[p] == 13:           # blank lines between records
+                p += 1
+                continue
+            return flat[:q], offs[:nrec + 1], p, p
+        e = _line_end(buf, p, n)
+        if e >= n:
+            break
+        s = e + 1                                      # sequence line, coded as it is scanned
+        j = s
+        while j < n:
+            x = buf[j]
+            if x == 10:
+                break
+            flat[q + j - s] = codes[x]
+            j += 1
+        if j >= n:
+            break
+        L = j - s
+        if L > 0 and buf[j - 1] == 13:
+            L -= 1
+        t = j + 1                                      # '+' line
+        if t >= n:
+            break
+        if buf[t] != 43:
+            return flat[:q], offs[:nrec + 1], p, p
+        e = _line_end(buf, t, n)
+        if e >= n:
+            break
+        qe = e + 1 + L                                 # where the quality line must end
+        if qe > n:
+            break
+        if qe == n:
+            if not final:
+                break
+            nxt = n
+        elif buf[qe] == 10:
+            nxt = qe + 1
+        elif buf[qe] == 13 and qe + 1 < n and buf[qe + 1] == 10:
+            nxt = qe + 2
+        elif buf[qe] == 13 and qe + 1 == n and final:
+            nxt = n
+        elif buf[qe] == 13 and qe + 1 == n:
+            break
+        else:
+            return flat[:q], offs[:nrec + 1], p, p
+        q += L
+        nrec += 1
+        offs[nrec] = q
+        p = nxt
+    return flat[:q], offs[:nrec + 1], p, -1
+
+
+@nb.njit(cache=True, nogil=True)
+def parse_fasta_block(buf, n, final, codes):
+    """FASTA records in ``buf[:n]`` (sequences may span lines) -> as :func:`parse_fastq_block`.
+    A record is whole once the next one starts, or at the end of the file."""
+    flat = np.empty(n, dtype=np.uint8)
+    offs = np.empty(n // 3 + 2, dtype=np.int64)
+    offs[0] = 0
+    nrec = 0
+    q = 0
+    p = 0
+    rec_p = -1          # start of the open record
+    rec_q = 0
+    while p < n:
+        c = buf[p]
+        if c == 62:                                    # '>'
+            e = _line_end(buf, p, n)
+            if e >= n and not final:
+                break
+            if rec_p >= 0:
+                nrec += 1
+                offs[nrec] = q
+            rec_p = p
+            rec_q = q
+            p = e + 1
+            continue
+        if c == 10 or c == 13:
+            p += 1
+            continue
+        if rec_p < 0:
+            if c == 35:                                # '#' comment before the first record
+                p = _line_end(buf, p, n) + 1
+                continue
+            return flat[:q], offs[:nrec + 1], p, p
+        j = p
+        while j < n:
+            x = buf[j]
+            if x == 10:
+                break
+            if x != 13 and x != 32 and x != 9:
+                flat[q] = codes[x]
+                q += 1
+            j += 1
+        p = j + 1
+    if final:
+        if rec_p >= 0:
+            nrec += 1
+            offs[nrec] = q
+        return flat[:q], offs[:nrec + 1], n, -1
+    if rec_p < 0:
+        return flat[:0], offs[:1], 0, -1
+    return flat[:rec_q], offs[:nrec + 1], rec_p, -1
+
+
+class ReadBatches:
+    """The reads of a FASTA/FASTQ file (format and compression detected) as batches of
+    ``(flat, offs)``: read ``r`` is ``flat[offs[r]:offs[r+1]]``, coded A/C/G/T = 0..3 (either
+    case) and anything else 255.  Iterable more than once; errors are :class:`InputError`."""
+
+    def __init__(self, path: str | Path, block_bytes: int = READ_BLOCK_BYTES):
+        self.path = Path(path)
+        self.block_bytes = block_bytes
+        _check_readable(self.path)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        path = self.path
+        try:
+            with xopen(str(path), "rb", threads=0) as f:
+                yield from self._blocks(f)
+        except EOFError:
+            raise InputError(f"{path}: file ends early (truncated or incomplete gzip)") from None
+        except OSError as e:
+            raise InputError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+
+    def _blocks(self, f):
+        path = self.path
+        buf = np.empty(self.block_bytes, dtype=np.uint8)
+        have = 0            # bytes of buf holding text not parsed yet
+        parse = None
+        records = 0
+        final = False
+        while not final:
+            k = f.readinto(memoryview(buf)[have:])
+            final = k == 0
+            have += k
+            if parse is None:
+                head = bytes(buf[:min(have, 64)]).lstrip()
+                if not head and not final:
+                    continue
+                if not head:
+                    raise InputError(f"{path}: no sequences in the file")
+                if head[:1] == b"@":
+                    parse = parse_fastq_block
+                elif head[:1] in (b">", b"#"):
+                    parse = parse_fasta_block
+                else:
+                    raise InputError(f"{path}: neither FASTA nor FASTQ")
+            flat, offs, used, bad = parse(buf, have, final, _CODES)
+            if bad >= 0:
+                _raise_block_error(path, bytes(buf[bad:have]), parse is parse_fastq_block, records)
+            n = offs.shape[0] - 1
+            if n:
+                records += n
+                yield flat, offs
+            if final and used < have:
+                _raise_block_error(path, bytes(buf[used:have]), parse is parse_fastq_block, records)
+            rest = have - used
+            if used == 0 and rest == buf.shape[0]:     # one record larger than the buffer
+                buf = np.concatenate([buf, np.empty_like(buf)])
+            elif rest:
+                buf[:rest] = buf[used:have]
+            have = rest
+        if records == 0:
+            raise InputError(f"{path}: no sequences in the file")
+
+
+def _check_readable(p: Path) -> None:
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file")
+
+
+def _raise_block_error(path: Path, text: bytes, fastq: bool, before: int):
+    """The kernel found a fault at the start of ``text`` (after ``before`` good records): let dnaio
+    name it, else say where it is."""
+    what = f"after record {before}" if before else "in the first record"
+    try:
+        with dnaio.open(io.BytesIO(text), fileformat="fastq" if fastq else "fasta") as f:
+            for _ in f:
+                pass
+    except (dnaio.exceptions.FileFormatError, EOFError, ValueError) as e:
+        raise InputError(f"{path}: malformed sequence file ({what}: {e})") from None
+    raise InputError(f"{path}: malformed sequence file ({what}: the record structure is broken)")
