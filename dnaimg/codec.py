@@ -284,7 +284,7 @@ def oligo_values(sorter: ReadSorter, tag: int, n_data: int, payload_nt: int, cb,
     reads a consensus cannot outvote an indel, so each read is decoded on its own (the
     codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
     the read whose codeword was valid.  One numba call per block of oligos, in parallel."""
-    flat, offs, first = sorter.sorted_store()
+    flat, offs, order, first = sorter.store()
     slot, seed = sorter.best_slots(tag, n_data)
     rep = cb.repairer
     vals = np.empty((n_data, count), dtype=np.int64)
@@ -292,7 +292,7 @@ def oligo_values(sorter: ReadSorter, tag: int, n_data: int, payload_nt: int, cb,
     for k0 in range(0, n_data, OLIGO_BLOCK):
         k1 = min(n_data, k0 + OLIGO_BLOCK)
         vals[k0:k1], bad[k0:k1] = payload_values_batch(
-            flat, offs, first, slot[k0:k1], seed[k0:k1], k0, tag, payload_nt, rep.n, count, rep.table, rep.dist,
+            flat, offs, order, first, slot[k0:k1], seed[k0:k1], k0, tag, payload_nt, rep.n, count, rep.table, rep.dist,
             SIGMAS_INV, FEW_READS, RESYNC_INDEL_COST, RESYNC_DRIFT)
         if progress is not None:
             progress(k1 - k0)
@@ -303,6 +303,7 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
     if isinstance(reads, ReadBatches):
+        sorter.reserve(min(reads.size_hint(), 1 << 34))
         for flat, offs in reads:
             sorter.add_packed(flat, offs)
             if progress is not None:

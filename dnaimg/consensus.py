@@ -63,6 +63,70 @@ def _align_votes(est, read, D, base_v, del_v, ins_v, ins_b):
     return dist
 
 
+BAND = 10          # extra diagonals each side of the length difference in the banded alignment
+MAX_BAND = 32      # widest band; reads further off than this are outliers anyway
+_INF = 1 << 28
+
+
+@nb.njit(cache=True, nogil=True)
+def _band_fill(est, read, w, D):
+    """Banded global alignment of ``read`` to ``est`` (unit costs), cell (i, j) at ``D[i, j-i+w]``
+    for |j - i| <= w; returns the edit distance (``_INF`` when the ends are not in the band)."""
+    E = est.shape[0]
+    R = read.shape[0]
+    W = 2 * w + 1
+    for d in range(W):
+        j = d - w
+        D[0, d] = j if 0 <= j <= E else _INF
+    for i in range(1, R + 1):
+        ri = read[i - 1]
+        for d in range(W):
+            j = i + d - w
+            if j < 0 or j > E:
+                D[i, d] = _INF
+                continue
+            if j == 0:
+                D[i, d] = i
+                continue
+            best = D[i - 1, d] + (0 if ri == est[j - 1] else 1)
+            if d > 0:
+                a = D[i, d - 1] + 1
+                if a < best:
+                    best = a
+            if d < W - 1:
+                b = D[i - 1, d + 1] + 1
+                if b < best:
+                    best = b
+            D[i, d] = best
+    de = E - R + w
+    if de < 0 or de >= W:
+        return _INF
+    return D[R, de]
+
+
+@nb.njit(cache=True, nogil=True)
+def _band_votes(est, read, w, D, base_v, del_v, ins_v, ins_b):
+    """Votes of one read from its filled band (see :func:`_band_fill`); same tie-breaking as
+    :func:`_align_votes` (match, then deletion, then insertion)."""
+    E = est.shape[0]
+    i, j = read.shape[0], E
+    while i > 0 or j > 0:
+        d = j - i + w
+        if i > 0 and j > 0 and D[i, d] == D[i - 1, d] + (0 if read[i - 1] == est[j - 1] else 1):
+            if read[i - 1] < 4:
+                base_v[j - 1, read[i - 1]] += 1
+            i -= 1
+            j -= 1
+        elif j > 0 and d > 0 and D[i, d] == D[i, d - 1] + 1:
+            del_v[j - 1] += 1
+            j -= 1
+        else:
+            ins_v[j] += 1
+            if read[i - 1] < 4:
+                ins_b[j, read[i - 1]] += 1
+            i -= 1
+
+
 @nb.njit(cache=True, nogil=True)
 def _argmax4(v):
     best = 0
@@ -112,26 +176,26 @@ def _fast_majority(flat, offs, length, out):
     is clear everywhere (top count above half and at least 2 ahead of the next), that majority
     is the answer and no alignment is needed.  Returns whether it applied."""
     n = offs.shape[0] - 1
+    votes = np.zeros((length, 4), dtype=np.int32)
     m = 0
     for r in range(n):
-        if offs[r + 1] - offs[r] == length:
-            m += 1
+        a = offs[r]
+        if offs[r + 1] - a != length:
+            continue
+        m += 1
+        for p in range(length):
+            x = flat[a + p]
+            if x < 4:
+                votes[p, x] += 1
     if m < 3:
         return False
-    votes = np.zeros(4, dtype=np.int64)
     for p in range(length):
-        votes[:] = 0
-        for r in range(n):
-            if offs[r + 1] - offs[r] == length:
-                x = flat[offs[r] + p]
-                if x < 4:
-                    votes[x] += 1
-        b = _argmax4(votes)
-        top = votes[b]
+        b = _argmax4(votes[p])
+        top = votes[p, b]
         second = 0
         for k in range(4):
-            if k != b and votes[k] > second:
-                second = votes[k]
+            if k != b and votes[p, k] > second:
+                second = votes[p, k]
         if 2 * top <= m or top - second < 2:
             return False
         out[p] = b
@@ -155,7 +219,8 @@ def consensus_packed(flat, offs, length):
     for r in range(n):
         if offs[r + 1] - offs[r] > maxR:
             maxR = offs[r + 1] - offs[r]
-    D = np.empty((maxR + 1, 2 * length + 2), dtype=np.int32)
+    D = np.empty((n, maxR + 1, 2 * MAX_BAND + 1), dtype=np.int32)
+    bw = np.empty(n, dtype=np.int64)
     dists = np.zeros(n, dtype=np.int64)
     for _ in range(MAX_ITERS):
         E = est.shape[0]
@@ -163,19 +228,18 @@ def consensus_packed(flat, offs, length):
         del_v = np.zeros(E, dtype=np.int64)
         ins_v = np.zeros(E + 1, dtype=np.int64)
         ins_b = np.zeros((E + 1, 4), dtype=np.int64)
-        # outlier rejection: reads far from the estimate do not vote (scratch votes, discarded)
-        tb = np.zeros((E, 4), dtype=np.int64)
-        td = np.zeros(E, dtype=np.int64)
-        ti = np.zeros(E + 1, dtype=np.int64)
-        tib = np.zeros((E + 1, 4), dtype=np.int64)
+        # each read aligned once per round; reads far from the estimate (another oligo filed
+        # here by mistake, chimeras) do not vote
         for r in range(n):
-            dists[r] = _align_votes(est, flat[offs[r]:offs[r + 1]], D, tb, td, ti, tib)
+            read = flat[offs[r]:offs[r + 1]]
+            bw[r] = min(MAX_BAND, abs(read.shape[0] - E) + BAND)
+            dists[r] = _band_fill(est, read, bw[r], D[r])
         med = np.median(dists.astype(np.float64)) if n > 0 else 0.0
         limit = max(3.0 * med + 4.0, 0.15 * length)
         voters = 0
         for r in range(n):
-            if dists[r] <= limit:
-                _align_votes(est, flat[offs[r]:offs[r + 1]], D, base_v, del_v, ins_v, ins_b)
+            if dists[r] <= limit and dists[r] < _INF:
+                _band_votes(est, flat[offs[r]:offs[r + 1]], bw[r], D[r], base_v, del_v, ins_v, ins_b)
                 voters += 1
         if voters == 0:
             break

@@ -34,6 +34,7 @@ import reedsolo
 from . import dna
 from .codebook import SIGMAS, SIGMAS_INV
 from .consensus import consensus_packed
+from .reads import gather_reads
 from .constraints import oligo_ok, report
 from .index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
 from .repair import Repairer
@@ -350,6 +351,26 @@ def _resync(read, n, count, expected_len, keys, sig_inv, table, dist, indel_cost
     codeword after un-whitening; each nt of drift change between words costs ``indel_cost``; the
     final drift should match the read's length.  Returns (values, per word: was it repaired)."""
     R = read.shape[0]
+    if R == expected_len and R >= count * n:
+        # every word valid in frame: that frame costs 0 and any other costs an indel, so it is
+        # the Viterbi answer; no need to run it
+        vals = np.empty(count, dtype=np.int64)
+        clean = True
+        for j in range(count):
+            sinv = sig_inv[keys[j]]
+            code = 0
+            for t in range(n):
+                x = read[j * n + t]
+                if x > 3:
+                    clean = False
+                    break
+                code = code * 4 + sinv[x]
+            if not clean or dist[code] != 0:
+                clean = False
+                break
+            vals[j] = table[code]
+        if clean:
+            return vals, np.zeros(count, dtype=np.bool_)
     W = 2 * dmax + 1
     INF = 1e18
     cost = np.full((count + 1, W), INF)
@@ -424,12 +445,12 @@ def payload_values(payload: np.ndarray, number: int, scramble: int, tag: int, re
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def payload_values_batch(flat, offs, first, slot, seed, k0, tag, payload_nt, n, count, table, dist, sig_inv,
+def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_nt, n, count, table, dist, sig_inv,
                          few_reads, indel_cost, dmax):
     """:func:`payload_values` for every data oligo at once, in parallel.
 
-    Oligo ``k0 + k`` has the reads ``first[slot[k]]`` .. ``first[slot[k]+1]-1`` of the packed store
-    (``flat[offs[r]:offs[r+1]]``), or none when ``slot[k] < 0``; its scrambling seed is
+    Oligo ``k0 + k`` has the reads ``order[first[slot[k]]:first[slot[k]+1]]`` of the packed store
+    (read ``r`` is ``flat[offs[r]:offs[r+1]]``), or none when ``slot[k] < 0``; its scrambling seed is
     ``seed[k]``.  From ``few_reads + 1`` reads up the payload is their nucleotide consensus; with
     fewer, each read is decoded on its own and, with two, each value is taken from the read whose
     codeword was valid (the first read where both or neither were).  Returns values (-1 for
@@ -441,23 +462,21 @@ def payload_values_batch(flat, offs, first, slot, seed, k0, tag, payload_nt, n, 
         s = slot[k]
         if s < 0:
             continue
-        a, b = first[s], first[s + 1]
+        rf, ro = gather_reads(flat, offs, order[first[s]:first[s + 1]])
+        m = ro.shape[0] - 1
         keys = whitening_keys(tag, k0 + k, seed[k], count)
-        if b - a > few_reads:
-            est = consensus_packed(flat, offs[a:b + 1], payload_nt)
+        if m > few_reads:
+            est = consensus_packed(rf, ro, payload_nt)
             v, bad = _resync(est, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
             nbad[k] = bad.sum()
-        elif b - a == 1:
-            v, bad = _resync(flat[offs[a]:offs[a + 1]], n, count, payload_nt, keys, sig_inv, table, dist,
-                             indel_cost, dmax)
+        elif m == 1:
+            v, bad = _resync(rf, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
             nbad[k] = bad.sum()
         else:
-            v1, b1 = _resync(flat[offs[a]:offs[a + 1]], n, count, payload_nt, keys, sig_inv, table, dist,
-                             indel_cost, dmax)
-            v2, b2 = _resync(flat[offs[a + 1]:offs[a + 2]], n, count, payload_nt, keys, sig_inv, table, dist,
-                             indel_cost, dmax)
+            v1, b1 = _resync(rf[ro[0]:ro[1]], n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
+            v2, b2 = _resync(rf[ro[1]:ro[2]], n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             c = 0
             for j in range(count):
                 if b1[j] and not b2[j]:

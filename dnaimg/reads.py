@@ -74,6 +74,33 @@ def _ends_with(seq, pat):
     return True
 
 
+HAMMING_FAST = 2   # a primer in place with at most this many substitutions skips the alignment
+
+
+@nb.njit(cache=True, nogil=True)
+def _hamming_start(seq, pat):
+    m = pat.shape[0]
+    if seq.shape[0] < m:
+        return m
+    h = 0
+    for i in range(m):
+        if seq[i] != pat[i]:
+            h += 1
+    return h
+
+
+@nb.njit(cache=True, nogil=True)
+def _hamming_end(seq, pat):
+    L, m = seq.shape[0], pat.shape[0]
+    if L < m:
+        return m
+    h = 0
+    for i in range(m):
+        if seq[L - m + i] != pat[i]:
+            h += 1
+    return h
+
+
 @nb.njit(cache=True, nogil=True)
 def _rc_into(a, out):
     n = a.shape[0]
@@ -97,16 +124,25 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     elif _ends_with(read, pf_rc):
         seq, d, start, flipped = _rc_into(read, scratch), 0, m, True
     else:
-        d1, e1 = _match(pf, read, MAX_LEAD, False, prev, cur)
-        d2, e2 = _match(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
-        if d1 <= d2:
-            seq, d, start = read, d1, e1
+        # next: a primer in place with a few substitutions (the common error), else alignment
+        h1 = _hamming_start(read, pf)
+        h2 = _hamming_end(read, pf_rc)
+        if min(h1, h2) <= HAMMING_FAST and h1 != h2:
+            if h1 < h2:
+                seq, d, start = read, h1, m
+            else:
+                seq, d, start, flipped = _rc_into(read, scratch), h2, m, True
         else:
-            seq, d, start, flipped = _rc_into(read, scratch), d2, e2, True
+            d1, e1 = _match(pf, read, MAX_LEAD, False, prev, cur)
+            d2, e2 = _match(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
+            if d1 <= d2:
+                seq, d, start = read, d1, e1
+            else:
+                seq, d, start, flipped = _rc_into(read, scratch), d2, e2, True
     if d > max_err:
         return 0, seq, 0, 0, flipped
     mr = pr_rc.shape[0]
-    if _ends_with(seq, pr_rc):
+    if _ends_with(seq, pr_rc) or _hamming_end(seq, pr_rc) <= HAMMING_FAST:
         if L - mr > start:
             return 2, seq, start, L - mr, flipped
     dr, er = _match(pr_rc, seq, MAX_LEAD, True, prev, cur)
@@ -119,6 +155,7 @@ ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
 CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
 RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second pass
+POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and doubles
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
@@ -126,9 +163,9 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
     """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255),
     in parallel over blocks of reads.
 
-    Returns per read: status, tag, number, scramble, index repaired; and the payloads (the part
-    of the insert after the index, on the forward strand; the whole insert for reads whose index
-    did not decode), packed in ``out[out_offs[r]:out_offs[r+1]]``."""
+    Returns per read: status, tag, number, scramble, index repaired, strand flipped, and where
+    its payload lies (``pstart:pend`` of the read on the forward strand: the part of the insert
+    after the index, or the whole insert for reads whose index did not decode)."""
     n = offs.shape[0] - 1
     status = np.zeros(n, dtype=np.int8)
     tag = np.zeros(n, dtype=np.int64)
@@ -177,26 +214,7 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
             repaired[r] = rep
             pstart[r] = start + consumed
             pend[r] = max(end, start + consumed)
-    out_offs = np.zeros(n + 1, dtype=np.int64)
-    for r in range(n):
-        keep = status[r] == ST_OK or status[r] == ST_BAD_INDEX
-        out_offs[r + 1] = out_offs[r] + (pend[r] - pstart[r] if keep else 0)
-    out = np.empty(out_offs[n], dtype=np.uint8)
-    for blk in nb.prange(nblocks):
-        for r in range(blk * bs, min(n, (blk + 1) * bs)):
-            if status[r] != ST_OK and status[r] != ST_BAD_INDEX:
-                continue
-            o = out_offs[r]
-            L = offs[r + 1] - offs[r]
-            base = offs[r]
-            for i in range(pstart[r], pend[r]):
-                if flip[r]:
-                    x = flat[base + L - 1 - i]
-                    out[o] = 3 - x if x < 4 else 255
-                else:
-                    out[o] = flat[base + i]
-                o += 1
-    return status, tag, number, scramble, repaired, out, out_offs
+    return status, tag, number, scramble, repaired, flip, pstart, pend
 
 
 @dataclass
@@ -323,7 +341,10 @@ class ReadSorter:
         self._slot_keys = np.zeros(1024, dtype=np.int64)
         self._counts = np.zeros(1024, dtype=np.int64)
         self.n_slots = 0
-        self._pool: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []   # (flat, lens, slot)
+        self._buf = np.empty(POOL_START_BYTES, dtype=np.uint8)   # the kept payloads, one after another
+        self._used = 0
+        self._lens: list[np.ndarray] = []                       # their lengths and slots
+        self._slots: list[np.ndarray] = []
         self._sorted = None      # (flat, read offsets, first read of each slot) once sorted
         self._slot_index = None
 
@@ -360,7 +381,7 @@ class ReadSorter:
 
     def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
         """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255)."""
-        status, tag, number, scramble, repaired, out, out_offs = process_chunk(
+        status, tag, number, scramble, repaired, flip, pstart, pend = process_chunk(
             flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
         st = self.stats
         counts = np.bincount(status, minlength=4)
@@ -368,20 +389,21 @@ class ReadSorter:
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])
         st.bad_index += int(counts[ST_BAD_INDEX])
-        lens = out_offs[1:] - out_offs[:-1]
         if counts[ST_BAD_INDEX] and self.rescue.nt < self.rescue_cap_nt:
             bad = np.flatnonzero(status == ST_BAD_INDEX)
-            self.rescue.add(_gather(out, out_offs, bad), lens[bad])
+            lens = pend[bad] - pstart[bad]
+            piece = np.empty(int(lens.sum()), dtype=np.uint8)
+            copy_payloads(flat, offs, bad, flip, pstart, pend, piece, 0)
+            self.rescue.add(piece, lens)
         ok = np.flatnonzero(status == ST_OK)
         st.index_repaired += int(np.count_nonzero(repaired[ok]))
         st.used += int(ok.size)
         if ok.size:
-            keys = _key(tag[ok], number[ok], scramble[ok])
-            self._file(keys, out, out_offs, ok)
+            self._file(_key(tag[ok], number[ok], scramble[ok]), flat, offs, ok, flip, pstart, pend)
 
-    def _file(self, keys, out, out_offs, rows) -> int:
-        """Keep the reads ``rows`` of the packed ``out`` under ``keys``, up to the cap; returns
-        how many were kept."""
+    def _file(self, keys, flat, offs, rows, flip, pstart, pend) -> int:
+        """Keep reads ``rows`` (their payload ``pstart:pend``, reverse-complemented where
+        ``flip``) under ``keys``, up to the cap per key; returns how many were kept."""
         need = self.n_slots + len(keys)
         if need > len(self._counts):
             size = max(need, 2 * len(self._counts))
@@ -394,9 +416,24 @@ class ReadSorter:
         self.stats.capped += len(keys) - n_keep
         if n_keep:
             rows = rows[keep]
-            self._pool.append((_gather(out, out_offs, rows), (out_offs[rows + 1] - out_offs[rows]), slots[keep]))
+            lens = np.maximum(pend[rows] - pstart[rows], 0)
+            need = self._used + int(lens.sum())
+            if need > len(self._buf):
+                grown = np.empty(max(need, 2 * len(self._buf)), dtype=np.uint8)
+                grown[:self._used] = self._buf[:self._used]
+                self._buf = grown
+            self._used = copy_payloads(flat, offs, rows, flip, pstart, pend, self._buf, self._used)
+            self._lens.append(lens)
+            self._slots.append(slots[keep])
             self._sorted = None
         return n_keep
+
+    def reserve(self, nt: int) -> None:
+        """Room for ``nt`` nt of kept payloads (address space only: pages are used as filled)."""
+        if nt > len(self._buf):
+            grown = np.empty(nt, dtype=np.uint8)
+            grown[:self._used] = self._buf[:self._used]
+            self._buf = grown
 
     def finish(self) -> "ReadSorter":
         self.flush()
@@ -412,33 +449,30 @@ class ReadSorter:
         rows = np.flatnonzero(ok)
         if rows.size == 0:
             return 0
-        starts = offs[rows] + consumed[rows]
-        ends = np.maximum(offs[rows + 1], starts)
-        sub_offs = np.zeros(rows.size + 1, dtype=np.int64)
-        np.cumsum(ends - starts, out=sub_offs[1:])
-        sub = np.concatenate([flat[a:b] for a, b in zip(starts.tolist(), ends.tolist())])
-        keys = _key(np.int64(tag), number[rows], scramble[rows])
-        n = self._file(keys, sub, sub_offs, np.arange(rows.size))
+        n = self._file(_key(np.int64(tag), number[rows], scramble[rows]), flat, offs, rows,
+                       np.zeros(len(offs) - 1, dtype=np.bool_), consumed, offs[1:] - offs[:-1])
         self.stats.rescued += n
         self.stats.used += n
         return n
 
     # -- the store, sorted -----------------------------------------------------------------
-    def sorted_store(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(flat, read offsets, first read of each slot): the kept reads of slot ``s`` are reads
-        ``first[s]`` to ``first[s+1]-1``, read ``r`` being ``flat[offs[r]:offs[r+1]]``."""
+    def store(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(flat, offs, order, first): the kept reads, read ``r`` being ``flat[offs[r]:offs[r+1]]``;
+        the reads of slot ``s`` are ``order[first[s]:first[s+1]]``, in the order they came.  Only
+        the read numbers are sorted, the bases stay where they are."""
         if self._sorted is None:
-            if self._pool:
-                flat = np.concatenate([p[0] for p in self._pool])
-                lens = np.concatenate([p[1] for p in self._pool])
-                slots = np.concatenate([p[2] for p in self._pool])
-            else:
-                flat, lens, slots = np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            if len(self._lens) > 1:
+                self._lens = [np.concatenate(self._lens)]
+                self._slots = [np.concatenate(self._slots)]
+            flat = self._buf[:self._used]
+            lens = self._lens[0] if self._lens else np.zeros(0, np.int64)
+            slots = self._slots[0] if self._slots else np.zeros(0, np.int64)
+            offs = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=offs[1:])
             first = np.zeros(self.n_slots + 1, dtype=np.int64)
             np.cumsum(np.bincount(slots, minlength=self.n_slots), out=first[1:])
-            sflat, soffs, sslots = _sort_by_slot(flat, lens, slots, first)
-            self._pool = [(sflat, np.diff(soffs), sslots)]
-            self._sorted = (sflat, soffs, first)
+            order = np.argsort(slots, kind="stable")
+            self._sorted = (flat, offs, order, first)
         return self._sorted
 
     def slot_fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -447,10 +481,9 @@ class ReadSorter:
         return k >> 28, (k >> 4) & 0xFFFFFF, k & 15, self._counts[:self.n_slots].copy()
 
     def group(self, slot: int) -> Group:
-        """The kept reads of one slot."""
-        flat, offs, first = self.sorted_store()
-        a, b = first[slot], first[slot + 1]
-        return Group(flat[offs[a]:offs[b]], offs[a:b + 1] - offs[a])
+        """The kept reads of one slot, packed."""
+        flat, offs, order, first = self.store()
+        return Group(*gather_reads(flat, offs, order[first[slot]:first[slot + 1]]))
 
     def _index(self) -> dict[int, int]:
         if self._slot_index is None or len(self._slot_index) != self.n_slots:
@@ -510,46 +543,37 @@ class ReadSorter:
 
 
 @nb.njit(cache=True, nogil=True)
-def _sort_by_slot(flat, lens, slots, first):
-    """Counting sort of packed reads by slot (stable): returns (flat, offsets, slots), sorted."""
-    n = lens.shape[0]
-    S = first.shape[0] - 1
-    nt_per_slot = np.zeros(S + 1, dtype=np.int64)
-    for r in range(n):
-        nt_per_slot[slots[r] + 1] += lens[r]
-    for s in range(S):
-        nt_per_slot[s + 1] += nt_per_slot[s]
-    next_read = first[:S].copy()
-    next_nt = nt_per_slot[:S].copy()
-    out = np.empty(flat.shape[0], dtype=np.uint8)
-    olens = np.empty(n, dtype=np.int64)
-    oslots = np.empty(n, dtype=np.int64)
-    p = 0
-    for r in range(n):
-        s = slots[r]
-        L = lens[r]
-        q = next_nt[s]
-        out[q:q + L] = flat[p:p + L]
-        olens[next_read[s]] = L
-        oslots[next_read[s]] = s
-        next_nt[s] = q + L
-        next_read[s] += 1
-        p += L
-    offs = np.zeros(n + 1, dtype=np.int64)
-    for r in range(n):
-        offs[r + 1] = offs[r] + olens[r]
-    return out, offs, oslots
+def gather_reads(flat, offs, rows):
+    """Reads ``rows`` of the packed ``flat``/``offs``, packed on their own: (flat, offs)."""
+    lens = np.empty(rows.shape[0] + 1, dtype=np.int64)
+    lens[0] = 0
+    for i in range(rows.shape[0]):
+        lens[i + 1] = lens[i] + offs[rows[i] + 1] - offs[rows[i]]
+    out = np.empty(lens[-1], dtype=np.uint8)
+    for i in range(rows.shape[0]):
+        out[lens[i]:lens[i + 1]] = flat[offs[rows[i]]:offs[rows[i] + 1]]
+    return out, lens
 
 
 @nb.njit(cache=True, nogil=True)
-def _gather(out, out_offs, order):
-    total = 0
-    for r in order:
-        total += out_offs[r + 1] - out_offs[r]
-    g = np.empty(total, dtype=np.uint8)
-    p = 0
-    for r in order:
-        for i in range(out_offs[r], out_offs[r + 1]):
-            g[p] = out[i]
-            p += 1
-    return g
+def copy_payloads(flat, offs, rows, flip, pstart, pend, out, used):
+    """Append the payloads ``pstart:pend`` of reads ``rows`` (on the forward strand: reverse-
+    complemented where ``flip``) to ``out`` from position ``used``; returns the new end."""
+    o = used
+    comp = np.full(256, 255, dtype=np.uint8)
+    for x in range(4):
+        comp[x] = 3 - x
+    for r in rows:
+        base = offs[r]
+        a, b = pstart[r], pend[r]
+        if b <= a:
+            continue
+        if flip[r]:
+            top = offs[r + 1] - 1
+            for i in range(a, b):
+                out[o] = comp[flat[top - i]]
+                o += 1
+        else:
+            out[o:o + b - a] = flat[base + a:base + b]
+            o += b - a
+    return o

@@ -237,6 +237,11 @@ class ReadBatches:
         self.block_bytes = block_bytes
         _check_readable(self.path)
 
+    def size_hint(self) -> int:
+        """A generous guess of the nt in the file (its size, or 4x that when compressed)."""
+        size = self.path.stat().st_size
+        return size if self.path.suffix.lower() not in (".gz", ".bz2", ".xz", ".zst") else 4 * size
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         path = self.path
         try:
