@@ -28,7 +28,7 @@ from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersio
                      RESYNC_DRIFT, RESYNC_INDEL_COST)
 from .reads import CHUNK, ReadSorter
 from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
-from .seqio import ReadBatches
+from .seqio import ReadBatches, prefetched
 
 
 class DecodeError(ValueError):
@@ -304,7 +304,7 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
     if isinstance(reads, ReadBatches):
         sorter.reserve(min(reads.size_hint(), 1 << 34))
-        for flat, offs in reads:
+        for flat, offs in prefetched(reads):
             sorter.add_packed(flat, offs)
             if progress is not None:
                 progress(len(offs) - 1)

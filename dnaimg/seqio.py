@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -292,6 +294,48 @@ class ReadBatches:
             have = rest
         if records == 0:
             raise InputError(f"{path}: no sequences in the file")
+
+
+def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
+    """Iterate ``batches`` in a background thread, ``depth`` items ahead (the reading and parsing
+    of the next block then overlaps the work on this one; both release the GIL).  Errors are
+    raised in the caller, at the point where they occurred."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:     # noqa: BLE001 - handed to the consumer
+            q.put((done, e))
+
+    t = threading.Thread(target=work, name="dnaimg-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 def _check_readable(p: Path) -> None:
