@@ -14,6 +14,10 @@ is rejected, and a read is filed under another oligo only if its index took at l
 errors that happen to look like another codeword (and the number is then also checked against
 the oligo count in the header).  For reads with an insertion or deletion inside the index,
 :func:`read_index` tries every single-indel hypothesis and accepts only a unique answer.
+
+The numba kernels have allocation-free variants (:func:`read_index_ws`, :func:`rescue_index_ws`,
+:func:`decode_index_nt_ws`) that take a scratch workspace from :func:`new_index_workspace`, to be
+allocated once per thread; they give exactly the answers of the plain functions.
 """
 from __future__ import annotations
 
@@ -87,6 +91,34 @@ def encode_index(number: int, scramble: int, tag: int) -> np.ndarray:
     return NIBBLE_WORDS[nibbles ^ _MASKS[scramble]].reshape(-1).copy()
 
 
+# ---------------------------------------------------------------------------------------------
+# Kernels.  The ``*_ws`` functions do the work without allocating: they take an int64 workspace
+# ``ws`` of at least INDEX_WS_LEN entries (and a uint8 buffer of at least INDEX_BUF_LEN) that the
+# caller allocates once (per thread, e.g. per ``prange`` block: :func:`new_index_workspace`) and
+# reuses for every read; slices of it are views.  The workspace needs no initialisation and
+# carries nothing from one call to the next.  The functions without ``_ws`` keep their old
+# signatures and allocate a workspace per call.
+# ---------------------------------------------------------------------------------------------
+_WS_C = 0                      # parsed nibbles (12)
+_WS_ERASED = _WS_C + NIBBLES   # erased positions (12)
+_WS_U = _WS_ERASED + NIBBLES   # unmasked candidate codeword (12)
+_WS_RES = _WS_U + NIBBLES      # decoding of one candidate (12)
+_WS_OUT = _WS_RES + NIBBLES    # accepted decoding (12)
+_WS_V0 = _WS_OUT + NIBBLES     # word values in frame 0 (12)
+_WS_VP = _WS_V0 + NIBBLES      # word values in frame +1 (12)
+_WS_VM = _WS_VP + NIBBLES      # word values in frame -1 (12)
+_A_STRIDE = NIBBLES + 1        # row stride of the elimination matrix
+_WS_A = _WS_VM + NIBBLES       # rescue: elimination matrix (4 x 13)
+INDEX_WS_LEN = _WS_A + PARITY_NIBBLES * _A_STRIDE    # 148
+INDEX_BUF_LEN = 64
+
+
+@nb.njit(cache=True, nogil=True)
+def new_index_workspace():
+    """A fresh (int64 workspace, uint8 buffer) pair for the ``*_ws`` functions."""
+    return np.empty(INDEX_WS_LEN, dtype=np.int64), np.empty(INDEX_BUF_LEN, dtype=np.uint8)
+
+
 @nb.njit(cache=True, nogil=True)
 def _gf_mul(a, b, exp, log):
     if a == 0 or b == 0:
@@ -95,19 +127,28 @@ def _gf_mul(a, b, exp, log):
 
 
 @nb.njit(cache=True, nogil=True)
+def _syn4(c, exp, log):
+    """The 4 syndromes S_i = c(alpha^i) of ``c`` (c[0] the highest-degree coefficient, reedsolo
+    order), all in one Horner pass: multiplying by alpha^i is adding i to the logarithm."""
+    s0 = s1 = s2 = s3 = 0
+    for k in range(c.shape[0]):
+        x = c[k]
+        s0 = s0 ^ x
+        s1 = (exp[log[s1] + 1] if s1 != 0 else 0) ^ x
+        s2 = (exp[log[s2] + 2] if s2 != 0 else 0) ^ x
+        s3 = (exp[log[s3] + 3] if s3 != 0 else 0) ^ x
+    return s0, s1, s2, s3
+
+
+@nb.njit(cache=True, nogil=True)
 def _syndromes(c, exp, log, out):
     # c[0] is the highest-degree coefficient (reedsolo order); S_i = c(alpha^i), i = 0..3
-    n = c.shape[0]
-    nz = False
-    for i in range(PARITY_NIBBLES):
-        s = 0
-        a = exp[i % 15]
-        for k in range(n):
-            s = _gf_mul(s, a, exp, log) ^ c[k]
-        out[i] = s
-        if s != 0:
-            nz = True
-    return nz
+    s0, s1, s2, s3 = _syn4(c, exp, log)
+    out[0] = s0
+    out[1] = s1
+    out[2] = s2
+    out[3] = s3
+    return s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -118,60 +159,68 @@ def _gf_div(a, b, exp, log):
 
 
 @nb.njit(cache=True, nogil=True)
-def _gf_pow(x, e, exp, log):
-    if x == 0:
-        return 0 if e > 0 else 1
-    return exp[(log[x] * e) % 15]
-
-
-@nb.njit(cache=True, nogil=True)
-def _decode_nibbles(c, erased, n_erased, exp, log, out):
+def _decode_nibbles_ws(c, erased, n_erased, exp, log, out):
     """Fill up to two erasures (no error then) or, without erasures, correct one error; solved
     algebraically from the syndromes S_i = sum_k E_k X_k^i, X_k = alpha^(degree of position k).
+    ``out`` (12,) receives the result (it is also the trial word: no other storage needed).
 
     Returns 0 = fail, 1 = exact or erasures filled, 2 = one error corrected."""
-    syn = np.zeros(PARITY_NIBBLES, dtype=np.int64)
-    trial = c.copy()
+    for k in range(NIBBLES):
+        out[k] = c[k]
     for k in range(n_erased):
-        trial[erased[k]] = 0
-    nz = _syndromes(trial, exp, log, syn)
-    out[:] = trial
-    if not nz:
+        out[erased[k]] = 0
+    s0, s1, s2, s3 = _syn4(out, exp, log)
+    if s0 == 0 and s1 == 0 and s2 == 0 and s3 == 0:
         return 1
     if n_erased == 2:
         X1 = exp[NIBBLES - 1 - erased[0]]
         X2 = exp[NIBBLES - 1 - erased[1]]
-        E1 = _gf_div(syn[1] ^ _gf_mul(syn[0], X2, exp, log), X1 ^ X2, exp, log)
-        E2 = syn[0] ^ E1
-        for i in range(2, PARITY_NIBBLES):
-            if (_gf_mul(E1, _gf_pow(X1, i, exp, log), exp, log)
-                    ^ _gf_mul(E2, _gf_pow(X2, i, exp, log), exp, log)) != syn[i]:
-                return 0
+        E1 = _gf_div(s1 ^ _gf_mul(s0, X2, exp, log), X1 ^ X2, exp, log)
+        E2 = s0 ^ E1
+        P1 = _gf_mul(X1, X1, exp, log)      # X^2, then X^3 (X != 0)
+        P2 = _gf_mul(X2, X2, exp, log)
+        if (_gf_mul(E1, P1, exp, log) ^ _gf_mul(E2, P2, exp, log)) != s2:
+            return 0
+        P1 = _gf_mul(P1, X1, exp, log)
+        P2 = _gf_mul(P2, X2, exp, log)
+        if (_gf_mul(E1, P1, exp, log) ^ _gf_mul(E2, P2, exp, log)) != s3:
+            return 0
         out[erased[0]] ^= E1
         out[erased[1]] ^= E2
         return 1
     if n_erased == 1:
         X = exp[NIBBLES - 1 - erased[0]]
-        E = syn[0]
-        for i in range(1, PARITY_NIBBLES):
-            if _gf_mul(E, _gf_pow(X, i, exp, log), exp, log) != syn[i]:
-                return 0
+        E = s0
+        P = X
+        if _gf_mul(E, P, exp, log) != s1:
+            return 0
+        P = _gf_mul(P, X, exp, log)
+        if _gf_mul(E, P, exp, log) != s2:
+            return 0
+        P = _gf_mul(P, X, exp, log)
+        if _gf_mul(E, P, exp, log) != s3:
+            return 0
         out[erased[0]] ^= E
         return 1
     if n_erased > 2:
         return 0
     # one unknown error: S_i = E * X^i
-    s0 = syn[0]
-    if s0 == 0 or syn[1] == 0:
+    if s0 == 0 or s1 == 0:
         return 0
-    X = _gf_div(syn[1], s0, exp, log)
-    if _gf_mul(syn[1], X, exp, log) != syn[2] or _gf_mul(syn[2], X, exp, log) != syn[3]:
+    X = _gf_div(s1, s0, exp, log)
+    if _gf_mul(s1, X, exp, log) != s2 or _gf_mul(s2, X, exp, log) != s3:
         return 0
     p = log[X]
     if p >= NIBBLES:
         return 0
     out[NIBBLES - 1 - p] ^= s0
     return 2
+
+
+@nb.njit(cache=True, nogil=True)
+def _decode_nibbles(c, erased, n_erased, exp, log, out):
+    """:func:`_decode_nibbles_ws` (kept for its old name)."""
+    return _decode_nibbles_ws(c, erased, n_erased, exp, log, out)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -208,18 +257,115 @@ def _parse_words(nts, w2n, c, erased):
 
 
 @nb.njit(cache=True, nogil=True)
-def decode_index_nt(nts, w2n, exp, log, masks, out):
-    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
+def _frame_values(seq, w2n, v0, vp, vm):
+    """Word values (-1 = invalid, as :func:`_word_value`) of the 12 index words of ``seq`` in
+    frame 0 (``seq[3k:3k+3]``), +1 (``seq[3k+1:...]``, after a deletion) and -1
+    (``seq[3k-1:...]``, after an insertion; -1 for k = 0), in one rolling pass over the first
+    38 nt.  Returns the three masks of invalid words (bit k = word k)."""
+    L = seq.shape[0]
+    m0 = mp = 0
+    mm = 1
+    vm[0] = -1
+    code = 0      # the last 3 nt as a 6-bit word
+    bad = 0       # bit i: the nt i places back is not A/C/G/T
+    top = min(L, INDEX_NT + 2)
+    for q in range(top):
+        x = seq[q]
+        if x > 3:
+            bad = ((bad << 1) | 1) & 7
+            code = (code << 2) & 63
+        else:
+            bad = (bad << 1) & 7
+            code = ((code << 2) | x) & 63
+        if q < 2:
+            continue
+        p = q - 2                 # the word seq[p:p+3] is word k in frame f
+        k = (p + 1) // 3
+        f = p - 3 * k
+        v = -1
+        if bad == 0:
+            v = w2n[code]
+            if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+                v = -1
+        if f == 0:
+            v0[k] = v
+            if v < 0:
+                m0 |= 1 << k
+        elif k < NIBBLES:
+            if f == 1:
+                vp[k] = v
+                if v < 0:
+                    mp |= 1 << k
+            else:
+                vm[k] = v
+                if v < 0:
+                    mm |= 1 << k
+    for p in range(max(top - 2, 0), INDEX_NT + 1):   # words that run past the end of seq
+        k = (p + 1) // 3
+        f = p - 3 * k
+        if k >= NIBBLES:
+            continue
+        if f == 0:
+            v0[k] = -1
+            m0 |= 1 << k
+        elif f == 1:
+            vp[k] = -1
+            mp |= 1 << k
+        else:
+            vm[k] = -1
+            mm |= 1 << k
+    return m0, mp, mm
 
-    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
-    c = np.zeros(NIBBLES, dtype=np.int64)
-    erased = np.zeros(NIBBLES, dtype=np.int64)
-    ne, s_erased = _parse_words(nts, w2n, c, erased)
+
+@nb.njit(cache=True, nogil=True)
+def _deleted_word(seq, kj, j, k, w2n):
+    """Value at position k of the word seq[3kj:3kj+4] without seq[j], 3kj <= j < 3kj+3 (-1 if
+    invalid): word kj of the read with the nt at j deleted."""
+    p = 3 * kj
+    a = seq[p] if j > p else seq[p + 1]
+    b = seq[p + 1] if j > p + 1 else seq[p + 2]
+    c = seq[p + 3]
+    if a > 3 or b > 3 or c > 3:
+        return -1
+    v = w2n[a * 16 + b * 4 + c]
+    if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+        return -1
+    return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _collect(vlo, vhi, kj, vk, c, erased):
+    """Like :func:`_parse_words` for a read with one indel in word ``kj``: word values from
+    ``vlo`` before kj, ``vk`` at kj, ``vhi`` after (kj = NIBBLES: all from ``vlo``)."""
+    ne = 0
+    s_erased = False
+    for k in range(NIBBLES):
+        v = vlo[k] if k < kj else (vk if k == kj else vhi[k])
+        c[k] = v if v >= 0 else 0
+        if v < 0:
+            if k == SCRAMBLE_NIBBLE:
+                s_erased = True
+            else:
+                erased[ne] = k
+                ne += 1
+    return ne, s_erased
+
+
+@nb.njit(cache=True, nogil=True)
+def _popcount(x):
+    n = 0
+    while x:
+        x &= x - 1
+        n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res):
+    """The decoding step of :func:`decode_index_nt` on parsed words (``u``, ``res``: scratch)."""
     total_e = ne + (1 if s_erased else 0)
     if total_e > MAX_ERASURES:
         return 0, total_e
-    u = np.zeros(NIBBLES, dtype=np.int64)
-    res = np.zeros(NIBBLES, dtype=np.int64)
     found = 0
     status = 0
     s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
@@ -227,16 +373,42 @@ def decode_index_nt(nts, w2n, exp, log, masks, out):
         for k in range(NIBBLES):
             u[k] = c[k] ^ masks[sc, k]
         u[SCRAMBLE_NIBBLE] = sc
-        st = _decode_nibbles(u, erased, ne, exp, log, res)
+        st = _decode_nibbles_ws(u, erased, ne, exp, log, res)
         if st == 0 or (st == 2 and total_e > 0) or res[SCRAMBLE_NIBBLE] != sc:
             continue
-        if found == 0 or not np.array_equal(out, res):
+        same = found != 0
+        if same:
+            for k in range(NIBBLES):
+                if out[k] != res[k]:
+                    same = False
+                    break
+        if not same:
             found += 1
-            out[:] = res
+            for k in range(NIBBLES):
+                out[k] = res[k]
             status = st
     if found != 1:
         return 0, total_e
     return status, total_e
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_index_nt_ws(nts, w2n, exp, log, masks, out, ws):
+    """:func:`decode_index_nt` with an int64 workspace ``ws`` (>= INDEX_WS_LEN): no allocation."""
+    c = ws[_WS_C:_WS_C + NIBBLES]
+    erased = ws[_WS_ERASED:_WS_ERASED + NIBBLES]
+    ne, s_erased = _parse_words(nts, w2n, c, erased)
+    return _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out,
+                          ws[_WS_U:_WS_U + NIBBLES], ws[_WS_RES:_WS_RES + NIBBLES])
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_index_nt(nts, w2n, exp, log, masks, out):
+    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
+
+    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
+    ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
+    return decode_index_nt_ws(nts, w2n, exp, log, masks, out, ws)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -283,25 +455,41 @@ def quick_index(seq, start, end, w2n, exp, log, masks):
 
 
 @nb.njit(cache=True, nogil=True)
-def _word_ok(seq, p, k, w2n):
-    return _word_value(seq, p, k, w2n) >= 0
+def _exact_fields(c, masks, exp, log, u):
+    """All 12 words valid (values ``c``): is the unmasked word an exact codeword?  This is what
+    :func:`decode_index_nt` accepts with status 1 and no erasure.  -> (ok, number, scramble, tag)"""
+    sc = c[SCRAMBLE_NIBBLE]
+    for k in range(NIBBLES):
+        u[k] = c[k] ^ masks[sc, k]
+    u[SCRAMBLE_NIBBLE] = sc
+    s0, s1, s2, s3 = _syn4(u, exp, log)
+    if s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0:
+        return False, 0, 0, 0
+    nb_, sc2, tg = _fields(u)
+    return True, nb_, sc2, tg
 
 
 @nb.njit(cache=True, nogil=True)
-def read_index(insert, w2n, exp, log, masks):
-    """Read the index at the start of a trimmed insert, tolerating one indel.
-
-    Returns (ok, number, scramble, tag, consumed, repaired) where ``consumed`` is how many
-    nucleotides of the insert the index took (36 without indel) and ``repaired`` says whether
-    anything had to be corrected.  Hypotheses: as is; one deletion (an extra nt in the read at
-    position j); one insertion (a missing nt at position j, filled in as an erasure).  Only an
-    exact decode (erasures of missing nt allowed) is accepted for an indel hypothesis, and all
-    accepted hypotheses must agree.
-    """
+def read_index_ws(insert, w2n, exp, log, masks, ws, buf):
+    """:func:`read_index` without allocation: ``ws`` an int64 workspace of >= INDEX_WS_LEN
+    entries, ``buf`` a uint8 buffer of >= INDEX_BUF_LEN (reserved; the hypotheses are now
+    assembled from per-frame word values, so it is not written).  Same results as
+    :func:`read_index` for every input."""
     L = insert.shape[0]
-    out = np.zeros(NIBBLES, dtype=np.int64)
+    c = ws[_WS_C:_WS_C + NIBBLES]
+    erased = ws[_WS_ERASED:_WS_ERASED + NIBBLES]
+    u = ws[_WS_U:_WS_U + NIBBLES]
+    res = ws[_WS_RES:_WS_RES + NIBBLES]
+    out = ws[_WS_OUT:_WS_OUT + NIBBLES]
+    v0 = ws[_WS_V0:_WS_V0 + NIBBLES]
+    vp = ws[_WS_VP:_WS_VP + NIBBLES]
+    vm = ws[_WS_VM:_WS_VM + NIBBLES]
+    # word values in the three frames, once: the as-read parse and every hypothesis are made of
+    # them (bit k of bad0 / badp / badm: word k invalid in frame 0 / +1 / -1)
+    bad0, badp, badm = _frame_values(insert, w2n, v0, vp, vm)
     if L >= INDEX_NT:
-        st, ne = decode_index_nt(insert[:INDEX_NT], w2n, exp, log, masks, out)
+        ne, s_erased = _collect(v0, v0, NIBBLES, 0, c, erased)
+        st, ne = _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res)
         if st == 1 and ne == 0:
             nb_, sc, tg = _fields(out)
             return True, nb_, sc, tg, INDEX_NT, False
@@ -311,46 +499,39 @@ def read_index(insert, w2n, exp, log, masks):
     # Frame checks first: a hypothesis can only succeed if every word outside the one holding
     # the indel is a valid nibble word in its frame (0 before, +1 after a deletion, -1 after an
     # insertion), so most hypotheses are discarded without decoding.
-    bad0 = np.zeros(NIBBLES + 1, dtype=np.int64)     # invalid words in frame 0 among 0..k-1
-    badp = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame +1 among k..11
-    badm = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame -1 among k..11
-    for k in range(NIBBLES):
-        bad0[k + 1] = bad0[k] + (0 if _word_ok(insert, 3 * k, k, w2n) else 1)
-    for k in range(NIBBLES - 1, -1, -1):
-        badp[k] = badp[k + 1] + (0 if _word_ok(insert, 3 * k + 1, k, w2n) else 1)
-        badm[k] = badm[k + 1] + (0 if (k > 0 and _word_ok(insert, 3 * k - 1, k, w2n)) else 1)
-    buf = np.empty(INDEX_NT, dtype=np.uint8)
     have = False
     r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
-    # deletion hypotheses: read has an extra nt at position j
+    # deletion hypotheses: read has an extra nt at position j.  Only an exact decode with no
+    # erasure is accepted, i.e. all 12 words valid and zero syndromes.
     if L >= INDEX_NT + 1:
-        for j in range(INDEX_NT):
-            kj = j // 3
-            if bad0[kj] != 0 or badp[kj + 1] != 0:
+        for kj in range(NIBBLES):
+            if (bad0 & ((1 << kj) - 1)) != 0:
+                break                     # and for every later word too
+            if (badp >> (kj + 1)) != 0:
                 continue
-            for t in range(INDEX_NT):
-                buf[t] = insert[t] if t < j else insert[t + 1]
-            st, ne = decode_index_nt(buf, w2n, exp, log, masks, out)
-            if st == 1 and ne == 0:
-                nb_, sc, tg = _fields(out)
-                if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
-                    return False, 0, 0, 0, 0, True
-                have = True
-                r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT + 1
-    # insertion hypotheses: read is missing the nt at position j
+            for k in range(NIBBLES):
+                c[k] = v0[k] if k < kj else vp[k]
+            for j in range(3 * kj, 3 * kj + 3):
+                vk = _deleted_word(insert, kj, j, kj, w2n)
+                if vk < 0:
+                    continue
+                c[kj] = vk
+                ok, nb_, sc, tg = _exact_fields(c, masks, exp, log, u)
+                if ok:
+                    if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
+                        return False, 0, 0, 0, 0, True
+                    have = True
+                    r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT + 1
+    # insertion hypotheses: read is missing the nt at position j, filled in as an erasure; the
+    # three positions j of one word give the same words (that one erased), so one per word
     if L >= INDEX_NT - 1:
-        for j in range(INDEX_NT):
-            kj = j // 3
-            if bad0[kj] != 0 or badm[kj + 1] != 0:
+        for kj in range(NIBBLES):
+            if (bad0 & ((1 << kj) - 1)) != 0:
+                break
+            if (badm >> (kj + 1)) != 0:
                 continue
-            for t in range(INDEX_NT):
-                if t < j:
-                    buf[t] = insert[t]
-                elif t == j:
-                    buf[t] = 255
-                else:
-                    buf[t] = insert[t - 1]
-            st, ne = decode_index_nt(buf, w2n, exp, log, masks, out)
+            ne, s_erased = _collect(v0, vm, kj, -1, c, erased)
+            st, ne = _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res)
             if st == 1 and ne <= 1:
                 nb_, sc, tg = _fields(out)
                 if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
@@ -364,98 +545,185 @@ def read_index(insert, w2n, exp, log, masks):
 
 
 @nb.njit(cache=True, nogil=True)
-def _solve_erasures(u, pos, npos, exp, log, out):
-    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
-    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i).  Returns whether a consistent
-    filling exists; it is unique when it does."""
-    trial = u.copy()
+def read_index(insert, w2n, exp, log, masks):
+    """Read the index at the start of a trimmed insert, tolerating one indel.
+
+    Returns (ok, number, scramble, tag, consumed, repaired) where ``consumed`` is how many
+    nucleotides of the insert the index took (36 without indel) and ``repaired`` says whether
+    anything had to be corrected.  Hypotheses: as is; one deletion (an extra nt in the read at
+    position j); one insertion (a missing nt at position j, filled in as an erasure).  Only an
+    exact decode (erasures of missing nt allowed) is accepted for an indel hypothesis, and all
+    accepted hypotheses must agree.  (Allocates a workspace per call: in a loop over reads, use
+    :func:`read_index_ws` with one workspace.)
+    """
+    ws, buf = new_index_workspace()
+    return read_index_ws(insert, w2n, exp, log, masks, ws, buf)
+
+
+@nb.njit(cache=True, nogil=True)
+def _solve_syn(u, pos, npos, s0, s1, s2, s3, exp, log, out, A):
+    """Fill ``npos`` erased positions of codeword ``u`` so that all 4 syndromes vanish, given the
+    syndromes S_i of ``u`` with those positions zeroed (Gaussian elimination over GF(16) on
+    sum_k E_k X_k^i = S_i; ``A``: flat scratch of >= 4 * 13).  Returns whether a consistent
+    filling exists (it is unique when it does); then ``out`` is ``u`` with the positions filled."""
+    W = _A_STRIDE
+    nc = npos + 1
     for k in range(npos):
-        trial[pos[k]] = 0
-    syn = np.zeros(PARITY_NIBBLES, dtype=np.int64)
-    _syndromes(trial, exp, log, syn)
-    A = np.zeros((PARITY_NIBBLES, npos + 1), dtype=np.int64)
-    for i in range(PARITY_NIBBLES):
-        for k in range(npos):
-            A[i, k] = _gf_pow(exp[NIBBLES - 1 - pos[k]], i, exp, log)
-        A[i, npos] = syn[i]
+        X = exp[NIBBLES - 1 - pos[k]]
+        A[k] = 1
+        P = X
+        A[W + k] = P
+        P = _gf_mul(P, X, exp, log)
+        A[2 * W + k] = P
+        A[3 * W + k] = _gf_mul(P, X, exp, log)
+    A[npos] = s0
+    A[W + npos] = s1
+    A[2 * W + npos] = s2
+    A[3 * W + npos] = s3
     row = 0
     for col in range(npos):
         piv = -1
         for r in range(row, PARITY_NIBBLES):
-            if A[r, col] != 0:
+            if A[r * W + col] != 0:
                 piv = r
                 break
         if piv < 0:
             return False
-        for c in range(npos + 1):
-            A[row, c], A[piv, c] = A[piv, c], A[row, c]
-        inv = exp[(15 - log[A[row, col]]) % 15]
-        for c in range(npos + 1):
-            A[row, c] = _gf_mul(A[row, c], inv, exp, log)
+        if piv != row:
+            for cc in range(nc):
+                A[row * W + cc], A[piv * W + cc] = A[piv * W + cc], A[row * W + cc]
+        inv = exp[(15 - log[A[row * W + col]]) % 15]
+        for cc in range(nc):
+            A[row * W + cc] = _gf_mul(A[row * W + cc], inv, exp, log)
         for r in range(PARITY_NIBBLES):
-            if r != row and A[r, col] != 0:
-                f = A[r, col]
-                for c in range(npos + 1):
-                    A[r, c] ^= _gf_mul(f, A[row, c], exp, log)
+            if r != row and A[r * W + col] != 0:
+                f = A[r * W + col]
+                for cc in range(nc):
+                    A[r * W + cc] ^= _gf_mul(f, A[row * W + cc], exp, log)
         row += 1
     for r in range(row, PARITY_NIBBLES):
-        if A[r, npos] != 0:
+        if A[r * W + npos] != 0:
             return False
-    out[:] = trial
+    for k in range(NIBBLES):
+        out[k] = u[k]
     for k in range(npos):
-        out[pos[k]] = A[k, npos]
+        out[pos[k]] = A[k * W + npos]
     return True
 
 
 @nb.njit(cache=True, nogil=True)
-def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
-    """Second chance for a read whose index did not decode, once the header is known: up to 4
-    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
-    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
-    and it is unique: a random index lands there with probability ~ missing/2^20/256.
-    Returns (ok, number, scramble, consumed)."""
+def _solve_erasures_ws(u, pos, npos, exp, log, out, trial, A):
+    """:func:`_solve_erasures` with scratch ``trial`` (12,) and ``A`` (>= 4 * 13)."""
+    for k in range(NIBBLES):
+        trial[k] = u[k]
+    for k in range(npos):
+        trial[pos[k]] = 0
+    s0, s1, s2, s3 = _syn4(trial, exp, log)
+    return _solve_syn(u, pos, npos, s0, s1, s2, s3, exp, log, out, A)
+
+
+@nb.njit(cache=True, nogil=True)
+def _solve_erasures(u, pos, npos, exp, log, out):
+    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
+    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i).  Returns whether a consistent
+    filling exists; it is unique when it does."""
+    ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
+    return _solve_erasures_ws(u, pos, npos, exp, log, out, ws[_WS_RES:_WS_RES + NIBBLES],
+                              ws[_WS_A:_WS_A + PARITY_NIBBLES * _A_STRIDE])
+
+
+@nb.njit(cache=True, nogil=True)
+def _may_be_wanted(u, emask, want_tag, wanted):
+    """Can filling the positions in ``emask`` (bit k = position k) of ``u`` give an index with tag
+    ``want_tag`` and a wanted number?  The other nibbles are kept as they are, so this is known
+    before solving; False means that :func:`rescue_index` would drop the solution anyway."""
+    for k in range(DATA_NIBBLES - 2, DATA_NIBBLES):      # the tag's two nibbles
+        if (emask >> k) & 1 == 0 and u[k] != (want_tag >> (4 * (DATA_NIBBLES - 1 - k))) & 15:
+            return False
+    lo = 0
+    known = True
+    for k in range(NUMBER_BITS // 4):                    # the number's five nibbles
+        if (emask >> k) & 1:
+            known = False
+            lo = lo << 4                                 # smallest value the filling can give
+        else:
+            lo = (lo << 4) | u[k]
+    if lo >= wanted.shape[0]:
+        return False
+    if known and not wanted[lo]:
+        return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def rescue_index_ws(insert, want_tag, wanted, w2n, exp, log, masks, ws, buf):
+    """:func:`rescue_index` without allocation (``ws``, ``buf`` as for :func:`read_index_ws`).
+
+    Same results as the plain hypothesis-by-hypothesis search: the answer is taken only if every
+    solution found has the same (number, seed), so the search stops at the second distinct one,
+    and a hypothesis that reads exactly like an earlier one (deleting either of two equal
+    neighbours; a missing nt at any of the 3 places of one word) is not tried again."""
     L = insert.shape[0]
-    buf = np.empty(INDEX_NT, dtype=np.uint8)
-    c = np.zeros(NIBBLES, dtype=np.int64)
-    u = np.zeros(NIBBLES, dtype=np.int64)
-    res = np.zeros(NIBBLES, dtype=np.int64)
-    pos = np.zeros(NIBBLES, dtype=np.int64)
+    c = ws[_WS_C:_WS_C + NIBBLES]
+    pos = ws[_WS_ERASED:_WS_ERASED + NIBBLES]
+    u = ws[_WS_U:_WS_U + NIBBLES]
+    res = ws[_WS_RES:_WS_RES + NIBBLES]
+    trial = ws[_WS_OUT:_WS_OUT + NIBBLES]
+    v0 = ws[_WS_V0:_WS_V0 + NIBBLES]
+    vp = ws[_WS_VP:_WS_VP + NIBBLES]
+    vm = ws[_WS_VM:_WS_VM + NIBBLES]
+    A = ws[_WS_A:_WS_A + PARITY_NIBBLES * _A_STRIDE]
+    bad0, badp, badm = _frame_values(insert, w2n, v0, vp, vm)
     found_nb, found_sc, found_cons, nfound = -1, -1, 0, 0
     for h in range(1 + 2 * INDEX_NT):
         # h == 0: as read; 1..36: deletion at j; 37..72: insertion at j
         if h == 0:
             if L < INDEX_NT:
                 continue
-            for t in range(INDEX_NT):
-                buf[t] = insert[t]
+            kj, vk, vhi = NIBBLES, 0, v0
+            total_e = _popcount(bad0)
             cons, max_e = INDEX_NT, 4
         elif h <= INDEX_NT:
             j = h - 1
             if L < INDEX_NT + 1:
                 continue
-            for t in range(INDEX_NT):
-                buf[t] = insert[t] if t < j else insert[t + 1]
+            if j > 0 and insert[j - 1] == insert[j]:
+                continue          # same read as the deletion at j - 1
+            kj = j // 3
+            vk = _deleted_word(insert, kj, j, kj, w2n)
+            vhi = vp
+            total_e = (_popcount(bad0 & ((1 << kj) - 1)) + _popcount(badp >> (kj + 1))
+                       + (1 if vk < 0 else 0))
             cons, max_e = INDEX_NT + 1, 3
         else:
             j = h - 1 - INDEX_NT
             if L < INDEX_NT - 1:
                 continue
-            for t in range(INDEX_NT):
-                buf[t] = insert[t] if t < j else (255 if t == j else insert[t - 1])
+            if j % 3 != 0:
+                continue          # same words as the insertion at the start of this word
+            kj = j // 3
+            vk = -1
+            vhi = vm
+            total_e = _popcount(bad0 & ((1 << kj) - 1)) + _popcount(badm >> (kj + 1)) + 1
             cons, max_e = INDEX_NT - 1, 3
-        ne, s_erased = _parse_words(buf, w2n, c, pos)
-        total_e = ne + (1 if s_erased else 0)
         if total_e > max_e:
             continue
+        ne, s_erased = _collect(v0, vhi, kj, vk, c, pos)
         s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
+        # t = 0 with the erasures; then (as read, e <= 2) one extra unknown error position
+        extra_hi = NIBBLES if (h == 0 and total_e <= 2) else 0
+        base_mask = 0
+        for k in range(ne):
+            base_mask |= 1 << pos[k]
         for sc in range(s_lo, s_hi):
             for k in range(NIBBLES):
                 u[k] = c[k] ^ masks[sc, k]
             u[SCRAMBLE_NIBBLE] = sc
-            # t = 0 with the erasures; then (as read, e <= 2) one extra unknown error position
-            extra_hi = NIBBLES if (h == 0 and total_e <= 2) else 0
+            have_t = False        # syndromes of u with the erasures zeroed, once needed
+            t0 = t1 = t2 = t3 = 0
             for extra in range(-1, extra_hi):
                 npos = ne
+                emask = base_mask
                 if extra >= 0:
                     if extra == SCRAMBLE_NIBBLE:
                         continue
@@ -467,7 +735,28 @@ def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
                         continue
                     pos[ne] = extra
                     npos = ne + 1
-                if not _solve_erasures(u, pos, npos, exp, log, res):
+                    emask = base_mask | (1 << extra)
+                if not _may_be_wanted(u, emask, want_tag, wanted):
+                    continue
+                if not have_t:
+                    for k in range(NIBBLES):
+                        trial[k] = u[k]
+                    for k in range(ne):
+                        trial[pos[k]] = 0
+                    t0, t1, t2, t3 = _syn4(trial, exp, log)
+                    have_t = True
+                s0, s1, s2, s3 = t0, t1, t2, t3
+                if extra >= 0:
+                    x = u[extra]
+                    if x != 0:     # zero it too: the syndromes are linear
+                        X = exp[NIBBLES - 1 - extra]
+                        P = _gf_mul(x, X, exp, log)
+                        s0 ^= x
+                        s1 ^= P
+                        P = _gf_mul(P, X, exp, log)
+                        s2 ^= P
+                        s3 ^= _gf_mul(P, X, exp, log)
+                if not _solve_syn(u, pos, npos, s0, s1, s2, s3, exp, log, res, A):
                     continue
                 if extra >= 0 and res[extra] == u[extra]:
                     continue   # no error there after all: the t = 0 pass has it
@@ -478,10 +767,24 @@ def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
                     continue
                 if nfound == 0 or nb_ != found_nb or sc2 != found_sc:
                     nfound += 1
+                    if nfound > 1:
+                        return False, 0, 0, 0
                     found_nb, found_sc, found_cons = nb_, sc2, cons
     if nfound == 1:
         return True, found_nb, found_sc, found_cons
     return False, 0, 0, 0
+
+
+@nb.njit(cache=True, nogil=True)
+def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
+    """Second chance for a read whose index did not decode, once the header is known: up to 4
+    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
+    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
+    and it is unique: a random index lands there with probability ~ missing/2^20/256.
+    Returns (ok, number, scramble, consumed).  (Allocates a workspace per call: in a loop, use
+    :func:`rescue_index_ws`.)"""
+    ws, buf = new_index_workspace()
+    return rescue_index_ws(insert, want_tag, wanted, w2n, exp, log, masks, ws, buf)
 
 
 TABLES = (_WORD_TO_NIBBLE, _GF_EXP, _GF_LOG, _MASKS)
@@ -494,21 +797,24 @@ def read_index_py(insert: np.ndarray):
     return (int(number), int(scramble), int(tag), int(consumed), bool(repaired)) if ok else None
 
 
-
-
-
 @nb.njit(cache=True, nogil=True, parallel=True)
 def rescue_batch(flat, offs, want_tag, wanted, w2n, exp, log, masks):
-    """:func:`rescue_index` over reads packed as ``flat[offs[r]:offs[r+1]]``, in parallel."""
+    """:func:`rescue_index` over reads packed as ``flat[offs[r]:offs[r+1]]``, in parallel (over
+    blocks of reads, one workspace per block)."""
     n = offs.shape[0] - 1
     ok = np.zeros(n, dtype=np.bool_)
     number = np.zeros(n, dtype=np.int64)
     scramble = np.zeros(n, dtype=np.int64)
     consumed = np.zeros(n, dtype=np.int64)
-    for r in nb.prange(n):
-        a, b, c, d = rescue_index(flat[offs[r]:offs[r + 1]], want_tag, wanted, w2n, exp, log, masks)
-        ok[r] = a
-        number[r] = b
-        scramble[r] = c
-        consumed[r] = d
+    nblocks = 64
+    bs = (n + nblocks - 1) // nblocks
+    for blk in nb.prange(nblocks):
+        ws, buf = new_index_workspace()
+        for r in range(blk * bs, min(n, (blk + 1) * bs)):
+            a, b, c, d = rescue_index_ws(flat[offs[r]:offs[r + 1]], want_tag, wanted, w2n, exp, log,
+                                         masks, ws, buf)
+            ok[r] = a
+            number[r] = b
+            scramble[r] = c
+            consumed[r] = d
     return ok, number, scramble, consumed

@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from . import dna
-from .index import INDEX_NT, TABLES, quick_index, read_index, rescue_batch
+from .index import INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, TABLES, quick_index, read_index_ws, rescue_batch
 
 MAX_LEAD = 4
 
@@ -188,6 +188,8 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
         scratch = np.empty(maxlen + 1, dtype=np.uint8)
         prev = np.empty(w, dtype=np.int64)
         cur = np.empty(w, dtype=np.int64)
+        ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
+        ibuf = np.empty(INDEX_BUF_LEN, dtype=np.uint8)
         for r in range(blk * bs, min(n, (blk + 1) * bs)):
             read = flat[offs[r]:offs[r + 1]]
             if read.shape[0] < min_len:
@@ -202,7 +204,7 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
             consumed = INDEX_NT
             rep = False
             if not ok:
-                ok, nb_, sc, tg, consumed, rep = read_index(seq[start:end], w2n, exp, log, masks)
+                ok, nb_, sc, tg, consumed, rep = read_index_ws(seq[start:end], w2n, exp, log, masks, ws, ibuf)
             if not ok:
                 status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
                 pstart[r] = start

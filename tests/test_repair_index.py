@@ -117,3 +117,539 @@ def test_rescue_pass_recovers_most_failures_and_never_takes_junk():
     assert rescued > 0.6 * failed and wrong <= 2
     junk = sum(rescue_index(rng.integers(0, 4, 60).astype(np.uint8), 9, wanted, *TABLES)[0] for _ in range(5000))
     assert junk == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Equivalence of the allocation-free index kernels with the previous implementation.  The
+# reference below is a verbatim copy of the old dnaimg/index.py kernels (allocating per call and
+# per hypothesis), renamed with a ``_ref`` prefix; the new kernels must give bit-identical answers.
+# ------------------------------------------------------------------------------------------------
+import numba as nb  # noqa: E402
+
+from dnaimg.index import (MAX_ERASURES, N_SCRAMBLE, NIBBLES, PARITY_NIBBLES,  # noqa: E402
+                          SCRAMBLE_NIBBLE, DATA_NIBBLES)
+
+
+@nb.njit(cache=True)
+def _ref_gf_mul(a, b, exp, log):
+    if a == 0 or b == 0:
+        return 0
+    return exp[log[a] + log[b]]
+
+
+@nb.njit(cache=True)
+def _ref_syndromes(c, exp, log, out):
+    # c[0] is the highest-degree coefficient (reedsolo order); S_i = c(alpha^i), i = 0..3
+    n = c.shape[0]
+    nz = False
+    for i in range(PARITY_NIBBLES):
+        s = 0
+        a = exp[i % 15]
+        for k in range(n):
+            s = _ref_gf_mul(s, a, exp, log) ^ c[k]
+        out[i] = s
+        if s != 0:
+            nz = True
+    return nz
+
+
+@nb.njit(cache=True)
+def _ref_gf_div(a, b, exp, log):
+    if a == 0:
+        return 0
+    return exp[(log[a] - log[b]) % 15]
+
+
+@nb.njit(cache=True)
+def _ref_gf_pow(x, e, exp, log):
+    if x == 0:
+        return 0 if e > 0 else 1
+    return exp[(log[x] * e) % 15]
+
+
+@nb.njit(cache=True)
+def _ref_decode_nibbles(c, erased, n_erased, exp, log, out):
+    """Fill up to two erasures (no error then) or, without erasures, correct one error; solved
+    algebraically from the syndromes S_i = sum_k E_k X_k^i, X_k = alpha^(degree of position k).
+
+    Returns 0 = fail, 1 = exact or erasures filled, 2 = one error corrected."""
+    syn = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+    trial = c.copy()
+    for k in range(n_erased):
+        trial[erased[k]] = 0
+    nz = _ref_syndromes(trial, exp, log, syn)
+    out[:] = trial
+    if not nz:
+        return 1
+    if n_erased == 2:
+        X1 = exp[NIBBLES - 1 - erased[0]]
+        X2 = exp[NIBBLES - 1 - erased[1]]
+        E1 = _ref_gf_div(syn[1] ^ _ref_gf_mul(syn[0], X2, exp, log), X1 ^ X2, exp, log)
+        E2 = syn[0] ^ E1
+        for i in range(2, PARITY_NIBBLES):
+            if (_ref_gf_mul(E1, _ref_gf_pow(X1, i, exp, log), exp, log)
+                    ^ _ref_gf_mul(E2, _ref_gf_pow(X2, i, exp, log), exp, log)) != syn[i]:
+                return 0
+        out[erased[0]] ^= E1
+        out[erased[1]] ^= E2
+        return 1
+    if n_erased == 1:
+        X = exp[NIBBLES - 1 - erased[0]]
+        E = syn[0]
+        for i in range(1, PARITY_NIBBLES):
+            if _ref_gf_mul(E, _ref_gf_pow(X, i, exp, log), exp, log) != syn[i]:
+                return 0
+        out[erased[0]] ^= E
+        return 1
+    if n_erased > 2:
+        return 0
+    # one unknown error: S_i = E * X^i
+    s0 = syn[0]
+    if s0 == 0 or syn[1] == 0:
+        return 0
+    X = _ref_gf_div(syn[1], s0, exp, log)
+    if _ref_gf_mul(syn[1], X, exp, log) != syn[2] or _ref_gf_mul(syn[2], X, exp, log) != syn[3]:
+        return 0
+    p = log[X]
+    if p >= NIBBLES:
+        return 0
+    out[NIBBLES - 1 - p] ^= s0
+    return 2
+
+
+@nb.njit(cache=True)
+def _ref_word_value(seq, p, k, w2n):
+    """Nibble of the 3-nt word at seq[p:p+3] for codeword position k, or -1 if it is not a valid
+    word there (the seed's position takes only the 12 strong words)."""
+    if p < 0 or p + 3 > seq.shape[0]:
+        return -1
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    if a > 3 or b > 3 or c > 3:
+        return -1
+    v = w2n[a * 16 + b * 4 + c]
+    if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+        return -1
+    return v
+
+
+@nb.njit(cache=True)
+def _ref_parse_words(nts, w2n, c, erased):
+    """36 nt -> nibbles in ``c`` (0 where invalid); the invalid positions other than the seed's
+    go to ``erased``.  Returns (number of those, whether the seed's word is invalid)."""
+    ne = 0
+    s_erased = False
+    for k in range(NIBBLES):
+        v = _ref_word_value(nts, 3 * k, k, w2n)
+        c[k] = v if v >= 0 else 0
+        if v < 0:
+            if k == SCRAMBLE_NIBBLE:
+                s_erased = True
+            else:
+                erased[ne] = k
+                ne += 1
+    return ne, s_erased
+
+
+@nb.njit(cache=True)
+def _ref_decode_index_nt(nts, w2n, exp, log, masks, out):
+    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
+
+    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
+    c = np.zeros(NIBBLES, dtype=np.int64)
+    erased = np.zeros(NIBBLES, dtype=np.int64)
+    ne, s_erased = _ref_parse_words(nts, w2n, c, erased)
+    total_e = ne + (1 if s_erased else 0)
+    if total_e > MAX_ERASURES:
+        return 0, total_e
+    u = np.zeros(NIBBLES, dtype=np.int64)
+    res = np.zeros(NIBBLES, dtype=np.int64)
+    found = 0
+    status = 0
+    s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
+    for sc in range(s_lo, s_hi):
+        for k in range(NIBBLES):
+            u[k] = c[k] ^ masks[sc, k]
+        u[SCRAMBLE_NIBBLE] = sc
+        st = _ref_decode_nibbles(u, erased, ne, exp, log, res)
+        if st == 0 or (st == 2 and total_e > 0) or res[SCRAMBLE_NIBBLE] != sc:
+            continue
+        if found == 0 or not np.array_equal(out, res):
+            found += 1
+            out[:] = res
+            status = st
+    if found != 1:
+        return 0, total_e
+    return status, total_e
+
+
+@nb.njit(cache=True)
+def _ref_fields(nib):
+    bits = 0
+    for i in range(DATA_NIBBLES):
+        bits = (bits << 4) | nib[i]
+    return bits >> 12, (bits >> 8) & 15, bits & 255
+
+
+@nb.njit(cache=True)
+def _ref_word_ok(seq, p, k, w2n):
+    return _ref_word_value(seq, p, k, w2n) >= 0
+
+
+@nb.njit(cache=True)
+def _ref_read_index(insert, w2n, exp, log, masks):
+    """Read the index at the start of a trimmed insert, tolerating one indel.
+
+    Returns (ok, number, scramble, tag, consumed, repaired) where ``consumed`` is how many
+    nucleotides of the insert the index took (36 without indel) and ``repaired`` says whether
+    anything had to be corrected.  Hypotheses: as is; one deletion (an extra nt in the read at
+    position j); one insertion (a missing nt at position j, filled in as an erasure).  Only an
+    exact decode (erasures of missing nt allowed) is accepted for an indel hypothesis, and all
+    accepted hypotheses must agree.
+    """
+    L = insert.shape[0]
+    out = np.zeros(NIBBLES, dtype=np.int64)
+    if L >= INDEX_NT:
+        st, ne = _ref_decode_index_nt(insert[:INDEX_NT], w2n, exp, log, masks, out)
+        if st == 1 and ne == 0:
+            nb_, sc, tg = _ref_fields(out)
+            return True, nb_, sc, tg, INDEX_NT, False
+        if st != 0:
+            nb_, sc, tg = _ref_fields(out)
+            return True, nb_, sc, tg, INDEX_NT, True
+    # Frame checks first: a hypothesis can only succeed if every word outside the one holding
+    # the indel is a valid nibble word in its frame (0 before, +1 after a deletion, -1 after an
+    # insertion), so most hypotheses are discarded without decoding.
+    bad0 = np.zeros(NIBBLES + 1, dtype=np.int64)     # invalid words in frame 0 among 0..k-1
+    badp = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame +1 among k..11
+    badm = np.zeros(NIBBLES + 2, dtype=np.int64)     # invalid words in frame -1 among k..11
+    for k in range(NIBBLES):
+        bad0[k + 1] = bad0[k] + (0 if _ref_word_ok(insert, 3 * k, k, w2n) else 1)
+    for k in range(NIBBLES - 1, -1, -1):
+        badp[k] = badp[k + 1] + (0 if _ref_word_ok(insert, 3 * k + 1, k, w2n) else 1)
+        badm[k] = badm[k + 1] + (0 if (k > 0 and _ref_word_ok(insert, 3 * k - 1, k, w2n)) else 1)
+    buf = np.empty(INDEX_NT, dtype=np.uint8)
+    have = False
+    r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
+    # deletion hypotheses: read has an extra nt at position j
+    if L >= INDEX_NT + 1:
+        for j in range(INDEX_NT):
+            kj = j // 3
+            if bad0[kj] != 0 or badp[kj + 1] != 0:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t] if t < j else insert[t + 1]
+            st, ne = _ref_decode_index_nt(buf, w2n, exp, log, masks, out)
+            if st == 1 and ne == 0:
+                nb_, sc, tg = _ref_fields(out)
+                if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
+                    return False, 0, 0, 0, 0, True
+                have = True
+                r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT + 1
+    # insertion hypotheses: read is missing the nt at position j
+    if L >= INDEX_NT - 1:
+        for j in range(INDEX_NT):
+            kj = j // 3
+            if bad0[kj] != 0 or badm[kj + 1] != 0:
+                continue
+            for t in range(INDEX_NT):
+                if t < j:
+                    buf[t] = insert[t]
+                elif t == j:
+                    buf[t] = 255
+                else:
+                    buf[t] = insert[t - 1]
+            st, ne = _ref_decode_index_nt(buf, w2n, exp, log, masks, out)
+            if st == 1 and ne <= 1:
+                nb_, sc, tg = _ref_fields(out)
+                if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
+                    return False, 0, 0, 0, 0, True
+                if not have:
+                    have = True
+                    r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT - 1
+    if have:
+        return True, r_nb, r_sc, r_tg, r_cons, True
+    return False, 0, 0, 0, 0, True
+
+
+@nb.njit(cache=True)
+def _ref_solve_erasures(u, pos, npos, exp, log, out):
+    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
+    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i).  Returns whether a consistent
+    filling exists; it is unique when it does."""
+    trial = u.copy()
+    for k in range(npos):
+        trial[pos[k]] = 0
+    syn = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+    _ref_syndromes(trial, exp, log, syn)
+    A = np.zeros((PARITY_NIBBLES, npos + 1), dtype=np.int64)
+    for i in range(PARITY_NIBBLES):
+        for k in range(npos):
+            A[i, k] = _ref_gf_pow(exp[NIBBLES - 1 - pos[k]], i, exp, log)
+        A[i, npos] = syn[i]
+    row = 0
+    for col in range(npos):
+        piv = -1
+        for r in range(row, PARITY_NIBBLES):
+            if A[r, col] != 0:
+                piv = r
+                break
+        if piv < 0:
+            return False
+        for c in range(npos + 1):
+            A[row, c], A[piv, c] = A[piv, c], A[row, c]
+        inv = exp[(15 - log[A[row, col]]) % 15]
+        for c in range(npos + 1):
+            A[row, c] = _ref_gf_mul(A[row, c], inv, exp, log)
+        for r in range(PARITY_NIBBLES):
+            if r != row and A[r, col] != 0:
+                f = A[r, col]
+                for c in range(npos + 1):
+                    A[r, c] ^= _ref_gf_mul(f, A[row, c], exp, log)
+        row += 1
+    for r in range(row, PARITY_NIBBLES):
+        if A[r, npos] != 0:
+            return False
+    out[:] = trial
+    for k in range(npos):
+        out[pos[k]] = A[k, npos]
+    return True
+
+
+@nb.njit(cache=True)
+def _ref_rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
+    """Second chance for a read whose index did not decode, once the header is known: up to 4
+    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
+    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
+    and it is unique: a random index lands there with probability ~ missing/2^20/256.
+    Returns (ok, number, scramble, consumed)."""
+    L = insert.shape[0]
+    buf = np.empty(INDEX_NT, dtype=np.uint8)
+    c = np.zeros(NIBBLES, dtype=np.int64)
+    u = np.zeros(NIBBLES, dtype=np.int64)
+    res = np.zeros(NIBBLES, dtype=np.int64)
+    pos = np.zeros(NIBBLES, dtype=np.int64)
+    found_nb, found_sc, found_cons, nfound = -1, -1, 0, 0
+    for h in range(1 + 2 * INDEX_NT):
+        # h == 0: as read; 1..36: deletion at j; 37..72: insertion at j
+        if h == 0:
+            if L < INDEX_NT:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t]
+            cons, max_e = INDEX_NT, 4
+        elif h <= INDEX_NT:
+            j = h - 1
+            if L < INDEX_NT + 1:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t] if t < j else insert[t + 1]
+            cons, max_e = INDEX_NT + 1, 3
+        else:
+            j = h - 1 - INDEX_NT
+            if L < INDEX_NT - 1:
+                continue
+            for t in range(INDEX_NT):
+                buf[t] = insert[t] if t < j else (255 if t == j else insert[t - 1])
+            cons, max_e = INDEX_NT - 1, 3
+        ne, s_erased = _ref_parse_words(buf, w2n, c, pos)
+        total_e = ne + (1 if s_erased else 0)
+        if total_e > max_e:
+            continue
+        s_lo, s_hi = (0, N_SCRAMBLE) if s_erased else (c[SCRAMBLE_NIBBLE], c[SCRAMBLE_NIBBLE] + 1)
+        for sc in range(s_lo, s_hi):
+            for k in range(NIBBLES):
+                u[k] = c[k] ^ masks[sc, k]
+            u[SCRAMBLE_NIBBLE] = sc
+            # t = 0 with the erasures; then (as read, e <= 2) one extra unknown error position
+            extra_hi = NIBBLES if (h == 0 and total_e <= 2) else 0
+            for extra in range(-1, extra_hi):
+                npos = ne
+                if extra >= 0:
+                    if extra == SCRAMBLE_NIBBLE:
+                        continue
+                    dup = False
+                    for k in range(ne):
+                        if pos[k] == extra:
+                            dup = True
+                    if dup:
+                        continue
+                    pos[ne] = extra
+                    npos = ne + 1
+                if not _ref_solve_erasures(u, pos, npos, exp, log, res):
+                    continue
+                if extra >= 0 and res[extra] == u[extra]:
+                    continue   # no error there after all: the t = 0 pass has it
+                if res[SCRAMBLE_NIBBLE] != sc:
+                    continue
+                nb_, sc2, tg = _ref_fields(res)
+                if tg != want_tag or nb_ >= wanted.shape[0] or not wanted[nb_]:
+                    continue
+                if nfound == 0 or nb_ != found_nb or sc2 != found_sc:
+                    nfound += 1
+                    found_nb, found_sc, found_cons = nb_, sc2, cons
+    if nfound == 1:
+        return True, found_nb, found_sc, found_cons
+    return False, 0, 0, 0
+
+
+def _damaged_inserts(n, seed):
+    """Realistic and adversarial inserts: clean, 1-2 substitutions, one insertion or deletion
+    (also repeating a neighbour), indel + substitution, damage in the seed's word, N bases (255),
+    truncated inserts, and random junk."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        kind = i % 12
+        num = int(rng.integers(0, 3000))
+        sc = int(rng.integers(N_SCRAMBLE))
+        tag = 9 if rng.random() < 0.7 else int(rng.integers(256))
+        nt = encode_index(num, sc, tag).astype(np.uint8)
+        payload = rng.integers(0, 4, int(rng.integers(0, 100))).astype(np.uint8)
+
+        def sub(a, k=1, lo=0, hi=None):
+            a = a.copy()
+            for p in rng.choice(np.arange(lo, hi or len(a)), k, replace=False):
+                a[p] = (a[p] + rng.integers(1, 4)) % 4
+            return a
+
+        def ins(a, same=False):
+            p = int(rng.integers(0, len(a) + 1))
+            x = a[min(p, len(a) - 1)] if same else rng.integers(0, 4)
+            return np.insert(a, p, x).astype(np.uint8)
+
+        def dele(a):
+            return np.delete(a, int(rng.integers(0, len(a)))).astype(np.uint8)
+
+        if kind == 0:
+            s = nt
+        elif kind == 1:
+            s = sub(nt, 1)
+        elif kind == 2:
+            s = sub(nt, 2)
+        elif kind == 3:
+            s = ins(nt, same=rng.random() < 0.5)
+        elif kind == 4:
+            s = dele(nt)
+        elif kind == 5:
+            s = sub(ins(nt) if rng.random() < 0.5 else dele(nt), int(rng.integers(1, 3)))
+        elif kind == 6:
+            s = sub(nt, int(rng.integers(1, 3)), 3 * SCRAMBLE_NIBBLE, 3 * SCRAMBLE_NIBBLE + 3)
+        elif kind == 7:
+            s = sub(nt, int(rng.integers(0, 2))) if rng.random() < 0.5 else ins(nt)
+            s = s.copy()
+            s[rng.choice(len(s), int(rng.integers(1, 3)), replace=False)] = 255
+        elif kind == 8:
+            s = ins(nt) if rng.random() < 0.5 else dele(nt)
+            payload = payload[:int(rng.integers(0, 3))]      # L around 35..39
+        elif kind == 9:
+            s = rng.integers(0, 4, int(rng.integers(30, 80))).astype(np.uint8)
+            payload = payload[:0]
+        elif kind == 10:
+            s = sub(nt, int(rng.integers(3, 6)))
+        else:
+            s = ins(dele(nt), same=True)                      # two indels
+        full = np.concatenate([s, payload]).astype(np.uint8)
+        if rng.random() < 0.05:
+            full = full[:int(rng.integers(0, 40))]            # very short, empty included
+        out.append((np.ascontiguousarray(full), num, sc, tag))
+    return out
+
+
+def test_index_kernels_match_the_previous_implementation():
+    from dnaimg.index import (TABLES, decode_index_nt, decode_index_nt_ws, new_index_workspace,
+                              read_index, read_index_ws)
+    w2n, exp, log, masks = TABLES
+    ws, buf = new_index_workspace()
+    ws[:] = 12345                     # a dirty workspace, reused for every call
+    buf[:] = 77
+    cases = _damaged_inserts(4000, 11)
+    outcomes = {"clean": 0, "repaired": 0, "indel": 0, "rejected": 0}
+    for ins_, *_ in cases:
+        want = _ref_read_index(ins_, w2n, exp, log, masks)
+        assert read_index(ins_, w2n, exp, log, masks) == want
+        assert read_index_ws(ins_, w2n, exp, log, masks, ws, buf) == want
+        got_py = read_index_py(ins_)
+        assert got_py == (tuple(int(x) for x in want[1:5]) + (bool(want[5]),) if want[0] else None)
+        if not want[0]:
+            outcomes["rejected"] += 1
+        elif want[4] != INDEX_NT:
+            outcomes["indel"] += 1
+        else:
+            outcomes["repaired" if want[5] else "clean"] += 1
+        # the decoder on the first 36 nt, with the same initial contents of ``out``
+        o_ref = np.arange(NIBBLES, dtype=np.int64) + 100
+        o_new = o_ref.copy()
+        o_ws = o_ref.copy()
+        r = _ref_decode_index_nt(ins_, w2n, exp, log, masks, o_ref)
+        assert decode_index_nt(ins_, w2n, exp, log, masks, o_new) == r
+        assert decode_index_nt_ws(ins_, w2n, exp, log, masks, o_ws, ws) == r
+        assert np.array_equal(o_new, o_ref) and np.array_equal(o_ws, o_ref)
+    # every path was exercised
+    assert min(outcomes.values()) > 200, outcomes
+
+
+def test_rescue_kernels_match_the_previous_implementation():
+    from dnaimg.index import TABLES, new_index_workspace, rescue_batch, rescue_index, rescue_index_ws
+    w2n, exp, log, masks = TABLES
+    ws, buf = new_index_workspace()
+    ws[:] = -7
+    rng = np.random.default_rng(12)
+    cases = _damaged_inserts(3000, 13)
+    inserts = [c[0] for c in cases]
+    nums = np.array([c[1] for c in cases])
+    sparse = np.zeros(3000, dtype=np.bool_)
+    sparse[rng.choice(nums, 600, replace=False)] = True
+    wanteds = [sparse, np.ones(3000, dtype=np.bool_), np.ones(1000, dtype=np.bool_),
+               np.zeros(3000, dtype=np.bool_)]
+    flat = np.concatenate(inserts).astype(np.uint8)
+    offs = np.zeros(len(inserts) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum([len(x) for x in inserts])
+    hits = 0
+    for want_tag in (9, 200):
+        for wanted in wanteds:
+            ref = np.array([_ref_rescue_index(x, want_tag, wanted, w2n, exp, log, masks)
+                            for x in inserts], dtype=np.int64)
+            new = np.array([rescue_index(x, want_tag, wanted, w2n, exp, log, masks)
+                            for x in inserts], dtype=np.int64)
+            new_ws = np.array([rescue_index_ws(x, want_tag, wanted, w2n, exp, log, masks, ws, buf)
+                               for x in inserts], dtype=np.int64)
+            batch = np.stack([a.astype(np.int64) for a in
+                              rescue_batch(flat, offs, want_tag, wanted, w2n, exp, log, masks)], 1)
+            assert np.array_equal(new, ref) and np.array_equal(new_ws, ref)
+            assert np.array_equal(batch, ref)
+            hits += int(ref[:, 0].sum())
+    assert hits > 1000
+
+
+def test_gf_helpers_match_the_previous_implementation():
+    from dnaimg.index import TABLES, _decode_nibbles, _solve_erasures, _syndromes
+    _, exp, log, _ = TABLES
+    rng = np.random.default_rng(14)
+    n_ok = 0
+    for _ in range(5000):
+        c = rng.integers(0, 16, NIBBLES).astype(np.int64)
+        if rng.random() < 0.5:            # a codeword with a few changes
+            c = np.array(list(_RS.encode(bytes(rng.integers(0, 16, DATA_NIBBLES).tolist()))),
+                         dtype=np.int64)
+            for p in rng.choice(NIBBLES, int(rng.integers(0, 3)), replace=False):
+                c[p] ^= int(rng.integers(1, 16))
+        s_ref = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+        s_new = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+        assert _syndromes(c, exp, log, s_new) == _ref_syndromes(c, exp, log, s_ref)
+        assert np.array_equal(s_new, s_ref)
+        npos = int(rng.integers(0, 5))
+        pos = np.zeros(NIBBLES, dtype=np.int64)
+        pos[:npos] = rng.choice(NIBBLES, npos, replace=False)
+        o_ref = np.full(NIBBLES, -3, dtype=np.int64)
+        o_new = o_ref.copy()
+        r = _ref_solve_erasures(c, pos, npos, exp, log, o_ref)
+        assert _solve_erasures(c, pos, npos, exp, log, o_new) == r
+        assert np.array_equal(o_new, o_ref)
+        n_ok += r
+        ne = min(npos, MAX_ERASURES + 1)
+        o_ref[:] = -3
+        o_new[:] = -3
+        assert (_decode_nibbles(c, pos, ne, exp, log, o_new)
+                == _ref_decode_nibbles(c, pos, ne, exp, log, o_ref))
+        assert np.array_equal(o_new, o_ref)
+    assert n_ok > 500
