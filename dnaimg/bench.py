@@ -195,7 +195,7 @@ def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) ->
     image, ok, info = None, False, {}
     try:
         if e.kind == "learned":
-            dec = decode_reads(reads)
+            dec = decode_reads(reads, precision="fp32")
             image, ok = dec.image, True
             info = {"latent_exact": dec.report["latent_exact"], "missing_oligos": dec.report["oligos"]["missing"]}
         else:

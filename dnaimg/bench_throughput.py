@@ -6,7 +6,8 @@ Makes a photograph large enough for the requested number of reads at ~32x covera
 example image upscaled), encodes it, simulates the reads to FASTQ, then measures: simulate
 throughput, the time dnaio alone needs to parse the FASTQ, and the full decode (in a fresh
 process, for its peak memory; run twice, the first call also loads the numba kernels and the
-model), with the ratio decode / parse.
+model), with the ratios decode / parse and DNA path (reads -> latent, everything but the synthesis
+network) / parse.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ dt = time.perf_counter() - t
 Image.fromarray(res.image).save(sys.argv[2])
 print(json.dumps({"decode_s": dt, "decode_cold_s": cold,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "report": {k: res.report[k] for k in ("reads", "oligos", "codewords", "latent_exact")}}))
+                  "report": {k: res.report[k] for k in ("reads", "oligos", "codewords", "latent_exact", "timing_s")}}))
 """
 
 
@@ -91,11 +92,15 @@ def main(argv=None):
     out = subprocess.run([sys.executable, "-c", _DECODE, str(fq), str(wd / "big_decoded.png")],
                          capture_output=True, text=True, check=True)
     dec = json.loads(out.stdout.strip().splitlines()[-1])
+    tm = dec["report"]["timing_s"]
+    dna_s = tm["reads"] + tm["headers_and_oligos"]      # reads -> latent: everything but the network
     res = {"image": f"{img.width}x{img.height}", "oligos": len(enc.oligos), "reads": n_reads, "preset": a.preset,
            "encode_s": t_enc, "simulate_s": t_sim, "simulate_reads_per_s": n_reads / t_sim,
            "write_fastq_s": t_write, "simulate_and_write_reads_per_s": n_reads / (t_sim + t_write),
            "dnaio_parse_s": t_parse, "decode_s": dec["decode_s"], "decode_first_call_s": dec["decode_cold_s"], "decode_reads_per_s": n_reads / dec["decode_s"],
            "decode_over_parse": dec["decode_s"] / t_parse, "decode_peak_rss_mb": dec["peak_rss_mb"],
+           "dna_path_s": dna_s, "dna_path_reads_per_s": n_reads / dna_s, "dna_path_over_parse": dna_s / t_parse,
+           "network_s": dec["report"]["timing_s"]["network"],
            "decode_report": dec["report"]}
     print(json.dumps(res, indent=2))
     if a.json:

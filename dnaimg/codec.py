@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import time
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersio
                      interleaver, n_data_oligos, payload_values_batch, values_per_oligo,
                      RESYNC_DRIFT, RESYNC_INDEL_COST)
 from .reads import CHUNK, ReadSorter
+from .model import resolve_precision
 from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
 from .seqio import ReadBatches, prefetched
 
@@ -177,10 +179,15 @@ def encode_image(image: str | Path | np.ndarray, model: str | None = None, layou
     return EncodeResult(heads + data, names, header, model, symbols, len(heads), layout, point)
 
 
-def reconstruct(symbols: np.ndarray, model: str, size: tuple[int, int], levels: int | None = None) -> np.ndarray:
+def reconstruct(symbols: np.ndarray, model: str, size: tuple[int, int], levels: int | None = None,
+                precision: str = "fp32") -> np.ndarray:
+    """Symbols -> uint8 image through the synthesis net (tiled for large images).  ``precision``:
+    "fp32", "bf16" or "auto" (bf16 where the CPU computes it natively: several times faster, the
+    same PSNR on Kodak to 0.01 dB, pixels within ~59 dB of fp32's)."""
     net, _ = load_model(model)
     with torch.no_grad():
-        out = net.decompress(torch.from_numpy(np.asarray(symbols, dtype=np.int64))[None], size, levels)
+        out = net.decompress(torch.from_numpy(np.asarray(symbols, dtype=np.int64))[None], size, levels,
+                             precision=resolve_precision(precision))
     return to_uint8(out)
 
 
@@ -357,10 +364,14 @@ def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str],
 
 def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | None = None,
                  progress: Callable[[int], None] | None = None, tag: int | None = None,
-                 read_progress: Callable[[int], None] | None = None) -> DecodeResult:
-    """Reads (str or uint8 arrays, any order, either strand) -> image and report."""
+                 read_progress: Callable[[int], None] | None = None, precision: str = "auto") -> DecodeResult:
+    """Reads (str or uint8 arrays, any order, either strand; or a :class:`ReadBatches` file) ->
+    image and report.  ``precision`` is the synthesis net's (see :func:`reconstruct`)."""
+    precision = resolve_precision(precision)
     lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
+    t0 = time.perf_counter()
     sorter = sort_reads(reads, lay, read_progress)
+    t_sort = time.perf_counter()
     stats = sorter.stats
     headers, why, reads_per_tag = find_headers(sorter)
     if not headers:
@@ -410,7 +421,9 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     stats.unknown_oligo = unknown
     stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc
-    image = reconstruct(symbols, model, (h.height, h.width), h.levels)
+    t_latent = time.perf_counter()
+    image = reconstruct(symbols, model, (h.height, h.width), h.levels, precision)
+    t_image = time.perf_counter()
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
     images = {f"{t:02x}": {"reads": reads_per_tag[t], "width": hh.width, "height": hh.height}
               for t, hh in headers.items()}
@@ -424,5 +437,8 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
         "other_tags": other,
         "images_present": images,
         "header": h.to_dict(),
+        "precision": precision,
+        "timing_s": {"reads": round(t_sort - t0, 3), "headers_and_oligos": round(t_latent - t_sort, 3),
+                     "network": round(t_image - t_latent, 3)},
     }
     return DecodeResult(image, h, model, symbols, report)

@@ -44,7 +44,7 @@ def evaluate(images: list[Path], model: str | None = None, channel: Channel | No
         if channel is not None:
             reads, _, _ = simulate(enc.oligos, channel, seed=seed + i)
         t = time.perf_counter()
-        dec = decode_reads(reads)
+        dec = decode_reads(reads, precision="fp32")
         t_dec = time.perf_counter() - t
         r = enc.rates()
         rows.append({"image": p.name, "payload_nt_per_pixel": r["payload_nt_per_pixel"],

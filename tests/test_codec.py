@@ -10,10 +10,12 @@ from dnaimg.constraints import report
 
 def test_noiseless_round_trip_is_exact(encoded):
     enc, orig, ref = encoded
-    res = decode_reads(enc.oligos)
+    res = decode_reads(enc.oligos, precision="fp32")
     assert res.report["latent_exact"]
     assert np.array_equal(res.symbols, enc.symbols)
     assert np.array_equal(res.image, ref)
+    fast = decode_reads(enc.oligos, precision="bf16")
+    assert np.array_equal(fast.symbols, enc.symbols) and psnr(fast.image, ref) > 45
     assert res.report["oligos"]["missing"] == 0
     assert res.report["codewords"]["repaired"] == 0
 
@@ -28,7 +30,7 @@ def test_record_names_are_not_needed_and_rates_are_reported(encoded):
     rng = np.random.default_rng(0)
     reads = [dna.decode(dna.revcomp(o)) if rng.random() < 0.5 else dna.decode(o) for o in enc.oligos]
     rng.shuffle(reads)
-    res = decode_reads(reads)
+    res = decode_reads(reads, precision="fp32")
     assert res.report["latent_exact"] and np.array_equal(res.image, ref)
 
 
