@@ -7,9 +7,11 @@
 """
 from __future__ import annotations
 
+import os
 import time
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice, product
 from pathlib import Path
@@ -310,11 +312,24 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
     if isinstance(reads, ReadBatches):
+        # a reader thread parses blocks; two workers classify them side by side (numba, without
+        # the GIL); this thread files them in file order, so the result is that of a serial run
         sorter.reserve(min(reads.size_hint(), 1 << 34))
-        for flat, offs in prefetched(reads):
-            sorter.add_packed(flat, offs)
-            if progress is not None:
-                progress(len(offs) - 1)
+        with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8))) as pool:
+            pending: deque = deque()
+
+            def file_next():
+                flat, offs, fut = pending.popleft()
+                sorter.file_classified(flat, offs, fut.result())
+                if progress is not None:
+                    progress(len(offs) - 1)
+
+            for flat, offs in prefetched(reads):
+                pending.append((flat, offs, pool.submit(sorter.classify, flat, offs)))
+                while len(pending) > pool._max_workers or (pending and pending[0][2].done()):
+                    file_next()
+            while pending:
+                file_next()
     else:
         it = iter(reads)
         while True:

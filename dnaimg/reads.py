@@ -54,6 +54,73 @@ def _match(pattern, text, max_lead, from_end, prev, cur):
 
 
 @nb.njit(cache=True, nogil=True)
+def _match_bits(pattern, text, max_lead, from_end):
+    """:func:`_match` by Myers' bit-parallel algorithm (one 64-bit word holds a column of the
+    table: patterns up to 64 nt; Hyyrö's formulation with a horizontal input delta per column,
+    as in Edlib, so that text beyond ``max_lead`` leading nt costs 1 each as in ``_match``).
+    Same (distance, nt consumed) as :func:`_match`."""
+    m = pattern.shape[0]
+    L = text.shape[0]
+    n = min(L, m + m // 2 + max_lead)
+    one = np.uint64(1)
+    p0 = p1 = p2 = p3 = np.uint64(0)       # match masks per base (scalars: no allocation)
+    for i in range(m):
+        c = pattern[m - 1 - i] if from_end else pattern[i]
+        bit = one << np.uint64(i)
+        if c == 0:
+            p0 |= bit
+        elif c == 1:
+            p1 |= bit
+        elif c == 2:
+            p2 |= bit
+        elif c == 3:
+            p3 |= bit
+    high = one << np.uint64(m - 1)
+    full = np.uint64(0xFFFFFFFFFFFFFFFF)
+    pv = full
+    mv = np.uint64(0)
+    score = m
+    bd, bj = m, 0
+    for j in range(1, n + 1):
+        tj = text[L - j] if from_end else text[j - 1]
+        if tj == 0:
+            eq = p0
+        elif tj == 1:
+            eq = p1
+        elif tj == 2:
+            eq = p2
+        elif tj == 3:
+            eq = p3
+        else:
+            eq = np.uint64(0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | ~(xh | pv)
+        mh = pv & xh
+        if ph & high:
+            score += 1
+        elif mh & high:
+            score -= 1
+        ph = ph << one
+        mh = mh << one
+        if j > max_lead:          # top row: D[0][j] = j - max_lead past the free lead
+            ph |= one
+        pv = mh | ~(xv | ph)
+        mv = ph & xv
+        if score < bd:
+            bd, bj = score, j
+    return bd, bj
+
+
+@nb.njit(cache=True, nogil=True)
+def _find(pattern, text, max_lead, from_end, prev, cur):
+    """:func:`_match`, bit-parallel when the pattern fits a 64-bit word."""
+    if pattern.shape[0] <= 64:
+        return _match_bits(pattern, text, max_lead, from_end)
+    return _match(pattern, text, max_lead, from_end, prev, cur)
+
+
+@nb.njit(cache=True, nogil=True)
 def _starts_with(seq, pat):
     if seq.shape[0] < pat.shape[0]:
         return False
@@ -133,8 +200,8 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
             else:
                 seq, d, start, flipped = _rc_into(read, scratch), h2, m, True
         else:
-            d1, e1 = _match(pf, read, MAX_LEAD, False, prev, cur)
-            d2, e2 = _match(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
+            d1, e1 = _find(pf, read, MAX_LEAD, False, prev, cur)
+            d2, e2 = _find(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
             if d1 <= d2:
                 seq, d, start = read, d1, e1
             else:
@@ -145,7 +212,7 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     if _ends_with(seq, pr_rc) or _hamming_end(seq, pr_rc) <= HAMMING_FAST:
         if L - mr > start:
             return 2, seq, start, L - mr, flipped
-    dr, er = _match(pr_rc, seq, MAX_LEAD, True, prev, cur)
+    dr, er = _find(pr_rc, seq, MAX_LEAD, True, prev, cur)
     if dr <= max_err and L - er > start:
         return 2, seq, start, L - er, flipped
     return 1, seq, start, max(start, L - mr), flipped
@@ -158,6 +225,56 @@ RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second p
 POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and doubles
 
 
+@nb.njit(cache=True, nogil=True)
+def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, w2n, exp, log, masks, maxlen,
+                   status, tag, number, scramble, repaired, flip, pstart, pend):
+    """Orient, trim and index reads ``lo:hi`` (see :func:`process_chunk`), into its outputs."""
+    w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
+    scratch = np.empty(maxlen + 1, dtype=np.uint8)
+    prev = np.empty(w, dtype=np.int64)
+    cur = np.empty(w, dtype=np.int64)
+    ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
+    ibuf = np.empty(INDEX_BUF_LEN, dtype=np.uint8)
+    for r in range(lo, hi):
+        read = flat[offs[r]:offs[r + 1]]
+        if read.shape[0] < min_len:
+            status[r] = ST_SHORT
+            continue
+        st, seq, start, end, flipped = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
+        if st == 0:
+            status[r] = ST_NO_PRIMER
+            continue
+        flip[r] = flipped
+        ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
+        consumed = INDEX_NT
+        rep = False
+        if not ok:
+            ok, nb_, sc, tg, consumed, rep = read_index_ws(seq[start:end], w2n, exp, log, masks, ws, ibuf)
+        if not ok:
+            status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
+            pstart[r] = start
+            pend[r] = end
+            continue
+        tag[r] = tg
+        number[r] = nb_
+        scramble[r] = sc
+        repaired[r] = rep
+        pstart[r] = start + consumed
+        pend[r] = max(end, start + consumed)
+
+
+@nb.njit(cache=True, nogil=True)
+def _outputs(offs):
+    n = offs.shape[0] - 1
+    maxlen = 0
+    for r in range(n):
+        if offs[r + 1] - offs[r] > maxlen:
+            maxlen = offs[r + 1] - offs[r]
+    return (np.zeros(n, dtype=np.int8), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_),
+            np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), maxlen)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
     """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255),
@@ -167,55 +284,27 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
     its payload lies (``pstart:pend`` of the read on the forward strand: the part of the insert
     after the index, or the whole insert for reads whose index did not decode)."""
     n = offs.shape[0] - 1
-    status = np.zeros(n, dtype=np.int8)
-    tag = np.zeros(n, dtype=np.int64)
-    number = np.zeros(n, dtype=np.int64)
-    scramble = np.zeros(n, dtype=np.int64)
-    repaired = np.zeros(n, dtype=np.bool_)
-    flip = np.zeros(n, dtype=np.bool_)
-    pstart = np.zeros(n, dtype=np.int64)
-    pend = np.zeros(n, dtype=np.int64)
-    maxlen = 0
-    for r in range(n):
-        if offs[r + 1] - offs[r] > maxlen:
-            maxlen = offs[r + 1] - offs[r]
+    status, tag, number, scramble, repaired, flip, pstart, pend, maxlen = _outputs(offs)
     pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
     _rc_into(pf, pf_rc)
-    w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
     nblocks = 64
     bs = (n + nblocks - 1) // nblocks
     for blk in nb.prange(nblocks):
-        scratch = np.empty(maxlen + 1, dtype=np.uint8)
-        prev = np.empty(w, dtype=np.int64)
-        cur = np.empty(w, dtype=np.int64)
-        ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
-        ibuf = np.empty(INDEX_BUF_LEN, dtype=np.uint8)
-        for r in range(blk * bs, min(n, (blk + 1) * bs)):
-            read = flat[offs[r]:offs[r + 1]]
-            if read.shape[0] < min_len:
-                status[r] = ST_SHORT
-                continue
-            st, seq, start, end, flipped = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
-            if st == 0:
-                status[r] = ST_NO_PRIMER
-                continue
-            flip[r] = flipped
-            ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
-            consumed = INDEX_NT
-            rep = False
-            if not ok:
-                ok, nb_, sc, tg, consumed, rep = read_index_ws(seq[start:end], w2n, exp, log, masks, ws, ibuf)
-            if not ok:
-                status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
-                pstart[r] = start
-                pend[r] = end
-                continue
-            tag[r] = tg
-            number[r] = nb_
-            scramble[r] = sc
-            repaired[r] = rep
-            pstart[r] = start + consumed
-            pend[r] = max(end, start + consumed)
+        _process_range(flat, offs, blk * bs, min(n, (blk + 1) * bs), pf, pf_rc, pr_rc, max_err, min_len,
+                       w2n, exp, log, masks, maxlen, status, tag, number, scramble, repaired, flip, pstart, pend)
+    return status, tag, number, scramble, repaired, flip, pstart, pend
+
+
+@nb.njit(cache=True, nogil=True)
+def process_block(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
+    """:func:`process_chunk` on one thread (for callers that run several blocks side by side;
+    releases the GIL)."""
+    n = offs.shape[0] - 1
+    status, tag, number, scramble, repaired, flip, pstart, pend, maxlen = _outputs(offs)
+    pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
+    _rc_into(pf, pf_rc)
+    _process_range(flat, offs, 0, n, pf, pf_rc, pr_rc, max_err, min_len, w2n, exp, log, masks, maxlen,
+                   status, tag, number, scramble, repaired, flip, pstart, pend)
     return status, tag, number, scramble, repaired, flip, pstart, pend
 
 
@@ -383,8 +472,16 @@ class ReadSorter:
 
     def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
         """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255)."""
-        status, tag, number, scramble, repaired, flip, pstart, pend = process_chunk(
-            flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+        self.file_classified(flat, offs, process_chunk(
+            flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES))
+
+    def classify(self, flat: np.ndarray, offs: np.ndarray) -> tuple:
+        """Orient, trim and index a block on the calling thread (no state touched: several blocks
+        may be classified side by side); file the result with :meth:`file_classified`, in order."""
+        return process_block(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+
+    def file_classified(self, flat: np.ndarray, offs: np.ndarray, classified: tuple) -> None:
+        status, tag, number, scramble, repaired, flip, pstart, pend = classified
         st = self.stats
         counts = np.bincount(status, minlength=4)
         st.seen += len(status)
@@ -473,8 +570,7 @@ class ReadSorter:
             np.cumsum(lens, out=offs[1:])
             first = np.zeros(self.n_slots + 1, dtype=np.int64)
             np.cumsum(np.bincount(slots, minlength=self.n_slots), out=first[1:])
-            order = np.argsort(slots, kind="stable")
-            self._sorted = (flat, offs, order, first)
+            self._sorted = (flat, offs, _order_by_slot(slots, first), first)
         return self._sorted
 
     def slot_fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -542,6 +638,18 @@ class ReadSorter:
             best[numbers[order]] = order
             seed[numbers[order]] = seeds[order]
         return best, seed
+
+
+@nb.njit(cache=True, nogil=True)
+def _order_by_slot(slots, first):
+    """Read numbers sorted by slot, stable (a counting sort: ``first`` holds the slot starts)."""
+    nxt = first[:-1].copy()
+    order = np.empty(slots.shape[0], dtype=np.int64)
+    for r in range(slots.shape[0]):
+        s = slots[r]
+        order[nxt[s]] = r
+        nxt[s] += 1
+    return order
 
 
 @nb.njit(cache=True, nogil=True)

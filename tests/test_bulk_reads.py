@@ -173,3 +173,20 @@ def test_file_path_and_list_path_decode_identically(tmp_path):
     b = decode_reads([dna.decode(r) for r in reads])
     assert np.array_equal(a.symbols, b.symbols) and np.array_equal(a.image, b.image)
     assert a.report["reads"] == b.report["reads"] and a.report["codewords"] == b.report["codewords"]
+
+
+def test_bit_parallel_primer_search_equals_the_table():
+    from dnaimg.reads import _match, _match_bits
+    rng = np.random.default_rng(9)
+    prev, cur = np.empty(200, np.int64), np.empty(200, np.int64)
+    for _ in range(20000):
+        m = int(rng.integers(1, 30))
+        pat = rng.integers(0, 4, m).astype(np.uint8)
+        text = rng.integers(0, 5, int(rng.integers(0, 60))).astype(np.uint8)
+        text[text == 4] = 255
+        if rng.random() < 0.5 and len(text) >= m:          # the pattern near the start, damaged
+            k = int(rng.integers(0, 5))
+            text[k:k + m] = pat[:len(text[k:k + m])]
+            text[rng.integers(0, len(text), int(rng.integers(0, 4)))] = rng.integers(0, 4)
+        lead, from_end = int(rng.integers(0, 6)), bool(rng.random() < 0.5)
+        assert _match_bits(pat, text, lead, from_end) == _match(pat, text, lead, from_end, prev, cur)
