@@ -436,6 +436,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     stats.unknown_oligo = unknown
     stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc
+    del sorter, vals, v, flat, perm, erased      # the reads are done with: free them before the network
     t_latent = time.perf_counter()
     image = reconstruct(symbols, model, (h.height, h.width), h.levels, precision)
     t_image = time.perf_counter()
