@@ -264,10 +264,11 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
     reads, which, flip = run(oligos, ch, seed=seed)
     q = ch.quality_char()
     names = (f"read{i + 1}" for i in range(len(reads)))
+    texts = (t for i in range(0, len(reads), 65536) for t in dna.decode_many(reads[i:i + 65536]))
     if is_fastq_path(output):
-        n = write_fastq(output, ((nm, dna.decode(r), q * len(r)) for nm, r in zip(names, reads)))
+        n = write_fastq(output, ((nm, t, q * len(t)) for nm, t in zip(names, texts)))
     else:
-        n = write_fasta(output, ((nm, dna.decode(r)) for nm, r in zip(names, reads)))
+        n = write_fasta(output, zip(names, texts))
     if not quiet:
         import numpy as np
         lost = len(oligos) - len(np.unique(which))

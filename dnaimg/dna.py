@@ -32,6 +32,17 @@ def decode(arr: np.ndarray) -> str:
     return _DEC[a].tobytes().decode("ascii")
 
 
+def decode_many(arrs: list[np.ndarray]) -> list[str]:
+    """Many uint8 arrays of 0..3 -> their texts (one numpy pass for all of them)."""
+    if not arrs:
+        return []
+    lens = np.fromiter(map(len, arrs), dtype=np.int64, count=len(arrs))
+    text = decode(np.concatenate(arrs))
+    ends = np.cumsum(lens).tolist()
+    starts = [0] + ends[:-1]
+    return [text[a:b] for a, b in zip(starts, ends)]
+
+
 def revcomp(arr: np.ndarray) -> np.ndarray:
     """Reverse complement of an encoded sequence (``UNKNOWN`` stays ``UNKNOWN``)."""
     a = np.asarray(arr, dtype=np.uint8)[::-1]

@@ -81,3 +81,10 @@ def test_codebook_roundtrip_and_bad_levels(rng):
 # the generated assignment of format version 1: must never change
 PINNED_2_9 = ['CT', 'AT', 'AG', 'AC', 'GC', 'TC', 'TG', 'TA', 'GA']
 PINNED_3_17_HEAD = ['ACA', 'TCA', 'TCT', 'TGA']
+
+
+def test_decode_many_equals_decode_each():
+    rng = np.random.default_rng(3)
+    arrs = [rng.integers(0, 4, int(rng.integers(0, 40))).astype(np.uint8) for _ in range(300)]
+    assert dna.decode_many(arrs) == [dna.decode(a) for a in arrs]
+    assert dna.decode_many([]) == []
