@@ -82,8 +82,10 @@ class Store:
         if self.path.exists() and not fresh:
             try:
                 old = json.loads(self.path.read_text())
-                same = {k: v for k, v in old.get("meta", {}).get("config", {}).items() if k in self.SETTINGS} == \
-                    {k: v for k, v in meta.get("config", {}).items() if k in self.SETTINGS}
+                # a setting missing from an older file predates it: it ran with the default
+                was = {**self.DEFAULTS, **old.get("meta", {}).get("config", {})}
+                now = {**self.DEFAULTS, **meta.get("config", {})}
+                same = all(was.get(k) == now.get(k) for k in self.SETTINGS)
                 if old.get("meta", {}).get("bench") == meta.get("bench") and same:
                     self.rows = old.get("rows", [])
             except (OSError, json.JSONDecodeError):
@@ -94,6 +96,7 @@ class Store:
 
     #: settings that change what a row means; rows measured under other settings are dropped
     SETTINGS = ("parity", "seed", "dropout", "match")
+    DEFAULTS = {"parity": 0.15, "seed": 0, "match": None}
 
     def restrict(self, wanted: set) -> None:
         """Keep only the earlier rows this run asks for (a run can extend another's grid)."""

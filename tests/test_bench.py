@@ -105,3 +105,16 @@ def test_bench_cli(tiny, tmp_path):
     r = CliRunner().invoke(main, ["bench", "channel", "--images", str(tmp_path / "empty"), "--out",
                                   str(tmp_path / "x")])
     assert r.exit_code == 1 and "no images" in r.output
+
+
+def test_store_keeps_rows_of_an_older_file_without_newer_settings(tmp_path):
+    import json
+
+    from dnaimg.bench import Store
+    out = tmp_path / "noise"
+    old = {"meta": {"bench": "noise", "config": {"seed": 0}}, "rows": [{"system": "a", "image": "x", "psnr": 30.0}]}
+    (tmp_path / "noise.json").write_text(json.dumps(old))
+    kept = Store(out, {"bench": "noise", "config": {"seed": 0, "match": None, "parity": 0.15}})
+    assert kept.has("a", "x")                 # missing settings = their defaults: rows kept
+    dropped = Store(out, {"bench": "noise", "config": {"seed": 0, "match": None, "parity": 0.3}})
+    assert not dropped.has("a", "x")          # a real change of setting: rows dropped
