@@ -1,6 +1,6 @@
 """Speed and accuracy of the DNA layer (not a test: numbers for the README and issue notes).
 
-    python -m dnaimg.bench_dna            # repair, consensus, index, one Kodak image
+    python -m dnaimg.bench_dna            # repair, consensus, one Kodak image, all of Kodak
 """
 from __future__ import annotations
 
@@ -87,9 +87,38 @@ def bench_image(path):
             "psnr_noisy_dna": psnr(orig, noisy.image), **enc.rates()}
 
 
+def bench_kodak(folder):
+    """Encode and decode wall time of every image of ``folder`` (one after another, as a user would
+    run them): from the oligos as written and from nextseq reads at coverage 10."""
+    from .channel import preset, simulate
+    from .codec import decode_reads, encode_image, load_image, psnr
+    paths = sorted(Path(folder).glob("*.png"))
+    encode_image(paths[0])   # warm up
+    rows = []
+    for p in paths:
+        t = time.perf_counter()
+        enc = encode_image(p)
+        t_enc = time.perf_counter() - t
+        t = time.perf_counter()
+        clean = decode_reads(enc.oligos)
+        t_clean = time.perf_counter() - t
+        reads, _, _ = simulate(enc.oligos, preset("nextseq", coverage=10), seed=0)
+        t = time.perf_counter()
+        noisy = decode_reads(reads)
+        t_noisy = time.perf_counter() - t
+        orig = load_image(p)
+        rows.append({"image": p.name, "encode_s": t_enc, "decode_oligos_s": t_clean, "decode_reads_s": t_noisy,
+                     "reads": len(reads), "psnr_oligos": psnr(orig, clean.image), "psnr_reads": psnr(orig, noisy.image)})
+    tot = {k: sum(r[k] for r in rows) for k in ("encode_s", "decode_oligos_s", "decode_reads_s", "reads")}
+    return {"images": len(rows), "rows": rows, "total": tot,
+            "mean": {k: v / len(rows) for k, v in tot.items()}}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/kodak/kodim23.png"))
+    ap.add_argument("--kodak", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/kodak"),
+                    help="folder of images timed one by one (encode, decode from oligos and from reads)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     a = ap.parse_args(argv)
     res = {"repair": bench_repair(), "consensus": bench_consensus()}
@@ -111,6 +140,13 @@ def main(argv=None):
               f"{r['oligos']} oligos, {r['decode_noisy_s']:.2f} s from {r['noisy_reads']} reads "
               f"(1 % sub, 0.5 % ins, 0.5 % del, coverage 10); PSNR {r['psnr_model']:.2f} dB model, "
               f"{r['psnr_clean_dna']:.2f} dB via DNA, {r['psnr_noisy_dna']:.2f} dB via noisy reads")
+    if Path(a.kodak).is_dir() and any(Path(a.kodak).glob("*.png")):
+        res["kodak"] = k = bench_kodak(a.kodak)
+        m, t = k["mean"], k["total"]
+        print()
+        print(f"{k['images']} images of {a.kodak}: encode {m['encode_s']:.2f} s per image ({t['encode_s']:.1f} s in all); "
+              f"decode {m['decode_oligos_s']:.2f} s from the oligos ({t['decode_oligos_s']:.1f} s), "
+              f"{m['decode_reads_s']:.2f} s from {m['reads']:.0f} nextseq reads at coverage 10 ({t['decode_reads_s']:.1f} s)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
 
