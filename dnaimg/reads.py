@@ -228,7 +228,8 @@ POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and
 @nb.njit(cache=True, nogil=True)
 def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, w2n, exp, log, masks, maxlen,
                    status, tag, number, scramble, repaired, flip, pstart, pend):
-    """Orient, trim and index reads ``lo:hi`` (see :func:`process_chunk`), into its outputs."""
+    """Orient, trim and index reads ``lo:hi`` (see :func:`process_chunk`), into its outputs;
+    reads from the reverse strand are reverse-complemented in ``flat`` itself."""
     w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
     scratch = np.empty(maxlen + 1, dtype=np.uint8)
     prev = np.empty(w, dtype=np.int64)
@@ -245,6 +246,9 @@ def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, w2n, 
             status[r] = ST_NO_PRIMER
             continue
         flip[r] = flipped
+        if flipped:          # the read, turned to the forward strand in place
+            read[:] = seq
+            seq = read
         ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
         consumed = INDEX_NT
         rep = False
@@ -280,9 +284,10 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
     """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255),
     in parallel over blocks of reads.
 
+    Reads found on the reverse strand are reverse-complemented in place (``flat`` is modified).
     Returns per read: status, tag, number, scramble, index repaired, strand flipped, and where
-    its payload lies (``pstart:pend`` of the read on the forward strand: the part of the insert
-    after the index, or the whole insert for reads whose index did not decode)."""
+    its payload lies (``pstart:pend`` of the read, now on the forward strand: the part of the
+    insert after the index, or the whole insert for reads whose index did not decode)."""
     n = offs.shape[0] - 1
     status, tag, number, scramble, repaired, flip, pstart, pend, maxlen = _outputs(offs)
     pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
@@ -492,17 +497,17 @@ class ReadSorter:
             bad = np.flatnonzero(status == ST_BAD_INDEX)
             lens = pend[bad] - pstart[bad]
             piece = np.empty(int(lens.sum()), dtype=np.uint8)
-            copy_payloads(flat, offs, bad, flip, pstart, pend, piece, 0)
+            copy_payloads(flat, offs, bad, pstart, pend, piece, 0)
             self.rescue.add(piece, lens)
         ok = np.flatnonzero(status == ST_OK)
         st.index_repaired += int(np.count_nonzero(repaired[ok]))
         st.used += int(ok.size)
         if ok.size:
-            self._file(_key(tag[ok], number[ok], scramble[ok]), flat, offs, ok, flip, pstart, pend)
+            self._file(_key(tag[ok], number[ok], scramble[ok]), flat, offs, ok, pstart, pend)
 
-    def _file(self, keys, flat, offs, rows, flip, pstart, pend) -> int:
-        """Keep reads ``rows`` (their payload ``pstart:pend``, reverse-complemented where
-        ``flip``) under ``keys``, up to the cap per key; returns how many were kept."""
+    def _file(self, keys, flat, offs, rows, pstart, pend) -> int:
+        """Keep reads ``rows`` (their payload ``pstart:pend``) under ``keys``, up to the cap per
+        key; returns how many were kept."""
         need = self.n_slots + len(keys)
         if need > len(self._counts):
             size = max(need, 2 * len(self._counts))
@@ -521,7 +526,7 @@ class ReadSorter:
                 grown = np.empty(max(need, 2 * len(self._buf)), dtype=np.uint8)
                 grown[:self._used] = self._buf[:self._used]
                 self._buf = grown
-            self._used = copy_payloads(flat, offs, rows, flip, pstart, pend, self._buf, self._used)
+            self._used = copy_payloads(flat, offs, rows, pstart, pend, self._buf, self._used)
             self._lens.append(lens)
             self._slots.append(slots[keep])
             self._sorted = None
@@ -549,7 +554,7 @@ class ReadSorter:
         if rows.size == 0:
             return 0
         n = self._file(_key(np.int64(tag), number[rows], scramble[rows]), flat, offs, rows,
-                       np.zeros(len(offs) - 1, dtype=np.bool_), consumed, offs[1:] - offs[:-1])
+                       consumed, offs[1:] - offs[:-1])
         self.stats.rescued += n
         self.stats.used += n
         return n
@@ -666,24 +671,13 @@ def gather_reads(flat, offs, rows):
 
 
 @nb.njit(cache=True, nogil=True)
-def copy_payloads(flat, offs, rows, flip, pstart, pend, out, used):
-    """Append the payloads ``pstart:pend`` of reads ``rows`` (on the forward strand: reverse-
-    complemented where ``flip``) to ``out`` from position ``used``; returns the new end."""
+def copy_payloads(flat, offs, rows, pstart, pend, out, used):
+    """Append the payloads ``pstart:pend`` of reads ``rows`` to ``out`` from position ``used``;
+    returns the new end."""
     o = used
-    comp = np.full(256, 255, dtype=np.uint8)
-    for x in range(4):
-        comp[x] = 3 - x
     for r in rows:
-        base = offs[r]
-        a, b = pstart[r], pend[r]
-        if b <= a:
-            continue
-        if flip[r]:
-            top = offs[r + 1] - 1
-            for i in range(a, b):
-                out[o] = comp[flat[top - i]]
-                o += 1
-        else:
-            out[o:o + b - a] = flat[base + a:base + b]
+        a, b = offs[r] + pstart[r], offs[r] + pend[r]
+        if b > a:
+            out[o:o + b - a] = flat[a:b]
             o += b - a
     return o
