@@ -25,10 +25,10 @@ from . import dna
 from .codebook import SIGMAS_INV, get_codebook
 from .consensus import consensus_packed
 from .index import HEADER_BASE
-from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, Header, HeaderVersionError, Layout, LayoutError,
-                     data_oligos, header_codeword_nibbles, header_from_nibbles, header_nibbles, header_oligos,
-                     interleaver, n_data_oligos, payload_values_batch, values_per_oligo,
-                     RESYNC_DRIFT, RESYNC_INDEL_COST)
+from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, HEADER_PARITY, RESYNC_DRIFT, RESYNC_INDEL_COST, Header,
+                     HeaderVersionError, Layout, LayoutError, data_oligos, header_codeword_nibbles,
+                     header_from_nibbles, header_nibbles, header_oligos, header_words, interleaver, n_data_oligos,
+                     payload_values_batch, soft_nibble_vote, values_per_oligo)
 from .reads import CHUNK, ReadSorter
 from .model import resolve_precision
 from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
@@ -222,6 +222,8 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
         per_part = L // 3
         parts = -(-nib_needed // per_part)
         copies: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+        words: dict[int, list[np.ndarray]] = defaultdict(list)
+        soft: list[tuple[np.ndarray, np.ndarray]] = []
         for off in sorted(hgroups):
             c, p = off // 16, off % 16
             if p >= parts:
@@ -229,6 +231,7 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
             s, g = hgroups[off]
             est = consensus_packed(*g.packed(), L)
             copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
+            words[p].append(header_words(est, HEADER_BASE + off, s, tag, per_part))
         if not copies:
             continue
         candidates = []
@@ -249,18 +252,32 @@ def _decode_header(sorter: ReadSorter, tag: int) -> tuple[Header | None, str]:
             maj_ok.append(oks.any(0))
         if len(maj_nib) == parts:
             candidates.append((np.concatenate(maj_nib), np.concatenate(maj_ok)))
+        if all(words[p] for p in range(parts)):
+            # soft vote: per word the nibble nearest in Hamming distance summed over the copies;
+            # then the least sure bytes erased, more and more (RS: 2 errors + erasures <= parity)
+            voted = [soft_nibble_vote(words[p]) for p in range(parts)]
+            nib = np.concatenate([v[0] for v in voted])[:nib_needed]
+            margin = np.concatenate([v[1] for v in voted])[:nib_needed]
+            byte_margin = np.minimum(margin[0::2], margin[1::2])
+            order = np.argsort(byte_margin, kind="stable")
+            for k in range(0, HEADER_PARITY + 1, 2):
+                ok = np.ones(nib_needed, dtype=bool)
+                ok[2 * order[:k]] = False
+                ok[2 * order[:k] + 1] = False
+                soft.append((nib, ok))
         options = [[copies[c][p] for c in copies if p in copies[c]] for p in range(parts)]
         if all(options):
             for combo in islice(product(*options), 64):
                 candidates.append(tuple(np.concatenate([x[i] for x in combo]) for i in (0, 1)))
         valid: list[Header] = []
-        for nib, ok in candidates:
+        for i, (nib, ok) in enumerate(candidates + soft):
             if len(nib) < nib_needed:
                 continue
             try:
                 h = header_from_nibbles(nib, ok)
             except HeaderVersionError as e:
-                other_versions.add(e.version)
+                if i < len(candidates):     # heavy erasures can miscorrect into any version byte
+                    other_versions.add(e.version)
                 continue
             except ValueError as e:
                 last_err = str(e)
@@ -356,7 +373,13 @@ def rescue_header_oligos(sorter: ReadSorter, tag: int) -> bool:
     wanted = np.zeros(HEADER_BASE + 256, dtype=np.bool_)
     wanted[HEADER_BASE:] = True
     wanted[sorter.numbers(tag, HEADER_BASE)] = False
-    return bool(sorter.rescue_missing(tag, wanted))
+    found = sorter.rescue_missing(tag, wanted)
+    # then the nearest header index, for reads with too many substitutions in it: more reads
+    # for every header oligo (seen or not) help the vote.  (Not for data oligos: two data
+    # indexes can be a few substitutions apart, so a damaged read could land on the wrong one;
+    # a header read that does is outvoted, and the header's Reed-Solomon code and CRC check it.)
+    found += sorter.rescue_nearest(tag, np.arange(HEADER_BASE, HEADER_BASE + 256))
+    return bool(found)
 
 
 def find_headers(sorter: ReadSorter) -> tuple[dict[int, Header], dict[int, str], Counter]:

@@ -15,6 +15,10 @@ errors that happen to look like another codeword (and the number is then also ch
 the oligo count in the header).  For reads with an insertion or deletion inside the index,
 :func:`read_index` tries every single-indel hypothesis and accepts only a unique answer.
 
+:func:`quick_index` and :func:`read_index_ws`, called for every read, take the syndromes from a
+table of packed per-position contributions (:data:`_SYN_T`) and run without numba's reference
+counting (``_nrt=False``: they allocate nothing).
+
 The numba kernels have allocation-free variants (:func:`read_index_ws`, :func:`rescue_index_ws`,
 :func:`decode_index_nt_ws`) that take a scratch workspace from :func:`new_index_workspace`, to be
 allocated once per thread; they give exactly the answers of the plain functions.
@@ -419,129 +423,309 @@ def _fields(nib):
     return bits >> 12, (bits >> 8) & 15, bits & 255
 
 
+def _make_syn_table() -> np.ndarray:
+    """Packed syndrome contributions: entry 16 k + v holds, for nibble v at codeword position k,
+    v alpha^(i (11 - k)) in bits 4i..4i+3 (i = 0..3).  The syndromes are linear, so the packed
+    syndromes of a codeword are the XOR of its 12 entries (what :func:`_syn4` computes).  Built
+    from the module's GF(16) tables, i.e. the ``exp`` / ``log`` of :data:`TABLES`."""
+    t = np.zeros(NIBBLES * 16, dtype=np.int64)
+    for k in range(NIBBLES):
+        d = NIBBLES - 1 - k
+        for v in range(1, 16):
+            packed = 0
+            for i in range(PARITY_NIBBLES):
+                packed |= int(_GF_EXP[(_GF_LOG[v] + i * d) % 15]) << (4 * i)
+            t[16 * k + v] = packed
+    return t
+
+
+_SYN_T = _make_syn_table()
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _word_at(seq, p, k, w2n):
+    """:func:`_word_value` (p >= 0): nibble of seq[p:p+3] at position k, -1 if invalid.  Written
+    without early exits after the loads (with them, numba left reference counting in the
+    callers' loops: ten times slower)."""
+    if p + 3 > seq.shape[0]:
+        return -1
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    v = np.int64(w2n[((a << 4) | (b << 2) | c) & 63])
+    if k == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+        v = -1
+    if (a | b | c) > 3:
+        v = -1
+    return v
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
+def _deleted_word_at(seq, kj, j, w2n):
+    """:func:`_deleted_word` (k = kj, seq long enough), written like :func:`_word_at`."""
+    p = 3 * kj
+    a = seq[p] if j > p else seq[p + 1]
+    b = seq[p + 1] if j > p + 1 else seq[p + 2]
+    c = seq[p + 3]
+    v = np.int64(w2n[((a << 4) | (b << 2) | c) & 63])
+    if kj == SCRAMBLE_NIBBLE and v >= N_SCRAMBLE:
+        v = -1
+    if (a | b | c) > 3:
+        v = -1
+    return v
+
+
 @nb.njit(cache=True, nogil=True)
+def _first_bit(m):
+    """Index of the lowest set bit of m > 0 (64 for m = 0)."""
+    k = 0
+    while k < 64 and (m >> k) & 1 == 0:
+        k += 1
+    return k
+
+
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def quick_index(seq, start, end, w2n, exp, log, masks):
     """Allocation-free check of an error-free index at ``seq[start:start+36]``: returns
-    (ok, number, scramble, tag); ok is False whenever anything would need correcting."""
+    (ok, number, scramble, tag); ok is False whenever anything would need correcting.
+
+    (The syndromes from :data:`_SYN_T`, the words read without branches, and no reference
+    counting (``_nrt=False``, nothing is allocated): several times faster than with the
+    Horner steps of :func:`_gf_mul`, same answers.)"""
     if end - start < INDEX_NT:
         return False, 0, 0, 0
-    p = start + 3 * SCRAMBLE_NIBBLE
-    a, b, c = seq[p], seq[p + 1], seq[p + 2]
-    if a > 3 or b > 3 or c > 3:
+    sc = _word_at(seq, start + 3 * SCRAMBLE_NIBBLE, SCRAMBLE_NIBBLE, w2n)
+    if sc < 0:
         return False, 0, 0, 0
-    sc = w2n[a * 16 + b * 4 + c]
-    if sc < 0 or sc >= N_SCRAMBLE:
-        return False, 0, 0, 0
-    s0 = s1 = s2 = s3 = 0
+    bad = False
+    P = 0
     bits = 0
     for k in range(NIBBLES):
         p = start + 3 * k
         a, b, c = seq[p], seq[p + 1], seq[p + 2]
-        if a > 3 or b > 3 or c > 3:
-            return False, 0, 0, 0
-        v = w2n[a * 16 + b * 4 + c]
-        if v < 0:
-            return False, 0, 0, 0
-        u = v ^ masks[sc, k]
-        s0 = s0 ^ u
-        s1 = _gf_mul(s1, exp[1], exp, log) ^ u
-        s2 = _gf_mul(s2, exp[2], exp, log) ^ u
-        s3 = _gf_mul(s3, exp[3], exp, log) ^ u
+        v = np.int64(w2n[((a << 4) | (b << 2) | c) & 63])
+        bad |= ((a | b | c) > 3) | (v < 0)
+        u = (v ^ masks[sc, k]) & 15          # (& 15: a table index even for v = -1)
+        P ^= _SYN_T[16 * k + u]
         if k < DATA_NIBBLES:
             bits = (bits << 4) | u
-    if s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0:
+    if bad or P != 0:
         return False, 0, 0, 0
     return True, bits >> 12, (bits >> 8) & 15, bits & 255
 
 
-@nb.njit(cache=True, nogil=True)
-def _exact_fields(c, masks, exp, log, u):
-    """All 12 words valid (values ``c``): is the unmasked word an exact codeword?  This is what
-    :func:`decode_index_nt` accepts with status 1 and no erasure.  -> (ok, number, scramble, tag)"""
-    sc = c[SCRAMBLE_NIBBLE]
-    for k in range(NIBBLES):
-        u[k] = c[k] ^ masks[sc, k]
-    u[SCRAMBLE_NIBBLE] = sc
-    s0, s1, s2, s3 = _syn4(u, exp, log)
-    if s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0:
-        return False, 0, 0, 0
-    nb_, sc2, tg = _fields(u)
-    return True, nb_, sc2, tg
-
-
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, _nrt=False)
 def read_index_ws(insert, w2n, exp, log, masks, ws, buf):
     """:func:`read_index` without allocation: ``ws`` an int64 workspace of >= INDEX_WS_LEN
-    entries, ``buf`` a uint8 buffer of >= INDEX_BUF_LEN (reserved; the hypotheses are now
-    assembled from per-frame word values, so it is not written).  Same results as
-    :func:`read_index` for every input."""
+    entries, ``buf`` a uint8 buffer of >= INDEX_BUF_LEN (reserved, not written).  Same results
+    as :func:`read_index` for every input.
+
+    The syndromes come from :data:`_SYN_T` (12 table look-ups, packed into one integer), and the
+    cases are solved directly: one error (S_i = E X^i), one erasure at e (the packed syndromes
+    must be the table entry of (e, S_0)), two erasures; with the seed's word invalid, each of
+    the 12 seeds.  The +1 / -1 frame words are read only when the as-read index does not decode,
+    from the end down to the first invalid one (the indel must be before it), and only the
+    hypotheses that the frame checks allow are tried.
+
+    Speed: everything is written out in this one function (no helper taking an array but the
+    small branch-free word readers), compiled with ``_nrt=False`` (numba's own switch for
+    kernels that allocate nothing, as in its sorting and string code): numba otherwise
+    increfs and decrefs every array argument and array passed to a helper (atomic
+    operations through calls), which cost several times the decoding itself."""
+    T = _SYN_T
     L = insert.shape[0]
-    c = ws[_WS_C:_WS_C + NIBBLES]
-    erased = ws[_WS_ERASED:_WS_ERASED + NIBBLES]
-    u = ws[_WS_U:_WS_U + NIBBLES]
-    res = ws[_WS_RES:_WS_RES + NIBBLES]
-    out = ws[_WS_OUT:_WS_OUT + NIBBLES]
-    v0 = ws[_WS_V0:_WS_V0 + NIBBLES]
-    vp = ws[_WS_VP:_WS_VP + NIBBLES]
-    vm = ws[_WS_VM:_WS_VM + NIBBLES]
-    # word values in the three frames, once: the as-read parse and every hypothesis are made of
-    # them (bit k of bad0 / badp / badm: word k invalid in frame 0 / +1 / -1)
-    bad0, badp, badm = _frame_values(insert, w2n, v0, vp, vm)
-    if L >= INDEX_NT:
-        ne, s_erased = _collect(v0, v0, NIBBLES, 0, c, erased)
-        st, ne = _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res)
-        if st == 1 and ne == 0:
-            nb_, sc, tg = _fields(out)
-            return True, nb_, sc, tg, INDEX_NT, False
-        if st != 0:
-            nb_, sc, tg = _fields(out)
-            return True, nb_, sc, tg, INDEX_NT, True
-    # Frame checks first: a hypothesis can only succeed if every word outside the one holding
-    # the indel is a valid nibble word in its frame (0 before, +1 after a deletion, -1 after an
-    # insertion), so most hypotheses are discarded without decoding.
-    have = False
-    r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
-    # deletion hypotheses: read has an extra nt at position j.  Only an exact decode with no
-    # erasure is accepted, i.e. all 12 words valid and zero syndromes.
-    if L >= INDEX_NT + 1:
-        for kj in range(NIBBLES):
-            if (bad0 & ((1 << kj) - 1)) != 0:
-                break                     # and for every later word too
-            if (badp >> (kj + 1)) != 0:
-                continue
+    V0, VP, VM, U = _WS_V0, _WS_VP, _WS_VM, _WS_U
+    SN = SCRAMBLE_NIBBLE
+    bad0 = 0
+    nbad = 0
+    for k in range(NIBBLES):
+        v = _word_at(insert, 3 * k, k, w2n)
+        ws[V0 + k] = v
+        if v < 0:
+            bad0 |= 1 << k
+            nbad += 1
+    # ---- as read: up to 2 erasures, or one error -------------------------------------------
+    fixed = 0                 # 1: exact, 2: corrected; the codeword is then in ws[U:U+12]
+    if L >= INDEX_NT and nbad <= MAX_ERASURES:
+        if (bad0 >> SN) & 1 == 0:
+            sc = ws[V0 + SN]
+            P = T[16 * SN + sc]
+            ws[U + SN] = sc
             for k in range(NIBBLES):
-                c[k] = v0[k] if k < kj else vp[k]
-            for j in range(3 * kj, 3 * kj + 3):
-                vk = _deleted_word(insert, kj, j, kj, w2n)
-                if vk < 0:
-                    continue
-                c[kj] = vk
-                ok, nb_, sc, tg = _exact_fields(c, masks, exp, log, u)
-                if ok:
-                    if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
-                        return False, 0, 0, 0, 0, True
-                    have = True
-                    r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT + 1
-    # insertion hypotheses: read is missing the nt at position j, filled in as an erasure; the
-    # three positions j of one word give the same words (that one erased), so one per word
-    if L >= INDEX_NT - 1:
-        for kj in range(NIBBLES):
-            if (bad0 & ((1 << kj) - 1)) != 0:
+                if k != SN:
+                    v = ws[V0 + k]
+                    x = (v ^ masks[sc, k]) if v >= 0 else 0      # erasures zeroed
+                    ws[U + k] = x
+                    P ^= T[16 * k + x]
+            s0 = P & 15
+            if nbad == 0:
+                if P == 0:
+                    fixed = 1
+                else:
+                    s1 = (P >> 4) & 15
+                    if s0 != 0 and s1 != 0:
+                        p = (log[s1] - log[s0] + 15) % 15       # X = S1 / S0 = alpha^p
+                        k = NIBBLES - 1 - p
+                        if p < NIBBLES and k != SN and T[16 * k + s0] == P:
+                            ws[U + k] ^= s0
+                            fixed = 2
+            elif nbad == 1:
+                e = _first_bit(bad0)
+                if T[16 * e + s0] == P:
+                    ws[U + e] = s0
+                    fixed = 2
+            else:
+                e1 = _first_bit(bad0)
+                e2 = _first_bit(bad0 >> (e1 + 1)) + e1 + 1
+                s1 = (P >> 4) & 15
+                lx1 = NIBBLES - 1 - e1                          # X_k = alpha^lx_k
+                lx2 = NIBBLES - 1 - e2
+                num = s1 ^ (exp[log[s0] + lx2] if s0 != 0 else 0)
+                E1 = exp[(log[num] - log[exp[lx1] ^ exp[lx2]] + 15) % 15] if num != 0 else 0
+                E2 = s0 ^ E1
+                if T[16 * e1 + E1] ^ T[16 * e2 + E2] == P:
+                    ws[U + e1] = E1
+                    ws[U + e2] = E2
+                    fixed = 2
+        else:
+            # the seed's word is invalid: every seed, with the other invalid word (if any)
+            # erased; no error correction then, and the answer must be unique
+            e = -1 if nbad == 1 else _first_bit(bad0 & ~(1 << SN))
+            hit = -1
+            for sc in range(N_SCRAMBLE):
+                P = T[16 * SN + sc]
+                for k in range(NIBBLES):
+                    if k != SN and k != e:
+                        P ^= T[16 * k + (ws[V0 + k] ^ masks[sc, k])]
+                if (P == 0) if e < 0 else (T[16 * e + (P & 15)] == P):
+                    if hit >= 0:
+                        hit = -2
+                        break
+                    hit = sc
+            if hit >= 0:
+                P = T[16 * SN + hit]
+                ws[U + SN] = hit
+                for k in range(NIBBLES):
+                    if k != SN and k != e:
+                        x = ws[V0 + k] ^ masks[hit, k]
+                        ws[U + k] = x
+                        P ^= T[16 * k + x]
+                if e >= 0:
+                    ws[U + e] = P & 15
+                fixed = 2
+    r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
+    if fixed != 0:
+        bits = 0
+        for i in range(DATA_NIBBLES):
+            bits = (bits << 4) | ws[U + i]
+        r_nb, r_sc, r_tg, r_cons = bits >> 12, (bits >> 8) & 15, bits & 255, INDEX_NT
+    have = False           # an indel hypothesis decoded (to r_*)
+    clash = False          # two of them disagree: reject
+    if fixed == 0 and L >= INDEX_NT - 1:
+        # ---- one indel in word kj -----------------------------------------------------------
+        # A hypothesis needs every word before kj valid in frame 0 (so kj <= lo0, the first
+        # invalid one), and every word after kj valid in frame +1 (deletion: an extra nt in the
+        # read) or -1 (insertion: a missing nt), so kj >= the last invalid one there.
+        lo0 = _first_bit(bad0 | (1 << (NIBBLES - 1)))
+        if L >= INDEX_NT + 1:
+            # deletion hypotheses (the nt at j is extra): only an exact codeword is accepted
+            hp = 0
+            for k in range(NIBBLES - 1, 0, -1):
+                v = _word_at(insert, 3 * k + 1, k, w2n)
+                ws[VP + k] = v
+                if v < 0:
+                    hp = k
+                    break
+            for kj in range(hp, lo0 + 1):
+                if clash:
+                    break
+                sc = -1
+                Q = 0
+                for j in range(3 * kj, 3 * kj + 3):
+                    vk = _deleted_word_at(insert, kj, j, w2n)
+                    if vk < 0:
+                        continue
+                    if kj == SN or sc < 0:       # the other words, unmasked with this seed
+                        sc = vk if kj == SN else (ws[V0 + SN] if kj > SN else ws[VP + SN])
+                        Q = T[16 * SN + sc]
+                        ws[U + SN] = sc
+                        for k in range(NIBBLES):
+                            if k != kj and k != SN:
+                                x = (ws[V0 + k] if k < kj else ws[VP + k]) ^ masks[sc, k]
+                                ws[U + k] = x
+                                Q ^= T[16 * k + x]
+                    P = Q
+                    if kj != SN:
+                        x = vk ^ masks[sc, kj]
+                        ws[U + kj] = x
+                        P ^= T[16 * kj + x]
+                    if P == 0:
+                        bits = 0
+                        for i in range(DATA_NIBBLES):
+                            bits = (bits << 4) | ws[U + i]
+                        nb_, sc2, tg = bits >> 12, (bits >> 8) & 15, bits & 255
+                        if have and (nb_ != r_nb or sc2 != r_sc or tg != r_tg):
+                            clash = True
+                            break
+                        have = True
+                        r_nb, r_sc, r_tg, r_cons = nb_, sc2, tg, INDEX_NT + 1
+        # insertion hypotheses: the missing nt is filled in as an erasure of word kj (the
+        # three places of the nt in the word read the same)
+        hm = 0
+        for k in range(NIBBLES - 1, 0, -1):
+            v = _word_at(insert, 3 * k - 1, k, w2n)
+            ws[VM + k] = v
+            if v < 0:
+                hm = k
                 break
-            if (badm >> (kj + 1)) != 0:
-                continue
-            ne, s_erased = _collect(v0, vm, kj, -1, c, erased)
-            st, ne = _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res)
-            if st == 1 and ne <= 1:
-                nb_, sc, tg = _fields(out)
-                if have and (nb_ != r_nb or sc != r_sc or tg != r_tg):
-                    return False, 0, 0, 0, 0, True
-                if not have:
-                    have = True
-                    r_nb, r_sc, r_tg, r_cons = nb_, sc, tg, INDEX_NT - 1
-    if have:
-        return True, r_nb, r_sc, r_tg, r_cons, True
-    return False, 0, 0, 0, 0, True
+        for kj in range(hm, lo0 + 1):
+            if clash:
+                break
+            if kj != SN:
+                sc = ws[V0 + SN] if kj > SN else ws[VM + SN]
+                P = T[16 * SN + sc]
+                ws[U + SN] = sc
+                for k in range(NIBBLES):
+                    if k != kj and k != SN:
+                        x = (ws[V0 + k] if k < kj else ws[VM + k]) ^ masks[sc, k]
+                        ws[U + k] = x
+                        P ^= T[16 * k + x]
+                s0 = P & 15
+                if T[16 * kj + s0] != P:
+                    continue
+                ws[U + kj] = s0
+            else:
+                # the seed's word is the erased one: every seed, exact, unique
+                hit = -1
+                for sc in range(N_SCRAMBLE):
+                    P = T[16 * SN + sc]
+                    for k in range(NIBBLES):
+                        if k != SN:
+                            x = (ws[V0 + k] if k < SN else ws[VM + k]) ^ masks[sc, k]
+                            P ^= T[16 * k + x]
+                    if P == 0:
+                        if hit >= 0:
+                            hit = -2
+                            break
+                        hit = sc
+                if hit < 0:
+                    continue
+                ws[U + SN] = hit
+                for k in range(NIBBLES):
+                    if k != SN:
+                        ws[U + k] = (ws[V0 + k] if k < SN else ws[VM + k]) ^ masks[hit, k]
+            bits = 0
+            for i in range(DATA_NIBBLES):
+                bits = (bits << 4) | ws[U + i]
+            nb_, sc2, tg = bits >> 12, (bits >> 8) & 15, bits & 255
+            if have and (nb_ != r_nb or sc2 != r_sc or tg != r_tg):
+                clash = True
+                break
+            if not have:
+                have = True
+                r_nb, r_sc, r_tg, r_cons = nb_, sc2, tg, INDEX_NT - 1
+    ok = fixed != 0 or (have and not clash)
+    if not ok:
+        r_nb, r_sc, r_tg, r_cons = 0, 0, 0, 0
+    return ok, r_nb, r_sc, r_tg, r_cons, fixed != 1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -489,12 +489,30 @@ def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_
     return vals, nbad
 
 
+def header_words(payload: np.ndarray, number: int, scramble: int, tag: int, per_part: int) -> np.ndarray:
+    """Payload of a header oligo -> its ``per_part`` 3-nt words, un-whitened (per_part, 3)."""
+    body = np.ascontiguousarray(payload[:per_part * 3], dtype=np.uint8)
+    keys = whitening_keys(tag, number, scramble, per_part)
+    return unwhiten(body, 3, keys).reshape(-1, 3)
+
+
+def soft_nibble_vote(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the same header words (each (m, 3)) -> per word the nibble whose word is nearest
+    in total Hamming distance over the copies, and its margin (distance of the runner-up minus
+    its own: 0 means a tie)."""
+    d = np.zeros((len(words[0]), 16), dtype=np.int64)
+    for w in words:
+        d += (w[:, None, :] != NIBBLE_WORDS[None, :, :]).sum(axis=2)
+    order = np.argsort(d, axis=1, kind="stable")
+    nib = order[:, 0]
+    rows = np.arange(len(d))
+    return nib, d[rows, order[:, 1]] - d[rows, nib]
+
+
 def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
                    per_part: int) -> tuple[np.ndarray, np.ndarray]:
     """Payload of a header oligo -> (nibbles, whether each word was a valid nibble word)."""
-    body = np.ascontiguousarray(payload[:per_part * 3], dtype=np.uint8)
-    keys = whitening_keys(tag, number, scramble, per_part)
-    raw = unwhiten(body, 3, keys)
+    raw = header_words(payload, number, scramble, tag, per_part).reshape(-1)
     nib = _NIBBLE_REPAIR(raw).astype(np.int64)
     valid = np.all(NIBBLE_WORDS[nib] == raw.reshape(-1, 3), axis=1)
     return nib, valid

@@ -16,7 +16,8 @@ import numba as nb
 import numpy as np
 
 from . import dna
-from .index import INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, TABLES, quick_index, read_index_ws, rescue_batch
+from .index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, encode_index, quick_index,
+                    read_index_ws, rescue_batch)
 
 MAX_LEAD = 4
 
@@ -222,7 +223,10 @@ ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
 CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
 RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second pass
-POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and doubles
+POOL_START_BYTES = 1 << 20
+NEAREST_MAX_DIST = 9        # substitutions allowed in an index matched by nearest search
+NEAREST_MARGIN = 3          # ... and how much closer than the second nearest it must be
+NEAREST_MAX_WORK = 4e8      # reads x candidate indexes above which the nearest search is skipped  # the store of kept payloads starts at this size and doubles
 
 
 @nb.njit(cache=True, nogil=True)
@@ -433,6 +437,7 @@ class ReadSorter:
         self._pending: list = []
         self.rescue = _Pending()       # inserts of reads whose index did not decode
         self.rescue_cap_nt = RESCUE_CAP_NT
+        self._rescue_used = np.zeros(0, dtype=np.bool_)
         self._slot_of = nb.typed.Dict.empty(key_type=nb.types.int64, value_type=nb.types.int64)
         self._slot_keys = np.zeros(1024, dtype=np.int64)
         self._counts = np.zeros(1024, dtype=np.int64)
@@ -543,18 +548,61 @@ class ReadSorter:
         self.flush()
         return self
 
+    def _rescue_pool(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flat, offs = self.rescue.packed()
+        if len(self._rescue_used) < len(offs) - 1:
+            self._rescue_used = np.concatenate(
+                [self._rescue_used, np.zeros(len(offs) - 1 - len(self._rescue_used), dtype=np.bool_)])
+        return flat, offs, self._rescue_used
+
     def rescue_missing(self, tag: int, wanted: np.ndarray) -> int:
         """Second pass over the reads whose index did not decode: file those that decode, with
         relaxed rules, to one of the ``wanted`` (still missing) oligos of image ``tag``."""
         if self.rescue.count == 0 or not wanted.any():
             return 0
-        flat, offs = self.rescue.packed()
+        flat, offs, used = self._rescue_pool()
         ok, number, scramble, consumed = rescue_batch(flat, offs, tag, wanted, *TABLES)
+        ok &= ~used
         rows = np.flatnonzero(ok)
         if rows.size == 0:
             return 0
+        used[rows] = True
         n = self._file(_key(np.int64(tag), number[rows], scramble[rows]), flat, offs, rows,
                        consumed, offs[1:] - offs[:-1])
+        self.stats.rescued += n
+        self.stats.used += n
+        return n
+
+    def rescue_nearest(self, tag: int, numbers: np.ndarray, insert_len: int | None = None,
+                       max_work: float = NEAREST_MAX_WORK) -> int:
+        """Third pass, for reads with many substitutions in the index: file a still unused read of
+        exactly ``insert_len`` nt (index and payload; default: the most common length of these
+        reads; an indel would shift the payload) whose first 36 nt are within
+        ``NEAREST_MAX_DIST`` substitutions of the index of one of oligos ``numbers`` of image
+        ``tag`` (any seed) and at least ``NEAREST_MARGIN`` closer to it than to any other of them.
+        A random 36-nt read is that close to a given index with probability ~1e-12, but a read of
+        an oligo not among ``numbers`` can be (indexes differ in as few as 5 words): use it where
+        the candidates are all the oligos of their kind (the header oligos).  Skipped (returns 0)
+        when reads x candidates exceeds ``max_work``."""
+        numbers = np.asarray(numbers, dtype=np.int64)
+        if self.rescue.count == 0 or numbers.size == 0:
+            return 0
+        flat, offs, used = self._rescue_pool()
+        n_free = int(np.count_nonzero(~used))
+        if n_free == 0 or n_free * numbers.size * N_SCRAMBLE > max_work:
+            return 0
+        lens = offs[1:] - offs[:-1]
+        if insert_len is None:
+            insert_len = int(np.bincount(lens).argmax())
+        pats = np.stack([encode_index(int(k), sc, tag) for k in numbers.tolist() for sc in range(N_SCRAMBLE)])
+        best = nearest_index(flat, offs, used | (lens != insert_len), pats, NEAREST_MAX_DIST, NEAREST_MARGIN)
+        rows = np.flatnonzero(best >= 0)
+        if rows.size == 0:
+            return 0
+        used[rows] = True
+        which = best[rows]
+        n = self._file(_key(np.int64(tag), numbers[which // N_SCRAMBLE], which % N_SCRAMBLE), flat, offs, rows,
+                       np.full(len(offs) - 1, INDEX_NT, dtype=np.int64), offs[1:] - offs[:-1])
         self.stats.rescued += n
         self.stats.used += n
         return n
@@ -643,6 +691,38 @@ class ReadSorter:
             best[numbers[order]] = order
             seed[numbers[order]] = seeds[order]
         return best, seed
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def nearest_index(flat, offs, used, patterns, max_dist, margin):
+    """Per read (not ``used``), the pattern nearest its first nt in Hamming distance if it is at
+    most ``max_dist`` away and ``margin`` closer than the second nearest; else -1."""
+    n = offs.shape[0] - 1
+    P, m = patterns.shape
+    best = np.full(n, -1, dtype=np.int64)
+    for r in nb.prange(n):
+        if used[r] or offs[r + 1] - offs[r] < m:
+            continue
+        a = offs[r]
+        b1 = m + 1
+        b2 = m + 1
+        bi = -1
+        for p in range(P):
+            d = 0
+            for t in range(m):
+                if flat[a + t] != patterns[p, t]:
+                    d += 1
+                    if d >= b2:
+                        break
+            if d < b1:
+                b2 = b1
+                b1 = d
+                bi = p
+            elif d < b2:
+                b2 = d
+        if b1 <= max_dist and b2 - b1 >= margin:
+            best[r] = bi
+    return best
 
 
 @nb.njit(cache=True, nogil=True)

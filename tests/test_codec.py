@@ -118,3 +118,20 @@ def test_seed_setting_one_read_per_oligo(encoded):
         r, _, _ = simulate(e.oligos, preset("seed", sub=0.03), seed=1)
         got[m] = psnr(orig, decode_reads(r).image)
     assert got["cae32-mr-noise:r098"] > got["cae32-mr:r098"] + 0.5, got
+
+
+def test_header_survives_ten_percent_substitutions_one_read():
+    """One read per oligo at 10 % substitutions: the header still decodes (nearest-index rescue of
+    header reads, soft vote over the copies), where hard votes failed on more than half the images."""
+    from PIL import Image
+
+    from conftest import EXAMPLE
+    from dnaimg.channel import preset
+    from dnaimg.codec import encode_image
+    img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
+    enc = encode_image(img, model="cae32-mr:r050")
+    for seed in range(3):
+        reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.10), seed=seed)
+        res = decode_reads(reads, precision="fp32")
+        assert res.header == enc.header
+        assert psnr(img, res.image) > 16

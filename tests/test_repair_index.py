@@ -653,3 +653,152 @@ def test_gf_helpers_match_the_previous_implementation():
                 == _ref_decode_nibbles(c, pos, ne, exp, log, o_ref))
         assert np.array_equal(o_new, o_ref)
     assert n_ok > 500
+
+
+# ------------------------------------------------------------------------------------------------
+# The table-driven quick_index / read_index_ws: a verbatim copy of the previous quick_index, the
+# packed syndrome table against the Horner syndromes, and every single and many double edits of
+# a few indices (each branch of the direct decoder: one error anywhere, the seed's word or any
+# other word invalid, alone or with a second one, indels in every word, short inserts, N bases).
+# ------------------------------------------------------------------------------------------------
+@nb.njit(cache=True)
+def _ref_quick_index(seq, start, end, w2n, exp, log, masks):
+    if end - start < INDEX_NT:
+        return False, 0, 0, 0
+    p = start + 3 * SCRAMBLE_NIBBLE
+    a, b, c = seq[p], seq[p + 1], seq[p + 2]
+    if a > 3 or b > 3 or c > 3:
+        return False, 0, 0, 0
+    sc = w2n[a * 16 + b * 4 + c]
+    if sc < 0 or sc >= N_SCRAMBLE:
+        return False, 0, 0, 0
+    s0 = s1 = s2 = s3 = 0
+    bits = 0
+    for k in range(NIBBLES):
+        p = start + 3 * k
+        a, b, c = seq[p], seq[p + 1], seq[p + 2]
+        if a > 3 or b > 3 or c > 3:
+            return False, 0, 0, 0
+        v = w2n[a * 16 + b * 4 + c]
+        if v < 0:
+            return False, 0, 0, 0
+        u = v ^ masks[sc, k]
+        s0 = s0 ^ u
+        s1 = _ref_gf_mul(s1, exp[1], exp, log) ^ u
+        s2 = _ref_gf_mul(s2, exp[2], exp, log) ^ u
+        s3 = _ref_gf_mul(s3, exp[3], exp, log) ^ u
+        if k < DATA_NIBBLES:
+            bits = (bits << 4) | u
+    if s0 != 0 or s1 != 0 or s2 != 0 or s3 != 0:
+        return False, 0, 0, 0
+    return True, bits >> 12, (bits >> 8) & 15, bits & 255
+
+
+def test_packed_syndrome_table_matches_the_syndromes():
+    from dnaimg.index import TABLES, _SYN_T, _syndromes
+    _, exp, log, _ = TABLES
+    rng = np.random.default_rng(21)
+    s = np.zeros(PARITY_NIBBLES, dtype=np.int64)
+    for _ in range(3000):
+        c = rng.integers(0, 16, NIBBLES).astype(np.int64)
+        _syndromes(c, exp, log, s)
+        packed = 0
+        for k in range(NIBBLES):
+            packed ^= int(_SYN_T[16 * k + c[k]])
+        assert [(packed >> (4 * i)) & 15 for i in range(PARITY_NIBBLES)] == s.tolist()
+
+
+def _edit_neighbourhood(nt, rng):
+    """Every single substitution, deletion and insertion of ``nt``, N bases, every word at the
+    seed's place, and random pairs of edits (two words, or an indel and a substitution)."""
+    out = []
+    L = len(nt)
+    for p in range(L):
+        for d in (1, 2, 3):
+            s = nt.copy()
+            s[p] = (s[p] + d) % 4
+            out.append(s)
+        s = nt.copy()
+        s[p] = 255
+        out.append(s)
+        out.append(np.delete(nt, p))
+        for x in range(4):
+            out.append(np.insert(nt, p, x))
+    for w in range(64):                       # any word at the seed's place, with another damage
+        s = nt.copy()
+        s[3 * SCRAMBLE_NIBBLE:3 * SCRAMBLE_NIBBLE + 3] = (w >> 4, (w >> 2) & 3, w & 3)
+        out.append(s)
+        t = s.copy()
+        q = int(rng.integers(L))
+        t[q] = (t[q] + 1 + rng.integers(3)) % 4
+        out.append(t)
+        out.append(np.delete(s, int(rng.integers(L))))
+        out.append(np.insert(s, int(rng.integers(L + 1)), int(rng.integers(4))))
+    for _ in range(400):
+        s = nt.copy()
+        for p in rng.choice(L, 2, replace=False):
+            s[p] = (s[p] + 1 + rng.integers(3)) % 4
+        out.append(s)
+        q = int(rng.integers(L))
+        out.append(np.insert(s, q, int(rng.integers(4))) if rng.random() < 0.5 else np.delete(s, q))
+    return out
+
+
+def test_table_driven_index_kernels_match_on_edit_neighbourhoods():
+    from dnaimg.index import TABLES, new_index_workspace, quick_index, read_index_ws
+    w2n, exp, log, masks = TABLES
+    ws, buf = new_index_workspace()
+    ws[:] = -99
+    rng = np.random.default_rng(22)
+    n = 0
+    for num, sc, tag in [(0, 0, 0), (4242, 5, 9), (2**20 - 1, 11, 255), (123456, 3, 9),
+                         (77, 7, 200)]:
+        nt = encode_index(num, sc, tag).astype(np.uint8)
+        for s in _edit_neighbourhood(nt, rng):
+            tail = rng.integers(0, 4, int(rng.choice([0, 1, 2, 3, 40])))
+            full = np.ascontiguousarray(np.concatenate([s, tail]).astype(np.uint8))
+            for cut in (len(full), 35, 36, 37, 38):
+                x = full[:cut]
+                want = _ref_read_index(x, w2n, exp, log, masks)
+                assert read_index_ws(x, w2n, exp, log, masks, ws, buf) == want
+                # quick_index at an offset inside a longer read, as the pipeline calls it
+                lead = rng.integers(0, 4, int(rng.integers(0, 5))).astype(np.uint8)
+                y = np.concatenate([lead, x]).astype(np.uint8)
+                for end in (len(y), len(y) - 1):
+                    assert (quick_index(y, len(lead), end, w2n, exp, log, masks)
+                            == _ref_quick_index(y, len(lead), end, w2n, exp, log, masks))
+                n += 1
+    assert n > 20000
+
+
+def test_one_error_on_the_seed_is_not_corrected():
+    """All words valid and the syndromes those of a single error in the seed's nibble: the
+    decoder must not "correct" the seed it unmasked with (as the previous code)."""
+    from dnaimg.index import _MASKS, NIBBLE_WORDS, TABLES, new_index_workspace, read_index_ws
+    w2n, exp, log, masks = TABLES
+    ws, buf = new_index_workspace()
+    rng = np.random.default_rng(24)
+    n_ok = 0
+    for _ in range(300):
+        num, s_true = int(rng.integers(0, 2**20)), int(rng.integers(12))
+        tag = int(rng.integers(256))
+        cw = np.array(list(_RS.encode(bytes(pack_fields(num, s_true, tag)))), dtype=np.int64)
+        s_read = int(rng.choice([s for s in range(N_SCRAMBLE) if s != s_true]))
+        c = cw ^ _MASKS[s_read]
+        c[SCRAMBLE_NIBBLE] = s_read
+        x = np.concatenate([NIBBLE_WORDS[c].reshape(-1), rng.integers(0, 4, 30)]).astype(np.uint8)
+        want = _ref_read_index(x, w2n, exp, log, masks)
+        assert read_index_ws(x, w2n, exp, log, masks, ws, buf) == want
+        n_ok += want[0]
+    assert n_ok < 300
+
+
+def test_quick_index_matches_the_previous_implementation():
+    from dnaimg.index import TABLES, quick_index
+    w2n, exp, log, masks = TABLES
+    hits = 0
+    for ins_, *_ in _damaged_inserts(4000, 23):
+        want = _ref_quick_index(ins_, 0, len(ins_), w2n, exp, log, masks)
+        assert quick_index(ins_, 0, len(ins_), w2n, exp, log, masks) == want
+        hits += want[0]
+    assert hits > 300
