@@ -336,14 +336,14 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
             pending: deque = deque()
 
             def file_next():
-                flat, offs, fut = pending.popleft()
-                sorter.file_classified(flat, offs, fut.result())
+                n, fut = pending.popleft()
+                sorter.file_classified(fut.result())
                 if progress is not None:
-                    progress(len(offs) - 1)
+                    progress(n)
 
             for flat, offs in prefetched(reads):
-                pending.append((flat, offs, pool.submit(sorter.classify, flat, offs)))
-                while len(pending) > pool._max_workers or (pending and pending[0][2].done()):
+                pending.append((len(offs) - 1, pool.submit(sorter.classify, flat, offs)))
+                while len(pending) > pool._max_workers or (pending and pending[0][1].done()):
                     file_next()
             while pending:
                 file_next()

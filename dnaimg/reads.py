@@ -481,34 +481,33 @@ class ReadSorter:
         self.add_packed(np.ascontiguousarray(flat, dtype=np.uint8), offs)
 
     def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
-        """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255)."""
-        self.file_classified(flat, offs, process_chunk(
-            flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES))
+        """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255; turned to the forward
+        strand in place)."""
+        classified = process_chunk(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+        self.file_classified(compact_block(flat, offs, *classified))
 
     def classify(self, flat: np.ndarray, offs: np.ndarray) -> tuple:
-        """Orient, trim and index a block on the calling thread (no state touched: several blocks
-        may be classified side by side); file the result with :meth:`file_classified`, in order."""
-        return process_block(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+        """Orient, trim and index a block on the calling thread, and pack what is kept of it
+        (no state touched: several blocks may be classified side by side); file the result
+        with :meth:`file_classified`, in file order."""
+        classified = process_block(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
+        return compact_block(flat, offs, *classified)
 
-    def file_classified(self, flat: np.ndarray, offs: np.ndarray, classified: tuple) -> None:
-        status, tag, number, scramble, repaired, flip, pstart, pend = classified
+    def file_classified(self, compact: tuple) -> None:
+        counts, n_repaired, keys, okbuf, oklens, badbuf, badlens = compact
         st = self.stats
-        counts = np.bincount(status, minlength=4)
-        st.seen += len(status)
+        st.seen += int(counts.sum())
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])
         st.bad_index += int(counts[ST_BAD_INDEX])
-        if counts[ST_BAD_INDEX] and self.rescue.nt < self.rescue_cap_nt:
-            bad = np.flatnonzero(status == ST_BAD_INDEX)
-            lens = pend[bad] - pstart[bad]
-            piece = np.empty(int(lens.sum()), dtype=np.uint8)
-            copy_payloads(flat, offs, bad, pstart, pend, piece, 0)
-            self.rescue.add(piece, lens)
-        ok = np.flatnonzero(status == ST_OK)
-        st.index_repaired += int(np.count_nonzero(repaired[ok]))
-        st.used += int(ok.size)
-        if ok.size:
-            self._file(_key(tag[ok], number[ok], scramble[ok]), flat, offs, ok, pstart, pend)
+        if len(badlens) and self.rescue.nt < self.rescue_cap_nt:
+            self.rescue.add(badbuf, badlens)
+        st.index_repaired += int(n_repaired)
+        st.used += len(keys)
+        if len(keys):
+            offs = np.zeros(len(oklens) + 1, dtype=np.int64)
+            np.cumsum(oklens, out=offs[1:])
+            self._file(keys, okbuf, offs, np.arange(len(keys)), np.zeros(len(keys), np.int64), oklens)
 
     def _file(self, keys, flat, offs, rows, pstart, pend) -> int:
         """Keep reads ``rows`` (their payload ``pstart:pend``) under ``keys``, up to the cap per
@@ -531,7 +530,12 @@ class ReadSorter:
                 grown = np.empty(max(need, 2 * len(self._buf)), dtype=np.uint8)
                 grown[:self._used] = self._buf[:self._used]
                 self._buf = grown
-            self._used = copy_payloads(flat, offs, rows, pstart, pend, self._buf, self._used)
+            if n_keep == len(keys) and n_keep == len(offs) - 1 and not pstart.any() and \
+                    np.array_equal(pend, offs[1:] - offs[:-1]):
+                self._buf[self._used:self._used + len(flat)] = flat      # a packed block, all kept
+                self._used += len(flat)
+            else:
+                self._used = copy_payloads(flat, offs, rows, pstart, pend, self._buf, self._used)
             self._lens.append(lens)
             self._slots.append(slots[keep])
             self._sorted = None
@@ -748,6 +752,48 @@ def gather_reads(flat, offs, rows):
     for i in range(rows.shape[0]):
         out[lens[i]:lens[i + 1]] = flat[offs[rows[i]]:offs[rows[i] + 1]]
     return out, lens
+
+
+@nb.njit(cache=True, nogil=True)
+def compact_block(flat, offs, status, tag, number, scramble, repaired, flip, pstart, pend):
+    """What a classified block leaves to file: status counts, index repairs among the good
+    reads, and packed on their own the good reads' keys and payloads and the inserts of the
+    reads whose index did not decode: (counts, repaired, keys, payloads, lengths, inserts,
+    lengths)."""
+    n = status.shape[0]
+    counts = np.zeros(4, dtype=np.int64)
+    n_ok_nt = 0
+    n_bad_nt = 0
+    for r in range(n):
+        counts[status[r]] += 1
+        if status[r] == ST_OK:
+            n_ok_nt += max(pend[r] - pstart[r], 0)
+        elif status[r] == ST_BAD_INDEX:
+            n_bad_nt += max(pend[r] - pstart[r], 0)
+    keys = np.empty(counts[ST_OK], dtype=np.int64)
+    oklens = np.empty(counts[ST_OK], dtype=np.int64)
+    badlens = np.empty(counts[ST_BAD_INDEX], dtype=np.int64)
+    okbuf = np.empty(n_ok_nt, dtype=np.uint8)
+    badbuf = np.empty(n_bad_nt, dtype=np.uint8)
+    i = j = po = pb = 0
+    rep = 0
+    for r in range(n):
+        L = max(pend[r] - pstart[r], 0)
+        a = offs[r] + pstart[r]
+        if status[r] == ST_OK:
+            keys[i] = (tag[r] << 28) | (number[r] << 4) | scramble[r]
+            oklens[i] = L
+            okbuf[po:po + L] = flat[a:a + L]
+            po += L
+            i += 1
+            if repaired[r]:
+                rep += 1
+        elif status[r] == ST_BAD_INDEX:
+            badlens[j] = L
+            badbuf[pb:pb + L] = flat[a:a + L]
+            pb += L
+            j += 1
+    return counts, rep, keys, okbuf, oklens, badbuf, badlens
 
 
 @nb.njit(cache=True, nogil=True)
