@@ -4,9 +4,9 @@
 
 Makes a photograph large enough for the requested number of reads at ~32x coverage (the
 example image upscaled), encodes it, simulates the reads to FASTQ, then measures: simulate
-throughput, the time dnaio alone needs to parse the FASTQ, and the full decode (in a fresh
-process, for its peak memory; run twice, the first call also loads the numba kernels and the
-model), with the ratios decode / parse and DNA path (reads -> latent, everything but the synthesis
+throughput, the time dnaio alone needs to parse the FASTQ (in a fresh process, best of 3), and
+the full decode (in a fresh process, for its peak memory; a first call loads the numba kernels
+and the model, then the best of 3 runs is kept), with the ratios decode / parse and DNA path (reads -> latent, everything but the synthesis
 network) / parse.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import dnaio
 from PIL import Image
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
@@ -41,13 +40,34 @@ base = status_mb("VmRSS")      # the libraries and a model, before any read
 t = time.perf_counter()
 res = decode_reads(ReadBatches(sys.argv[1]))
 cold = time.perf_counter() - t
-t = time.perf_counter()
-res = decode_reads(ReadBatches(sys.argv[1]))
-dt = time.perf_counter() - t
+runs = []
+for _ in range(3):          # the best of 3 warm runs (this machine's timings wander)
+    del res
+    t = time.perf_counter()
+    res = decode_reads(ReadBatches(sys.argv[1]))
+    runs.append(time.perf_counter() - t)
+    if runs[-1] == min(runs):
+        best = res.report["timing_s"]
+dt = min(runs)
+res.report["timing_s"] = best
 Image.fromarray(res.image).save(sys.argv[2])
-print(json.dumps({"decode_s": dt, "decode_cold_s": cold,
+print(json.dumps({"decode_s": dt, "decode_cold_s": cold, "decode_runs_s": runs,
                   "peak_rss_mb": status_mb("VmHWM"), "rss_before_reads_mb": base,
                   "report": {k: res.report[k] for k in ("reads", "oligos", "codewords", "latent_exact", "timing_s")}}))
+"""
+
+
+_PARSE = r"""
+import sys, time
+import dnaio
+best = float("inf")
+for _ in range(3):
+    t = time.perf_counter()
+    with dnaio.open(sys.argv[1]) as f:
+        for rec in f:
+            _ = rec.sequence
+    best = min(best, time.perf_counter() - t)
+print(best)
 """
 
 
@@ -91,13 +111,9 @@ def main(argv=None):
     t_write = time.perf_counter() - t
     n_reads = len(reads)
     del reads
-    t = time.perf_counter()
-    n = 0
-    with dnaio.open(str(fq)) as f:
-        for rec in f:
-            _ = rec.sequence
-            n += 1
-    t_parse = time.perf_counter() - t
+    # dnaio alone, in a fresh process like the decode (best of 3: the floor)
+    out = subprocess.run([sys.executable, "-c", _PARSE, str(fq)], capture_output=True, text=True, check=True)
+    t_parse = float(out.stdout.strip().splitlines()[-1])
     # a first process on the oligos alone fills numba's cache, so that the measured process
     # neither compiles (seconds, and hundreds of MB of peak memory) nor loads stale code
     subprocess.run([sys.executable, "-c", _DECODE, str(wd / "big.fasta"), str(wd / "big_decoded.png")],
@@ -110,7 +126,8 @@ def main(argv=None):
     res = {"image": f"{img.width}x{img.height}", "oligos": len(enc.oligos), "reads": n_reads, "preset": a.preset,
            "encode_s": t_enc, "simulate_s": t_sim, "simulate_reads_per_s": n_reads / t_sim,
            "write_fastq_s": t_write, "simulate_and_write_reads_per_s": n_reads / (t_sim + t_write),
-           "dnaio_parse_s": t_parse, "decode_s": dec["decode_s"], "decode_first_call_s": dec["decode_cold_s"], "decode_reads_per_s": n_reads / dec["decode_s"],
+           "dnaio_parse_s": t_parse, "decode_s": dec["decode_s"], "decode_first_call_s": dec["decode_cold_s"],
+           "decode_runs_s": dec["decode_runs_s"], "decode_reads_per_s": n_reads / dec["decode_s"],
            "decode_over_parse": dec["decode_s"] / t_parse, "decode_peak_rss_mb": dec["peak_rss_mb"],
            "rss_before_reads_mb": dec["rss_before_reads_mb"],
            "dna_path_s": dna_s, "dna_path_reads_per_s": n_reads / dna_s, "dna_path_over_parse": dna_s / t_parse,
