@@ -33,7 +33,7 @@ import reedsolo
 
 from . import dna
 from .codebook import SIGMAS, SIGMAS_INV
-from .consensus import consensus_packed
+from .consensus import consensus_packed, fast_majority_rows
 from .reads import gather_reads
 from .constraints import oligo_ok, report
 from .index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
@@ -462,15 +462,22 @@ def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_
         s = slot[k]
         if s < 0:
             continue
-        rf, ro = gather_reads(flat, offs, order[first[s]:first[s + 1]])
-        m = ro.shape[0] - 1
+        rows = order[first[s]:first[s + 1]]
+        m = rows.shape[0]
         keys = whitening_keys(tag, k0 + k, seed[k], count)
         if m > few_reads:
-            est = consensus_packed(rf, ro, payload_nt)
+            # the fast path of the consensus reads the right-length reads where they lie; only
+            # when it does not apply are the reads gathered for the alignment rounds
+            est = np.empty(payload_nt, dtype=np.uint8)
+            if not fast_majority_rows(flat, offs, rows, payload_nt, est):
+                rf, ro = gather_reads(flat, offs, rows)
+                est = consensus_packed(rf, ro, payload_nt)
             v, bad = _resync(est, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
             nbad[k] = bad.sum()
-        elif m == 1:
+            continue
+        rf, ro = gather_reads(flat, offs, rows)
+        if m == 1:
             v, bad = _resync(rf, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
             nbad[k] = bad.sum()
