@@ -17,6 +17,7 @@ from itertools import islice, product
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numba as nb
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -74,7 +75,9 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    """Image batch in [0, 1] -> the first image as HxWx3 uint8 (rounded), in torch (threads)."""
+    y = x[0].float().clamp(0, 1).mul(255.0).add_(0.5).to(torch.uint8)
+    return y.permute(1, 2, 0).contiguous().numpy()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -108,6 +111,22 @@ def fill_erasures(symbols: np.ndarray, erased: np.ndarray, centre: int, rounds: 
         known = known | new
     x[~known] = centre
     return np.rint(x).astype(np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def _deinterleave(vals, perm, centre):
+    """Oligo-order values (-1 = unread) -> latent order, unread ones at ``centre``, and flagged."""
+    total = perm.shape[0]
+    flat = np.empty(total, dtype=np.int64)
+    erased = np.zeros(total, dtype=np.bool_)
+    for i in range(total):
+        v = vals[i]
+        if v < 0:
+            flat[perm[i]] = centre
+            erased[perm[i]] = True
+        else:
+            flat[perm[i]] = v
+    return flat, erased
 
 
 def symbols_crc(symbols: np.ndarray) -> int:
@@ -446,11 +465,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     repaired = int(bad.sum())
     perm = interleaver(total, h.seed)
     centre = (h.levels - 1) // 2
-    v = vals.reshape(-1)[:total]
-    flat = np.empty(total, dtype=np.int64)
-    flat[perm] = np.where(v < 0, centre, v)
-    erased = np.zeros(total, dtype=bool)
-    erased[perm] = v < 0
+    flat, erased = _deinterleave(vals.reshape(-1), perm, centre)
     symbols = flat.reshape(shape)
     if erased.any():
         symbols = fill_erasures(symbols, erased.reshape(shape), centre)
@@ -459,7 +474,7 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     stats.unknown_oligo = unknown
     stats.used -= unknown
     exact = symbols_crc(symbols) == h.symbols_crc
-    del sorter, vals, v, flat, perm, erased      # the reads are done with: free them before the network
+    del sorter, vals, flat, perm, erased      # the reads are done with: free them before the network
     t_latent = time.perf_counter()
     image = reconstruct(symbols, model, (h.height, h.width), h.levels, precision)
     t_image = time.perf_counter()
