@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from . import dna
 from .codebook import SIGMAS_INV, get_codebook
 from .consensus import consensus_packed
-from .index import HEADER_BASE
+from .index import HEADER_BASE, INDEX_NT
 from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, HEADER_PARITY, RESYNC_DRIFT, RESYNC_INDEL_COST, Header,
                      HeaderVersionError, Layout, LayoutError, data_oligos, header_codeword_nibbles,
                      header_from_nibbles, header_nibbles, header_oligos, header_words, interleaver, n_data_oligos,
@@ -394,9 +394,8 @@ def rescue_header_oligos(sorter: ReadSorter, tag: int) -> bool:
     wanted[sorter.numbers(tag, HEADER_BASE)] = False
     found = sorter.rescue_missing(tag, wanted)
     # then the nearest header index, for reads with too many substitutions in it: more reads
-    # for every header oligo (seen or not) help the vote.  (Not for data oligos: two data
-    # indexes can be a few substitutions apart, so a damaged read could land on the wrong one;
-    # a header read that does is outvoted, and the header's Reed-Solomon code and CRC check it.)
+    # for every header oligo (seen or not) help the vote (a wrong one is outvoted, and the
+    # header's Reed-Solomon code and CRC check the result)
     found += sorter.rescue_nearest(tag, np.arange(HEADER_BASE, HEADER_BASE + 256))
     return bool(found)
 
@@ -459,6 +458,9 @@ def decode_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | N
     wanted = sorter.best_slots(tag, h.n_data)[0] < 0
     if wanted.any():
         sorter.rescue_missing(tag, wanted)
+        wanted = sorter.best_slots(tag, h.n_data)[0] < 0
+        if wanted.any():     # nearest index among all the image's data oligos, for the missing ones
+            sorter.rescue_nearest(tag, np.arange(h.n_data), wanted, INDEX_NT + layout.payload_nt)
     slots = sorter.best_slots(tag, h.n_data)[0]
     missing = int(np.count_nonzero(slots < 0))
     vals, bad = oligo_values(sorter, tag, h.n_data, layout.payload_nt, cb, vpo, progress)

@@ -95,6 +95,49 @@ def encode_index(number: int, scramble: int, tag: int) -> np.ndarray:
     return NIBBLE_WORDS[nibbles ^ _MASKS[scramble]].reshape(-1).copy()
 
 
+def _parity_table() -> np.ndarray:
+    """Parity nibbles of the message holding ``v`` at position ``i`` and 0 elsewhere, (8, 16, 4):
+    RS encoding is linear, so a message's parity is the XOR of its positions' entries."""
+    t = np.zeros((DATA_NIBBLES, 16, PARITY_NIBBLES), dtype=np.int64)
+    for i in range(DATA_NIBBLES):
+        for v in range(16):
+            msg = [0] * DATA_NIBBLES
+            msg[i] = v
+            t[i, v] = list(_RS.encode(bytes(msg)))[DATA_NIBBLES:]
+    return t
+
+
+_PARITY_T = _parity_table()
+
+
+@nb.njit(cache=True, nogil=True)
+def index_patterns(numbers, tag, parity_t, masks, words):
+    """The 36-nt index of each of oligos ``numbers`` of image ``tag`` under every scrambling seed:
+    row ``k * N_SCRAMBLE + seed`` (as :func:`encode_index`, in bulk)."""
+    out = np.empty((numbers.shape[0] * N_SCRAMBLE, INDEX_NT), dtype=np.uint8)
+    nib = np.empty(NIBBLES, dtype=np.int64)
+    for k in range(numbers.shape[0]):
+        for sc in range(N_SCRAMBLE):
+            bits = (numbers[k] << 12) | (sc << 8) | tag
+            for i in range(DATA_NIBBLES):
+                nib[i] = (bits >> (4 * (DATA_NIBBLES - 1 - i))) & 15
+            for j in range(PARITY_NIBBLES):
+                x = 0
+                for i in range(DATA_NIBBLES):
+                    x ^= parity_t[i, nib[i], j]
+                nib[DATA_NIBBLES + j] = x
+            row = k * N_SCRAMBLE + sc
+            for i in range(NIBBLES):
+                w = nib[i] ^ masks[sc, i]
+                for t in range(WORD):
+                    out[row, WORD * i + t] = words[w, t]
+    return out
+
+
+def all_index_patterns(numbers: np.ndarray, tag: int) -> np.ndarray:
+    return index_patterns(np.asarray(numbers, dtype=np.int64), int(tag), _PARITY_T, _MASKS, NIBBLE_WORDS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Kernels.  The ``*_ws`` functions do the work without allocating: they take an int64 workspace
 # ``ws`` of at least INDEX_WS_LEN entries (and a uint8 buffer of at least INDEX_BUF_LEN) that the

@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 from . import dna
-from .index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, encode_index, quick_index,
+from .index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, all_index_patterns, quick_index,
                     read_index_ws, rescue_batch)
 
 MAX_LEAD = 4
@@ -577,29 +577,34 @@ class ReadSorter:
         self.stats.used += n
         return n
 
-    def rescue_nearest(self, tag: int, numbers: np.ndarray, insert_len: int | None = None,
-                       max_work: float = NEAREST_MAX_WORK) -> int:
-        """Third pass, for reads with many substitutions in the index: file a still unused read of
+    def rescue_nearest(self, tag: int, numbers: np.ndarray, wanted: np.ndarray | None = None,
+                       insert_len: int | None = None, max_work: float = NEAREST_MAX_WORK) -> int:
+        """Third pass, for reads with many substitutions in the index: a still unused read of
         exactly ``insert_len`` nt (index and payload; default: the most common length of these
         reads; an indel would shift the payload) whose first 36 nt are within
         ``NEAREST_MAX_DIST`` substitutions of the index of one of oligos ``numbers`` of image
-        ``tag`` (any seed) and at least ``NEAREST_MARGIN`` closer to it than to any other of them.
-        A random 36-nt read is that close to a given index with probability ~1e-12, but a read of
-        an oligo not among ``numbers`` can be (indexes differ in as few as 5 words): use it where
-        the candidates are all the oligos of their kind (the header oligos).  Skipped (returns 0)
-        when reads x candidates exceeds ``max_work``."""
+        ``tag`` (any seed), and at least ``NEAREST_MARGIN`` closer to it than to any other of
+        them, is filed under that oligo (if ``wanted[number]``, when given).  ``numbers`` must
+        be all the oligos the read could come from: two indexes can be a few substitutions
+        apart, so a read of an oligo left out could land on its neighbour.  A random 36-nt read
+        is that close to a given index with probability ~1e-12.  Skipped (returns 0) when reads
+        x candidates exceeds ``max_work``."""
         numbers = np.asarray(numbers, dtype=np.int64)
         if self.rescue.count == 0 or numbers.size == 0:
             return 0
         flat, offs, used = self._rescue_pool()
-        n_free = int(np.count_nonzero(~used))
-        if n_free == 0 or n_free * numbers.size * N_SCRAMBLE > max_work:
-            return 0
         lens = offs[1:] - offs[:-1]
         if insert_len is None:
             insert_len = int(np.bincount(lens).argmax())
-        pats = np.stack([encode_index(int(k), sc, tag) for k in numbers.tolist() for sc in range(N_SCRAMBLE)])
-        best = nearest_index(flat, offs, used | (lens != insert_len), pats, NEAREST_MAX_DIST, NEAREST_MARGIN)
+        skip = used | (lens != insert_len)
+        n_free = int(np.count_nonzero(~skip))
+        if n_free == 0 or n_free * numbers.size * N_SCRAMBLE > max_work:
+            return 0
+        pats = all_index_patterns(numbers, tag)
+        best = nearest_index(flat, offs, skip, pats, NEAREST_MAX_DIST, NEAREST_MARGIN)
+        if wanted is not None:
+            hit = best >= 0
+            best[hit] = np.where(wanted[numbers[best[hit] // N_SCRAMBLE]], best[hit], -1)
         rows = np.flatnonzero(best >= 0)
         if rows.size == 0:
             return 0

@@ -135,3 +135,22 @@ def test_header_survives_ten_percent_substitutions_one_read():
         res = decode_reads(reads, precision="fp32")
         assert res.header == enc.header
         assert psnr(img, res.image) > 16
+
+
+def test_nearest_index_rescue_at_seven_percent_substitutions():
+    """One read per oligo at 7 % substitutions: reads whose index is too damaged for the
+    Reed-Solomon decoder are filed under the nearest index among all the image's oligos.
+    Measured: 1.5-2.5 % of oligos missing (14-16 % without) and 13 % of latent values wrong
+    (18-19 % without: the rescued reads are right, not noise)."""
+    from PIL import Image
+
+    from conftest import EXAMPLE
+    from dnaimg.channel import preset
+    from dnaimg.codec import encode_image
+    img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
+    enc = encode_image(img, model="cae32-mr:r050")
+    for seed in range(2):
+        reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.07), seed=seed)
+        res = decode_reads(reads, precision="fp32")
+        assert res.report["oligos"]["missing"] / res.report["oligos"]["expected"] < 0.05
+        assert np.mean(res.symbols != enc.symbols) < 0.15
