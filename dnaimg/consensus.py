@@ -205,31 +205,7 @@ def _fast_majority(flat, offs, length, out):
     """Fast path: when at least 3 reads have exactly ``length`` nt and their per-position majority
     is clear everywhere (top count above half and at least 2 ahead of the next), that majority
     is the answer and no alignment is needed.  Returns whether it applied."""
-    n = offs.shape[0] - 1
-    votes = np.zeros((length, 4), dtype=np.int32)
-    m = 0
-    for r in range(n):
-        a = offs[r]
-        if offs[r + 1] - a != length:
-            continue
-        m += 1
-        for p in range(length):
-            x = flat[a + p]
-            if x < 4:
-                votes[p, x] += 1
-    if m < 3:
-        return False
-    for p in range(length):
-        b = _argmax4(votes[p])
-        top = votes[p, b]
-        second = 0
-        for k in range(4):
-            if k != b and votes[p, k] > second:
-                second = votes[p, k]
-        if 2 * top <= m or top - second < 2:
-            return False
-        out[p] = b
-    return True
+    return fast_majority_rows(flat, offs, np.arange(offs.shape[0] - 1), length, out)
 
 
 @nb.njit(cache=True, nogil=True)
