@@ -2,7 +2,6 @@
 and the batch decoder, each checked against the simple path it replaces."""
 import gzip
 
-import dnaio
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
