@@ -25,44 +25,6 @@ MAX_ITERS = 12
 MAX_ALIGNED_READS = 24   # the alignment rounds use at most this many reads
 
 
-@nb.njit(cache=True, nogil=True)
-def _align_votes(est, read, D, base_v, del_v, ins_v, ins_b):
-    """Global alignment of ``read`` to ``est`` (unit costs), votes added; returns edit distance."""
-    E = est.shape[0]
-    R = read.shape[0]
-    for j in range(E + 1):
-        D[0, j] = j
-    for i in range(1, R + 1):
-        D[i, 0] = i
-        ri = read[i - 1]
-        for j in range(1, E + 1):
-            best = D[i - 1, j - 1] + (0 if ri == est[j - 1] else 1)
-            a = D[i, j - 1] + 1
-            if a < best:
-                best = a
-            b = D[i - 1, j] + 1
-            if b < best:
-                best = b
-            D[i, j] = best
-    dist = D[R, E]
-    i, j = R, E
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and D[i, j] == D[i - 1, j - 1] + (0 if read[i - 1] == est[j - 1] else 1):
-            if read[i - 1] < 4:
-                base_v[j - 1, read[i - 1]] += 1
-            i -= 1
-            j -= 1
-        elif j > 0 and D[i, j] == D[i, j - 1] + 1:
-            del_v[j - 1] += 1
-            j -= 1
-        else:
-            ins_v[j] += 1
-            if read[i - 1] < 4:
-                ins_b[j, read[i - 1]] += 1
-            i -= 1
-    return dist
-
-
 BAND = 10          # extra diagonals each side of the length difference in the banded alignment
 MAX_BAND = 32      # widest band; reads further off than this are outliers anyway
 _INF = 1 << 28
@@ -107,7 +69,7 @@ def _band_fill(est, read, w, D):
 @nb.njit(cache=True, nogil=True)
 def _band_votes(est, read, w, D, base_v, del_v, ins_v, ins_b):
     """Votes of one read from its filled band (see :func:`_band_fill`); same tie-breaking as
-    :func:`_align_votes` (match, then deletion, then insertion)."""
+    the full table had (match, then deletion, then insertion)."""
     E = est.shape[0]
     i, j = read.shape[0], E
     while i > 0 or j > 0:

@@ -146,25 +146,16 @@ HAMMING_FAST = 2   # a primer in place with at most this many substitutions skip
 
 
 @nb.njit(cache=True, nogil=True)
-def _hamming_start(seq, pat):
-    m = pat.shape[0]
-    if seq.shape[0] < m:
-        return m
-    h = 0
-    for i in range(m):
-        if seq[i] != pat[i]:
-            h += 1
-    return h
-
-
-@nb.njit(cache=True, nogil=True)
-def _hamming_end(seq, pat):
+def _hamming_at(seq, pat, at_end):
+    """Substitutions between ``pat`` and the start (or, with ``at_end``, the end) of ``seq``;
+    ``len(pat)`` if ``seq`` is shorter."""
     L, m = seq.shape[0], pat.shape[0]
     if L < m:
         return m
+    o = L - m if at_end else 0
     h = 0
     for i in range(m):
-        if seq[L - m + i] != pat[i]:
+        if seq[o + i] != pat[i]:
             h += 1
     return h
 
@@ -193,8 +184,8 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
         seq, d, start, flipped = _rc_into(read, scratch), 0, m, True
     else:
         # next: a primer in place with a few substitutions (the common error), else alignment
-        h1 = _hamming_start(read, pf)
-        h2 = _hamming_end(read, pf_rc)
+        h1 = _hamming_at(read, pf, False)
+        h2 = _hamming_at(read, pf_rc, True)
         if min(h1, h2) <= HAMMING_FAST and h1 != h2:
             if h1 < h2:
                 seq, d, start = read, h1, m
@@ -210,7 +201,7 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
     if d > max_err:
         return 0, seq, 0, 0, flipped
     mr = pr_rc.shape[0]
-    if _ends_with(seq, pr_rc) or _hamming_end(seq, pr_rc) <= HAMMING_FAST:
+    if _hamming_at(seq, pr_rc, True) <= HAMMING_FAST:
         if L - mr > start:
             return 2, seq, start, L - mr, flipped
     dr, er = _find(pr_rc, seq, MAX_LEAD, True, prev, cur)
@@ -223,10 +214,10 @@ ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
 CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
 RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second pass
-POOL_START_BYTES = 1 << 20
+POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and doubles
 NEAREST_MAX_DIST = 9        # substitutions allowed in an index matched by nearest search
 NEAREST_MARGIN = 3          # ... and how much closer than the second nearest it must be
-NEAREST_MAX_WORK = 4e8      # reads x candidate indexes above which the nearest search is skipped  # the store of kept payloads starts at this size and doubles
+NEAREST_MAX_WORK = 4e8      # reads x candidate indexes above which the nearest search is skipped
 
 
 @nb.njit(cache=True, nogil=True)
@@ -527,9 +518,7 @@ class ReadSorter:
             lens = np.maximum(pend[rows] - pstart[rows], 0)
             need = self._used + int(lens.sum())
             if need > len(self._buf):
-                grown = np.empty(max(need, 2 * len(self._buf)), dtype=np.uint8)
-                grown[:self._used] = self._buf[:self._used]
-                self._buf = grown
+                self.reserve(max(need, 2 * len(self._buf)))
             if n_keep == len(keys) and n_keep == len(offs) - 1 and not pstart.any() and \
                     np.array_equal(pend, offs[1:] - offs[:-1]):
                 self._buf[self._used:self._used + len(flat)] = flat      # a packed block, all kept
@@ -570,12 +559,7 @@ class ReadSorter:
         rows = np.flatnonzero(ok)
         if rows.size == 0:
             return 0
-        used[rows] = True
-        n = self._file(_key(np.int64(tag), number[rows], scramble[rows]), flat, offs, rows,
-                       consumed, offs[1:] - offs[:-1])
-        self.stats.rescued += n
-        self.stats.used += n
-        return n
+        return self._file_rescued(tag, rows, number[rows], scramble[rows], consumed)
 
     def rescue_nearest(self, tag: int, numbers: np.ndarray, wanted: np.ndarray | None = None,
                        insert_len: int | None = None, max_work: float = NEAREST_MAX_WORK) -> int:
@@ -608,10 +592,16 @@ class ReadSorter:
         rows = np.flatnonzero(best >= 0)
         if rows.size == 0:
             return 0
-        used[rows] = True
         which = best[rows]
-        n = self._file(_key(np.int64(tag), numbers[which // N_SCRAMBLE], which % N_SCRAMBLE), flat, offs, rows,
-                       np.full(len(offs) - 1, INDEX_NT, dtype=np.int64), offs[1:] - offs[:-1])
+        return self._file_rescued(tag, rows, numbers[which // N_SCRAMBLE], which % N_SCRAMBLE,
+                                  np.full(len(offs) - 1, INDEX_NT, dtype=np.int64))
+
+    def _file_rescued(self, tag, rows, numbers, seeds, consumed) -> int:
+        """File rescue-pool reads ``rows`` (their payload after ``consumed[row]`` nt) under
+        (tag, numbers, seeds), mark them used, and count them."""
+        flat, offs, used = self._rescue_pool()
+        used[rows] = True
+        n = self._file(_key(np.int64(tag), numbers, seeds), flat, offs, rows, consumed, offs[1:] - offs[:-1])
         self.stats.rescued += n
         self.stats.used += n
         return n

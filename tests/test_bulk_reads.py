@@ -2,12 +2,13 @@
 and the batch decoder, each checked against the simple path it replaces."""
 import gzip
 
+import numba as nb
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dnaimg import dna
-from dnaimg.consensus import _align_votes, _band_fill, _band_votes, consensus_packed
+from dnaimg.consensus import _band_fill, _band_votes, consensus_packed
 from dnaimg.seqio import InputError, ReadBatches, iter_sequences, prefetched
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -110,6 +111,45 @@ def test_prefetched_passes_items_and_errors_through():
         for v in prefetched(broken()):
             got.append(v)
     assert got == [1]
+
+
+# the full-table alignment that the banded one replaced, kept here as the reference
+@nb.njit
+def _align_votes(est, read, D, base_v, del_v, ins_v, ins_b):
+    """Global alignment of ``read`` to ``est`` (unit costs), votes added; returns edit distance."""
+    E = est.shape[0]
+    R = read.shape[0]
+    for j in range(E + 1):
+        D[0, j] = j
+    for i in range(1, R + 1):
+        D[i, 0] = i
+        ri = read[i - 1]
+        for j in range(1, E + 1):
+            best = D[i - 1, j - 1] + (0 if ri == est[j - 1] else 1)
+            a = D[i, j - 1] + 1
+            if a < best:
+                best = a
+            b = D[i - 1, j] + 1
+            if b < best:
+                best = b
+            D[i, j] = best
+    dist = D[R, E]
+    i, j = R, E
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and D[i, j] == D[i - 1, j - 1] + (0 if read[i - 1] == est[j - 1] else 1):
+            if read[i - 1] < 4:
+                base_v[j - 1, read[i - 1]] += 1
+            i -= 1
+            j -= 1
+        elif j > 0 and D[i, j] == D[i, j - 1] + 1:
+            del_v[j - 1] += 1
+            j -= 1
+        else:
+            ins_v[j] += 1
+            if read[i - 1] < 4:
+                ins_b[j, read[i - 1]] += 1
+            i -= 1
+    return dist
 
 
 def test_banded_alignment_equals_full_alignment():
