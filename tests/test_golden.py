@@ -1,0 +1,36 @@
+"""Golden files: DNA written by earlier releases must keep decoding, forever.
+
+Each folder under ``tests/golden/`` holds FASTA files written by one format version and what they
+must decode to (``golden.json``).  Decoding goes through the command line, as a user runs it."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dnaimg.cli import main
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_version1_robust_decodes(tmp_path):
+    d = GOLDEN / "v1"
+    meta = json.loads((d / "golden.json").read_text())["robust"]
+    out = tmp_path / "out.png"
+    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q",
+                                  "--precision", "fp32", "--strict"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output[r.output.index("{"):])
+    assert rep["latent_exact"] is True
+    assert rep["header"]["symbols_crc"] == meta["symbols_crc"]
+    got = np.asarray(Image.open(out).convert("RGB"))
+    want = np.asarray(Image.open(d / meta["expected_image"]).convert("RGB"))
+    assert got.shape == want.shape == (meta["height"], meta["width"], 3)
+    assert _psnr(got, want) > 50.0      # the same latent through the same net (fp32 may differ in the last bit)
