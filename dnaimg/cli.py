@@ -8,7 +8,7 @@ import time
 
 import click
 
-from . import __version__
+from dnaimg import __version__
 
 
 class UserError(click.ClickException):
@@ -22,10 +22,10 @@ def friendly(fn):
     """Turn the library's errors (and anything unexpected) into one-line messages."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .codec import DecodeError, ImageError
-        from .layout import LayoutError
-        from .registry import ModelError
-        from .seqio import InputError
+        from dnaimg.codecs.robust import DecodeError, ImageError
+        from dnaimg.dna.layout import LayoutError
+        from dnaimg.zoo.registry import ModelError
+        from dnaimg.dna.seqio import InputError
         try:
             return fn(*args, **kwargs)
         except (DecodeError, ImageError, LayoutError, ModelError, InputError) as e:
@@ -48,7 +48,7 @@ def _bar(total, desc, quiet):
 
 
 def _layout(oligo_length, primer_f, primer_r):
-    from .layout import Layout
+    from dnaimg.dna.layout import Layout
     kw = {}
     if oligo_length is not None:
         kw["oligo_length"] = oligo_length
@@ -106,9 +106,9 @@ def main():
 def encode(image, output, model, rate, noise_trained, oligo_length, primer_f, primer_r, header_copies, as_json,
            quiet):
     """Compress IMAGE and write it as DNA oligos (FASTA)."""
-    from .codec import encode_image
-    from .registry import select_point
-    from .seqio import check_writable, write_fasta
+    from dnaimg.codecs.robust import encode_image
+    from dnaimg.zoo.registry import select_point
+    from dnaimg.dna.seqio import check_writable, write_fasta
     check_writable(output)
     layout = _layout(oligo_length, primer_f, primer_r)
     select_point(model, rate, noise_trained)     # bad --model/--rate fail before any work
@@ -158,8 +158,8 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
     """
     from PIL import Image
 
-    from .codec import decode_reads, load_image, psnr
-    from .seqio import ReadBatches, check_writable
+    from dnaimg.codecs.robust import decode_reads, load_image, psnr
+    from dnaimg.dna.seqio import ReadBatches, check_writable
     check_writable(output)
     tag = None
     if select is not None:
@@ -239,9 +239,9 @@ def _print_decode_report(rep, output, reference):
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
              exact_coverage, seed, quiet):
     """Simulate synthesis and sequencing of the oligos in FASTA."""
-    from . import dna
-    from .channel import Channel, PRESETS, simulate as run
-    from .seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
+    from dnaimg.dna import alphabet as dna
+    from dnaimg.dna.channel import Channel, PRESETS, simulate as run
+    from dnaimg.dna.seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
     check_writable(output)
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
@@ -287,9 +287,9 @@ def check(fasta, summary):
     Prints, per oligo: name, length, longest homopolymer, GC content, longest tandem repeat and
     OK or the violations.  Exit status 1 if any oligo violates a constraint.
     """
-    from . import constraints as C
-    from . import dna
-    from .seqio import iter_records
+    from dnaimg.dna import constraints as C
+    from dnaimg.dna import alphabet as dna
+    from dnaimg.dna.seqio import iter_records
     n = bad = 0
     lengths = set()
     if not summary:
@@ -325,10 +325,10 @@ def check(fasta, summary):
 @friendly
 def info(file, primer_f, primer_r, as_json):
     """What the header oligos in FILE (the encoded FASTA, or reads) say."""
-    from .codec import DecodeError, find_headers, sort_reads
-    from .layout import Layout
-    from .registry import ModelError, name_for_id
-    from .seqio import ReadBatches
+    from dnaimg.codecs.robust import DecodeError, find_headers, sort_reads
+    from dnaimg.dna.layout import Layout
+    from dnaimg.zoo.registry import ModelError, name_for_id
+    from dnaimg.dna.seqio import ReadBatches
     lay = Layout(primer_f=(primer_f or Layout.primer_f).upper(), primer_r=(primer_r or Layout.primer_r).upper())
     sorter = sort_reads(ReadBatches(file), lay)
     headers, why, per_tag = find_headers(sorter)
@@ -364,7 +364,7 @@ def info(file, primer_f, primer_r, as_json):
 @friendly
 def models(as_json):
     """List the shipped models and their operating points (rate, Kodak PSNR)."""
-    from .registry import DEFAULT_MODEL, default_point, list_models, operating_points
+    from dnaimg.zoo.registry import DEFAULT_MODEL, default_point, list_models, operating_points
     cards = list_models()
     if as_json:
         click.echo(json.dumps(cards, indent=2))
@@ -428,8 +428,8 @@ def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, 
     """Train (or resume) a compressive autoencoder; checkpoints every 5 minutes."""
     import torch
 
-    from .model import ModelConfig
-    from .train import MultiRate, NoiseSchedule, export_checkpoint, train
+    from dnaimg.zoo.model import ModelConfig
+    from dnaimg.zoo.train import MultiRate, NoiseSchedule, export_checkpoint, train
 
     def int_list(text, opt):
         try:
@@ -494,8 +494,8 @@ def _split(text, kind=str):
 
 def _points(points, noise_only=None):
     """--points: NAME:POINT, or NAME for all of a model's points; default every shipped one."""
-    from .bench import shipped_points
-    from .registry import card, operating_points, select_point
+    from dnaimg.bench.suite import shipped_points
+    from dnaimg.zoo.registry import card, operating_points, select_point
     if not points:
         return shipped_points(noise_only)
     pts = []
@@ -533,7 +533,7 @@ def _run_bench(run, total, quiet, out, plot, after=None):
 @friendly
 def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, parity, update_cards):
     """Rate-distortion, noiseless: PSNR/MS-SSIM against payload and total nt/pixel."""
-    from . import bench as B
+    from dnaimg.bench import suite as B
     paths = B.image_paths(images, 3 if quick and not limit else limit)
     pts = _points(points)
     cs = _split(codecs)
@@ -567,7 +567,7 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
     """PSNR against substitution rate (one read per oligo), plain and noise-trained models."""
     from pathlib import Path
 
-    from . import bench as B
+    from dnaimg.bench import suite as B
     paths = B.image_paths(images, 3 if quick and not limit else limit)
     pts = _points(points)
     rs = _split(rates, float) if rates else list(B.QUICK_NOISE_RATES if quick else B.NOISE_RATES)
@@ -604,13 +604,13 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
 def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, presets, coverages, match,
                       dropout, parity, seed):
     """PSNR and decode success against sequencing coverage, classic codecs at a matched rate."""
-    from . import bench as B
-    from .channel import PRESETS
+    from dnaimg.bench import suite as B
+    from dnaimg.dna.channel import PRESETS
     paths = B.image_paths(images, 3 if quick and not limit else limit)
     if points:
         pts = _points(points)
     else:
-        from .registry import DEFAULT_CHANNEL_POINTS
+        from dnaimg.zoo.registry import DEFAULT_CHANNEL_POINTS
         pts = list(DEFAULT_CHANNEL_POINTS)
     cs = _split(codecs)
     prs = _split(presets)
@@ -633,7 +633,7 @@ def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, cod
 @friendly
 def bench_report_cmd(results, out):
     """Tables (markdown) and figures from the committed bench results."""
-    from . import bench as B
+    from dnaimg.bench import suite as B
     text = B.report(results)
     if out:
         with open(out, "w") as f:

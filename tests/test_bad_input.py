@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import EXAMPLE
-from dnaimg import dna
+from dnaimg.dna import alphabet as dna
 from dnaimg.cli import main
-from dnaimg.codec import DecodeError, decode_reads, encode_image, load_image
-from dnaimg.layout import Layout, header_oligos
-from dnaimg.registry import ModelError, load_weights
-from dnaimg.model import CompressiveAutoencoder, ModelConfig
+from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image
+from dnaimg.dna.layout import Layout, header_oligos
+from dnaimg.zoo.registry import ModelError, load_weights
+from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 
 
 def run(*args):
@@ -155,7 +155,7 @@ def test_broken_model_folder_gives_one_line_error(tmp_path, monkeypatch, two_ima
                                                        "codeword_nt": 2}))
     (tmp_path / f"{name}.safetensors").write_bytes(b"garbage")
     monkeypatch.setenv("DNAIMG_MODELS", str(tmp_path))
-    import dnaimg.registry as reg
+    import dnaimg.zoo.registry as reg
     monkeypatch.setattr(reg, "_CACHE", {})
     p = tmp_path / "a.fasta"
     p.write_text("".join(f">o{i}\n{dna.decode(o)}\n" for i, o in enumerate(a.oligos)))

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import EXAMPLE
-from dnaimg import bench as B
+from dnaimg.bench import suite as B
 from dnaimg.cli import main
-from dnaimg.registry import DEFAULT_MODEL, select_point
+from dnaimg.zoo.registry import DEFAULT_MODEL, select_point
 
 POINT = select_point(DEFAULT_MODEL)
 
@@ -110,7 +110,7 @@ def test_bench_cli(tiny, tmp_path):
 def test_store_keeps_rows_of_an_older_file_without_newer_settings(tmp_path):
     import json
 
-    from dnaimg.bench import Store
+    from dnaimg.bench.suite import Store
     out = tmp_path / "noise"
     old = {"meta": {"bench": "noise", "config": {"seed": 0}}, "rows": [{"system": "a", "image": "x", "psnr": 30.0}]}
     (tmp_path / "noise.json").write_text(json.dumps(old))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from dnaimg import dna
-from dnaimg.consensus import _band_fill, _band_votes, consensus_packed
-from dnaimg.seqio import InputError, ReadBatches, iter_sequences, prefetched
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.consensus import _band_fill, _band_votes, consensus_packed
+from dnaimg.dna.seqio import InputError, ReadBatches, iter_sequences, prefetched
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -181,7 +181,7 @@ def test_banded_alignment_equals_full_alignment():
 
 
 def test_consensus_recovers_oligos_under_nanopore_errors():
-    from dnaimg.channel import preset, simulate
+    from dnaimg.dna.channel import preset, simulate
     rng = np.random.default_rng(2)
     oligos = [rng.integers(0, 4, 124).astype(np.uint8) for _ in range(60)]
     reads, src, flips = simulate(oligos, preset("nanopore", coverage=12), seed=4)
@@ -200,9 +200,9 @@ def test_file_path_and_list_path_decode_identically(tmp_path):
     from PIL import Image
 
     from conftest import EXAMPLE
-    from dnaimg.channel import preset, simulate
-    from dnaimg.codec import decode_reads, encode_image
-    from dnaimg.seqio import write_fastq
+    from dnaimg.dna.channel import preset, simulate
+    from dnaimg.codecs.robust import decode_reads, encode_image
+    from dnaimg.dna.seqio import write_fastq
     img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 160, 96)))
     enc = encode_image(img)
     reads, _, _ = simulate(enc.oligos, preset("nanopore", coverage=6), seed=1)
@@ -215,7 +215,7 @@ def test_file_path_and_list_path_decode_identically(tmp_path):
 
 
 def test_bit_parallel_primer_search_equals_the_table():
-    from dnaimg.reads import _match, _match_bits
+    from dnaimg.dna.reads import _match, _match_bits
     rng = np.random.default_rng(9)
     prev, cur = np.empty(200, np.int64), np.empty(200, np.int64)
     for _ in range(20000):

@@ -3,16 +3,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dnaimg import dna
-from dnaimg.channel import preset, simulate
-from dnaimg.classic import (CODECS, ClassicDecodeError, RateError, bytes_per_oligo, bytes_to_trits,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.channel import preset, simulate
+from dnaimg.codecs.classic import (CODECS, ClassicDecodeError, RateError, bytes_per_oligo, bytes_to_trits,
                             coder_bits_per_nt, compress, decode_classic, decompress, encode_at_rate,
                             encode_classic, payload_decode, payload_encode, plan_blocks, quality_for_bytes,
                             trits_for_bytes, trits_to_bytes)
-from dnaimg.codec import find_headers, load_image, sort_reads
-from dnaimg.constraints import report
-from dnaimg.index import encode_index
-from dnaimg.layout import Header, Layout, header_oligos
+from dnaimg.codecs.robust import find_headers, load_image, sort_reads
+from dnaimg.dna.constraints import report
+from dnaimg.dna.index import encode_index
+from dnaimg.dna.layout import Header, Layout, header_oligos
 
 from conftest import EXAMPLE
 

@@ -94,7 +94,7 @@ def test_info_reads_the_header(fasta):
     assert r.exit_code == 0
     d = json.loads(r.output)
     assert (d["width"], d["height"]) == (160, 120)
-    from dnaimg.registry import DEFAULT_MODEL, select_point
+    from dnaimg.zoo.registry import DEFAULT_MODEL, select_point
     pt = select_point(DEFAULT_MODEL)
     assert d["model"] == pt.model and d["version"] == 1 and (d["levels"], d["channels"]) == (pt.levels, pt.channels)
 

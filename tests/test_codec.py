@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from dnaimg import dna
-from dnaimg.channel import Channel, simulate
-from dnaimg.codec import DecodeError, decode_reads, psnr
-from dnaimg.constraints import report
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.channel import Channel, simulate
+from dnaimg.codecs.robust import DecodeError, decode_reads, psnr
+from dnaimg.dna.constraints import report
 
 
 def test_noiseless_round_trip_is_exact(encoded):
@@ -46,7 +46,7 @@ def test_noisy_reads_lose_little(encoded, model, loss):
     """1 % sub, 0.5 % ins, 0.5 % del at coverage 10.  The default model (9 levels, 2-nt codewords)
     loses under 0.5 dB; the multi-rate point near the same rate (21 channels x 31 levels, 3-nt
     codewords) packs more into each value and loses more (1.9 dB measured on kodim23)."""
-    from dnaimg.codec import encode_image, reconstruct
+    from dnaimg.codecs.robust import encode_image, reconstruct
     enc, orig, ref = encoded
     if model:
         enc = encode_image(orig, model=model)
@@ -102,7 +102,7 @@ def test_no_reads_is_a_clear_error():
 
 
 def test_seed_setting_one_read_per_oligo(encoded):
-    from dnaimg.channel import preset
+    from dnaimg.dna.channel import preset
     enc, orig, ref = encoded
     reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.03), seed=1)
     res = decode_reads(reads)
@@ -111,7 +111,7 @@ def test_seed_setting_one_read_per_oligo(encoded):
     assert res.report["reads"]["index_rescued"] > 0
     assert psnr(orig, res.image) > psnr(orig, ref) - 4.0
     # the noise-trained multi-rate point beats its plain twin through the same channel
-    from dnaimg.codec import encode_image
+    from dnaimg.codecs.robust import encode_image
     got = {}
     for m in ("cae32-mr:r098", "cae32-mr-noise:r098"):
         e = encode_image(orig, model=m)
@@ -126,8 +126,8 @@ def test_header_survives_ten_percent_substitutions_one_read():
     from PIL import Image
 
     from conftest import EXAMPLE
-    from dnaimg.channel import preset
-    from dnaimg.codec import encode_image
+    from dnaimg.dna.channel import preset
+    from dnaimg.codecs.robust import encode_image
     img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
     enc = encode_image(img, model="cae32-mr:r050")
     for seed in range(3):
@@ -145,8 +145,8 @@ def test_nearest_index_rescue_at_seven_percent_substitutions():
     from PIL import Image
 
     from conftest import EXAMPLE
-    from dnaimg.channel import preset
-    from dnaimg.codec import encode_image
+    from dnaimg.dna.channel import preset
+    from dnaimg.codecs.robust import encode_image
     img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
     enc = encode_image(img, model="cae32-mr:r050")
     for seed in range(2):

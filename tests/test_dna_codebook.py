@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dnaimg import dna
-from dnaimg.codebook import (SIGMAS, SIGMAS_INV, Codebook, candidate_words, codebook_size, get_codebook,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.codebook import (SIGMAS, SIGMAS_INV, Codebook, candidate_words, codebook_size, get_codebook,
                              is_valid_word, random_assignment_error)
-from dnaimg.constraints import longest_run
+from dnaimg.dna.constraints import longest_run
 
 
 def test_dna_roundtrip_and_revcomp():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import kodak_images
-from dnaimg.codec import decode_reads, encode_image
-from dnaimg.constraints import report
+from dnaimg.codecs.robust import decode_reads, encode_image
+from dnaimg.dna.constraints import report
 
 pytestmark = pytest.mark.slow
 

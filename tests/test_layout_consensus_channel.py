@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from dnaimg import dna
-from dnaimg.channel import PRESETS, Channel, preset, simulate
-from dnaimg.codebook import get_codebook
-from dnaimg.consensus import consensus, consensus_arrays
-from dnaimg.constraints import longest_repeat, longest_run, report
-from dnaimg.index import INDEX_NT, read_index_py
-from dnaimg.layout import (Header, Layout, LayoutError, data_oligos, header_oligos, interleaver,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.channel import PRESETS, Channel, preset, simulate
+from dnaimg.dna.codebook import get_codebook
+from dnaimg.dna.consensus import consensus, consensus_arrays
+from dnaimg.dna.constraints import longest_repeat, longest_run, report
+from dnaimg.dna.index import INDEX_NT, read_index_py
+from dnaimg.dna.layout import (Header, Layout, LayoutError, data_oligos, header_oligos, interleaver,
                            payload_values, values_per_oligo)
 
 

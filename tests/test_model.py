@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from dnaimg.codec import load_image, psnr, reconstruct, to_tensor
-from dnaimg.model import CompressiveAutoencoder, ModelConfig, latent_shape
-from dnaimg.registry import operating_points, ModelError, list_models, load_model, load_weights
+from dnaimg.codecs.robust import load_image, psnr, reconstruct, to_tensor
+from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig, latent_shape
+from dnaimg.zoo.registry import operating_points, ModelError, list_models, load_model, load_weights
 
 
 def test_shapes_and_quantiser():
@@ -40,7 +40,7 @@ def test_shipped_models_load_and_have_cards():
 
 def test_shipped_model_is_really_trained(kodak_image):
     img = load_image(kodak_image)
-    from dnaimg.registry import select_point
+    from dnaimg.zoo.registry import select_point
     for label, floor in (("cae32-l9", 26.0), ("cae32-mr:r050", 25.0), ("cae32-mr:r098", 27.0)):
         pt = select_point(label)
         model, _ = load_model(pt.model)
@@ -73,7 +73,7 @@ def _random_images(folder, n, shape, seed):
 
 
 def test_training_resumes(tmp_path):
-    from dnaimg.train import train
+    from dnaimg.zoo.train import train
     data = _random_images(tmp_path / "data", 3, (64, 80, 3), seed=0)
     cfg = ModelConfig(channels=4, levels=9, width=16, res_blocks=1)
     ck = train(data, tmp_path / "run", cfg, steps=3, batch=2, crop=32, log_every=1)
@@ -88,8 +88,8 @@ def test_training_resumes(tmp_path):
 def test_train_command_with_exact_noise_and_entropy(tmp_path):
     from click.testing import CliRunner
     from dnaimg.cli import main
-    from dnaimg.model import ModelConfig
-    from dnaimg.train import soft_entropy
+    from dnaimg.zoo.model import ModelConfig
+    from dnaimg.zoo.train import soft_entropy
     data = _random_images(tmp_path / "data", 2, (48, 48, 3), seed=1)
     r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--channels", "4",
                                   "--steps", "2", "--batch", "2", "--crop", "32", "--noise", "exact",

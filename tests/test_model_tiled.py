@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from dnaimg.codec import psnr, to_uint8
-from dnaimg.model import CompressiveAutoencoder, ModelConfig, decoder_halo
-from dnaimg.registry import load_model
+from dnaimg.codecs.robust import psnr, to_uint8
+from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig, decoder_halo
+from dnaimg.zoo.registry import load_model
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from dnaimg.codebook import get_codebook
-from dnaimg.noise import gaussian_sigma, sample_channel, transition_matrix
+from dnaimg.dna.codebook import get_codebook
+from dnaimg.zoo.noise import gaussian_sigma, sample_channel, transition_matrix
 
 
 def test_rows_sum_to_one_and_zero_noise_is_identity():

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dnaimg.cli import main
-from dnaimg.model import ModelConfig
-from dnaimg.registry import ModelError, list_models, operating_points, select_point
+from dnaimg.zoo.model import ModelConfig
+from dnaimg.zoo.registry import ModelError, list_models, operating_points, select_point
 
 from conftest import ROOT
 
@@ -25,8 +25,8 @@ def _images(folder, n, shape, seed):
 @pytest.fixture
 def fake_models(tmp_path, monkeypatch):
     """A models folder with a tiny multi-rate model (4 channels, points at 2 and 4 channels)."""
-    from dnaimg import registry
-    from dnaimg.train import MultiRate, NoiseSchedule, export_checkpoint, train
+    from dnaimg.zoo import registry
+    from dnaimg.zoo.train import MultiRate, NoiseSchedule, export_checkpoint, train
     d = tmp_path / "models"
     monkeypatch.setenv("DNAIMG_MODELS", str(d))
     monkeypatch.setattr(registry, "_CACHE", {})
@@ -75,7 +75,7 @@ def test_rate_picks_the_best_point_under_the_budget(fake_models):
 
 
 def test_points_roundtrip_through_dna(fake_models, tmp_path):
-    from dnaimg.codec import decode_reads, encode_image, reconstruct
+    from dnaimg.codecs.robust import decode_reads, encode_image, reconstruct
     img = np.random.default_rng(5).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     for name, k, L in (("k2l11", 2, 11), ("k4l31", 4, 31)):
         enc = encode_image(img, model=f"tiny-mr:{name}")
@@ -102,7 +102,7 @@ def test_cli_rate_and_models_listing(fake_models, tmp_path):
 
 
 def test_select_points_keeps_the_pareto_front(fake_models, tmp_path):
-    from dnaimg.evaluate import select_points
+    from dnaimg.bench.evaluate import select_points
     imgs = _images(tmp_path / "sel", 2, (40, 48, 3), 7)
     front = select_points("tiny-mr", sorted(imgs.iterdir()))
     rates = [r["channels"] * r["codeword_nt"] / 64 for r in front]
@@ -112,7 +112,7 @@ def test_select_points_keeps_the_pareto_front(fake_models, tmp_path):
 
 
 def test_multirate_training_resumes_with_its_weights(tmp_path):
-    from dnaimg.train import MultiRate, train
+    from dnaimg.zoo.train import MultiRate, train
     data = _images(tmp_path / "data", 2, (48, 48, 3), 4)
     cfg = ModelConfig(channels=4, levels=9, width=16, res_blocks=1)
     mr = MultiRate((2, 4), (11,))
@@ -126,7 +126,7 @@ def test_multirate_training_resumes_with_its_weights(tmp_path):
 
 
 def test_multirate_latent_masks_channels_and_quantises_per_sample():
-    from dnaimg.train import NoiseSchedule, _multirate_latent
+    from dnaimg.zoo.train import NoiseSchedule, _multirate_latent
     z = torch.rand(2, 4, 3, 3) * 2 - 1
     out = _multirate_latent(z, torch.tensor([1, 4]), torch.tensor([11, 31]), NoiseSchedule(), 0.0,
                             torch.Generator().manual_seed(0))
@@ -137,7 +137,7 @@ def test_multirate_latent_masks_channels_and_quantises_per_sample():
 
 
 def test_every_shipped_model_and_point_loads_and_decodes():
-    from dnaimg.codec import decode_reads, encode_image
+    from dnaimg.codecs.robust import decode_reads, encode_image
     img = np.asarray(Image.open(ROOT / "examples" / "coffee.png").convert("RGB"))[:64, :96]
     for c in list_models():
         for p in operating_points(c):
@@ -148,7 +148,7 @@ def test_every_shipped_model_and_point_loads_and_decodes():
 
 def test_noise_mix_draws_rates_below_the_schedule():
     import random
-    from dnaimg.train import NoiseSchedule
+    from dnaimg.zoo.train import NoiseSchedule
     ns = NoiseSchedule("exact", p_max=0.05, ramp=0.5, mix=True)
     rng = random.Random(0)
     ps = [ns.sample(900, 1000, rng) for _ in range(2000)]

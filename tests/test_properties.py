@@ -6,13 +6,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dnaimg.cli import main
-from dnaimg.codebook import get_codebook
-from dnaimg.codec import DecodeError, decode_reads
-from dnaimg.consensus import consensus
-from dnaimg.constraints import oligo_ok
-from dnaimg.index import read_index_py
-from dnaimg.layout import Header, Layout, data_oligos, interleaver, payload_values, values_per_oligo
-from dnaimg.seqio import InputError, iter_sequences
+from dnaimg.dna.codebook import get_codebook
+from dnaimg.codecs.robust import DecodeError, decode_reads
+from dnaimg.dna.consensus import consensus
+from dnaimg.dna.constraints import oligo_ok
+from dnaimg.dna.index import read_index_py
+from dnaimg.dna.layout import Header, Layout, data_oligos, interleaver, payload_values, values_per_oligo
+from dnaimg.dna.seqio import InputError, iter_sequences
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,9 +1,9 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from dnaimg.codebook import get_codebook
-from dnaimg.index import (INDEX_NT, _RS, encode_index, pack_fields, read_index_py)
-from dnaimg.repair import Repairer, repair_direct, repair_numpy, repair_with_table
+from dnaimg.dna.codebook import get_codebook
+from dnaimg.dna.index import (INDEX_NT, _RS, encode_index, pack_fields, read_index_py)
+from dnaimg.dna.repair import Repairer, repair_direct, repair_numpy, repair_with_table
 
 
 @given(st.integers(2, 4), st.integers(0, 2**32 - 1))
@@ -95,7 +95,7 @@ def test_random_junk_is_rejected():
 
 
 def test_rescue_pass_recovers_most_failures_and_never_takes_junk():
-    from dnaimg.index import TABLES, rescue_index
+    from dnaimg.dna.index import TABLES, rescue_index
     rng = np.random.default_rng(5)
     wanted = np.zeros(3000, dtype=bool)
     wanted[rng.choice(3000, 100, replace=False)] = True
@@ -126,7 +126,7 @@ def test_rescue_pass_recovers_most_failures_and_never_takes_junk():
 # ------------------------------------------------------------------------------------------------
 import numba as nb  # noqa: E402
 
-from dnaimg.index import (MAX_ERASURES, N_SCRAMBLE, NIBBLES, PARITY_NIBBLES,  # noqa: E402
+from dnaimg.dna.index import (MAX_ERASURES, N_SCRAMBLE, NIBBLES, PARITY_NIBBLES,  # noqa: E402
                           SCRAMBLE_NIBBLE, DATA_NIBBLES)
 
 
@@ -556,7 +556,7 @@ def _damaged_inserts(n, seed):
 
 
 def test_index_kernels_match_the_previous_implementation():
-    from dnaimg.index import (TABLES, decode_index_nt, decode_index_nt_ws, new_index_workspace,
+    from dnaimg.dna.index import (TABLES, decode_index_nt, decode_index_nt_ws, new_index_workspace,
                               read_index, read_index_ws)
     w2n, exp, log, masks = TABLES
     ws, buf = new_index_workspace()
@@ -589,7 +589,7 @@ def test_index_kernels_match_the_previous_implementation():
 
 
 def test_rescue_kernels_match_the_previous_implementation():
-    from dnaimg.index import TABLES, new_index_workspace, rescue_batch, rescue_index, rescue_index_ws
+    from dnaimg.dna.index import TABLES, new_index_workspace, rescue_batch, rescue_index, rescue_index_ws
     w2n, exp, log, masks = TABLES
     ws, buf = new_index_workspace()
     ws[:] = -7
@@ -622,7 +622,7 @@ def test_rescue_kernels_match_the_previous_implementation():
 
 
 def test_gf_helpers_match_the_previous_implementation():
-    from dnaimg.index import TABLES, _decode_nibbles, _solve_erasures, _syndromes
+    from dnaimg.dna.index import TABLES, _decode_nibbles, _solve_erasures, _syndromes
     _, exp, log, _ = TABLES
     rng = np.random.default_rng(14)
     n_ok = 0
@@ -695,7 +695,7 @@ def _ref_quick_index(seq, start, end, w2n, exp, log, masks):
 
 
 def test_packed_syndrome_table_matches_the_syndromes():
-    from dnaimg.index import TABLES, _SYN_T, _syndromes
+    from dnaimg.dna.index import TABLES, _SYN_T, _syndromes
     _, exp, log, _ = TABLES
     rng = np.random.default_rng(21)
     s = np.zeros(PARITY_NIBBLES, dtype=np.int64)
@@ -745,7 +745,7 @@ def _edit_neighbourhood(nt, rng):
 
 
 def test_table_driven_index_kernels_match_on_edit_neighbourhoods():
-    from dnaimg.index import TABLES, new_index_workspace, quick_index, read_index_ws
+    from dnaimg.dna.index import TABLES, new_index_workspace, quick_index, read_index_ws
     w2n, exp, log, masks = TABLES
     ws, buf = new_index_workspace()
     ws[:] = -99
@@ -774,7 +774,7 @@ def test_table_driven_index_kernels_match_on_edit_neighbourhoods():
 def test_one_error_on_the_seed_is_not_corrected():
     """All words valid and the syndromes those of a single error in the seed's nibble: the
     decoder must not "correct" the seed it unmasked with (as the previous code)."""
-    from dnaimg.index import _MASKS, NIBBLE_WORDS, TABLES, new_index_workspace, read_index_ws
+    from dnaimg.dna.index import _MASKS, NIBBLE_WORDS, TABLES, new_index_workspace, read_index_ws
     w2n, exp, log, masks = TABLES
     ws, buf = new_index_workspace()
     rng = np.random.default_rng(24)
@@ -794,7 +794,7 @@ def test_one_error_on_the_seed_is_not_corrected():
 
 
 def test_quick_index_matches_the_previous_implementation():
-    from dnaimg.index import TABLES, quick_index
+    from dnaimg.dna.index import TABLES, quick_index
     w2n, exp, log, masks = TABLES
     hits = 0
     for ins_, *_ in _damaged_inserts(4000, 23):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .model import CompressiveAutoencoder, ModelConfig
+from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -103,12 +103,12 @@ def _noisy_latent(model: CompressiveAutoencoder, z: torch.Tensor, noise: NoiseSc
     if noise.kind == "none" or p <= 0:
         return zq
     if noise.kind == "exact":
-        from .noise import sample_channel, transition_matrix
+        from dnaimg.zoo.noise import sample_channel, transition_matrix
         T = torch.tensor(transition_matrix(cb, p), dtype=torch.float32)
         s = sample_channel(model.to_symbols(z.detach().float()), T, gen)
         noisy = model.from_symbols(s).to(zq.dtype)
         return zq + (noisy - zq).detach()
-    from .noise import gaussian_sigma
+    from dnaimg.zoo.noise import gaussian_sigma
     sigma = gaussian_sigma(cb, p)
     return zq + sigma * torch.randn(zq.shape, generator=gen).to(zq.dtype)
 
@@ -149,9 +149,9 @@ def _fill_like_decoder(v: torch.Tensor, erased: torch.Tensor) -> torch.Tensor:
 def _multirate_latent(z: torch.Tensor, ks: torch.Tensor, Ls: torch.Tensor, noise: "NoiseSchedule", p: float,
                       gen: torch.Generator) -> torch.Tensor:
     """Per-sample quantisation with L levels, channel truncation to k, optional channel noise."""
-    from .codebook import get_codebook
-    from .noise import gaussian_sigma, sample_channel, transition_matrix
-    from .registry import default_codeword_nt
+    from dnaimg.dna.codebook import get_codebook
+    from dnaimg.zoo.noise import gaussian_sigma, sample_channel, transition_matrix
+    from dnaimg.zoo.registry import default_codeword_nt
     N, C = z.shape[:2]
     q = (2.0 / (Ls.float() - 1.0)).view(N, 1, 1, 1)
     zf = z.float()
@@ -204,8 +204,8 @@ def train(
     Loss: MSE + ``lam`` * H(Q(z)) (base-4 entropy, :func:`soft_entropy`), through the
     straight-through quantiser and the optional channel noise.  ``init`` starts from a shipped
     model's weights (fine-tuning); ``freeze_encoder`` trains the decoder only."""
-    from .codebook import get_codebook
-    from .registry import default_codeword_nt, load_model
+    from dnaimg.dna.codebook import get_codebook
+    from dnaimg.zoo.registry import default_codeword_nt, load_model
 
     noise = noise or NoiseSchedule()
     out = Path(out)
@@ -334,7 +334,7 @@ def train(
 
 def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None = None, notes: str = "") -> Path:
     """Checkpoint of a run -> shipped fp16 safetensors + model card (training facts filled in)."""
-    from .registry import export
+    from dnaimg.zoo.registry import export
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
     cfg = ModelConfig(**state["config"])
@@ -383,7 +383,7 @@ def export_checkpoint(run_dir: str | Path, name: str, out_dir: str | Path | None
 def multirate_points(channels, levels) -> list[dict]:
     """Named operating points of a multi-rate model: every (kept channels, levels) pair trained,
     named by payload rate (``r050`` = 0.50 nt/pixel) plus its parameters when several share it."""
-    from .registry import default_codeword_nt
+    from dnaimg.zoo.registry import default_codeword_nt
     pts = []
     for k in sorted(channels):
         for L in sorted(levels):
@@ -395,9 +395,9 @@ def multirate_points(channels, levels) -> list[dict]:
 
 
 def main(argv=None):
-    """``python -m dnaimg.train`` is ``dnaimg train``."""
-    from .cli import train_cmd
-    train_cmd.main(args=argv, prog_name="python -m dnaimg.train")
+    """``python -m dnaimg.zoo.train`` is ``dnaimg train``."""
+    from dnaimg.cli import train_cmd
+    train_cmd.main(args=argv, prog_name="python -m dnaimg.zoo.train")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,13 @@ import numba as nb
 import numpy as np
 import reedsolo
 
-from . import dna
-from .codebook import SIGMAS, SIGMAS_INV
-from .consensus import consensus_packed, fast_majority_rows
-from .reads import gather_reads
-from .constraints import oligo_ok, report
-from .index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
-from .repair import Repairer
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.codebook import SIGMAS, SIGMAS_INV
+from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
+from dnaimg.dna.reads import gather_reads
+from dnaimg.dna.constraints import oligo_ok, report
+from dnaimg.dna.index import HEADER_BASE, INDEX_NT, N_SCRAMBLE, NIBBLE_WORDS, encode_index
+from dnaimg.dna.repair import Repairer
 
 FORMAT_VERSION = 1
 MAGIC = b"DI"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from . import dna
-from .index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, all_index_patterns, quick_index,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, all_index_patterns, quick_index,
                     read_index_ws, rescue_batch)
 
 MAX_LEAD = 4

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .codebook import Codebook
+from dnaimg.dna.codebook import Codebook
 
 
 def transition_matrix(cb: Codebook, p: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Speed and accuracy of the DNA layer (not a test: numbers for the README and issue notes).
 
-    python -m dnaimg.bench_dna            # repair, consensus, one Kodak image, all of Kodak
+    python -m dnaimg.bench.speed            # repair, consensus, one Kodak image, all of Kodak
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def _timed(fn):
 
 
 def bench_repair(n_words=1_000_000):
-    from .codebook import get_codebook
-    from .repair import repair_direct, repair_numpy, repair_with_table
+    from dnaimg.dna.codebook import get_codebook
+    from dnaimg.dna.repair import repair_direct, repair_numpy, repair_with_table
     rows = []
     rng = np.random.default_rng(0)
     for n, L in [(2, 9), (3, 17), (4, 65)]:
@@ -44,8 +44,8 @@ def bench_repair(n_words=1_000_000):
 
 
 def bench_consensus(n_oligos=300, reads=10):
-    from .channel import preset, simulate
-    from .consensus import consensus_arrays
+    from dnaimg.dna.channel import preset, simulate
+    from dnaimg.dna.consensus import consensus_arrays
     out = []
     rng = np.random.default_rng(1)
     oligos = [rng.integers(0, 4, 200).astype(np.uint8) for _ in range(n_oligos)]
@@ -66,8 +66,8 @@ def bench_consensus(n_oligos=300, reads=10):
 
 
 def bench_image(path):
-    from .channel import Channel, simulate
-    from .codec import decode_reads, encode_image, load_image, psnr, reconstruct
+    from dnaimg.dna.channel import Channel, simulate
+    from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr, reconstruct
     encode_image(path)  # warm up (model load, numba compile)
     t = time.perf_counter()
     enc = encode_image(path)
@@ -90,8 +90,8 @@ def bench_image(path):
 def bench_kodak(folder):
     """Encode and decode wall time of every image of ``folder`` (one after another, as a user would
     run them): from the oligos as written and from nextseq reads at coverage 10."""
-    from .channel import preset, simulate
-    from .codec import decode_reads, encode_image, load_image, psnr
+    from dnaimg.dna.channel import preset, simulate
+    from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr
     paths = sorted(Path(folder).glob("*.png"))
     encode_image(paths[0])   # warm up
     rows = []

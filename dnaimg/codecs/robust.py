@@ -1,6 +1,6 @@
 """The whole path as a Python API: image -> oligos, and reads -> image.
 
-    from dnaimg.codec import encode_image, decode_reads
+    from dnaimg.codecs.robust import encode_image, decode_reads
     enc = encode_image("photo.png")                 # EncodeResult: oligos, header, rates
     dec = decode_reads(reads)                       # reads: iterable of str or uint8 arrays
     dec.image                                       # HxWx3 uint8; dec.report: what happened
@@ -22,18 +22,18 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from . import dna
-from .codebook import SIGMAS_INV, get_codebook
-from .consensus import consensus_packed
-from .index import HEADER_BASE, INDEX_NT
-from .layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, HEADER_PARITY, RESYNC_DRIFT, RESYNC_INDEL_COST, Header,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.codebook import SIGMAS_INV, get_codebook
+from dnaimg.dna.consensus import consensus_packed
+from dnaimg.dna.index import HEADER_BASE, INDEX_NT
+from dnaimg.dna.layout import (DEFAULT_HEADER_COPIES, FORMAT_VERSION, HEADER_PARITY, RESYNC_DRIFT, RESYNC_INDEL_COST, Header,
                      HeaderVersionError, Layout, LayoutError, data_oligos, header_codeword_nibbles,
                      header_from_nibbles, header_nibbles, header_oligos, header_words, interleaver, n_data_oligos,
                      payload_values_batch, soft_nibble_vote, values_per_oligo)
-from .reads import CHUNK, ReadSorter
-from .model import resolve_precision
-from .registry import OperatingPoint, load_model, model_id, name_for_id, select_point
-from .seqio import ReadBatches, prefetched
+from dnaimg.dna.reads import CHUNK, ReadSorter
+from dnaimg.zoo.model import resolve_precision
+from dnaimg.zoo.registry import OperatingPoint, load_model, model_id, name_for_id, select_point
+from dnaimg.dna.seqio import ReadBatches, prefetched
 
 
 class DecodeError(ValueError):

@@ -9,7 +9,7 @@ Construction rule (all words of length n over ACGT that satisfy every rule below
 3. **GC balance**: the number of G/C is within one of n/2 (``|2*GC - n| <= 2``).
 4. **No repeat**: for n >= 4 the word is not itself a tandem repeat (period <= n/2), such as ACAC.
 
-Sizes for n = 2..8 (``python -m dnaimg.codebook``) sit beside the JPEG DNA codebooks in the
+Sizes for n = 2..8 (``python -m dnaimg.dna.codebook``) sit beside the JPEG DNA codebooks in the
 README.  Inside an oligo a position-dependent *whitening* permutes the nucleotides of each word
 by one of the eight permutations of ACGT that keep the partition {G,C} / {A,T} (so GC balance,
 run structure and Hamming distances are all preserved); see :data:`SIGMAS`.
@@ -29,7 +29,7 @@ import itertools
 import numba as nb
 import numpy as np
 
-from .repair import Repairer, nearest_value
+from dnaimg.dna.repair import Repairer, nearest_value
 
 #: JPEG DNA benchmark codec codebook sizes (DESIGN.md), for comparison.
 JPEG_DNA_SIZES = {2: 10, 3: 24, 4: 130, 5: 586, 6: 1776, 7: 7998, 8: 24634}

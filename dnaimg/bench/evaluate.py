@@ -1,10 +1,10 @@
 """Evaluate a shipped model through the whole DNA path on a folder of images.
 
-    python -m dnaimg.evaluate --images ../shared/data/kodak                  # noiseless
-    python -m dnaimg.evaluate --images ../shared/data/kodak --sub-rate 0.03   # through a channel
-    python -m dnaimg.evaluate --images ../shared/data/kodak --preset seed --sub-rate 0.05
-    python -m dnaimg.evaluate --images ../shared/data/kodak --update-card      # write into the card
-    python -m dnaimg.evaluate --images ../shared/data/kodak --model cae32-mr:r050   # one operating point
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak                  # noiseless
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --sub-rate 0.03   # through a channel
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --preset seed --sub-rate 0.05
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --update-card      # write into the card
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --model cae32-mr:r050   # one operating point
 
 Per image and averaged: payload and total nt/pixel, RGB PSNR and MS-SSIM of the image decoded
 from the oligos (or from simulated reads), and encode/decode wall time.
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from .channel import Channel, simulate
-from .codec import decode_reads, encode_image, load_image, psnr, to_tensor
-from .registry import DEFAULT_MODEL, models_dir
+from dnaimg.dna.channel import Channel, simulate
+from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr, to_tensor
+from dnaimg.zoo.registry import DEFAULT_MODEL, models_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -66,8 +66,8 @@ def select_points(model: str, images: list[Path], progress=None) -> list[dict]:
     compress, decompress) and keep those on the rate/PSNR Pareto front, named by their payload
     rate (``r050`` = 0.50 nt/pixel) with their PSNR as ``select_psnr_db``.  Meant for training
     images: Kodak stays for evaluation."""
-    from .codec import reconstruct
-    from .registry import card, load_model, operating_points
+    from dnaimg.codecs.robust import reconstruct
+    from dnaimg.zoo.registry import card, load_model, operating_points
     net, _ = load_model(model)
     pts = operating_points(card(model))
     scores = {p.name: [] for p in pts}
@@ -121,7 +121,7 @@ def main(argv=None):
         card["point_selection"] = {"images": f"{a.images} (first {len(images)}, training images)",
                                    "rule": "every trained (channels, levels) pair measured by the network alone; "
                                            "the pairs on the rate/PSNR Pareto front are kept",
-                                   "command": f"python -m dnaimg.evaluate --select-points --model {a.model} "
+                                   "command": f"python -m dnaimg.bench.evaluate --select-points --model {a.model} "
                                               f"--images {a.images} --limit {len(images)}"}
         p.write_text(json.dumps(card, indent=2) + "\n")
         for r in front:
@@ -129,7 +129,7 @@ def main(argv=None):
         return
     ch = None
     if a.preset:
-        from .channel import preset
+        from dnaimg.dna.channel import preset
         ch = preset(a.preset, sub=a.sub_rate, dropout=a.dropout or None)
     elif a.sub_rate is not None or a.ins_rate or a.del_rate or a.dropout:
         ch = Channel(sub=a.sub_rate or 0.0, ins=a.ins_rate, dels=a.del_rate, coverage=a.coverage,
@@ -158,7 +158,7 @@ def main(argv=None):
         target["kodak"] = {"images": res["images"], "payload_nt_per_pixel": round(m["payload_nt_per_pixel"], 4),
                          "total_nt_per_pixel": round(m["total_nt_per_pixel"], 4), "psnr_db": round(m["psnr_db"], 3),
                          "ms_ssim": round(m["ms_ssim"], 4),
-                         "command": f"python -m dnaimg.evaluate --images {a.images} --model {a.model} --update-card"}
+                         "command": f"python -m dnaimg.bench.evaluate --images {a.images} --model {a.model} --update-card"}
         p.write_text(json.dumps(card, indent=2) + "\n")
 
 

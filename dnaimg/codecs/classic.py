@@ -69,10 +69,10 @@ import numpy as np
 import reedsolo
 from PIL import Image
 
-from . import dna
-from .constraints import oligo_ok
-from .index import HEADER_BASE, N_SCRAMBLE, encode_index
-from .layout import (DEFAULT_HEADER_COPIES, HEADER_PARITY, Layout, LayoutError, header_nibbles, header_oligos,
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna.constraints import oligo_ok
+from dnaimg.dna.index import HEADER_BASE, N_SCRAMBLE, encode_index
+from dnaimg.dna.layout import (DEFAULT_HEADER_COPIES, HEADER_PARITY, Layout, LayoutError, header_nibbles, header_oligos,
                      nibbles_to_bytes)
 
 
@@ -567,7 +567,7 @@ def n_header_oligos(layout: Layout, copies: int = DEFAULT_HEADER_COPIES) -> int:
 def _read_header(sorter, tag: int) -> ClassicHeader | None:
     """The classic header of image ``tag`` from its header oligos: each copy on its own, then a
     nibble vote over the copies (a part from any copy); only a header whose CRC checks is returned."""
-    from .consensus import consensus_packed
+    from dnaimg.dna.consensus import consensus_packed
     groups = {k - HEADER_BASE: sorter.best_group(tag, k) for k in sorter.numbers(tag, HEADER_BASE)}
     groups = {k: g for k, g in groups.items() if g is not None}
     if not groups:
@@ -758,8 +758,8 @@ def decode_classic(reads: Iterable, primer_f: str | None = None, primer_r: str |
     Raises only :class:`ClassicDecodeError` (a ValueError) for unusable input: no reads, no read with
     the primers and an index, no classic header.  Anything past the correction capacity gives a
     result with ``success=False``."""
-    from .codec import DecodeError, rescue_header_oligos, sort_reads
-    from .consensus import consensus_packed
+    from dnaimg.codecs.robust import DecodeError, rescue_header_oligos, sort_reads
+    from dnaimg.dna.consensus import consensus_packed
     try:
         lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
         sorter = sort_reads(reads, lay)

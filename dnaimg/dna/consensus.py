@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from . import dna
+from dnaimg.dna import alphabet as dna
 
 MAX_ITERS = 12
 MAX_ALIGNED_READS = 24   # the alignment rounds use at most this many reads

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .codebook import candidate_words
-from .model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
+from dnaimg.dna.codebook import candidate_words
+from dnaimg.zoo.model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
 
 DEFAULT_MODEL = "cae32-l9"
 #: what `dnaimg bench channel` compares by default: a plain point and its noise-trained twin
@@ -29,7 +29,7 @@ class ModelError(ValueError):
 
 def models_dir() -> Path:
     env = os.environ.get("DNAIMG_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    return Path(env) if env else Path(__file__).resolve().parent / "models"
 
 
 def model_id(name: str) -> int:

@@ -1,6 +1,6 @@
 """Throughput of the DNA path on a large run (numbers for the README; not a test).
 
-    python -m dnaimg.bench_throughput [--reads 1000000] [--preset nextseq] [--workdir /tmp/dnaimg-bench]
+    python -m dnaimg.bench.throughput [--reads 1000000] [--preset nextseq] [--workdir /tmp/dnaimg-bench]
 
 Makes a photograph large enough for the requested number of reads at ~32x coverage (the
 example image upscaled), encodes it, simulates the reads to FASTQ, then measures: simulate
@@ -31,8 +31,8 @@ def status_mb(key):
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
-from dnaimg.codec import decode_reads, load_model
-from dnaimg.seqio import ReadBatches
+from dnaimg.codecs.robust import decode_reads, load_model
+from dnaimg.dna.seqio import ReadBatches
 import numpy as np
 from PIL import Image
 load_model("cae32-l9")
@@ -79,10 +79,10 @@ def main(argv=None):
     ap.add_argument("--workdir", default="/tmp/dnaimg-bench")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    from . import dna
-    from .channel import preset, simulate
-    from .codec import encode_image
-    from .seqio import write_fasta, write_fastq
+    from dnaimg.dna import alphabet as dna
+    from dnaimg.dna.channel import preset, simulate
+    from dnaimg.codecs.robust import encode_image
+    from dnaimg.dna.seqio import write_fasta, write_fastq
 
     wd = Path(a.workdir)
     wd.mkdir(parents=True, exist_ok=True)

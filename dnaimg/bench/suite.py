@@ -24,8 +24,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .channel import preset, simulate
-from .codec import DecodeError, decode_reads, encode_image, load_image, psnr
+from dnaimg.dna.channel import preset, simulate
+from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image, psnr
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif")
@@ -63,7 +63,7 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
     import torch
     from pytorch_msssim import ms_ssim
 
-    from .codec import to_tensor
+    from dnaimg.codecs.robust import to_tensor
     with torch.no_grad():
         return float(ms_ssim(to_tensor(a), to_tensor(b), data_range=1.0))
 
@@ -171,7 +171,7 @@ def encode_learned(img: np.ndarray, point: str) -> Encoded:
 
 
 def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -> Encoded:
-    from .classic import encode_classic
+    from dnaimg.codecs.classic import encode_classic
     t = time.perf_counter()
     enc = encode_classic(img, codec, quality, parity=parity)
     dt = time.perf_counter() - t
@@ -182,7 +182,7 @@ def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -
 def matched_classic(img: np.ndarray, codec: str, total_nt: int, parity: float) -> Encoded | None:
     """The classic encoding of ``img`` with the most nucleotides not above ``total_nt``
     (binary search over the codec's quality); None if even the lowest quality costs more."""
-    from .classic import RateError, encode_at_rate
+    from dnaimg.codecs.classic import RateError, encode_at_rate
     t = time.perf_counter()
     try:
         enc = encode_at_rate(img, codec, total_nt / (img.shape[0] * img.shape[1]), parity=parity)
@@ -202,7 +202,7 @@ def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) ->
             image, ok = dec.image, True
             info = {"latent_exact": dec.report["latent_exact"], "missing_oligos": dec.report["oligos"]["missing"]}
         else:
-            from .classic import decode_classic
+            from dnaimg.codecs.classic import decode_classic
             dec = decode_classic(reads)
             image, ok = dec.image, bool(dec.success)
             info = {"missing_oligos": dec.report.get("missing_oligos")}
@@ -242,7 +242,7 @@ def _base_row(e: Encoded, path: Path, orig: np.ndarray) -> dict:
 
 def shipped_points(noise_trained: bool | None = None) -> list[str]:
     """Every operating point of every shipped model that is not superseded."""
-    from .registry import list_models, operating_points
+    from dnaimg.zoo.registry import list_models, operating_points
     out = []
     for c in list_models():
         if c.get("superseded"):
@@ -275,7 +275,7 @@ def summarise(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
 
 def _labels(points: Iterable[str]) -> list[str]:
     """NAME or NAME:POINT -> the point's full label (what the rows are keyed by)."""
-    from .registry import select_point
+    from dnaimg.zoo.registry import select_point
     return [select_point(p).label for p in points]
 
 
@@ -487,7 +487,7 @@ def min_coverage(rows: list[dict], reliable: float = RELIABLE) -> list[dict]:
 def update_cards(result: dict, command: str) -> list[str]:
     """Store a bench's means in the model cards of the measured points: ``kodak`` (rd: rates,
     PSNR, MS-SSIM) or ``kodak_substitutions`` (noise: PSNR per rate, one read per oligo)."""
-    from .registry import models_dir
+    from dnaimg.zoo.registry import models_dir
     bench = result["meta"]["bench"]
     n_images = len(result["meta"]["config"]["images"])
     touched = []
@@ -674,7 +674,7 @@ def report(results: str | Path) -> str:
         out.append("| point | channels x levels, codeword | payload nt/px | total nt/px | PSNR noiseless | "
                    "MS-SSIM | PSNR 1 % | PSNR 3 % | PSNR 5 % | decoded at 5 % |")
         out.append("|---|---|---|---|---|---|---|---|---|---|")
-        from .registry import card, list_models, operating_points
+        from dnaimg.zoo.registry import card, list_models, operating_points
         pairs = []        # (plain point, its noise-trained twin) for every shipped pair measured
         for c in list_models():
             twin = f"{c['name']}-noise"
@@ -688,7 +688,7 @@ def report(results: str | Path) -> str:
         for a, b in pairs:
             r0 = rs.get(a) or ns[(a, 0.0)]
             row = ns[(a, 0.0)]
-            from .registry import select_point
+            from dnaimg.zoo.registry import select_point
             pt = select_point(a)
 
             def pair(key, rate, fmt="{:.2f}"):

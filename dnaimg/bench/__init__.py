@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation, runnable as modules (``python -m dnaimg.bench.speed`` ...)."""

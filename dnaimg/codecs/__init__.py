@@ -1,0 +1,1 @@
+"""Image codecs behind one small interface (see :mod:`dnaimg.codecs.base`)."""

@@ -1,0 +1,1 @@
+"""The model zoo: architectures, a registry of shipped models (weights + cards), training."""
