@@ -171,7 +171,7 @@ def encode_learned(img: np.ndarray, point: str) -> Encoded:
 
 
 def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -> Encoded:
-    from dnaimg.codecs.classic import encode_classic
+    from dnaimg.codecs._classic_v1 import encode_classic
     t = time.perf_counter()
     enc = encode_classic(img, codec, quality, parity=parity)
     dt = time.perf_counter() - t
@@ -182,7 +182,7 @@ def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -
 def matched_classic(img: np.ndarray, codec: str, total_nt: int, parity: float) -> Encoded | None:
     """The classic encoding of ``img`` with the most nucleotides not above ``total_nt``
     (binary search over the codec's quality); None if even the lowest quality costs more."""
-    from dnaimg.codecs.classic import RateError, encode_at_rate
+    from dnaimg.codecs._classic_v1 import RateError, encode_at_rate
     t = time.perf_counter()
     try:
         enc = encode_at_rate(img, codec, total_nt / (img.shape[0] * img.shape[1]), parity=parity)
@@ -202,7 +202,7 @@ def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) ->
             image, ok = dec.image, True
             info = {"latent_exact": dec.report["latent_exact"], "missing_oligos": dec.report["oligos"]["missing"]}
         else:
-            from dnaimg.codecs.classic import decode_classic
+            from dnaimg.codecs._classic_v1 import decode_classic
             dec = decode_classic(reads)
             image, ok = dec.image, bool(dec.success)
             info = {"missing_oligos": dec.report.get("missing_oligos")}

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.channel import preset, simulate
-from dnaimg.codecs.classic import (CODECS, ClassicDecodeError, RateError, bytes_per_oligo, bytes_to_trits,
+from dnaimg.codecs._classic_v1 import (CODECS, ClassicDecodeError, RateError, bytes_per_oligo, bytes_to_trits,
                             coder_bits_per_nt, compress, decode_classic, decompress, encode_at_rate,
                             encode_classic, payload_decode, payload_encode, plan_blocks, quality_for_bytes,
                             trits_for_bytes, trits_to_bytes)
