@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+import numpy as np
 
 from dnaimg import __version__
 
@@ -22,13 +23,16 @@ def friendly(fn):
     """Turn the library's errors (and anything unexpected) into one-line messages."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from dnaimg.codecs.robust import DecodeError, ImageError
-        from dnaimg.dna.layout import LayoutError
+        from dnaimg.api import DecodeError
+        from dnaimg.codecs.base import CodecError
+        from dnaimg.codecs.robust import DecodeError as RobustDecodeError
+        from dnaimg.dna.container import LayoutError
+        from dnaimg.image import ImageError
         from dnaimg.zoo.registry import ModelError
         from dnaimg.dna.seqio import InputError
         try:
             return fn(*args, **kwargs)
-        except (DecodeError, ImageError, LayoutError, ModelError, InputError) as e:
+        except (DecodeError, RobustDecodeError, CodecError, ImageError, LayoutError, ModelError, InputError) as e:
             raise UserError(str(e)) from None
         except click.ClickException:
             raise
@@ -48,7 +52,7 @@ def _bar(total, desc, quiet):
 
 
 def _layout(oligo_length, primer_f, primer_r):
-    from dnaimg.dna.layout import Layout
+    from dnaimg.dna.container import Layout
     kw = {}
     if oligo_length is not None:
         kw["oligo_length"] = oligo_length
@@ -89,13 +93,20 @@ def main():
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="FASTA file of oligos to write (.gz to compress).")
-@click.option("--model", default=None, metavar="NAME[:POINT]",
-              help="Shipped model (and operating point) to use; see `dnaimg models`.")
+@click.option("--codec", default="robust", show_default=True, metavar="NAME",
+              help="robust (the autoencoder), jpeg, webp, jpeg2000, avif, jxl, or lossless png, jxl-lossless.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
-              help="Budget in payload nt/pixel: use the best operating point at or under it "
-                   "(of --model, or of all plain models). Total nt/pixel is about 1.6x payload.")
+              help="Cap on the TOTAL nt/pixel (everything synthesised: primers, index, header, inner and "
+                   "outer codes): the best operating point (robust) or the highest quality (classic) that fits.")
+@click.option("--quality", type=float, default=None,
+              help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel).")
+@click.option("--redundancy", type=click.FloatRange(0, 4), default=None, metavar="FRACTION",
+              help="Outer code across oligos: parity rows per data row; lost oligos up to about this "
+                   "fraction are rebuilt exactly.  [default: 0.15 for byte-stream codecs, 0 for robust]")
+@click.option("--model", default=None, metavar="NAME[:POINT]",
+              help="Robust codec: shipped model (and operating point); see `dnaimg models`.")
 @click.option("--noise-trained", is_flag=True,
-              help="With --rate and no --model: choose among the noise-trained models.")
+              help="Robust codec, with --rate and no --model: choose among the noise-trained models.")
 @click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=3, show_default=True,
@@ -103,34 +114,39 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def encode(image, output, model, rate, noise_trained, oligo_length, primer_f, primer_r, header_copies, as_json,
-           quiet):
+def encode(image, output, codec, rate, quality, redundancy, model, noise_trained, oligo_length, primer_f, primer_r,
+           header_copies, as_json, quiet):
     """Compress IMAGE and write it as DNA oligos (FASTA)."""
-    from dnaimg.codecs.robust import encode_image
-    from dnaimg.zoo.registry import select_point
+    from dnaimg import api
+    from dnaimg.codecs import canonical
     from dnaimg.dna.seqio import check_writable, write_fasta
     check_writable(output)
+    if str(output) == str(image):
+        raise UserError("the output would overwrite the input image")
+    codec = canonical(codec)
     layout = _layout(oligo_length, primer_f, primer_r)
-    select_point(model, rate, noise_trained)     # bad --model/--rate fail before any work
+    if codec == "robust":
+        from dnaimg.zoo.registry import select_point
+        select_point(model, None, noise_trained)     # a bad --model fails before any work
     t0 = time.time()
     with _bar(None, "encoding", quiet) as bar:
-        enc = encode_image(image, model=model, layout=layout, header_copies=header_copies,
-                           progress=bar.update, rate=rate, noise_trained=noise_trained)
+        enc = api.encode(image, codec, rate=rate, quality=quality, model=model, noise_trained=noise_trained,
+                         redundancy=redundancy, layout=layout, copies=header_copies, progress=bar.update)
     write_fasta(output, enc.fasta_records())
     r = enc.rates()
-    r.update({"image": str(image), "output": str(output), "model": enc.model, "point": enc.point.label,
-              "channels": enc.header.channels, "levels": enc.header.levels, "tag": f"{enc.header.tag:02x}",
+    h = enc.written.header
+    r.update({"image": str(image), "output": str(output), "tag": f"{h.tag:02x}", "image_id": f"{h.image_id:08x}",
               "oligo_length": layout.oligo_length, "seconds": round(time.time() - t0, 2)})
     if as_json:
-        click.echo(json.dumps(r, indent=2))
+        click.echo(json.dumps(r, indent=2, default=str))
         return
-    h = enc.header
-    click.echo(f"encoded {image} ({h.width}x{h.height}) with {enc.point.label}: latent "
-               f"{'x'.join(map(str, enc.symbols.shape))}, {h.levels} levels, {h.codeword_nt}-nt codewords")
-    click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt "
-               f"({r['data_oligos']} data + {r['header_oligos']} header), tag {r['tag']}")
-    click.echo(f"rate: {r['payload_nt_per_pixel']:.3f} nt/pixel payload, {r['total_nt_per_pixel']:.3f} nt/pixel "
-               f"total ({r['total_nt']} nt)  [{r['seconds']:.1f} s]")
+    what = r.get("model") if codec == "robust" else (f"quality {r['quality']}" if r.get("quality") is not None else "")
+    click.echo(f"encoded {image} with {codec} {what}".rstrip())
+    click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt ({r['data_oligos']} data + "
+               f"{r['parity_oligos']} parity + {r['header_oligos']} header), image id {r['image_id']}")
+    click.echo(f"rate: {r['total_nt_per_pixel']:.3f} nt/pixel total, {r['payload_nt_per_pixel']:.3f} payload; "
+               f"{r['payload_bits_per_nt']:.3f} bits per payload nt, {r['net_bits_per_nt']:.3f} net; "
+               f"outer redundancy {r['outer_redundancy']:.2f}  [{r['seconds']:.1f} s]")
 
 
 @main.command()
@@ -142,25 +158,26 @@ def encode(image, output, model, rate, noise_trained, oligo_length, primer_f, pr
 @click.option("--select", "select", default=None, metavar="TAG",
               help="Image tag (hex) to decode when the reads hold several images.")
 @click.option("--strict", is_flag=True,
-              help="Exit with status 3 unless the latent is exactly the one encoded (its CRC32 matches).")
+              help="Exit with status 3 unless the data is exactly what was encoded (CRC32 of every stream).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Arithmetic of the synthesis net: auto takes bf16 where the CPU computes it natively "
-                   "(several times faster, same PSNR), else fp32.")
+              help="Robust codec: arithmetic of the synthesis net; auto takes bf16 where the CPU computes it "
+                   "natively (several times faster, same PSNR), else fp32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
 def decode(reads, output, primer_f, primer_r, reference, select, strict, precision, as_json, quiet):
     """Rebuild the image from sequencer READS (FASTA/FASTQ, gzipped or not).
 
-    The PNG is written whenever an image can be drawn; the report says how many oligos were
-    missing and codewords repaired, and whether the latent is exactly the encoded one.  Exit
-    status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
+    The codec is read from the DNA.  The PNG is written whenever an image can be drawn; the
+    report says how many oligos were missing and whether the data is exactly the encoded one.
+    Exit status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
     """
-    from PIL import Image
-
-    from dnaimg.codecs.robust import decode_reads, load_image, psnr
+    from dnaimg import api
+    from dnaimg.image import load_image, load_pixels, psnr, save_pixels
     from dnaimg.dna.seqio import ReadBatches, check_writable
     check_writable(output)
+    if str(output) == str(reads):
+        raise UserError("the output would overwrite the reads")
     tag = None
     if select is not None:
         try:
@@ -170,48 +187,66 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
     t0 = time.time()
     with _bar(None, "reading", quiet) as rbar:
         seqs = ReadBatches(reads)
-        with _bar(None, "consensus", quiet) as cbar:
-            res = decode_reads(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
-                               read_progress=rbar.update, tag=tag, precision=precision)
-    try:
-        Image.fromarray(res.image).save(output, format="PNG")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{output}: cannot write ({e})") from None
+        with _bar(None, "decoding", quiet) as cbar:
+            res = api.decode(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
+                             read_progress=rbar.update, tag=tag, precision=precision)
     rep = res.report
+    if res.image is None:
+        raise UserError(f"the {res.codec} stream could not be rebuilt ({_stream_summary(rep)}); "
+                        "more reads or more redundancy are needed")
+    save_pixels(res.image, output)
     rep["output"] = str(output)
     rep["seconds"] = round(time.time() - t0, 2)
     if reference:
-        ref = load_image(reference)
+        ref = load_pixels(reference) if res.image.dtype == np.uint16 or res.image.ndim == 2 \
+            or res.image.shape[-1] == 4 else load_image(reference)
         if ref.shape != res.image.shape:
             raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, decoded image is "
                             f"{res.image.shape[1]}x{res.image.shape[0]}")
         rep["psnr_db"] = round(psnr(ref, res.image), 3)
     several = len(rep["images_present"]) > 1 and select is None
     if as_json:
-        click.echo(json.dumps(rep, indent=2))
+        click.echo(json.dumps(rep, indent=2, default=str))
     else:
         _print_decode_report(rep, output, reference)
     if several:
         click.echo("dnaimg: warning: the reads hold " + ", ".join(
-            f"image {t} ({v['width']}x{v['height']}, {v['reads']} reads)" for t, v in rep["images_present"].items())
+            f"image {t} ({v['codec']}, {v['reads']} reads)" for t, v in rep["images_present"].items())
             + f"; decoded {rep['image']['tag']}, choose another with --select TAG", err=True)
-    if strict and not rep["latent_exact"]:
-        click.echo("dnaimg: strict: the decoded latent differs from the encoded one "
-                   f"({rep['codewords']['repaired']} codewords repaired, {rep['oligos']['missing']} oligos missing)",
+    if strict and not rep["exact"]:
+        click.echo(f"dnaimg: strict: the decoded data differs from the encoded one ({_stream_summary(rep)})",
                    err=True)
         sys.exit(3)
 
 
+def _stream_summary(rep) -> str:
+    ol = rep["oligos"]
+    s = f"{ol['missing']} of {ol['expected']} data oligos missing"
+    if "codewords" in rep:
+        s += f", {rep['codewords']['repaired']} codewords repaired"
+    for st in rep.get("streams", []):
+        if "outer" in st and st["outer"]["failed_columns"]:
+            s += f", outer code overwhelmed in {st['outer']['failed_columns']} columns"
+    return s
+
+
 def _print_decode_report(rep, output, reference):
-    rd, ol, cw = rep["reads"], rep["oligos"], rep["codewords"]
+    rd, ol, im = rep["reads"], rep["oligos"], rep["image"]
     click.echo(f"reads: {rd['seen']} seen, {rd['used']} used, {rd['rejected']} rejected "
                f"({rd['rejected_no_primer']} without primer, {rd['rejected_bad_index']} with unreadable index, "
                f"{rd['rejected_too_short']} too short)")
     click.echo(f"oligos: {ol['recovered']}/{ol['expected']} recovered, {ol['missing']} missing")
-    click.echo(f"codewords: {cw['repaired']} repaired, {cw['erased']} erased of {cw['total']}; "
-               f"latent exact: {'yes' if rep['latent_exact'] else 'no'}")
-    click.echo(f"wrote {output} ({rep['image']['width']}x{rep['image']['height']}, model "
-               f"{rep['image']['model']})  [{rep['seconds']:.1f} s]")
+    for st in rep.get("streams", []):
+        if "outer" in st and st["outer"]["blocks"]:
+            o = st["outer"]
+            click.echo(f"outer code: {o['rebuilt_cells']} symbols rebuilt, {o['corrected_columns']} columns corrected, "
+                       f"{o['failed_columns']} failed")
+    if "codewords" in rep:
+        cw = rep["codewords"]
+        click.echo(f"codewords: {cw['repaired']} repaired, {cw['erased']} erased of {cw['total']}")
+    click.echo(f"exact: {'yes' if rep['exact'] else 'no'}")
+    what = im.get("model") or im["codec"]
+    click.echo(f"wrote {output} ({im.get('width')}x{im.get('height')}, {what})  [{rep['seconds']:.1f} s]")
     if reference:
         click.echo(f"PSNR against {reference}: {rep['psnr_db']:.2f} dB")
 
@@ -325,24 +360,30 @@ def check(fasta, summary):
 @friendly
 def info(file, primer_f, primer_r, as_json):
     """What the header oligos in FILE (the encoded FASTA, or reads) say."""
-    from dnaimg.codecs.robust import DecodeError, find_headers, sort_reads
-    from dnaimg.dna.layout import Layout
-    from dnaimg.zoo.registry import ModelError, name_for_id
+    from dnaimg import api
+    from dnaimg.codecs import CODEC_NAMES
+    from dnaimg.dna.header import HeaderV1
     from dnaimg.dna.seqio import ReadBatches
-    lay = Layout(primer_f=(primer_f or Layout.primer_f).upper(), primer_r=(primer_r or Layout.primer_r).upper())
-    sorter = sort_reads(ReadBatches(file), lay)
-    headers, why, per_tag = find_headers(sorter)
+    from dnaimg.zoo.registry import ModelError, name_for_id
+    _, _, headers, why, per_tag = api.open_reads(ReadBatches(file), primer_f and primer_f.upper(),
+                                                 primer_r and primer_r.upper())
     if not headers:
-        raise DecodeError("no header could be decoded (" + "; ".join(f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
+        raise api.DecodeError("no header could be decoded (" + "; ".join(f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
     out = []
     for t, h in headers.items():
         d = h.to_dict()
-        try:
-            d["model"] = name_for_id(h.model_id)
-        except ModelError:
-            d["model"] = None
-        d["latent_shape"] = list(h.latent_shape)
         d["reads"] = per_tag[t]
+        if isinstance(h, HeaderV1):
+            d["codec"] = "robust"
+            mid = h.model_id
+        else:
+            d["codec"] = CODEC_NAMES.get(h.codec_id, f"unknown ({h.codec_id})")
+            mid = int.from_bytes(h.meta[:4], "little") if d["codec"] == "robust" and len(h.meta) >= 4 else None
+        if mid is not None:
+            try:
+                d["model"] = name_for_id(mid)
+            except ModelError:
+                d["model"] = None
         out.append(d)
     if as_json:
         click.echo(json.dumps(out if len(out) > 1 else out[0], indent=2))
@@ -350,13 +391,16 @@ def info(file, primer_f, primer_r, as_json):
     for d in out:
         click.echo(f"image tag {d['tag']:02x} ({d['reads']} reads/oligos)")
         click.echo(f"  format version   {d['version']}")
-        click.echo(f"  model            {d['model'] or 'unknown'} (id {d['model_id']:#010x})")
-        click.echo(f"  image            {d['width']}x{d['height']} px")
-        click.echo(f"  latent           {'x'.join(map(str, d['latent_shape']))}, {d['levels']} levels, "
-                   f"{d['codeword_nt']}-nt codewords")
-        click.echo(f"  oligos           {d['n_data']} data, {d['oligo_length']} nt, primers "
-                   f"{d['primer_f_nt']}+{d['primer_r_nt']} nt")
-        click.echo(f"  interleaver seed {d['seed']:#010x}; latent CRC32 {d['symbols_crc']:#010x}")
+        click.echo(f"  codec            {d['codec']}" + (f", model {d.get('model') or 'unknown'}" if 'model' in d else ""))
+        click.echo(f"  oligos           {d['oligo_length']} nt, primers {d['primer_f_nt']}+{d['primer_r_nt']} nt")
+        if d["version"] == 1:
+            click.echo(f"  image            {d['width']}x{d['height']} px, {d['n_data']} data oligos")
+        else:
+            for i, s in enumerate(d["streams"]):
+                kind = "bytes" if s["kind"] == 0 else f"words ({s['codeword_nt']} nt, {s['levels']} levels)"
+                click.echo(f"  stream {i}         {kind}: {s['length']} {'bytes' if s['kind'] == 0 else 'values'}, "
+                           f"{s['n_data']} data oligos, outer {s['blocks']}x{s['parity']} parity rows, "
+                           f"CRC32 {s['crc']:#010x}")
 
 
 @main.command()

@@ -1,11 +1,13 @@
 """Shipped models: ``models/NAME.safetensors`` (fp16 weights) beside ``models/NAME.json`` (card).
 
-Weights are read only through safetensors (no pickle: a model file cannot run code) and every
-tensor's name and shape is checked against the architecture the card names.  The folder is
-``models/`` at the project root, or ``$DNAIMG_MODELS``.
+Weights are read only through safetensors (no pickle: a model file cannot run code), must match
+the card's ``weights_sha256``, and every tensor's name and shape is checked against the
+architecture the card names (``architecture.class``, a key of :data:`ARCHITECTURES`).  The folder
+is ``models/`` inside the package, or ``$DNAIMG_MODELS``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
@@ -25,6 +27,11 @@ DEFAULT_CHANNEL_POINTS = ("cae32-mr:r050", "cae32-mr-noise:r050")
 
 class ModelError(ValueError):
     pass
+
+
+#: architecture name (a card's ``architecture.class``) -> the class, built as ``cls(ModelConfig)``;
+#: a card without a class (written before 0.2.0 had this registry) means CompressiveAutoencoder
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"CompressiveAutoencoder": CompressiveAutoencoder}
 
 
 def models_dir() -> Path:
@@ -79,6 +86,44 @@ def config_from_card(c: dict) -> ModelConfig:
     a = c["architecture"]
     return ModelConfig(channels=int(a["channels"]), levels=int(a["levels"]), width=int(a.get("width", 128)),
                        res_blocks=int(a.get("res_blocks", 3)))
+
+
+def build_model(c: dict) -> torch.nn.Module:
+    """An untrained instance of the architecture card ``c`` names."""
+    arch = c["architecture"].get("class", "CompressiveAutoencoder")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"model {c.get('name')}: unknown architecture {arch!r} "
+                         f"(known: {', '.join(sorted(ARCHITECTURES))})")
+    return ARCHITECTURES[arch](config_from_card(c))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}     # (path, mtime_ns, size) -> sha256
+
+
+def verify_weights(c: dict, path: Path) -> None:
+    """Check ``path`` against the card's ``weights_sha256`` (hashed once per path, mtime and size);
+    a card without one (exported before 0.2.0 had hashes) is not checked."""
+    want = c.get("weights_sha256")
+    if want is None:
+        return
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ModelError(f"cannot read model weights {path}: {e.strerror}") from None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    if _SHA_CACHE[key] != str(want).lower():
+        raise ModelError(f"model {c.get('name', path.stem)}: weight file does not match its card's sha256 "
+                         f"({path}: {_SHA_CACHE[key][:12]}..., card: {str(want)[:12]}...)")
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -167,20 +212,23 @@ def point_for(name: str, channels: int, levels: int, codeword_nt: int) -> Operat
     return None
 
 
-def select_point(model: str | None = None, rate: float | None = None, noise_trained: bool = False) -> OperatingPoint:
+def select_point(model: str | None = None, rate: float | None = None, noise_trained: bool = False,
+                 cost=None) -> OperatingPoint:
     """The operating point to encode with.
 
     ``model`` alone: its default point (``NAME:POINT`` names one).  ``rate`` (payload nt/pixel):
     the point with the best PSNR among those at or under the rate, over ``model``'s points or,
     without a model, over every shipped model of the requested kind (plain, or noise-trained).
     The PSNR used is the card's ``select_psnr_db``, measured on training images (Kodak is for
-    evaluation only); without it, the costliest point that fits."""
+    evaluation only); without it, the costliest point that fits.  ``cost(point)``: what ``rate``
+    caps (default: the payload nt/pixel; the codec passes the total nt/pixel of the image)."""
+    cost = cost or (lambda p: p.payload_nt_per_pixel)
     if model and ":" in model:
         name, pname = model.split(":", 1)
         for p in operating_points(card(name)):
             if p.name == pname:
-                if rate is not None and p.payload_nt_per_pixel > rate + 1e-9:
-                    raise ModelError(f"{model} costs {p.payload_nt_per_pixel:.3f} nt/px, over --rate {rate}")
+                if rate is not None and cost(p) > rate + 1e-9:
+                    raise ModelError(f"{model} costs {cost(p):.3f} nt/px, over --rate {rate}")
                 return p
         raise ModelError(f"model {name} has no operating point {pname!r} "
                          f"(it has: {', '.join(p.name for p in operating_points(card(name))) or 'one, unnamed'})")
@@ -191,15 +239,16 @@ def select_point(model: str | None = None, rate: float | None = None, noise_trai
     else:
         pool = [p for c in list_models() if bool(c.get("noise_trained")) == noise_trained
                 and not c.get("superseded") for p in operating_points(c)]
-    fit = [p for p in pool if p.payload_nt_per_pixel <= rate + 1e-9]
+    costs = {p.label: cost(p) for p in pool}
+    fit = [p for p in pool if costs[p.label] <= rate + 1e-9]
     if not fit:
-        cheapest = min(pool, key=lambda p: p.payload_nt_per_pixel, default=None)
+        cheapest = min(pool, key=lambda p: costs[p.label], default=None)
         raise ModelError(f"no operating point at or under {rate} nt/px"
-                         + (f" (the cheapest is {cheapest.label} at {cheapest.payload_nt_per_pixel:.3f})" if cheapest else ""))
+                         + (f" (the cheapest is {cheapest.label} at {costs[cheapest.label]:.3f})" if cheapest else ""))
     measured = [p for p in fit if "select_psnr_db" in p.card]
     if len(measured) == len(fit):
-        return max(measured, key=lambda p: (p.card["select_psnr_db"], -p.payload_nt_per_pixel))
-    return max(fit, key=lambda p: p.payload_nt_per_pixel)
+        return max(measured, key=lambda p: (p.card["select_psnr_db"], -costs[p.label]))
+    return max(fit, key=lambda p: costs[p.label])
 
 
 _CACHE: dict[str, tuple[CompressiveAutoencoder, dict]] = {}
@@ -210,8 +259,10 @@ def load_model(name: str = DEFAULT_MODEL) -> tuple[CompressiveAutoencoder, dict]
     if name in _CACHE:
         return _CACHE[name]
     c = card(name)
-    model = CompressiveAutoencoder(config_from_card(c))
-    load_weights(model, models_dir() / f"{name}.safetensors")
+    path = models_dir() / f"{name}.safetensors"
+    verify_weights(c, path)
+    model = build_model(c)
+    load_weights(model, path)
     model.eval()
     _CACHE[name] = (model, c)
     return model, c
@@ -222,10 +273,15 @@ def export(model: CompressiveAutoencoder, name: str, card_fields: dict, out_dir:
     out_dir = Path(out_dir) if out_dir else models_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / f"{name}.safetensors"))
+    arch = next((k for k, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    if arch is None:
+        raise ModelError(f"cannot export a {type(model).__name__}: not in the architecture registry")
+    weights = out_dir / f"{name}.safetensors"
+    save_file(state, str(weights))
     cfg = model.cfg
-    c = {"name": name, "architecture": {"type": "theis-cae", **cfg.to_dict()}, "q": cfg.q,
+    c = {"name": name, "architecture": {"class": arch, "type": "theis-cae", **cfg.to_dict()}, "q": cfg.q,
          "codeword_nt": default_codeword_nt(cfg.levels)}
     c.update(card_fields)
+    c["weights_sha256"] = sha256_file(weights)
     (out_dir / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
     return out_dir / f"{name}.safetensors"

@@ -1,0 +1,510 @@
+"""The DNA container: a codec's streams -> oligos, and sequencing reads -> the streams.
+
+One container serves every codec; it knows nothing of images.  Every oligo is::
+
+    primer_f | index (36 nt) | payload | reverse complement of primer_r
+
+- **header oligos** (:mod:`dnaimg.dna.header`): the common header (codec id, image id, stream
+  table, codec metadata), several copies;
+- **data oligos**, stream after stream, numbered from 0: a ``bytes`` stream's bytes in bytes
+  payloads (:mod:`dnaimg.dna.bytecode`: inner Reed-Solomon code per oligo), a ``words`` stream's
+  values in codeword payloads (:mod:`dnaimg.dna.words`);
+- **parity oligos** right after each stream's data oligos: the outer code across oligos
+  (:mod:`dnaimg.dna.outer`), always in bytes payloads.  For a words stream the parity rows
+  (one symbol per value slot of a data oligo) are cut into as many bytes payloads as they need.
+
+``redundancy`` is the outer code's parity rows per data row (0: none).  Reading
+(:func:`read_streams`) rebuilds each stream from the reads and says per stream whether it is
+exact (CRC32 from the header).
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Callable, Iterable
+
+import numba as nb
+import numpy as np
+
+from dnaimg.dna.streams import Encoded, Received, Stream
+from dnaimg.dna import alphabet as dna
+from dnaimg.dna import bytecode, outer
+from dnaimg.dna.codebook import get_codebook
+from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
+from dnaimg.dna.constraints import report
+from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, Header, HeaderError, StreamInfo,
+                               header_oligos)
+from dnaimg.dna.index import HEADER_BASE, INDEX_NT
+from dnaimg.dna.prng import SIGMAS_INV, interleaver
+from dnaimg.dna.reads import CHUNK, ReadSorter, gather_reads
+from dnaimg.dna.seqio import ReadBatches, prefetched
+from dnaimg.dna.words import (RESYNC_DRIFT, RESYNC_INDEL_COST, data_oligos, n_data_oligos, payload_values_batch,
+                              values_per_oligo)
+
+DEFAULT_PRIMER_F = "AGTGCACGCGCAGTTATATG"
+DEFAULT_PRIMER_R = "CTAACGGCAATGAGTTGCAC"
+DEFAULT_OLIGO_LENGTH = 200
+MIN_PAYLOAD_NT = 24
+DEFAULT_INNER = bytecode.DEFAULT_INNER
+#: default outer-code redundancy per stream kind: bytes streams are all-or-nothing without it;
+#: a words stream degrades gracefully and pays for parity only when asked
+DEFAULT_REDUNDANCY = {"bytes": 0.15, "words": 0.0}
+
+
+class LayoutError(ValueError):
+    pass
+
+
+class ContainerError(ValueError):
+    """Reads from which the container cannot give streams back."""
+
+
+def check_primer(seq: str, name: str) -> np.ndarray:
+    s = seq.strip().upper()
+    if not 10 <= len(s) <= 40 or any(c not in "ACGT" for c in s):
+        raise LayoutError(f"{name} must be 10-40 nt of A/C/G/T, got {seq!r}")
+    arr = dna.encode(s)
+    rep = report(arr)
+    if rep.violations():
+        raise LayoutError(f"{name} {s} violates the constraints: {'; '.join(rep.violations())}")
+    return arr
+
+
+@dataclass(frozen=True)
+class Layout:
+    oligo_length: int = DEFAULT_OLIGO_LENGTH
+    primer_f: str = DEFAULT_PRIMER_F
+    primer_r: str = DEFAULT_PRIMER_R
+
+    def __post_init__(self):
+        check_primer(self.primer_f, "forward primer")
+        check_primer(self.primer_r, "reverse primer")
+        if self.payload_nt < MIN_PAYLOAD_NT:
+            raise LayoutError(f"oligo length {self.oligo_length} leaves {self.payload_nt} nt of payload; "
+                              f"at least {MIN_PAYLOAD_NT} are needed")
+        if self.oligo_length > 1000:
+            raise LayoutError("oligo length above 1000 nt is not supported")
+
+    @property
+    def pf(self) -> np.ndarray:
+        return dna.encode(self.primer_f.upper())
+
+    @property
+    def pr_rc(self) -> np.ndarray:
+        return dna.revcomp(dna.encode(self.primer_r.upper()))
+
+    @property
+    def insert_nt(self) -> int:
+        return self.oligo_length - len(self.primer_f) - len(self.primer_r)
+
+    @property
+    def payload_nt(self) -> int:
+        return self.insert_nt - INDEX_NT
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: how many oligos a set of streams takes
+
+@dataclass(frozen=True)
+class StreamPlan:
+    kind: str
+    n_data: int            # data oligos
+    row_width: int         # symbols per data row (bytes per bytes payload, values per words payload)
+    outer: outer.Plan
+    parity_oligos: int
+    inner: int
+
+    @property
+    def n_oligos(self) -> int:
+        return self.n_data + self.parity_oligos
+
+
+def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = DEFAULT_INNER) -> StreamPlan:
+    P = layout.payload_nt
+    bd = bytecode.data_bytes_per_payload(P, inner)
+    if stream.kind == "bytes":
+        n = max(1, -(-len(stream.data) // bd))
+        op = outer.plan(n, redundancy)
+        return StreamPlan("bytes", n, bd, op, op.parity_rows, inner)
+    get_codebook(stream.codeword_nt, stream.levels)        # raises for an impossible (n, L)
+    V = values_per_oligo(layout, stream.codeword_nt)
+    if V < 1:
+        raise LayoutError(f"a {P}-nt payload holds no {stream.codeword_nt}-nt codeword")
+    n = n_data_oligos(layout, stream.codeword_nt, len(stream.data))
+    op = outer.plan(n, redundancy)
+    if op.blocks and stream.levels > 256:
+        raise LayoutError("the outer code takes values of at most 256 levels")
+    return StreamPlan("words", n, V, op, op.parity_rows * -(-V // bd), inner)
+
+
+def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
+         copies: int = DEFAULT_HEADER_COPIES) -> tuple[int, list[StreamPlan]]:
+    """(header oligos, per stream plan).  ``redundancy`` None: the default of each stream kind."""
+    plans = [plan_stream(layout, s, DEFAULT_REDUNDANCY[s.kind] if redundancy is None else redundancy, inner)
+             for s in encoded.streams]
+    data = _header_data(layout, encoded, plans, 0)
+    per_part = layout.payload_nt // 3
+    parts = -(-2 * (len(data) + 16) // per_part)
+    return parts * copies, plans
+
+
+def total_oligos(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
+                 copies: int = DEFAULT_HEADER_COPIES) -> int:
+    h, plans = plan(layout, encoded, redundancy, inner, copies)
+    return h + sum(p.n_oligos for p in plans)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+def _crc(stream: Stream) -> int:
+    if stream.kind == "bytes":
+        return zlib.crc32(bytes(stream.data))
+    return zlib.crc32(np.ascontiguousarray(stream.data, dtype=np.uint16).tobytes())
+
+
+def _interleaver_key(stream: Stream) -> int:
+    return _crc(stream) ^ 0xA5A5A5A5
+
+
+def _header_data(layout: Layout, encoded: Encoded, plans: list[StreamPlan], image_id: int) -> bytes:
+    return _make_header(layout, encoded, plans, image_id, 0).pack()
+
+
+def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], image_id: int, codec_id: int) -> Header:
+    infos, first = [], 0
+    for s, p in zip(encoded.streams, plans):
+        infos.append(StreamInfo(kind=KIND_BYTES if s.kind == "bytes" else KIND_WORDS, first=first, n_data=p.n_data,
+                                length=len(s.data), codeword_nt=s.codeword_nt, levels=s.levels,
+                                key=_interleaver_key(s) if s.kind == "words" else 0, inner=p.inner,
+                                blocks=p.outer.blocks, parity=p.outer.parity, crc=_crc(s)))
+        first += p.n_oligos
+    if first > HEADER_BASE:
+        raise LayoutError(f"the image needs {first} oligos; at most {HEADER_BASE} are addressable")
+    return Header(codec_id=codec_id, image_id=image_id, oligo_length=layout.oligo_length,
+                  primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r), streams=infos,
+                  meta=bytes(encoded.meta))
+
+
+@dataclass
+class Written:
+    oligos: np.ndarray              # (n, oligo_length) uint8: header oligos, then each stream's data and parity
+    names: list[str]
+    header: Header
+    n_header: int
+    layout: Layout
+    plans: list[StreamPlan]
+    payload_bits: int               # bits of the streams themselves (bytes * 8, values * log2(levels))
+
+    def rates(self, pixels: int) -> dict:
+        """Nucleotides per pixel and bits per nucleotide.  payload_nt: the payload nt of the data
+        oligos; total_nt: everything synthesised (primers, indexes, headers, inner and outer codes)."""
+        P = self.layout.payload_nt
+        n_data = sum(p.n_data for p in self.plans)
+        n_par = sum(p.parity_oligos for p in self.plans)
+        total = int(self.oligos.shape[0] * self.oligos.shape[1])
+        payload = n_data * P
+        words = [p for p in self.plans if p.kind == "words"]
+        if words:
+            s = self.header.streams[self.plans.index(words[0])]
+            mapping = float(np.log2(s.levels) / s.codeword_nt)
+        else:
+            mapping = bytecode.bits_per_payload_nt(P)
+        return {"pixels": pixels, "oligos": int(self.oligos.shape[0]), "header_oligos": self.n_header,
+                "data_oligos": n_data, "parity_oligos": n_par,
+                "outer_redundancy": round(n_par / n_data, 4) if n_data else 0.0,
+                "inner_parity_bytes": self.plans[0].inner if not words else None,
+                "payload_nt": payload, "total_nt": total,
+                "payload_nt_per_pixel": payload / pixels, "total_nt_per_pixel": total / pixels,
+                "payload_bits_per_nt": mapping,
+                "net_bits_per_nt": self.payload_bits / total}
+
+    def fasta_records(self):
+        for name, o in zip(self.names, dna.decode_many(list(self.oligos))):
+            yield name, o
+
+
+def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redundancy: float | None = None,
+          inner: int = DEFAULT_INNER, copies: int = DEFAULT_HEADER_COPIES, image_id: int | None = None,
+          progress: Callable[[int], None] | None = None) -> Written:
+    """A codec's streams -> oligos (header, then per stream data and parity oligos)."""
+    layout = layout or Layout()
+    if not 0 <= inner <= 32 or inner % 2:
+        raise LayoutError("inner parity bytes must be even, 0..32")
+    _, plans = plan(layout, encoded, redundancy, inner, copies)
+    if image_id is None:
+        image_id = zlib.crc32(b"".join(_crc(s).to_bytes(4, "little") for s in encoded.streams)
+                              + encoded.codec.encode() + bytes(encoded.meta))
+    header = _make_header(layout, encoded, plans, image_id, codec_id)
+    tag = header.tag
+    try:
+        heads = header_oligos(layout, header.pack(), tag, copies)
+    except HeaderError as e:
+        raise LayoutError(str(e)) from None
+    parts = len(heads) // copies
+    names = [f"dnaimg_{image_id:08x}_header_c{i // parts}_p{i % parts}" for i in range(len(heads))]
+    blocks = [np.stack(heads)]
+    bits = 0
+    for si, (s, p, info) in enumerate(zip(encoded.streams, plans, header.streams)):
+        pre = f"dnaimg_{image_id:08x}_s{si}"
+        if s.kind == "bytes":
+            raw = np.frombuffer(bytes(s.data), dtype=np.uint8)
+            rows = np.zeros(p.n_data * p.row_width, dtype=np.int64)
+            rows[:len(raw)] = raw
+            rows = rows.reshape(p.n_data, p.row_width)
+            allrows = np.concatenate([rows, outer.encode(rows, p.outer)]) if p.outer.blocks else rows
+            olis, _ = bytecode.encode_oligos(layout, tag, info.first + np.arange(len(allrows)),
+                                             bytecode.inner_encode(allrows, inner))
+            blocks.append(olis)
+            bits += 8 * len(raw)
+        else:
+            cb = get_codebook(s.codeword_nt, s.levels)
+            vals = np.asarray(s.data, dtype=np.int64)
+            if vals.size and (vals.min() < 0 or vals.max() >= s.levels):
+                raise LayoutError(f"words stream {si}: values outside 0..{s.levels - 1}")
+            olis = data_oligos(layout, tag, info.key, vals, cb.words, first=info.first, progress=progress)
+            blocks.append(np.stack(olis))
+            bits += int(round(vals.size * np.log2(s.levels)))
+            if p.outer.blocks:
+                par = outer.encode(_words_rows(vals, info.key, p), p.outer)
+                chunks = _words_parity_chunks(par, layout, inner)
+                pol, _ = bytecode.encode_oligos(layout, tag, info.first + p.n_data + np.arange(len(chunks)),
+                                                bytecode.inner_encode(chunks, inner))
+                blocks.append(pol)
+        names += [f"{pre}_data{k:06d}" for k in range(p.n_data)]
+        names += [f"{pre}_parity{k:05d}" for k in range(p.parity_oligos)]
+    return Written(np.concatenate(blocks), names, header, len(heads), layout, plans, bits)
+
+
+def _words_rows(vals: np.ndarray, key: int, p: StreamPlan) -> np.ndarray:
+    """Values -> (n_data, V) rows in oligo order, as :func:`dnaimg.dna.words.data_oligos` lays them
+    (the tail of the last oligo holds filler values)."""
+    total = vals.size
+    perm = interleaver(total, key)
+    slots = np.empty(p.n_data * p.row_width, dtype=np.int64)
+    slots[:total] = vals[perm]
+    slots[total:] = np.arange(p.n_data * p.row_width - total) % max(1, int(vals.max(initial=0)) + 1)
+    return slots.reshape(p.n_data, p.row_width)
+
+
+def _words_parity_chunks(par: np.ndarray, layout: Layout, inner: int) -> np.ndarray:
+    """Parity rows (R, V) -> (R * ceil(V / bd), bd) bytes payload rows (zero padded)."""
+    bd = bytecode.data_bytes_per_payload(layout.payload_nt, inner)
+    R, V = par.shape
+    per = -(-V // bd)
+    pad = np.zeros((R, per * bd), dtype=np.int64)
+    pad[:, :V] = par
+    return pad.reshape(R * per, bd)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
+    """Orient, trim and index every read; the groups it returns are the consensus' input."""
+    sorter = ReadSorter(layout.primer_f, layout.primer_r)
+    if isinstance(reads, ReadBatches):
+        # a reader thread parses blocks; two workers classify them side by side (numba, without
+        # the GIL); this thread files them in file order, so the result is that of a serial run
+        sorter.reserve(min(reads.size_hint(), 1 << 34))
+        workers = max(1, min(os.cpu_count() or 1, 8))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+
+            def file_next():
+                n, fut = pending.popleft()
+                sorter.file_classified(fut.result())
+                if progress is not None:
+                    progress(n)
+
+            for flat, offs in prefetched(reads):
+                pending.append((len(offs) - 1, pool.submit(sorter.classify, flat, offs)))
+                while len(pending) > workers or (pending and pending[0][1].done()):
+                    file_next()
+            while pending:
+                file_next()
+    else:
+        it = iter(reads)
+        while True:
+            batch = list(islice(it, CHUNK))
+            if not batch:
+                break
+            sorter.add_many(batch)
+            if progress is not None:
+                progress(len(batch))
+    sorter.finish()
+    if sorter.stats.seen == 0:
+        raise ContainerError("no reads in the input")
+    if not sorter.n_slots:
+        raise ContainerError(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
+                             "(wrong primers? use --primer-f/--primer-r)")
+    return sorter
+
+
+def rescue_missing_oligos(sorter: ReadSorter, tag: int, n_oligos: int, insert_len: int) -> None:
+    """Second and third chance for the oligos 0..n_oligos-1 of image ``tag`` that no read was
+    filed under: relaxed index decoding, then the nearest index (reads of exactly the oligo's
+    length, against every index of the image)."""
+    wanted = sorter.best_slots(tag, n_oligos)[0] < 0
+    if wanted.any():
+        sorter.rescue_missing(tag, wanted)
+        wanted = sorter.best_slots(tag, n_oligos)[0] < 0
+        if wanted.any():
+            sorter.rescue_nearest(tag, np.arange(n_oligos), wanted, insert_len)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _estimates(flat, offs, order, first, slot, length):
+    """Per oligo (slot >= 0) the consensus of its reads, ``length`` nt (255 where none)."""
+    K = slot.shape[0]
+    out = np.full((K, length), 255, dtype=np.uint8)
+    for k in nb.prange(K):
+        s = slot[k]
+        if s < 0:
+            continue
+        rows = order[first[s]:first[s + 1]]
+        est = np.empty(length, dtype=np.uint8)
+        if not fast_majority_rows(flat, offs, rows, length, est):
+            rf, ro = gather_reads(flat, offs, rows)
+            est = consensus_packed(rf, ro, length)
+        out[k] = est
+    return out
+
+
+FEW_READS = 2            # with this many reads or fewer, each words payload read is decoded on its own
+OLIGO_BLOCK = 8192       # data oligos per call of the words batch decoder (progress granularity)
+
+
+def _bytes_rows(sorter: ReadSorter, tag: int, first: int, count: int, payload_nt: int,
+                inner: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Data bytes of bytes payloads ``first..first+count-1`` and whether each decoded."""
+    slot, seed = sorter.best_slots(tag, first + count)
+    slot, seed = slot[first:], seed[first:]
+    flat, offs, order, firsts = sorter.store()
+    est = _estimates(flat, offs, order, firsts, slot, payload_nt)
+    rows, ok, fixed = bytecode.decode_payloads(est, first + np.arange(count), seed, tag, inner)
+    ok &= slot >= 0
+    second = 0
+    for k in np.flatnonzero((slot >= 0) & ~ok).tolist():
+        rf, ro = gather_reads(flat, offs, order[firsts[slot[k]]:firsts[slot[k] + 1]])
+        row = bytecode.decode_from_reads([rf[ro[i]:ro[i + 1]] for i in range(len(ro) - 1)], first + k,
+                                         int(seed[k]), tag, inner, payload_nt)
+        if row is not None:
+            rows[k], ok[k] = row, True
+            second += 1
+    return rows, ok, {"oligos": count, "missing": int((slot < 0).sum()),
+                      "inner_failed": int(((slot >= 0) & ~ok).sum()), "inner_corrected": fixed,
+                      "from_single_reads": second}
+
+
+def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_nt: int, cb, count: int,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values (n_data, count) of the words payloads ``first..first+n_data-1`` of image ``tag``
+    (-1 where none could be read), per oligo how many codewords needed repair, and the slots.
+
+    From 3 reads up: nucleotide consensus, then the resynchronising codeword decoder.  With 1 or 2
+    reads a consensus cannot outvote an indel, so each read is decoded on its own (the
+    codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
+    the read whose codeword was valid.  One numba call per block of oligos, in parallel."""
+    flat, offs, order, firsts = sorter.store()
+    slot, seed = sorter.best_slots(tag, first + n_data)
+    slot, seed = slot[first:], seed[first:]
+    rep = cb.repairer
+    vals = np.empty((n_data, count), dtype=np.int64)
+    bad = np.empty(n_data, dtype=np.int64)
+    for k0 in range(0, n_data, OLIGO_BLOCK):
+        k1 = min(n_data, k0 + OLIGO_BLOCK)
+        vals[k0:k1], bad[k0:k1] = payload_values_batch(
+            flat, offs, order, firsts, slot[k0:k1], seed[k0:k1], first + k0, tag, payload_nt, rep.n, count,
+            rep.table, rep.dist, SIGMAS_INV, FEW_READS, RESYNC_INDEL_COST, RESYNC_DRIFT)
+        if progress is not None:
+            progress(k1 - k0)
+    return vals, bad, slot
+
+
+@nb.njit(cache=True, nogil=True)
+def deinterleave(vals, perm):
+    """Oligo-order values (-1 = unread) -> stream order (-1 kept)."""
+    total = perm.shape[0]
+    out = np.empty(total, dtype=np.int64)
+    for i in range(total):
+        out[perm[i]] = vals[i]
+    return out
+
+
+def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
+                progress: Callable[[int], None] | None = None) -> Received:
+    """Stream ``si`` of the image whose header is ``header``, from the sorted reads."""
+    info = header.streams[si]
+    tag = header.tag
+    P = layout.payload_nt
+    if info.kind == KIND_BYTES:
+        bd = bytecode.data_bytes_per_payload(P, info.inner)
+        pl = outer.Plan(info.n_data, info.blocks, info.parity)
+        if info.length > info.n_data * bd or info.length <= (info.n_data - 1) * bd:
+            raise ContainerError(f"header is inconsistent: stream {si} length does not match its oligos")
+        rows, ok, rep = _bytes_rows(sorter, tag, info.first, info.n_data + pl.parity_rows, P, info.inner)
+        er = np.repeat(~ok[:, None], bd, axis=1)
+        data, still, orep = outer.decode(rows[:info.n_data], er[:info.n_data], rows[info.n_data:],
+                                         er[info.n_data:], pl)
+        out = data.reshape(-1)[:info.length].astype(np.uint8).tobytes()
+        lost = int(still.reshape(-1)[:info.length].sum())
+        exact = zlib.crc32(out) == info.crc
+        rep.update({"outer": orep, "bytes_lost": lost, "exact": exact})
+        if progress is not None:
+            progress(info.n_data)
+        return Received("bytes", out, exact, None, rep)
+    try:
+        cb = get_codebook(info.codeword_nt, info.levels)
+    except ValueError:
+        raise ContainerError(f"the header's {info.levels} levels do not fit {info.codeword_nt}-nt codewords") from None
+    V = values_per_oligo(layout, info.codeword_nt)
+    if n_data_oligos(layout, info.codeword_nt, info.length) != info.n_data:
+        raise ContainerError(f"header is inconsistent: stream {si} oligo count does not match its length")
+    vals, bad, slot = words_values(sorter, tag, info.first, info.n_data, P, cb, V, progress)
+    rep = {"oligos": info.n_data, "missing": int((slot < 0).sum()), "codewords_repaired": int(bad.sum())}
+    if info.blocks:
+        pl = outer.Plan(info.n_data, info.blocks, info.parity)
+        bd = bytecode.data_bytes_per_payload(P, info.inner)
+        per = -(-V // bd)
+        rows, ok, prep = _bytes_rows(sorter, tag, info.first + info.n_data, pl.parity_rows * per, P, info.inner)
+        par = rows.reshape(pl.parity_rows, per * bd)[:, :V]
+        par_er = np.repeat(~ok.reshape(pl.parity_rows, per), bd, axis=1)[:, :V]
+        vals, still, orep = outer.decode(np.maximum(vals, 0), vals < 0, par, par_er, pl)
+        vals = np.where(still, -1, vals)
+        vals = np.where(vals >= info.levels, -1, vals)
+        rep.update({"parity_oligos": prep, "outer": orep})
+    flat = deinterleave(vals.reshape(-1)[:info.length].copy(), interleaver(info.length, info.key))
+    erased = flat < 0
+    exact = (not erased.any()) and zlib.crc32(flat.astype(np.uint16).tobytes()) == info.crc
+    rep.update({"values": int(info.length), "values_erased": int(erased.sum()), "exact": bool(exact)})
+    return Received("words", flat, bool(exact), erased, rep)
+
+
+def read_streams(sorter: ReadSorter, header: Header, layout: Layout,
+                 progress: Callable[[int], None] | None = None) -> list[Received]:
+    n_oligos = max(s.first + s.n_data + _parity_oligos(s, layout) for s in header.streams)
+    rescue_missing_oligos(sorter, header.tag, n_oligos, INDEX_NT + layout.payload_nt)
+    return [read_stream(sorter, header, i, layout, progress) for i in range(len(header.streams))]
+
+
+def _parity_oligos(s: StreamInfo, layout: Layout) -> int:
+    rows = s.blocks * s.parity
+    if s.kind == KIND_BYTES or rows == 0:
+        return rows
+    bd = bytecode.data_bytes_per_payload(layout.payload_nt, s.inner)
+    return rows * -(-values_per_oligo(layout, s.codeword_nt) // bd)
+
+
+@dataclass
+class ReadsSummary:
+    """What :func:`open_reads` found: the sorted reads and the headers per image tag."""
+    sorter: ReadSorter
+    headers: dict
+    why: dict
+    reads_per_tag: dict
+    layout: Layout = field(default_factory=Layout)

@@ -1,0 +1,223 @@
+"""The outer code: Reed-Solomon over GF(256) across oligos, so lost oligos can be rebuilt.
+
+A stream's data oligos are rows of symbols (bytes, or the values of a words stream), all rows of
+one stream the same width ``C``.  Rows are dealt to ``blocks`` blocks in turn (row ``j`` goes to
+block ``j % blocks`` at position ``j // blocks``), so a run of neighbouring lost oligos spreads
+over the blocks.  In each block, every column is a systematic, shortened RS(K + P, K) codeword
+over GF(256) (``reedsolo``'s code: primitive polynomial 0x11d, generator 2, first consecutive
+root 0; the K data symbols first, then the P parity symbols), ``K + P <= 255``.  Parity row ``i``
+of block ``b`` is the stream's parity row ``b * P + i``.
+
+Decoding: erasures are the cells whose oligo was lost or failed its inner code.  Per block the
+erased data rows are solved from the parity rows (a small e x e system over GF(256), the same
+for every column with the same erasures: vectorised over the columns); columns where the
+spare parity disagrees (an undetected wrong symbol) are decoded by ``reedsolo`` with errors and
+erasures (``2 * errors + erasures <= P``).
+
+:func:`plan` chooses the blocks: the fewest with ``K + ceil(redundancy * K) <= 255``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import reedsolo
+
+MAX_N = 255
+
+# GF(256) tables, primitive polynomial 0x11d, generator 2 (as reedsolo builds them)
+_EXP = np.zeros(512, dtype=np.int64)
+_LOG = np.zeros(256, dtype=np.int64)
+_x = 1
+for _i in range(255):
+    _EXP[_i] = _x
+    _LOG[_x] = _i
+    _x <<= 1
+    if _x & 0x100:
+        _x ^= 0x11D
+_EXP[255:510] = _EXP[:255]
+
+
+def gf_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    r = _EXP[_LOG[a] + _LOG[b]]
+    return np.where((a == 0) | (b == 0), 0, r)
+
+
+def gf_inv(a: int) -> int:
+    if a == 0:
+        raise ZeroDivisionError("GF(256) inverse of 0")
+    return int(_EXP[255 - _LOG[a]])
+
+
+def gf_matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(m, k) x (k, c) over GF(256)."""
+    out = np.zeros((A.shape[0], B.shape[1]), dtype=np.int64)
+    for k in range(A.shape[1]):
+        col = A[:, k]
+        if not col.any():
+            continue
+        out ^= gf_mul(col[:, None], B[k][None, :])
+    return out
+
+
+def gf_solve(A: np.ndarray, B: np.ndarray) -> np.ndarray | None:
+    """Solve A X = B over GF(256) for square A (Gauss-Jordan); None if A is singular."""
+    A = A.astype(np.int64).copy()
+    B = B.astype(np.int64).copy()
+    n = A.shape[0]
+    for c in range(n):
+        piv = next((r for r in range(c, n) if A[r, c]), None)
+        if piv is None:
+            return None
+        if piv != c:
+            A[[c, piv]] = A[[piv, c]]
+            B[[c, piv]] = B[[piv, c]]
+        inv = gf_inv(int(A[c, c]))
+        A[c] = gf_mul(A[c], inv)
+        B[c] = gf_mul(B[c], inv)
+        for r in range(n):
+            if r != c and A[r, c]:
+                f = int(A[r, c])
+                A[r] ^= gf_mul(A[c], f)
+                B[r] ^= gf_mul(B[c], f)
+    return B
+
+
+@lru_cache(maxsize=64)
+def parity_matrix(k: int, p: int) -> np.ndarray:
+    """(p, k): parity = M x data, for reedsolo's systematic RS with ``p`` parity symbols."""
+    rs = reedsolo.RSCodec(nsym=p, nsize=MAX_N)
+    M = np.zeros((p, k), dtype=np.int64)
+    for j in range(k):
+        msg = bytearray(k)
+        msg[j] = 1
+        M[:, j] = list(rs.encode(msg)[k:])
+    M.setflags(write=False)
+    return M
+
+
+@lru_cache(maxsize=16)
+def _codec(p: int) -> reedsolo.RSCodec:
+    return reedsolo.RSCodec(nsym=p, nsize=MAX_N)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rows: int          # data rows
+    blocks: int        # 0: no outer code
+    parity: int        # parity rows per block
+
+    @property
+    def parity_rows(self) -> int:
+        return self.blocks * self.parity
+
+    def block_rows(self, b: int) -> np.ndarray:
+        """The data rows of block ``b``."""
+        return np.arange(b, self.rows, self.blocks)
+
+
+def plan(rows: int, redundancy: float) -> Plan:
+    """Blocks and parity rows per block for ``rows`` data rows at ``redundancy`` (parity rows per
+    data row): the fewest blocks with K + ceil(redundancy * K) <= 255."""
+    if redundancy <= 0 or rows == 0:
+        return Plan(rows, 0, 0)
+    if redundancy > 4:
+        raise ValueError("redundancy above 4 (400 %) is not supported")
+    b = 1
+    while True:
+        k = -(-rows // b)
+        p = max(1, int(np.ceil(redundancy * k - 1e-9)))
+        if k + p <= MAX_N:
+            return Plan(rows, b, p)
+        b += 1
+
+
+def encode(data: np.ndarray, pl: Plan) -> np.ndarray:
+    """(rows, C) symbols 0..255 -> (blocks * parity, C) parity rows."""
+    data = np.asarray(data, dtype=np.int64)
+    out = np.zeros((pl.parity_rows, data.shape[1]), dtype=np.int64)
+    for b in range(pl.blocks):
+        idx = pl.block_rows(b)
+        M = parity_matrix(len(idx), pl.parity)
+        out[b * pl.parity:(b + 1) * pl.parity] = gf_matmul(M, data[idx])
+    return out
+
+
+def decode(data: np.ndarray, data_erased: np.ndarray, parity: np.ndarray, parity_erased: np.ndarray,
+           pl: Plan) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rebuild the data rows.  ``data`` (rows, C) and ``parity`` (parity rows, C) as read, with
+    boolean masks of the erased cells.  Returns (data, still-erased cells, report); cells of a
+    column beyond the code's capacity stay as read and erased."""
+    data = np.asarray(data, dtype=np.int64).copy()
+    d_er = np.asarray(data_erased, dtype=bool).copy()
+    parity = np.asarray(parity, dtype=np.int64)
+    p_er = np.asarray(parity_erased, dtype=bool)
+    rep = {"blocks": pl.blocks, "parity_rows_per_block": pl.parity, "erased_cells": int(d_er.sum()),
+           "rebuilt_cells": 0, "corrected_columns": 0, "failed_columns": 0, "failed_blocks": 0}
+    if pl.blocks == 0:
+        rep["failed_columns"] = int(d_er.any(axis=0).sum())
+        return data, d_er, rep
+    C = data.shape[1]
+    for b in range(pl.blocks):
+        idx = pl.block_rows(b)
+        K, P = len(idx), pl.parity
+        M = parity_matrix(K, P)
+        D, DE = data[idx], d_er[idx]
+        Pr, PE = parity[b * P:(b + 1) * P], p_er[b * P:(b + 1) * P]
+        # group the columns by their erasure pattern
+        pattern = np.concatenate([DE, PE]).T            # (C, K + P)
+        keys, inverse = np.unique(pattern, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        bad_cols = []
+        for g, key in enumerate(keys):
+            cols = np.flatnonzero(inverse == g)
+            er_d = np.flatnonzero(key[:K])
+            ok_p = np.flatnonzero(~key[K:])
+            e = len(er_d)
+            if e > len(ok_p):
+                bad_cols.extend(cols.tolist())
+                continue
+            Dc = D[:, cols].copy()
+            Dc[er_d] = 0
+            if e:
+                # rows ok_p[:e] of  M[:, er] x D[er] = parity - M[:, known] x D[known]
+                rhs = Pr[ok_p[:e]][:, cols] ^ gf_matmul(M[ok_p[:e]], Dc)
+                sol = gf_solve(M[np.ix_(ok_p[:e], er_d)], rhs)
+                if sol is None:
+                    bad_cols.extend(cols.tolist())
+                    continue
+                Dc[er_d] = sol
+            spare = ok_p[e:]
+            if len(spare):
+                check = gf_matmul(M[spare], Dc) ^ Pr[spare][:, cols]
+                wrong = check.any(axis=0)
+            else:
+                wrong = np.zeros(len(cols), dtype=bool)
+            good = cols[~wrong]
+            D[:, good] = Dc[:, ~wrong]
+            DE[:, good] = False
+            if e:
+                rep["rebuilt_cells"] += e * len(good)
+            bad_cols.extend(cols[wrong].tolist())
+        # columns with a disagreement (or too many erasures): errors-and-erasures decoding
+        rs = _codec(P)
+        for c in bad_cols:
+            word = bytearray(np.concatenate([np.where(DE[:, c], 0, D[:, c]), np.where(PE[:, c], 0, Pr[:, c])])
+                             .astype(np.uint8).tobytes())
+            erase = np.flatnonzero(np.concatenate([DE[:, c], PE[:, c]])).tolist()
+            try:
+                if len(erase) > P:
+                    raise reedsolo.ReedSolomonError("too many erasures")
+                msg = rs.decode(word, erase_pos=erase or None)[0]
+                D[:, c] = np.frombuffer(bytes(msg), dtype=np.uint8)
+                DE[:, c] = False
+                rep["corrected_columns"] += 1
+            except (reedsolo.ReedSolomonError, ZeroDivisionError, IndexError, ValueError):
+                rep["failed_columns"] += 1
+        if DE.any():
+            rep["failed_blocks"] += 1
+        data[idx], d_er[idx] = D, DE
+    return data, d_er, rep
