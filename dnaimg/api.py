@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from dnaimg.codecs import CODEC_NAMES, LOSSLESS, canonical, codec_id
-from dnaimg.codecs.base import CodecError, Encoded, RateError, Stream
+from dnaimg.codecs.base import CodecError, DecodeError, Encoded, RateError, Stream
 from dnaimg.dna import container
 from dnaimg.dna.container import DEFAULT_INNER, ContainerError, Layout, LayoutError, Written
 from dnaimg.dna.header import DEFAULT_HEADER_COPIES, FORMAT_VERSION, HeaderError, HeaderV1, HeaderVersionError
@@ -28,9 +28,6 @@ from dnaimg.dna.index import HEADER_BASE
 from dnaimg.image import ImageError, load_image, load_pixels
 from dnaimg.zoo.model import resolve_precision
 
-
-class DecodeError(ValueError):
-    pass
 
 
 @dataclass
@@ -78,7 +75,8 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
             raise CodecError("the robust codec has no --quality: choose --model NAME:POINT or --rate")
         r = robust.encode_image(image, model=model, layout=layout, header_copies=copies, progress=progress,
                                 rate=rate, noise_trained=noise_trained, redundancy=redundancy, inner=inner)
-        return EncodeResult(codec, r.written, r.pixels, {"model": r.point.label if r.point else r.model}, robust=r)
+        return EncodeResult(codec, r.written, r.pixels, {"model": r.model, "point": r.point.label if r.point else r.model},
+                            robust=r)
     if model is not None or noise_trained:
         raise CodecError(f"--model and --noise-trained are for the robust codec, not {codec}")
     classic = _classic()

@@ -20,19 +20,20 @@ class UserError(click.ClickException):
 
 
 def friendly(fn):
-    """Turn the library's errors (and anything unexpected) into one-line messages."""
+    """Turn the library's errors (and anything unexpected) into one-line messages.  With
+    ``DNAIMG_DEBUG=1`` in the environment an unexpected exception (a bug) is raised as it is,
+    traceback and all, instead of "dnaimg: error: unexpected ..." (the tests run so)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from dnaimg.api import DecodeError
         from dnaimg.codecs.base import CodecError
-        from dnaimg.codecs.robust import DecodeError as RobustDecodeError
         from dnaimg.dna.container import LayoutError
         from dnaimg.image import ImageError
         from dnaimg.zoo.registry import ModelError
         from dnaimg.dna.seqio import InputError
         try:
             return fn(*args, **kwargs)
-        except (DecodeError, RobustDecodeError, CodecError, ImageError, LayoutError, ModelError, InputError) as e:
+        except (DecodeError, CodecError, ImageError, LayoutError, ModelError, InputError) as e:
             raise UserError(str(e)) from None
         except click.ClickException:
             raise
@@ -41,6 +42,9 @@ def friendly(fn):
         except MemoryError:
             raise UserError("out of memory") from None
         except Exception as e:  # never a traceback for the user
+            import os
+            if os.environ.get("DNAIMG_DEBUG") == "1":
+                raise
             raise UserError(f"unexpected {e.__class__.__name__}: {e}") from None
     return wrapper
 
@@ -140,7 +144,7 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     if as_json:
         click.echo(json.dumps(r, indent=2, default=str))
         return
-    what = r.get("model") if codec == "robust" else (f"quality {r['quality']}" if r.get("quality") is not None else "")
+    what = r.get("point") if codec == "robust" else (f"quality {r['quality']}" if r.get("quality") is not None else "")
     click.echo(f"encoded {image} with {codec} {what}".rstrip())
     click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt ({r['data_oligos']} data + "
                f"{r['parity_oligos']} parity + {r['header_oligos']} header), image id {r['image_id']}")
@@ -378,7 +382,13 @@ def info(file, primer_f, primer_r, as_json):
             mid = h.model_id
         else:
             d["codec"] = CODEC_NAMES.get(h.codec_id, f"unknown ({h.codec_id})")
-            mid = int.from_bytes(h.meta[:4], "little") if d["codec"] == "robust" and len(h.meta) >= 4 else None
+            mid = None
+            if d["codec"] == "robust":
+                from dnaimg.codecs.robust import RobustParams
+                rp = RobustParams.unpack(h.meta)
+                d.update({"width": rp.width, "height": rp.height, "channels": rp.channels, "levels": rp.levels,
+                          "codeword_nt": rp.codeword_nt})
+                mid = rp.model_id
         if mid is not None:
             try:
                 d["model"] = name_for_id(mid)

@@ -23,7 +23,7 @@ def encoded(kodak_image):
     from dnaimg.codecs.robust import encode_image, load_image, reconstruct
     enc = encode_image(kodak_image)
     orig = load_image(kodak_image)
-    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.header.levels)
+    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.params.levels)
     return enc, orig, ref
 
 

@@ -12,19 +12,24 @@ from conftest import EXAMPLE
 from dnaimg.dna import alphabet as dna
 from dnaimg.cli import main
 from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image
-from dnaimg.dna.layout import Layout, header_oligos
+from dnaimg.dna.container import Layout
+from dnaimg.dna.header import header_oligos
+from dnaimg.codecs.robust import RobustParams
 from dnaimg.zoo.registry import ModelError, load_weights
 from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 
 
 def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+    """The CLI with DNAIMG_DEBUG=1: an unexpected exception (a bug, which a user sees as
+    "dnaimg: error: unexpected ...") propagates and fails the test instead of passing as exit 1."""
+    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def one_line_error(r, fragment=""):
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dnaimg: error:") and fragment in lines[0], r.output
+    assert not lines[0].startswith("dnaimg: error: unexpected "), r.output
 
 
 @pytest.fixture(scope="module")
@@ -94,36 +99,36 @@ def test_other_image_mixed_in_is_never_blended(two_images, fraction, tmp_path):
     # the CLI says so and offers --select
     p = tmp_path / "mixed.fasta"
     p.write_text("".join(f">r{i}\n{s}\n" for i, s in enumerate(reads)))
-    r = CliRunner().invoke(main, ["decode", str(p), "-o", str(tmp_path / "m.png"), "-q"])
+    r = run("decode", p, "-o", tmp_path / "m.png", "-q")
     assert r.exit_code == 0 and "--select" in r.output and "warning: the reads hold" in r.output
-    r = CliRunner().invoke(main, ["decode", str(p), "-o", str(tmp_path / "m2.png"), "-q", "--json",
-                                  "--select", f"{other.header.tag:02x}"])
+    r = run("decode", p, "-o", tmp_path / "m2.png", "-q", "--json", "--select", f"{other.header.tag:02x}")
     assert r.exit_code == 0 and json.loads(r.output)["image"]["tag"] == f"{other.header.tag:02x}"
 
 
 def test_contradictory_headers(two_images):
     a, _ = two_images
-    fake = dataclasses.replace(a.header, width=a.header.width + 8)
+    meta = dataclasses.replace(a.params, width=a.params.width + 8).pack()
+    fake = dataclasses.replace(a.header, meta=meta)
     parts = a.n_header // 3
     # copy 0 says one thing, copy 1 another: both pass their checksum
-    reads = a.oligos[a.n_header:] + header_oligos(Layout(), a.header, 2)[:parts] + \
-        header_oligos(Layout(), fake, 2)[parts:]
+    reads = a.oligos[a.n_header:] + header_oligos(Layout(), a.header.pack(), a.header.tag, 2)[:parts] + \
+        header_oligos(Layout(), fake.pack(), fake.tag, 2)[parts:]
     with pytest.raises(DecodeError, match="contradictory headers"):
         decode_reads(reads)
 
 
 def test_unknown_format_version(two_images):
     a, _ = two_images
-    v2 = dataclasses.replace(a.header, version=2)
-    with pytest.raises(DecodeError, match="format version 2"):
-        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), v2))
+    v3 = dataclasses.replace(a.header, version=3)
+    with pytest.raises(DecodeError, match="format version 3"):
+        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), v3.pack(), v3.tag))
 
 
 def test_unknown_model_id(two_images):
     a, _ = two_images
-    other = dataclasses.replace(a.header, model_id=12345)
+    other = dataclasses.replace(a.header, meta=dataclasses.replace(a.params, model_id=12345).pack())
     with pytest.raises(ModelError, match="not among the installed models"):
-        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), other))
+        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), other.pack(), other.tag))
 
 
 def test_strict_exit_status(two_images, tmp_path):
@@ -160,3 +165,26 @@ def test_broken_model_folder_gives_one_line_error(tmp_path, monkeypatch, two_ima
     p = tmp_path / "a.fasta"
     p.write_text("".join(f">o{i}\n{dna.decode(o)}\n" for i, o in enumerate(a.oligos)))
     one_line_error(run("decode", p, "-o", tmp_path / "a.png"), "cannot read model weights")
+
+
+def test_unexpected_errors_one_line_for_users_raised_under_debug():
+    """friendly(): a library error is one line either way; an unexpected exception is one line
+    ("unexpected ...") for a user, and raised as it is with DNAIMG_DEBUG=1 (as the tests run)."""
+    import click
+    from dnaimg.cli import friendly
+
+    @click.command()
+    @click.argument("what")
+    @friendly
+    def boom(what):
+        raise ModelError("no such model") if what == "model" else RuntimeError("a bug")
+
+    plain = CliRunner(env={"DNAIMG_DEBUG": None})
+    debug = CliRunner(env={"DNAIMG_DEBUG": "1"})
+    for runner in (plain, debug):
+        r = runner.invoke(boom, ["model"])
+        assert r.exit_code == 1 and r.output == "dnaimg: error: no such model\n", r.output
+    r = plain.invoke(boom, ["bug"])
+    assert r.exit_code == 1 and r.output == "dnaimg: error: unexpected RuntimeError: a bug\n", r.output
+    with pytest.raises(RuntimeError, match="a bug"):
+        debug.invoke(boom, ["bug"], catch_exceptions=False)

@@ -10,6 +10,8 @@ from PIL import Image
 from conftest import EXAMPLE
 from dnaimg.bench import suite as B
 from dnaimg.cli import main
+from dnaimg.dna.bytecode import bits_per_payload_nt
+from dnaimg.dna.container import Layout
 from dnaimg.zoo.registry import DEFAULT_MODEL, select_point
 
 POINT = select_point(DEFAULT_MODEL)
@@ -63,10 +65,16 @@ def test_rd_bench_classic_points_are_ordered_and_count_every_nt(tiny, tmp_path):
     for c in ("jpeg", "webp"):
         lo, hi = s[f"{c}@10"], s[f"{c}@80"]
         assert hi["total_nt_per_pixel"] > lo["total_nt_per_pixel"] and hi["psnr_db"] > lo["psnr_db"] + 3
-        assert 0 < lo["bits_per_nt"] <= math.log2(3)
+        # the stream's bits over the data oligos' payload nt: at most the bytes payload's mapping
+        # (2 bits/nt less the inner code), the last data oligo being partly filled
+        assert 0 < lo["bits_per_nt"] <= bits_per_payload_nt(Layout().payload_nt)
     for x in s.values():
         assert x["success_fraction"] == 1.0 and x["total_nt_per_pixel"] > 1.3 * x["payload_nt_per_pixel"]
         assert 0.5 < x["ms_ssim"] <= 1.0
+    for r in res["rows"]:        # every row counts its lost oligos (classic rows too): none, noiseless
+        assert r["missing_oligos"] == 0
+        if r["kind"] == "classic":
+            assert r["exact"] and r["redundancy"] == 0.15 and r["outer_redundancy"] >= 0.15
     assert s[POINT.label]["bits_per_nt"] == pytest.approx(math.log2(POINT.levels) / POINT.codeword_nt)
     B.plot_rd(res, tmp_path / "rd.png")
     assert (tmp_path / "rd.png").exists() and (tmp_path / "rd.csv").read_text().startswith("system,")
@@ -83,6 +91,7 @@ def test_channel_bench_classic_fails_past_its_capacity(tiny, tmp_path):
     res = B.bench_channel(paths, [DEFAULT_MODEL], ["jpeg"], ["miseq"], [10], tmp_path / "ch2", dropout=0.33)
     rows = {r["system"]: r for r in res["rows"]}
     assert not rows[f"jpeg~{POINT.label}"]["success"]
+    assert rows[f"jpeg~{POINT.label}"]["missing_oligos"] > 0 and rows[POINT.label]["missing_oligos"] > 0
     assert rows[POINT.label]["success"] and rows[POINT.label]["psnr_db"] > 18
     mc = {(m["system"], m["preset"]): m["min_coverage"] for m in res["summary"]["min_coverage"]}
     assert mc[(POINT.label, "miseq")] == 10 and mc[(f"jpeg~{POINT.label}", "miseq")] is None

@@ -49,13 +49,13 @@ def test_help(cmd):
 def test_encode_summary_and_json(small_image, tmp_path):
     r = run("encode", small_image, "-o", tmp_path / "a.fasta", "-q")
     assert r.exit_code == 0
-    assert "nt/pixel payload" in r.output and "oligos of 200 nt" in r.output
+    assert "nt/pixel total" in r.output and "oligos of 200 nt" in r.output
     r = run("encode", small_image, "-o", tmp_path / "b.fasta.gz", "--json", "-q")
     d = json.loads(r.output)
     assert d["payload_nt_per_pixel"] == pytest.approx(1.0, rel=0.15)
     assert d["total_nt_per_pixel"] > d["payload_nt_per_pixel"]
     with gzip.open(tmp_path / "b.fasta.gz", "rt") as f:
-        assert f.readline().startswith(">dnaimg_t")
+        assert f.readline().startswith(">dnaimg_")
 
 
 def test_check_passes_and_fails(fasta, tmp_path):
@@ -86,7 +86,7 @@ def test_simulate_decode_roundtrip_with_report(fasta, small_image, tmp_path):
     img = np.asarray(Image.open(out))
     assert img.shape == (120, 160, 3)
     r = run("decode", reads, "-o", tmp_path / "o2.png", "-q")
-    assert "oligos:" in r.output and "codewords:" in r.output and "latent exact" in r.output
+    assert "oligos:" in r.output and "codewords:" in r.output and "exact:" in r.output
 
 
 def test_info_reads_the_header(fasta):
@@ -96,7 +96,7 @@ def test_info_reads_the_header(fasta):
     assert (d["width"], d["height"]) == (160, 120)
     from dnaimg.zoo.registry import DEFAULT_MODEL, select_point
     pt = select_point(DEFAULT_MODEL)
-    assert d["model"] == pt.model and d["version"] == 1 and (d["levels"], d["channels"]) == (pt.levels, pt.channels)
+    assert d["model"] == pt.model and d["version"] == 2 and d["codec"] == "robust" and (d["levels"], d["channels"]) == (pt.levels, pt.channels)
 
 
 def test_seed_preset_one_read_per_oligo(fasta, tmp_path):

@@ -23,7 +23,7 @@ def test_noiseless_round_trip_is_exact(encoded):
 def test_record_names_are_not_needed_and_rates_are_reported(encoded):
     enc, orig, ref = encoded
     r = enc.rates()
-    assert r["payload_nt_per_pixel"] == pytest.approx(enc.symbols.size * enc.header.codeword_nt / r["pixels"])
+    assert r["payload_nt_per_pixel"] == pytest.approx(enc.symbols.size * enc.params.codeword_nt / r["pixels"])
     assert r["total_nt_per_pixel"] > r["payload_nt_per_pixel"]
     assert r["header_oligos"] >= 3
     # reverse-complemented, shuffled, no names at all
@@ -50,7 +50,7 @@ def test_noisy_reads_lose_little(encoded, model, loss):
     enc, orig, ref = encoded
     if model:
         enc = encode_image(orig, model=model)
-        ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.header.levels)
+        ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.params.levels)
     clean = psnr(orig, ref)
     ch = Channel(sub=0.01, ins=0.005, dels=0.005, coverage=10, sigma=0.3, reverse_fraction=0.5)
     reads, _, flip = simulate(enc.oligos, ch, seed=1)
@@ -68,7 +68,7 @@ def test_ten_percent_dropout_still_decodes(encoded):
     # the header must survive for this test to be about data loss: keep its oligos
     reads += [o for o in enc.oligos[:enc.n_header]]
     res = decode_reads(reads)
-    n = enc.header.n_data
+    n = enc.written.plans[0].n_data
     missing = res.report["oligos"]["missing"]
     assert 0.07 * n < missing < 0.13 * n
     assert not res.report["latent_exact"]
@@ -107,7 +107,7 @@ def test_seed_setting_one_read_per_oligo(encoded):
     reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.03), seed=1)
     res = decode_reads(reads)
     # header survives with a single read per copy; second-chance index reading keeps most oligos
-    assert res.report["oligos"]["missing"] < 0.05 * enc.header.n_data
+    assert res.report["oligos"]["missing"] < 0.05 * enc.written.plans[0].n_data
     assert res.report["reads"]["index_rescued"] > 0
     assert psnr(orig, res.image) > psnr(orig, ref) - 4.0
     # the noise-trained multi-rate point beats its plain twin through the same channel

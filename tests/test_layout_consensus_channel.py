@@ -7,25 +7,41 @@ from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus, consensus_arrays
 from dnaimg.dna.constraints import longest_repeat, longest_run, report
 from dnaimg.dna.index import INDEX_NT, read_index_py
-from dnaimg.dna.layout import (Header, Layout, LayoutError, data_oligos, header_oligos, interleaver,
-                           payload_values, values_per_oligo)
+from dnaimg.dna.container import Layout, LayoutError, read_streams, sort_reads, write
+from dnaimg.dna.header import Header, HeaderV1, StreamInfo, find_headers
+from dnaimg.dna.prng import interleaver
+from dnaimg.dna.streams import Encoded, Stream
 
 
-def _header(**kw):
-    d = dict(model_id=1, levels=9, codeword_nt=2, channels=4, height=40, width=48, n_data=0, oligo_length=200,
-             primer_f_nt=20, primer_r_nt=20, seed=99, tag=5, symbols_crc=0)
-    d.update(kw)
-    return Header(**d)
+def _words(sym, levels=9, n=2):
+    return Encoded("robust", [Stream("words", np.asarray(sym, dtype=np.int64), n, levels)], b"meta")
+
+
+def _read_back(oligos, layout=None):
+    layout = layout or Layout()
+    sorter = sort_reads(list(oligos), layout)
+    headers, why, _ = find_headers(sorter)
+    assert len(headers) == 1, why
+    h = next(iter(headers.values()))
+    return h, read_streams(sorter, h, Layout(oligo_length=h.oligo_length))
 
 
 def test_header_pack_unpack_and_checksum():
-    h = _header()
+    h = Header(codec_id=4, image_id=0x12345678, oligo_length=200, primer_f_nt=20, primer_r_nt=20,
+               streams=[StreamInfo(0, 0, 10, 250, inner=4, blocks=1, parity=2, crc=7)], meta=b"abc")
     data = h.pack()
-    assert Header.unpack(data) == h
+    assert Header.unpack(data + bytes(9)) == h          # padding after the header is allowed
+    assert h.tag == 0x78
     bad = bytearray(data)
     bad[7] ^= 1
     with pytest.raises(ValueError, match="checksum"):
         Header.unpack(bytes(bad))
+
+
+def test_version1_header_still_parses():
+    h = HeaderV1(model_id=1, levels=9, codeword_nt=2, channels=4, height=40, width=48, n_data=0, oligo_length=200,
+                 primer_f_nt=20, primer_r_nt=20, seed=99, tag=5, symbols_crc=0)
+    assert HeaderV1.unpack(h.pack()) == h
 
 
 def test_interleaver_is_a_pinned_permutation():
@@ -43,34 +59,38 @@ def test_oligos_pass_constraints_whatever_the_latent(pattern, rng):
     total = 4 * 5 * 6
     sym = {"zeros": np.zeros(total), "max": np.full(total, 8), "centre": np.full(total, 4),
            "alternate": np.arange(total) % 2 * 8, "random": rng.integers(0, 9, total)}[pattern].astype(np.int64)
-    h = _header(channels=4, height=40, width=48)
-    ols = data_oligos(lay, h, sym, cb.words) + header_oligos(lay, h)
-    for o in ols:
+    w = write(_words(sym), 0, lay, redundancy=0.3)
+    for o in w.oligos:
         assert len(o) == 200
         r = report(o)
         assert r.ok, r.violations()
         assert longest_run(o) <= 3 and longest_repeat(o) <= 12
 
 
-def test_payload_roundtrip(rng):
-    lay = Layout()
-    cb = get_codebook(2, 9)
-    total = 3 * 10 * 10
-    sym = rng.integers(0, 9, total)
-    h = _header(channels=3, height=80, width=80)
-    ols = data_oligos(lay, h, sym, cb.words)
-    vpo = values_per_oligo(lay, 2)
-    perm = interleaver(total, h.seed)
-    out = np.full(total, -1)
-    for k, o in enumerate(ols):
-        got = read_index_py(o[20:])
-        assert got[0] == k and got[2] == h.tag
-        payload = o[20 + INDEX_NT:20 + INDEX_NT + lay.payload_nt]
-        vals, bad = payload_values(payload, k, got[1], h.tag, cb.repairer, vpo)
-        assert not bad.any()
-        lo, hi = k * vpo, min((k + 1) * vpo, total)
-        out[perm[lo:hi]] = vals[:hi - lo]
-    assert np.array_equal(out, sym)
+def test_words_stream_roundtrip_through_the_decoder(rng):
+    sym = rng.integers(0, 9, 3 * 10 * 10)
+    w = write(_words(sym), 0, Layout())
+    h, (rec,) = _read_back(w.oligos)
+    assert rec.exact and np.array_equal(rec.data, sym) and h.meta == b"meta"
+
+
+def test_bytes_stream_rebuilt_from_parity_when_oligos_are_lost(rng):
+    data = rng.integers(0, 256, 3000).astype(np.uint8).tobytes()
+    w = write(Encoded("png", [Stream("bytes", data)], b"m"), 6, Layout(), redundancy=0.2)
+    n_data = w.plans[0].n_data
+    lost = set(rng.choice(n_data, size=n_data // 10, replace=False).tolist())
+    keep = [o for i, o in enumerate(w.oligos) if (i - w.n_header) not in lost]
+    _, (rec,) = _read_back(keep)
+    assert rec.exact and rec.data == data
+    assert rec.report["outer"]["rebuilt_cells"] > 0
+
+
+def test_bytes_stream_without_parity_reports_damage(rng):
+    data = rng.integers(0, 256, 1000).astype(np.uint8).tobytes()
+    w = write(Encoded("png", [Stream("bytes", data)], b"m"), 6, Layout(), redundancy=0)
+    keep = [o for i, o in enumerate(w.oligos) if i != w.n_header + 3]
+    _, (rec,) = _read_back(keep)
+    assert not rec.exact and rec.data != data and rec.report["missing"] == 1
 
 
 def test_layout_validation():

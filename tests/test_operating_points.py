@@ -80,7 +80,7 @@ def test_points_roundtrip_through_dna(fake_models, tmp_path):
     for name, k, L in (("k2l11", 2, 11), ("k4l31", 4, 31)):
         enc = encode_image(img, model=f"tiny-mr:{name}")
         assert enc.symbols.shape == (k, 5, 7) and enc.symbols.max() < L
-        assert (enc.header.channels, enc.header.levels) == (k, L)
+        assert (enc.params.channels, enc.params.levels) == (k, L)
         dec = decode_reads(enc.oligos, precision="fp32")
         assert dec.report["latent_exact"]
         assert np.array_equal(dec.image, reconstruct(enc.symbols, "tiny-mr", img.shape[:2], L))
@@ -90,11 +90,18 @@ def test_points_roundtrip_through_dna(fake_models, tmp_path):
 def test_cli_rate_and_models_listing(fake_models, tmp_path):
     img = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(6).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(img)
+    from dnaimg.codecs.robust import total_nt_per_pixel
+    from dnaimg.dna.container import Layout
+    from dnaimg.zoo.registry import card
+    totals = {p.label: total_nt_per_pixel(p, 40, 56, Layout()) for p in operating_points(card("tiny-mr"))}
+    budget = totals["tiny-mr:k2l31"] + 1e-6          # --rate caps the total nt/px: only k2l31 and cheaper fit
+    assert all(v > budget for k, v in totals.items() if k in ("tiny-mr:k4l31",))
     r = CliRunner().invoke(main, ["encode", str(img), "-o", str(tmp_path / "x.fa"), "--model", "tiny-mr",
-                                  "--rate", "0.1", "--json", "-q"])
+                                  "--rate", str(budget), "--json", "-q"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["point"] == "tiny-mr:k2l31" and out["payload_nt_per_pixel"] == pytest.approx(6 / 64)
+    assert out["total_nt_per_pixel"] <= budget
     r = CliRunner().invoke(main, ["encode", str(img), "-o", str(tmp_path / "y.fa"), "--rate", "0.01"])
     assert r.exit_code == 1 and "no operating point at or under 0.01" in r.output
     r = CliRunner().invoke(main, ["models"])

@@ -11,7 +11,9 @@ from dnaimg.codecs.robust import DecodeError, decode_reads
 from dnaimg.dna.consensus import consensus
 from dnaimg.dna.constraints import oligo_ok
 from dnaimg.dna.index import read_index_py
-from dnaimg.dna.layout import Header, Layout, data_oligos, interleaver, payload_values, values_per_oligo
+from dnaimg.dna.container import Layout, read_streams, sort_reads, write
+from dnaimg.dna.header import find_headers
+from dnaimg.dna.streams import Encoded, Stream
 from dnaimg.dna.seqio import InputError, iter_sequences
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,27 +26,30 @@ def test_codebook_round_trip(values):
     assert cb.decode(cb.encode(np.array(values))).tolist() == values
 
 
-@given(st.lists(st.integers(0, 8), min_size=1, max_size=400), st.integers(0, 2**32 - 1),
-       st.sampled_from([160, 200, 250]))
+@given(st.lists(st.integers(0, 8), min_size=1, max_size=400), st.sampled_from([160, 200, 250]))
 @SETTINGS
-def test_layout_round_trip_and_constraints_for_any_latent(values, seed, length):
+def test_layout_round_trip_and_constraints_for_any_latent(values, length):
+    """Any words stream: every oligo meets the constraints, and the decoder gives it back."""
     lay = Layout(oligo_length=length)
-    cb = get_codebook(2, 9)
     sym = np.array(values)
-    h = Header(model_id=1, levels=9, codeword_nt=2, channels=1, height=8, width=8 * len(values), n_data=0,
-               oligo_length=length, primer_f_nt=20, primer_r_nt=20, seed=seed, tag=seed & 255, symbols_crc=0)
-    ols = data_oligos(lay, h, sym, cb.words)
-    assert all(len(o) == length and oligo_ok(o) for o in ols)
-    vpo = values_per_oligo(lay, 2)
-    perm = interleaver(len(sym), seed)
-    out = np.full(len(sym), -1)
-    for k, o in enumerate(ols):
-        got = read_index_py(o[20:])
-        assert got[0] == k
-        vals, bad = payload_values(o[56:56 + lay.payload_nt], k, got[1], h.tag, cb.repairer, vpo)
-        lo, hi = k * vpo, min((k + 1) * vpo, len(sym))
-        out[perm[lo:hi]] = vals[:hi - lo]
-    assert np.array_equal(out, sym)
+    w = write(Encoded("robust", [Stream("words", sym, 2, 9)], b""), 0, lay)
+    assert all(len(o) == length and oligo_ok(o) for o in w.oligos)
+    sorter = sort_reads(list(w.oligos), lay)
+    headers, _, _ = find_headers(sorter)
+    (rec,) = read_streams(sorter, headers[w.header.tag], lay)
+    assert rec.exact and np.array_equal(rec.data, sym)
+
+
+@given(st.binary(min_size=1, max_size=600), st.sampled_from([0.0, 0.3]))
+@SETTINGS
+def test_bytes_round_trip_and_constraints_for_any_bytes(data, redundancy):
+    lay = Layout()
+    w = write(Encoded("png", [Stream("bytes", data)], b""), 6, lay, redundancy=redundancy)
+    assert all(oligo_ok(o) for o in w.oligos)
+    sorter = sort_reads(list(w.oligos), lay)
+    headers, _, _ = find_headers(sorter)
+    (rec,) = read_streams(sorter, headers[w.header.tag], lay)
+    assert rec.exact and rec.data == data
 
 
 @given(st.lists(st.text(alphabet="ACGTN", max_size=60), min_size=1, max_size=12), st.integers(1, 50))
@@ -69,6 +74,12 @@ def test_index_reader_never_raises(seq):
     read_index_py(np.array(seq, dtype=np.uint8))
 
 
+def cli(*args):
+    """The CLI with DNAIMG_DEBUG=1: an unexpected exception (a bug, which a user sees as
+    "dnaimg: error: unexpected ...") propagates and fails the test instead of passing as exit 1."""
+    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
 @given(st.binary(max_size=400), st.booleans())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_fuzz_fastq_bytes(tmp_path_factory, data, gz):
@@ -78,9 +89,9 @@ def test_fuzz_fastq_bytes(tmp_path_factory, data, gz):
         list(iter_sequences(p))
     except InputError:
         pass
-    r = CliRunner().invoke(main, ["decode", str(p), "-o", str(p.with_suffix(".png")), "-q"])
+    r = cli("decode", p, "-o", p.with_suffix(".png"), "-q")
     assert r.exit_code in (0, 1)
-    assert "Traceback" not in r.output
+    assert "Traceback" not in r.output and "error: unexpected " not in r.output, r.output
     if r.exit_code == 1:
         assert r.output.startswith("dnaimg: error:") and len(r.output.strip().splitlines()) == 1
 
@@ -90,5 +101,5 @@ def test_fuzz_fastq_bytes(tmp_path_factory, data, gz):
 def test_fuzz_fastq_like_text(tmp_path_factory, text):
     p = tmp_path_factory.mktemp("fz") / "r.fastq"
     p.write_text(text)
-    r = CliRunner().invoke(main, ["decode", str(p), "-o", str(p.with_suffix(".png")), "-q"])
-    assert r.exit_code in (0, 1) and "Traceback" not in r.output
+    r = cli("decode", p, "-o", p.with_suffix(".png"), "-q")
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output and "error: unexpected " not in r.output, r.output

@@ -73,7 +73,7 @@ def bench_image(path):
     enc = encode_image(path)
     t_enc = time.perf_counter() - t
     orig = load_image(path)
-    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.header.levels)
+    ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.params.levels)
     t = time.perf_counter()
     clean = decode_reads(enc.oligos)
     t_dec_clean = time.perf_counter() - t

@@ -1,6 +1,8 @@
 """``dnaimg bench``: rate-distortion, noise robustness and sequencing cost, measured on a folder
-of images for our operating points and for classic codecs (JPEG, WebP, JPEG 2000, AVIF) whose
-bytes go through the same oligo layout (:mod:`dnaimg.classic`).
+of images for our operating points and for classic codecs (JPEG, WebP, JPEG 2000, AVIF, JPEG XL)
+whose bytes go through the same DNA container (:func:`dnaimg.api.encode` / :func:`dnaimg.api.decode`,
+outer code at ``--parity`` redundancy, default 0.15; "matched rate" = ``api.encode(img, codec,
+rate=<the learned point's total nt/px>)``).
 
     dnaimg bench rd      --images ../shared/data/kodak --out docs/results/rd
     dnaimg bench noise   --images ../shared/data/kodak --out docs/results/noise
@@ -24,17 +26,21 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from dnaimg.dna.channel import preset, simulate
+from dnaimg import api
 from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image, psnr
+from dnaimg.dna.channel import preset, simulate
+from dnaimg.dna.header import FORMAT_VERSION
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif")
-#: quality sweeps of the classic codecs for the RD bench (see :func:`classic.compress`)
+#: classic codecs a bench may compare (the CLI's default lists are jpeg, webp, jpeg2000, avif)
+CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif", "jxl")
+#: quality sweeps of the classic codecs for the RD bench (see :func:`dnaimg.codecs.classic.compress`)
 CLASSIC_QUALITIES = {
     "jpeg": (5, 10, 20, 35, 50, 70, 85, 95),
     "webp": (2, 10, 25, 45, 65, 80, 90, 97),
     "jpeg2000": (0.08, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5),     # bits per pixel
     "avif": (10, 25, 40, 55, 65, 75, 85, 92),
+    "jxl": (5, 20, 40, 55, 70, 80, 90, 97),                      # libjxl level (butteraugli distance)
 }
 QUICK_QUALITIES = {k: v[1::3] for k, v in CLASSIC_QUALITIES.items()}
 NOISE_RATES = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
@@ -95,8 +101,10 @@ class Store:
             self.save()
 
     #: settings that change what a row means; rows measured under other settings are dropped
-    SETTINGS = ("parity", "seed", "dropout", "match")
-    DEFAULTS = {"parity": 0.15, "seed": 0, "match": None}
+    #: ("format_version": the DNA format the rows were written in; files without it predate
+    #: format 2, the one container of every codec, and their rows are measured again)
+    SETTINGS = ("parity", "seed", "dropout", "match", "format_version")
+    DEFAULTS = {"parity": 0.15, "seed": 0, "match": None, "format_version": 1}
 
     def restrict(self, wanted: set) -> None:
         """Keep only the earlier rows this run asks for (a run can extend another's grid)."""
@@ -166,30 +174,35 @@ def encode_learned(img: np.ndarray, point: str) -> Encoded:
     r = enc.rates()
     return Encoded(enc.point.label, "learned", enc.oligos, r, dt,
                    {"model": enc.point.model, "point": enc.point.name, "noise_trained": enc.point.noise_trained,
-                    "channels": enc.point.channels, "levels": enc.point.levels,
-                    "codeword_nt": enc.point.codeword_nt})
+                    "channels": enc.params.channels, "levels": enc.params.levels,
+                    "codeword_nt": enc.params.codeword_nt})
+
+
+def _classic_encoded(enc: "api.EncodeResult", codec: str, parity: float, dt: float) -> Encoded:
+    r = enc.rates()
+    return Encoded(f"{codec}@{r['quality']}", "classic", list(enc.oligos), r, dt,
+                   {"codec": codec, "quality": r["quality"], "parity": parity, "redundancy": parity})
 
 
 def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -> Encoded:
-    from dnaimg.codecs._classic_v1 import encode_classic
+    """``codec`` at ``quality`` through the DNA container, outer code at ``parity`` redundancy."""
     t = time.perf_counter()
-    enc = encode_classic(img, codec, quality, parity=parity)
-    dt = time.perf_counter() - t
-    return Encoded(f"{codec}@{quality}", "classic", enc.oligos, enc.rates(), dt,
-                   {"codec": codec, "quality": quality, "parity": parity})
+    enc = api.encode(img, codec, quality=quality, redundancy=parity)
+    e = _classic_encoded(enc, codec, parity, time.perf_counter() - t)
+    e.system = f"{codec}@{quality}"          # the label asked for (rows are keyed by it)
+    return e
 
 
 def matched_classic(img: np.ndarray, codec: str, total_nt: int, parity: float) -> Encoded | None:
-    """The classic encoding of ``img`` with the most nucleotides not above ``total_nt``
-    (binary search over the codec's quality); None if even the lowest quality costs more."""
-    from dnaimg.codecs._classic_v1 import RateError, encode_at_rate
+    """The classic encoding of ``img`` with the most nucleotides not above ``total_nt`` (the
+    codec's highest quality that fits, :func:`dnaimg.api.encode` with ``rate``); None if even
+    the lowest quality costs more."""
     t = time.perf_counter()
     try:
-        enc = encode_at_rate(img, codec, total_nt / (img.shape[0] * img.shape[1]), parity=parity)
-    except RateError:
+        enc = api.encode(img, codec, rate=total_nt / (img.shape[0] * img.shape[1]), redundancy=parity)
+    except api.RateError:
         return None
-    return Encoded(f"{codec}@{enc.quality}", "classic", enc.oligos, enc.rates(), time.perf_counter() - t,
-                   {"codec": codec, "quality": enc.quality, "parity": parity})
+    return _classic_encoded(enc, codec, parity, time.perf_counter() - t)
 
 
 def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) -> dict:
@@ -201,11 +214,10 @@ def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) ->
             dec = decode_reads(reads, precision="fp32")
             image, ok = dec.image, True
             info = {"latent_exact": dec.report["latent_exact"], "missing_oligos": dec.report["oligos"]["missing"]}
-        else:
-            from dnaimg.codecs._classic_v1 import decode_classic
-            dec = decode_classic(reads)
-            image, ok = dec.image, bool(dec.success)
-            info = {"missing_oligos": dec.report.get("missing_oligos")}
+        else:           # success = every stream's CRC32 matches (the outer code rebuilt what was lost)
+            res = api.decode(reads, precision="fp32")
+            image, ok = res.image, bool(res.exact)
+            info = {"exact": bool(res.exact), "missing_oligos": res.report["oligos"]["missing"]}
     except (DecodeError, ValueError) as ex:
         info = {"error": str(ex)[:200]}
     dt = time.perf_counter() - t
@@ -228,7 +240,9 @@ def _base_row(e: Encoded, path: Path, orig: np.ndarray) -> dict:
     r = e.rates
     row = {"system": e.system, "kind": e.kind, "image": path.name, "pixels": int(orig.shape[0] * orig.shape[1]),
            "payload_nt_per_pixel": r["payload_nt_per_pixel"], "total_nt_per_pixel": r["total_nt_per_pixel"],
-           "oligos": r["oligos"], "encode_s": e.encode_s, **e.params}
+           "oligos": r["oligos"], "encode_s": e.encode_s, **e.params,
+           "header_oligos": r.get("header_oligos"), "parity_oligos": r.get("parity_oligos"),
+           "outer_redundancy": r.get("outer_redundancy")}
     if e.kind == "classic":      # the image's bits over the nucleotides of the data oligos' payload
         row["bits_per_nt"] = 8.0 * r["stream_bytes"] / r["payload_nt"]
     else:
@@ -339,7 +353,7 @@ def bench_rd(images: list[Path], points: list[str], codecs: Iterable[str], quali
              parity: float = 0.15, fresh: bool = False, progress=None, jobs: int = 1) -> dict:
     codecs, points = list(codecs), _labels(points)
     cfg = {"images": [p.name for p in images], "points": points, "codecs": codecs,
-           "qualities": {c: list(qualities[c]) for c in codecs}, "parity": parity}
+           "qualities": {c: list(qualities[c]) for c in codecs}, "parity": parity, "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "rd", "config": cfg, "channel": "none (the oligos as written)"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system",))}  # noqa: E731
     store.restrict({(lab, p.name, "") for p in images
@@ -393,7 +407,7 @@ def bench_noise(images: list[Path], points: list[str], rates: Iterable[float], o
     if codecs:
         match = _labels([match])[0] if match else points[0]
     cfg = {"images": [p.name for p in images], "points": points, "rates": rates, "seed": seed,
-           "codecs": codecs, "match": match, "parity": parity}
+           "codecs": codecs, "match": match, "parity": parity, "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "noise", "config": cfg,
                         "channel": "substitutions only, exactly one read per oligo (preset 'seed')"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "sub_rate"))}  # noqa: E731
@@ -449,7 +463,8 @@ def bench_channel(images: list[Path], points: list[str], codecs: Iterable[str], 
     codecs, presets, coverages, points = list(codecs), list(presets), list(coverages), _labels(points)
     match = _labels([match])[0] if match else (points[0] if points else None)
     cfg = {"images": [p.name for p in images], "points": points, "codecs": codecs, "presets": presets,
-           "coverages": coverages, "match": match, "parity": parity, "dropout": dropout, "seed": seed}
+           "coverages": coverages, "match": match, "parity": parity, "dropout": dropout, "seed": seed,
+           "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "channel", "config": cfg,
                         "channel": f"DESIGN.md presets, lognormal copies, {dropout:.0%} of oligos dropped"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "preset", "coverage")),  # noqa: E731
@@ -706,7 +721,7 @@ def report(results: str | Path) -> str:
         codecs = rd["meta"]["config"]["codecs"]
         curves = {c: [s for s in rd["summary"]["systems"] if s["system"].startswith(c + "@")] for c in codecs}
         out.append(f"**Rate-distortion in DNA** (Kodak, {n_img} images, noiseless; classic codecs at the same "
-                   "*total* nt/pixel, interpolated along their quality sweep; RS parity "
+                   "*total* nt/pixel, interpolated along their quality sweep; their outer-code (RS) parity "
                    f"{rd['meta']['config']['parity']:.0%})\n")
         out.append("| our point | payload nt/px | total nt/px | ours PSNR | MS-SSIM | " +
                    " | ".join(f"{c} PSNR" for c in codecs) + " |")

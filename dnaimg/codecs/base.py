@@ -25,3 +25,7 @@ class RateError(CodecError):
     """Even the codec's lowest quality does not fit the requested rate."""
 
 
+
+
+class DecodeError(ValueError):
+    """Reads from which no image can be decoded (no reads, no primers, no header, inconsistent header)."""

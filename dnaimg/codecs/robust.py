@@ -25,7 +25,7 @@ import numba as nb
 import numpy as np
 import torch
 
-from dnaimg.codecs.base import Encoded, Received, Stream
+from dnaimg.codecs.base import DecodeError, Encoded, Received, Stream  # noqa: F401
 from dnaimg.dna import container
 from dnaimg.dna.container import DEFAULT_INNER, Layout, LayoutError, Written
 from dnaimg.dna.header import DEFAULT_HEADER_COPIES, Header, HeaderV1
@@ -39,9 +39,6 @@ CODEC = "robust"
 CODEC_ID = 0
 _META = "<IHHBHH"
 
-
-class DecodeError(ValueError):
-    pass
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -16,8 +16,9 @@ the oligo count in the header).  For reads with an insertion or deletion inside 
 :func:`read_index` tries every single-indel hypothesis and accepts only a unique answer.
 
 :func:`quick_index` and :func:`read_index_ws`, called for every read, take the syndromes from a
-table of packed per-position contributions (:data:`_SYN_T`) and run without numba's reference
-counting (``_nrt=False``: they allocate nothing).
+table of packed per-position contributions (:data:`_SYN_T`) and allocate nothing.  (They were
+compiled with numba's private ``_nrt=False``; with numba 0.68 that gained < 10 % on the index
+path and nothing on error-free reads, so it was dropped.)
 
 The numba kernels have allocation-free variants (:func:`read_index_ws`, :func:`rescue_index_ws`,
 :func:`decode_index_nt_ws`) that take a scratch workspace from :func:`new_index_workspace`, to be
@@ -485,7 +486,7 @@ def _make_syn_table() -> np.ndarray:
 _SYN_T = _make_syn_table()
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True)
 def _word_at(seq, p, k, w2n):
     """:func:`_word_value` (p >= 0): nibble of seq[p:p+3] at position k, -1 if invalid.  Written
     without early exits after the loads (with them, numba left reference counting in the
@@ -501,7 +502,7 @@ def _word_at(seq, p, k, w2n):
     return v
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True)
 def _deleted_word_at(seq, kj, j, w2n):
     """:func:`_deleted_word` (k = kj, seq long enough), written like :func:`_word_at`."""
     p = 3 * kj
@@ -525,14 +526,14 @@ def _first_bit(m):
     return k
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True)
 def quick_index(seq, start, end, w2n, exp, log, masks):
     """Allocation-free check of an error-free index at ``seq[start:start+36]``: returns
     (ok, number, scramble, tag); ok is False whenever anything would need correcting.
 
-    (The syndromes from :data:`_SYN_T`, the words read without branches, and no reference
-    counting (``_nrt=False``, nothing is allocated): several times faster than with the
-    Horner steps of :func:`_gf_mul`, same answers.)"""
+    (The syndromes from :data:`_SYN_T` and the words read without branches, nothing
+    allocated: several times faster than with the Horner steps of :func:`_gf_mul`, same
+    answers.)"""
     if end - start < INDEX_NT:
         return False, 0, 0, 0
     sc = _word_at(seq, start + 3 * SCRAMBLE_NIBBLE, SCRAMBLE_NIBBLE, w2n)
@@ -555,7 +556,7 @@ def quick_index(seq, start, end, w2n, exp, log, masks):
     return True, bits >> 12, (bits >> 8) & 15, bits & 255
 
 
-@nb.njit(cache=True, nogil=True, _nrt=False)
+@nb.njit(cache=True, nogil=True)
 def read_index_ws(insert, w2n, exp, log, masks, ws, buf):
     """:func:`read_index` without allocation: ``ws`` an int64 workspace of >= INDEX_WS_LEN
     entries, ``buf`` a uint8 buffer of >= INDEX_BUF_LEN (reserved, not written).  Same results
@@ -569,10 +570,9 @@ def read_index_ws(insert, w2n, exp, log, masks, ws, buf):
     hypotheses that the frame checks allow are tried.
 
     Speed: everything is written out in this one function (no helper taking an array but the
-    small branch-free word readers), compiled with ``_nrt=False`` (numba's own switch for
-    kernels that allocate nothing, as in its sorting and string code): numba otherwise
-    increfs and decrefs every array argument and array passed to a helper (atomic
-    operations through calls), which cost several times the decoding itself."""
+    small branch-free word readers).  Compiling it with numba's private ``_nrt=False`` (no
+    reference counting of the arrays passed around) saved only about 9 % here with numba
+    0.68, so it is not used."""
     T = _SYN_T
     L = insert.shape[0]
     V0, VP, VM, U = _WS_V0, _WS_VP, _WS_VM, _WS_U
