@@ -248,7 +248,7 @@ def select_point(model: str | None = None, rate: float | None = None, noise_trai
     measured = [p for p in fit if "select_psnr_db" in p.card]
     if len(measured) == len(fit):
         return max(measured, key=lambda p: (p.card["select_psnr_db"], -costs[p.label]))
-    return max(fit, key=lambda p: costs[p.label])
+    return max(fit, key=lambda p: (costs[p.label], p.payload_nt_per_pixel))
 
 
 _CACHE: dict[str, tuple[CompressiveAutoencoder, dict]] = {}
