@@ -129,7 +129,7 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
         raise UserError("the output would overwrite the input image")
     codec = canonical(codec)
     layout = _layout(oligo_length, primer_f, primer_r)
-    if codec == "robust":
+    if codec == "robust" and model:
         from dnaimg.zoo.registry import select_point
         select_point(model, None, noise_trained)     # a bad --model fails before any work
     t0 = time.time()
