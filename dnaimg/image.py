@@ -84,7 +84,7 @@ def save_pixels(arr: np.ndarray, path: str | Path) -> None:
     if a.dtype == np.uint16:
         if a.ndim != 2:
             raise ImageError("16-bit colour images are written as 16-bit PNG only through a lossless codec's file")
-        im = Image.fromarray(a, mode="I;16")
+        im = Image.fromarray(a)       # uint16 HxW: mode I;16
     else:
         im = Image.fromarray(a.astype(np.uint8))
     try:
