@@ -86,14 +86,12 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
         img = load_pixels(image) if codec in LOSSLESS else load_image(image)
     pixels = int(img.shape[0] * img.shape[1])
     cdc = classic.get_codec(codec)
-    fits = None
-    if rate is not None:
-        probe_meta = cdc.encode_meta(img) if hasattr(cdc, "encode_meta") else b"\0" * 8
+    probe_meta = b"\0" * 8         # classic metadata is 5 bytes: a longer probe errs on the safe side
 
-        def fits(n: int) -> bool:
-            enc = Encoded(codec, [Stream("bytes", b"\0" * max(1, n))], probe_meta)
-            return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
-    enc = cdc.encode(img, quality=quality, fits=fits)
+    def fits(n: int) -> bool:
+        enc = Encoded(codec, [Stream("bytes", b"\0" * max(1, n))], probe_meta)
+        return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
+    enc = cdc.encode(img, quality=quality, fits=None if rate is None else fits)
     written = container.write(enc, codec_id(codec), layout, redundancy, inner, copies, progress=progress)
     if rate is not None and written.oligos.size > rate * pixels + 1e-9:
         raise RateError(f"{codec} does not fit {rate} total nt/px")      # the probe's metadata was shorter
@@ -168,7 +166,6 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
             exact = all(r.exact for r in received)
             streams_rep = [r.report for r in received]
             n_oligos = max(s.first + s.n_data + container._parity_oligos(s, layout) for s in h.streams)
-            t_latent = time.perf_counter()
             if codec == "robust":
                 image, symbols, model, params = robust.decode_streams(received, h.meta, precision)
                 r0 = received[0].report

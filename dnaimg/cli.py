@@ -259,8 +259,8 @@ def _print_decode_report(rep, output, reference):
 @click.argument("fasta", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Reads to write: FASTQ (.fastq/.fq), or FASTA otherwise; .gz to compress.")
-@click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "seed"]), default=None,
-              help="Error profile (DESIGN.md); the rate options below override it.")
+@click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "paper"]), default=None,
+              help="Error profile (see the README); the rate options below override it.")
 @click.option("--sub-rate", type=click.FloatRange(0, 0.5), default=None, help="Substitutions per nt.")
 @click.option("--ins-rate", type=click.FloatRange(0, 0.5), default=None, help="Insertions per nt.")
 @click.option("--del-rate", type=click.FloatRange(0, 0.5), default=None, help="Deletions per nt.")
@@ -457,7 +457,7 @@ def models(as_json):
 @click.option("--lambda", "lam", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Weight of the base-4 entropy of the quantised latent in the loss.")
 @click.option("--noise", type=click.Choice(["none", "exact", "gaussian"]), default="none", show_default=True,
-              help="Substitution noise on the latent: the exact codebook channel or the seed's Gaussian model.")
+              help="Substitution noise on the latent: the exact codebook channel or the Gaussian model of Pic & Antonini.")
 @click.option("--noise-max", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
               help="Largest substitution rate per nt.")
 @click.option("--noise-ramp", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -523,8 +523,8 @@ def bench():
 
 def _bench_common(fn):
     opts = [
-        click.option("--images", default="../shared/data/kodak", show_default=True,
-                     type=click.Path(exists=True, file_okay=False), help="Folder of test images."),
+        click.option("--images", required=True, type=click.Path(exists=True, file_okay=False),
+                     help="Folder of test images (PNG/JPEG), e.g. the 24 Kodak images."),
         click.option("--out", required=True, type=click.Path(dir_okay=False),
                      help="Output prefix, e.g. docs/results/rd (writes .json, .csv, .png)."),
         click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images."),

@@ -11,30 +11,63 @@ class ImageError(ValueError):
     pass
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Image file -> HxWx3 uint8 (grayscale, palette and alpha images are converted to RGB)."""
+def _read(path: str | Path, pixels) -> np.ndarray:
+    """Open an image file and turn it into an array with ``pixels(im)``; one-line ImageErrors."""
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{path}: no such file")
     try:
         with Image.open(p) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                im = Image.fromarray(arr, mode="L")
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            a = pixels(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
-    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+    if a.shape[0] < 1 or a.shape[1] < 1:
         raise ImageError(f"{path}: empty image")
-    if rgb.shape[0] > 65535 or rgb.shape[1] > 65535:
+    if a.shape[0] > 65535 or a.shape[1] > 65535:
         raise ImageError(f"{path}: images up to 65535 px a side are supported")
-    return rgb
+    return np.ascontiguousarray(a)
+
+
+def _has_alpha(im) -> bool:
+    return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _rgb(im) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr, mode="L")
+    if _has_alpha(im):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Image file -> HxWx3 uint8, as the lossy codecs take it: grayscale and palette images become
+    RGB, 16-bit images are scaled to 8 bits, alpha is composited onto white."""
+    return _read(path, _rgb)
+
+
+def _as_stored(im, path) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im).astype(np.uint16)
+    if im.mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise ImageError(f"{path}: 32-bit integer pixels outside 0..65535 are not supported")
+        return a.astype(np.uint16)
+    if im.mode == "L":
+        return np.asarray(im, dtype=np.uint8)
+    return np.asarray(im.convert("RGBA" if _has_alpha(im) else "RGB"), dtype=np.uint8)
+
+
+def load_pixels(path: str | Path) -> np.ndarray:
+    """Image file -> its pixels as stored, for lossless codecs: HxW (gray) or HxWx3 / HxWx4, uint8
+    or uint16 (16-bit gray keeps 16 bits); palette images become RGB(A), other modes RGB."""
+    return _read(path, lambda im: _as_stored(im, path))
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float | None = None) -> float:
@@ -45,37 +78,6 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float | None = None) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
 
 
-
-
-def load_pixels(path: str | Path) -> np.ndarray:
-    """Image file -> its pixels as stored, for lossless codecs: HxW (gray) or HxWx3 / HxWx4, uint8
-    or uint16 (16-bit files keep 16 bits); palette images become RGB(A), other modes RGB."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L"):
-                a = np.asarray(im).astype(np.uint16)
-            elif im.mode == "I":
-                a = np.asarray(im)
-                if a.min() < 0 or a.max() > 65535:
-                    raise ImageError(f"{path}: 32-bit integer pixels outside 0..65535 are not supported")
-                a = a.astype(np.uint16)
-            elif im.mode == "L":
-                a = np.asarray(im, dtype=np.uint8)
-            elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                a = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-            else:
-                a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
-    if a.shape[0] < 1 or a.shape[1] < 1:
-        raise ImageError(f"{path}: empty image")
-    if a.shape[0] > 65535 or a.shape[1] > 65535:
-        raise ImageError(f"{path}: images up to 65535 px a side are supported")
-    return np.ascontiguousarray(a)
 
 
 def save_pixels(arr: np.ndarray, path: str | Path) -> None:

@@ -26,7 +26,7 @@ SRC=$TMP/src
 mkdir -p "$SRC"
 if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
-        | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' \
+        | while IFS= read -r -d '' f; do if [[ -e "$f" ]]; then printf '%s\0' "$f"; fi; done \
         | tar --null -T - -cf -) | tar -xf - -C "$SRC"
 else
     cp -a "$REPO/." "$SRC/"

@@ -20,7 +20,8 @@ def kodak_image() -> Path:
 
 @pytest.fixture(scope="session")
 def encoded(kodak_image):
-    from dnaimg.codecs.robust import encode_image, load_image, reconstruct
+    from dnaimg.codecs.robust import encode_image, reconstruct
+    from dnaimg.image import load_image
     enc = encode_image(kodak_image)
     orig = load_image(kodak_image)
     ref = reconstruct(enc.symbols, enc.model, orig.shape[:2], enc.params.levels)

@@ -11,10 +11,10 @@ from PIL import Image
 from conftest import EXAMPLE
 from dnaimg.dna import alphabet as dna
 from dnaimg.cli import main
-from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image
+from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image
+from dnaimg.image import load_image
 from dnaimg.dna.container import Layout
 from dnaimg.dna.header import header_oligos
-from dnaimg.codecs.robust import RobustParams
 from dnaimg.zoo.registry import ModelError, load_weights
 from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 

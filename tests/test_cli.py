@@ -100,7 +100,7 @@ def test_info_reads_the_header(fasta):
 
 
 def test_seed_preset_one_read_per_oligo(fasta, tmp_path):
-    r = run("simulate", fasta, "-o", tmp_path / "s.fasta", "--preset", "seed", "--sub-rate", "0.02")
+    r = run("simulate", fasta, "-o", tmp_path / "s.fasta", "--preset", "paper", "--sub-rate", "0.02")
     assert r.exit_code == 0
     n_oligos = sum(1 for ln in open(fasta) if ln.startswith(">"))
     n_reads = sum(1 for ln in open(tmp_path / "s.fasta") if ln.startswith(">"))

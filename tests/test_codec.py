@@ -4,7 +4,8 @@ import pytest
 
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.channel import Channel, simulate
-from dnaimg.codecs.robust import DecodeError, decode_reads, psnr
+from dnaimg.codecs.robust import DecodeError, decode_reads
+from dnaimg.image import psnr
 from dnaimg.dna.constraints import report
 
 
@@ -104,7 +105,7 @@ def test_no_reads_is_a_clear_error():
 def test_seed_setting_one_read_per_oligo(encoded):
     from dnaimg.dna.channel import preset
     enc, orig, ref = encoded
-    reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.03), seed=1)
+    reads, _, _ = simulate(enc.oligos, preset("paper", sub=0.03), seed=1)
     res = decode_reads(reads)
     # header survives with a single read per copy; second-chance index reading keeps most oligos
     assert res.report["oligos"]["missing"] < 0.05 * enc.written.plans[0].n_data
@@ -115,7 +116,7 @@ def test_seed_setting_one_read_per_oligo(encoded):
     got = {}
     for m in ("cae32-mr:r098", "cae32-mr-noise:r098"):
         e = encode_image(orig, model=m)
-        r, _, _ = simulate(e.oligos, preset("seed", sub=0.03), seed=1)
+        r, _, _ = simulate(e.oligos, preset("paper", sub=0.03), seed=1)
         got[m] = psnr(orig, decode_reads(r).image)
     assert got["cae32-mr-noise:r098"] > got["cae32-mr:r098"] + 0.5, got
 
@@ -131,7 +132,7 @@ def test_header_survives_ten_percent_substitutions_one_read():
     img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
     enc = encode_image(img, model="cae32-mr:r050")
     for seed in range(3):
-        reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.10), seed=seed)
+        reads, _, _ = simulate(enc.oligos, preset("paper", sub=0.10), seed=seed)
         res = decode_reads(reads, precision="fp32")
         assert res.header == enc.header
         assert psnr(img, res.image) > 16
@@ -150,7 +151,7 @@ def test_nearest_index_rescue_at_seven_percent_substitutions():
     img = np.asarray(Image.open(EXAMPLE).convert("RGB").crop((0, 0, 256, 192)))
     enc = encode_image(img, model="cae32-mr:r050")
     for seed in range(2):
-        reads, _, _ = simulate(enc.oligos, preset("seed", sub=0.07), seed=seed)
+        reads, _, _ = simulate(enc.oligos, preset("paper", sub=0.07), seed=seed)
         res = decode_reads(reads, precision="fp32")
         assert res.report["oligos"]["missing"] / res.report["oligos"]["expected"] < 0.05
         assert np.mean(res.symbols != enc.symbols) < 0.15

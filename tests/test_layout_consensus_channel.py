@@ -3,10 +3,8 @@ import pytest
 
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.channel import PRESETS, Channel, preset, simulate
-from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus, consensus_arrays
 from dnaimg.dna.constraints import longest_repeat, longest_run, report
-from dnaimg.dna.index import INDEX_NT, read_index_py
 from dnaimg.dna.container import Layout, LayoutError, read_streams, sort_reads, write
 from dnaimg.dna.header import Header, HeaderV1, StreamInfo, find_headers
 from dnaimg.dna.prng import interleaver
@@ -55,7 +53,6 @@ def test_interleaver_is_a_pinned_permutation():
 @pytest.mark.parametrize("pattern", ["zeros", "max", "centre", "alternate", "random"])
 def test_oligos_pass_constraints_whatever_the_latent(pattern, rng):
     lay = Layout()
-    cb = get_codebook(2, 9)
     total = 4 * 5 * 6
     sym = {"zeros": np.zeros(total), "max": np.full(total, 8), "centre": np.full(total, 4),
            "alternate": np.arange(total) % 2 * 8, "random": rng.integers(0, 9, total)}[pattern].astype(np.int64)
@@ -191,11 +188,11 @@ def test_coverage_dropout_and_seed():
     assert 150 < lost < 260
     again, which2, _ = simulate(oligos, ch, seed=1)
     assert np.array_equal(which, which2) and all(np.array_equal(a, b) for a, b in zip(reads, again))
-    seed_ch = preset("seed", sub=0.05)
-    r1, w1, _ = simulate(oligos, seed_ch, seed=2)
+    paper_ch = preset("paper", sub=0.05)
+    r1, w1, _ = simulate(oligos, paper_ch, seed=2)
     assert sorted(w1.tolist()) == list(range(2000))
     assert all(len(r) == 100 for r in r1)
-    assert set(PRESETS) >= {"miseq", "nextseq", "hedges", "nanopore", "seed"}
+    assert set(PRESETS) >= {"miseq", "nextseq", "hedges", "nanopore", "paper"}
 
 
 # format version 1: must never change

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from dnaimg.codecs.robust import load_image, psnr, reconstruct, to_tensor
+from dnaimg.codecs.robust import reconstruct, to_tensor
+from dnaimg.image import load_image, psnr
 from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig, latent_shape
 from dnaimg.zoo.registry import operating_points, ModelError, list_models, load_model, load_weights
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from dnaimg.codecs.robust import psnr, to_uint8
+from dnaimg.codecs.robust import to_uint8
+from dnaimg.image import psnr
 from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig, decoder_halo
 from dnaimg.zoo.registry import load_model
 

@@ -2,7 +2,7 @@
 
     python -m dnaimg.bench.evaluate --images ../shared/data/kodak                  # noiseless
     python -m dnaimg.bench.evaluate --images ../shared/data/kodak --sub-rate 0.03   # through a channel
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --preset seed --sub-rate 0.05
+    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --preset paper --sub-rate 0.05
     python -m dnaimg.bench.evaluate --images ../shared/data/kodak --update-card      # write into the card
     python -m dnaimg.bench.evaluate --images ../shared/data/kodak --model cae32-mr:r050   # one operating point
 
@@ -21,7 +21,8 @@ import torch
 from pytorch_msssim import ms_ssim
 
 from dnaimg.dna.channel import Channel, simulate
-from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr, to_tensor
+from dnaimg.codecs.robust import decode_reads, encode_image, to_tensor
+from dnaimg.image import load_image, psnr
 from dnaimg.zoo.registry import DEFAULT_MODEL, models_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -67,7 +67,8 @@ def bench_consensus(n_oligos=300, reads=10):
 
 def bench_image(path):
     from dnaimg.dna.channel import Channel, simulate
-    from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr, reconstruct
+    from dnaimg.codecs.robust import decode_reads, encode_image, reconstruct
+    from dnaimg.image import load_image, psnr
     encode_image(path)  # warm up (model load, numba compile)
     t = time.perf_counter()
     enc = encode_image(path)
@@ -91,7 +92,8 @@ def bench_kodak(folder):
     """Encode and decode wall time of every image of ``folder`` (one after another, as a user would
     run them): from the oligos as written and from nextseq reads at coverage 10."""
     from dnaimg.dna.channel import preset, simulate
-    from dnaimg.codecs.robust import decode_reads, encode_image, load_image, psnr
+    from dnaimg.codecs.robust import decode_reads, encode_image
+    from dnaimg.image import load_image, psnr
     paths = sorted(Path(folder).glob("*.png"))
     encode_image(paths[0])   # warm up
     rows = []

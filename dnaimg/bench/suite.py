@@ -27,7 +27,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from dnaimg import api
-from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image, load_image, psnr
+from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image
+from dnaimg.image import load_image, psnr
 from dnaimg.dna.channel import preset, simulate
 from dnaimg.dna.header import FORMAT_VERSION
 
@@ -390,7 +391,7 @@ def _noise_image(path: Path, i: int, done: set, points, rates, seed, codecs=(), 
             else:
                 reads = e.oligos
                 if p > 0:
-                    reads, _, _ = simulate(e.oligos, preset("seed", sub=p),
+                    reads, _, _ = simulate(e.oligos, preset("paper", sub=p),
                                            seed=seed + 1000 * i + int(round(p * 1e4)))
                 row = _base_row(e, path, orig)
                 row.update(decode_row(e, orig, reads, with_msssim=p in (0.0, 0.01, 0.03, 0.05)))
@@ -409,7 +410,7 @@ def bench_noise(images: list[Path], points: list[str], rates: Iterable[float], o
     cfg = {"images": [p.name for p in images], "points": points, "rates": rates, "seed": seed,
            "codecs": codecs, "match": match, "parity": parity, "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "noise", "config": cfg,
-                        "channel": "substitutions only, exactly one read per oligo (preset 'seed')"}, fresh)
+                        "channel": "substitutions only, exactly one read per oligo (preset 'paper')"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "sub_rate"))}  # noqa: E731
     store.restrict({(lab, p.name, f"sub={r:g}") for p in images for r in rates
                     for lab in points + [f"{c}~{match}" for c in codecs]})

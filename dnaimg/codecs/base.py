@@ -14,7 +14,9 @@ Two kinds of stream:
 """
 from __future__ import annotations
 
-from dnaimg.dna.streams import Encoded, Received, Stream  # noqa: F401  (the interface's types)
+from dnaimg.dna.streams import Encoded, Received, Stream
+
+__all__ = ["Encoded", "Received", "Stream", "CodecError", "RateError", "DecodeError"]
 
 
 class CodecError(ValueError):

@@ -15,7 +15,6 @@ name) | latent channels (2) | levels (2) | codeword nt (1) | image height (2) | 
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,12 @@ import torch
 
 from dnaimg.codecs.base import DecodeError, Encoded, Received, Stream  # noqa: F401
 from dnaimg.dna import container
-from dnaimg.dna.container import DEFAULT_INNER, Layout, LayoutError, Written
+from dnaimg.dna.container import DEFAULT_INNER, Layout, Written
 from dnaimg.dna.header import DEFAULT_HEADER_COPIES, Header, HeaderV1
 from dnaimg.dna.codebook import get_codebook
-from dnaimg.dna.index import HEADER_BASE
-from dnaimg.image import ImageError, load_image, psnr  # noqa: F401  (part of this module's API)
+from dnaimg.image import load_image
 from dnaimg.zoo.model import resolve_precision
-from dnaimg.zoo.registry import ModelError, OperatingPoint, load_model, model_id, name_for_id, select_point
+from dnaimg.zoo.registry import OperatingPoint, load_model, model_id, name_for_id, select_point
 
 CODEC = "robust"
 CODEC_ID = 0

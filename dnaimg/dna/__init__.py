@@ -8,4 +8,6 @@
 - :mod:`.container`: streams -> oligos -> streams; :mod:`.reads`, :mod:`.consensus`: reads to
   per-oligo estimates; :mod:`.channel`: the synthesis/sequencing simulator; :mod:`.seqio`: FASTA/FASTQ.
 """
-from .alphabet import ALPHABET, UNKNOWN, decode, decode_many, encode, gc_fraction, revcomp, revcomp_str  # noqa: F401
+from .alphabet import ALPHABET, UNKNOWN, decode, decode_many, encode, gc_fraction, revcomp, revcomp_str
+
+__all__ = ["ALPHABET", "UNKNOWN", "decode", "decode_many", "encode", "gc_fraction", "revcomp", "revcomp_str"]

@@ -50,7 +50,7 @@ class Channel:
         return chr(33 + q)
 
 
-#: Profiles from DESIGN.md (DNA-Storalator presets, Press et al. 2020) and the seed's setting.
+#: Profiles of the field (DNA-Storalator presets, Press et al. 2020) and the setting of Pic & Antonini's experiment.
 PRESETS = {
     "miseq": Channel(sub=0.0013, ins=0.0006, dels=0.0010, long_del=0.00003, sigma=0.3,
                      description="Twist synthesis + Illumina MiSeq"),
@@ -60,8 +60,8 @@ PRESETS = {
                       description="HEDGES wet-lab error rates"),
     "nanopore": Channel(sub=0.022, ins=0.017, dels=0.020, long_del=0.0007, sigma=0.3,
                         description="IDT synthesis + Oxford Nanopore MinION"),
-    "seed": Channel(sub=0.01, coverage=1, sigma=0.0, exact_coverage=True,
-                    description="seed paper: substitutions only, one read per oligo"),
+    "paper": Channel(sub=0.01, coverage=1, sigma=0.0, exact_coverage=True,
+                    description="Pic & Antonini: substitutions only, one read per oligo"),
 }
 
 

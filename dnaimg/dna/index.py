@@ -30,6 +30,8 @@ import numba as nb
 import numpy as np
 import reedsolo
 
+from dnaimg.dna.galois import tables
+
 WORD = 3
 DATA_NIBBLES = 8
 PARITY_NIBBLES = 4
@@ -49,17 +51,7 @@ for _v, _w in enumerate(NIBBLE_WORDS):
     _WORD_TO_NIBBLE[_w[0] * 16 + _w[1] * 4 + _w[2]] = _v
 
 # GF(16) tables, primitive polynomial x^4 + x + 1 (0x13), generator 2: as reedsolo builds them.
-_GF_EXP = np.zeros(32, dtype=np.int64)
-_GF_LOG = np.zeros(16, dtype=np.int64)
-_x = 1
-for _i in range(15):
-    _GF_EXP[_i] = _x
-    _GF_LOG[_x] = _i
-    _x <<= 1
-    if _x & 0x10:
-        _x ^= 0x13
-for _i in range(15, 32):
-    _GF_EXP[_i] = _GF_EXP[_i - 15]
+_GF_EXP, _GF_LOG = tables(4, 0x13)
 
 SCRAMBLE_NIBBLE = 5   # position of the scrambling seed, written unmasked
 N_SCRAMBLE = 12       # seeds 0..11: their words are the 12 at distance >= 2, so one substitution

@@ -24,19 +24,12 @@ from functools import lru_cache
 import numpy as np
 import reedsolo
 
+from dnaimg.dna.galois import tables
+
 MAX_N = 255
 
 # GF(256) tables, primitive polynomial 0x11d, generator 2 (as reedsolo builds them)
-_EXP = np.zeros(512, dtype=np.int64)
-_LOG = np.zeros(256, dtype=np.int64)
-_x = 1
-for _i in range(255):
-    _EXP[_i] = _x
-    _LOG[_x] = _i
-    _x <<= 1
-    if _x & 0x100:
-        _x ^= 0x11D
-_EXP[255:510] = _EXP[:255]
+_EXP, _LOG = tables(8, 0x11D)
 
 
 def gf_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -160,7 +153,6 @@ def decode(data: np.ndarray, data_erased: np.ndarray, parity: np.ndarray, parity
     if pl.blocks == 0:
         rep["failed_columns"] = int(d_er.any(axis=0).sum())
         return data, d_er, rep
-    C = data.shape[1]
     for b in range(pl.blocks):
         idx = pl.block_rows(b)
         K, P = len(idx), pl.parity

@@ -1,4 +1,4 @@
-"""The compressive autoencoder of the seed method (Pic & Antonini, after Theis et al. 2017).
+"""The compressive autoencoder of Pic & Antonini (after Theis et al. 2017).
 
 Encoder: two 5x5 stride-2 convolutions (3 -> 64 -> 128), residual blocks, a last 5x5 stride-2
 convolution to ``channels`` latent maps, bounded by tanh.  The latent of an H x W image is
