@@ -320,18 +320,17 @@ def parse_codeword(nib: np.ndarray, valid: np.ndarray | None, parts: int, per_pa
     neither decodes; HeaderVersionError for a valid header of an unknown version."""
     last: HeaderError = HeaderError("header could not be corrected")
     n2 = 2 * codeword_bytes(parts, per_part)
-    if n2 >= 2 * (HEADER_PARITY + 8) and len(nib) >= n2:
-        for body in _rs_candidates(nib, valid, n2):
+    formats = []
+    if n2 >= 2 * (HEADER_PARITY + 8):
+        formats.append((n2, Header))                       # version 2 fills its parts
+    if -(-_V1_NIBBLES // per_part) == parts:
+        formats.append((_V1_NIBBLES, HeaderV1))            # version 1: 58 bytes whatever the length
+    for n_nib, kind in formats:
+        if len(nib) < n_nib:
+            continue
+        for body in _rs_candidates(nib, valid, n_nib):
             try:
-                return Header.unpack(body)
-            except HeaderVersionError:
-                raise
-            except HeaderError as e:
-                last = e
-    if -(-_V1_NIBBLES // per_part) == parts and len(nib) >= _V1_NIBBLES:
-        for body in _rs_candidates(nib, valid, _V1_NIBBLES):
-            try:
-                return HeaderV1.unpack(body)
+                return kind.unpack(body)
             except HeaderVersionError:
                 raise
             except HeaderError as e:
