@@ -150,6 +150,7 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     except LayoutError as e:
         raise DecodeError(f"unusable header: {e}") from None
     symbols = None
+    t_streams = None
     from dnaimg.codecs import robust
     try:
         if isinstance(h, HeaderV1):
@@ -163,6 +164,7 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
             if codec is None:
                 raise DecodeError(f"the DNA holds codec id {h.codec_id}, unknown to this dnaimg")
             received = container.read_streams(sorter, h, layout, progress)
+            t_streams = time.perf_counter()
             exact = all(r.exact for r in received)
             streams_rep = [r.report for r in received]
             n_oligos = max(s.first + s.n_data + container._parity_oligos(s, layout) for s in h.streams)
@@ -202,7 +204,12 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
                      "codeword_nt": params.codeword_nt})
     report = {"reads": stats.to_dict(), **rparts, "exact": exact, "image": info, "streams": streams_rep,
               "other_tags": other, "images_present": images, "header": h.to_dict(), "precision": precision,
-              "timing_s": {"reads": round(t_sort - t0, 3), "streams_and_image": round(t_image - t_sort, 3)}}
+              "timing_s": {"reads": round(t_sort - t0, 3)}}
+    if t_streams is not None:       # (version 1 decodes its oligos and draws the image in one call)
+        report["timing_s"].update({"headers_and_oligos": round(t_streams - t_sort, 3),
+                                   "image": round(t_image - t_streams, 3)})
+    else:
+        report["timing_s"]["headers_oligos_and_image"] = round(t_image - t_sort, 3)
     return DecodeResult(image, codec, h, exact, report, symbols)
 
 

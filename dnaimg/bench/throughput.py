@@ -31,7 +31,8 @@ def status_mb(key):
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
-from dnaimg.codecs.robust import decode_reads, load_model
+from dnaimg.codecs.robust import decode_reads
+from dnaimg.zoo.registry import load_model
 from dnaimg.dna.seqio import ReadBatches
 import numpy as np
 from PIL import Image
@@ -131,7 +132,7 @@ def main(argv=None):
            "decode_over_parse": dec["decode_s"] / t_parse, "decode_peak_rss_mb": dec["peak_rss_mb"],
            "rss_before_reads_mb": dec["rss_before_reads_mb"],
            "dna_path_s": dna_s, "dna_path_reads_per_s": n_reads / dna_s, "dna_path_over_parse": dna_s / t_parse,
-           "network_s": dec["report"]["timing_s"]["network"],
+           "network_s": dec["report"]["timing_s"]["image"],
            "decode_report": dec["report"]}
     print(json.dumps(res, indent=2))
     if a.json:
