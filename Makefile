@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel setup clean
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel wheel-check setup clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PY) -m dnaimg.bench_dna
+	$(PY) -m dnaimg.bench.speed
 
 # the committed results in docs/results (all 24 Kodak images; add QUICK=--quick for a few minutes' run)
 KODAK ?= ../shared/data/kodak
@@ -39,6 +39,10 @@ bench-noise: $(STAMP)
 
 bench-channel: $(STAMP)
 	$(VENV)/bin/dnaimg bench channel --images $(KODAK) --out docs/results/channel --coverages 1,2,3,5,10,20 -j 2 $(QUICK)
+
+# build the wheel, install it in a fresh venv and encode/decode with it from outside the tree
+wheel-check:
+	bash scripts/check_wheel.sh
 
 clean:
 	rm -rf $(VENV) out

@@ -14,4 +14,11 @@ echo "== dnaimg simulate out/demo.fasta -o out/demo_reads.fastq --sub-rate 0.03"
 dnaimg simulate out/demo.fasta -o out/demo_reads.fastq --sub-rate 0.03
 echo "== dnaimg decode out/demo_reads.fastq -o out/demo.png --reference $IMG"
 dnaimg decode out/demo_reads.fastq -o out/demo.png --reference "$IMG" -q
-echo "== done: out/demo.fasta (oligos to order), out/demo_reads.fastq (simulated reads), out/demo.png (decoded)"
+echo "== dnaimg encode $IMG -o out/demo_avif.fasta --codec avif --rate 0.8 --redundancy 0.2   (a classic codec, exact recovery)"
+dnaimg encode "$IMG" -o out/demo_avif.fasta --codec avif --rate 0.8 --redundancy 0.2 -q
+echo "== dnaimg simulate out/demo_avif.fasta -o out/demo_avif.fastq --preset nextseq --coverage 6 --dropout 0.05"
+dnaimg simulate out/demo_avif.fasta -o out/demo_avif.fastq --preset nextseq --coverage 6 --dropout 0.05
+echo "== dnaimg decode out/demo_avif.fastq -o out/demo_avif.png --reference $IMG --strict"
+dnaimg decode out/demo_avif.fastq -o out/demo_avif.png --reference "$IMG" --strict -q
+echo "== done: out/demo.fasta (oligos to order), out/demo_reads.fastq (simulated reads), out/demo.png (decoded);"
+echo "   out/demo_avif.* the same with AVIF bytes, an outer code and 5 % of the oligos lost"

@@ -270,7 +270,7 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
             blocks.append(np.stack(olis))
             bits += int(round(vals.size * np.log2(s.levels)))
             if p.outer.blocks:
-                par = outer.encode(_words_rows(vals, info.key, p), p.outer)
+                par = outer.encode(_words_rows(vals, info.key, s.levels, p), p.outer)
                 chunks = _words_parity_chunks(par, layout, inner)
                 pol, _ = bytecode.encode_oligos(layout, tag, info.first + p.n_data + np.arange(len(chunks)),
                                                 bytecode.inner_encode(chunks, inner))
@@ -280,14 +280,14 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
     return Written(np.concatenate(blocks), names, header, len(heads), layout, plans, bits)
 
 
-def _words_rows(vals: np.ndarray, key: int, p: StreamPlan) -> np.ndarray:
-    """Values -> (n_data, V) rows in oligo order, as :func:`dnaimg.dna.words.data_oligos` lays them
-    (the tail of the last oligo holds filler values)."""
+def _words_rows(vals: np.ndarray, key: int, levels: int, p: StreamPlan) -> np.ndarray:
+    """Values -> (n_data, V) rows in oligo order, exactly as :func:`dnaimg.dna.words.data_oligos`
+    lays them (the tail of the last oligo holds the filler values ``i % levels``)."""
     total = vals.size
     perm = interleaver(total, key)
     slots = np.empty(p.n_data * p.row_width, dtype=np.int64)
     slots[:total] = vals[perm]
-    slots[total:] = np.arange(p.n_data * p.row_width - total) % max(1, int(vals.max(initial=0)) + 1)
+    slots[total:] = np.arange(p.n_data * p.row_width - total) % levels
     return slots.reshape(p.n_data, p.row_width)
 
 
@@ -445,7 +445,7 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
     if info.kind == KIND_BYTES:
         bd = bytecode.data_bytes_per_payload(P, info.inner)
         pl = outer.Plan(info.n_data, info.blocks, info.parity)
-        if info.length > info.n_data * bd or info.length <= (info.n_data - 1) * bd:
+        if info.length > info.n_data * bd or (info.n_data > 1 and info.length <= (info.n_data - 1) * bd):
             raise ContainerError(f"header is inconsistent: stream {si} length does not match its oligos")
         rows, ok, rep = _bytes_rows(sorter, tag, info.first, info.n_data + pl.parity_rows, P, info.inner)
         er = np.repeat(~ok[:, None], bd, axis=1)

@@ -26,7 +26,7 @@ A future version keeps the prefix and the final CRC32, so a decoder checks the C
 reads the version: junk never reads as "another format version".
 
 **Format version 1** (robust codec only, written by dnaimg 0.1): :class:`HeaderV1`, magic "DI",
-a fixed 42-byte header (58 with parity).  Still decoded.
+a fixed 37-byte header (53 with parity).  Still decoded.
 
 **Reading** (:func:`find_headers`): per image tag, the reads of each header oligo are combined
 (consensus), each copy is corrected on its own, then a nibble-wise majority over the copies,
@@ -130,6 +130,9 @@ class Header:
                            self.primer_r_nt, len(self.streams), len(self.meta))
         body += b"".join(s.pack() for s in self.streams) + bytes(self.meta)
         n = struct.calcsize(_PREFIX) + len(body) + 4
+        if n > 255 - HEADER_PARITY:
+            raise HeaderError(f"a header of {n} bytes does not fit one Reed-Solomon codeword "
+                              f"(at most {255 - HEADER_PARITY}): fewer streams or less codec metadata")
         data = struct.pack(_PREFIX, MAGIC, self.version, n) + body
         return data + struct.pack("<I", zlib.crc32(data))
 
@@ -324,7 +327,7 @@ def parse_codeword(nib: np.ndarray, valid: np.ndarray | None, parts: int, per_pa
     if n2 >= 2 * (HEADER_PARITY + 8):
         formats.append((n2, Header))                       # version 2 fills its parts
     if -(-_V1_NIBBLES // per_part) == parts:
-        formats.append((_V1_NIBBLES, HeaderV1))            # version 1: 58 bytes whatever the length
+        formats.append((_V1_NIBBLES, HeaderV1))            # version 1: 53 bytes whatever the length
     for n_nib, kind in formats:
         if len(nib) < n_nib:
             continue
@@ -369,7 +372,7 @@ def decode_header(sorter, tag: int) -> tuple[Header | HeaderV1 | None, str, set]
             continue
         seen_parts = max(p for c in copies for p in copies[c]) + 1
         # version 2 fills its parts: the number of parts is the highest part seen; version 1
-        # has 58 bytes whatever the oligo length
+        # has 53 bytes whatever the oligo length
         options_parts = sorted({seen_parts, -(-_V1_NIBBLES // per_part)})
         valid: list = []
         for parts in options_parts:

@@ -79,7 +79,8 @@ def data_oligos(layout, tag: int, key: int, symbols: np.ndarray, words: np.ndarr
     perm = interleaver(total, key)
     slots = np.empty(N * V, dtype=np.int64)
     slots[:total] = flat[perm]
-    # the tail of the last oligo: deterministic filler values
+    # the tail of the last oligo: deterministic filler values (i % levels; the container's outer
+    # code computes its parity over the same values)
     slots[total:] = np.arange(N * V - total) % words.shape[0]
     out = []
     for k in range(N):
