@@ -96,28 +96,30 @@ def test_random_junk_is_rejected():
 
 
 def test_rescue_pass_recovers_most_failures_and_never_takes_junk():
-    from dnaimg.dna.index import TABLES, rescue_index
+    """The second pass as decoding runs it: rescue_batch over packed reads."""
+    from dnaimg.dna.consensus import pack
+    from dnaimg.dna.index import TABLES, rescue_batch
     rng = np.random.default_rng(5)
     wanted = np.zeros(3000, dtype=bool)
     wanted[rng.choice(3000, 100, replace=False)] = True
     targets = np.flatnonzero(wanted)
-    failed = rescued = wrong = 0
+    failed, truth = [], []
     for _ in range(1500):
         num, sc = int(rng.choice(targets)), int(rng.integers(12))
         nt = encode_index(num, sc, 9)
         m = rng.random(INDEX_NT) < 0.05
         nt[m] = (nt[m] + rng.integers(1, 4, m.sum())) % 4
         ins = np.concatenate([nt, rng.integers(0, 4, 20)]).astype(np.uint8)
-        if read_index_py(ins) is not None:
-            continue
-        failed += 1
-        ok, n2, s2, _ = rescue_index(ins, 9, wanted, *TABLES)
-        if ok:
-            rescued += (n2, s2) == (num, sc)
-            wrong += (n2, s2) != (num, sc)
-    assert rescued > 0.6 * failed and wrong <= 2
-    junk = sum(rescue_index(rng.integers(0, 4, 60).astype(np.uint8), 9, wanted, *TABLES)[0] for _ in range(5000))
-    assert junk == 0
+        if read_index_py(ins) is None:
+            failed.append(ins)
+            truth.append((num, sc))
+    ok, number, scramble, _ = rescue_batch(*pack(failed), 9, wanted, *TABLES)
+    got = [(int(n), int(s)) for n, s in zip(number[ok], scramble[ok])]
+    want = [t for t, k in zip(truth, ok) if k]
+    rescued = sum(g == w for g, w in zip(got, want))
+    assert rescued > 0.6 * len(failed) and len(got) - rescued <= 2
+    junk = rescue_batch(*pack([rng.integers(0, 4, 60).astype(np.uint8) for _ in range(5000)]), 9, wanted, *TABLES)[0]
+    assert junk.sum() == 0
 
 
 def _damaged_inserts(n, seed):

@@ -23,7 +23,7 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable
 
@@ -498,13 +498,3 @@ def _parity_oligos(s: StreamInfo, layout: Layout) -> int:
         return rows
     bd = bytecode.data_bytes_per_payload(layout.payload_nt, s.inner)
     return rows * -(-values_per_oligo(layout, s.codeword_nt) // bd)
-
-
-@dataclass
-class ReadsSummary:
-    """What :func:`open_reads` found: the sorted reads and the headers per image tag."""
-    sorter: ReadSorter
-    headers: dict
-    why: dict
-    reads_per_tag: dict
-    layout: Layout = field(default_factory=Layout)

@@ -258,12 +258,6 @@ def _decode_nibbles_ws(c, erased, n_erased, exp, log, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def _decode_nibbles(c, erased, n_erased, exp, log, out):
-    """:func:`_decode_nibbles_ws` (kept for its old name)."""
-    return _decode_nibbles_ws(c, erased, n_erased, exp, log, out)
-
-
-@nb.njit(cache=True, nogil=True)
 def _word_value(seq, p, k, w2n):
     """Nibble of the 3-nt word at seq[p:p+3] for codeword position k, or -1 if it is not a valid
     word there (the seed's position takes only the 12 strong words)."""
@@ -402,7 +396,7 @@ def _popcount(x):
 
 @nb.njit(cache=True, nogil=True)
 def _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res):
-    """The decoding step of :func:`decode_index_nt` on parsed words (``u``, ``res``: scratch)."""
+    """The decoding step of :func:`decode_index_nt_ws` on parsed words (``u``, ``res``: scratch)."""
     total_e = ne + (1 if s_erased else 0)
     if total_e > MAX_ERASURES:
         return 0, total_e
@@ -434,21 +428,14 @@ def _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out, u, res):
 
 @nb.njit(cache=True, nogil=True)
 def decode_index_nt_ws(nts, w2n, exp, log, masks, out, ws):
-    """:func:`decode_index_nt` with an int64 workspace ``ws`` (>= INDEX_WS_LEN): no allocation."""
+    """36 nt -> unmasked codeword nibbles in ``out`` (12,), with an int64 workspace ``ws``
+    (>= INDEX_WS_LEN): no allocation.  Returns (status, erasures): status 0 fail, 1 exact or
+    erasures filled, 2 one error corrected."""
     c = ws[_WS_C:_WS_C + NIBBLES]
     erased = ws[_WS_ERASED:_WS_ERASED + NIBBLES]
     ne, s_erased = _parse_words(nts, w2n, c, erased)
     return _decode_parsed(c, erased, ne, s_erased, exp, log, masks, out,
                           ws[_WS_U:_WS_U + NIBBLES], ws[_WS_RES:_WS_RES + NIBBLES])
-
-
-@nb.njit(cache=True, nogil=True)
-def decode_index_nt(nts, w2n, exp, log, masks, out):
-    """36 nt -> unmasked codeword nibbles in ``out`` (12,).
-
-    Returns (status, erasures): status 0 fail, 1 exact or erasures filled, 2 one error corrected."""
-    ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
-    return decode_index_nt_ws(nts, w2n, exp, log, masks, out, ws)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -832,7 +819,9 @@ def _solve_syn(u, pos, npos, s0, s1, s2, s3, exp, log, out, A):
 
 @nb.njit(cache=True, nogil=True)
 def _solve_erasures_ws(u, pos, npos, exp, log, out, trial, A):
-    """:func:`_solve_erasures` with scratch ``trial`` (12,) and ``A`` (>= 4 * 13)."""
+    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
+    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i), with scratch ``trial`` (12,) and
+    ``A`` (>= 4 * 13).  Returns whether a consistent filling exists; it is unique when it does."""
     for k in range(NIBBLES):
         trial[k] = u[k]
     for k in range(npos):
@@ -842,20 +831,10 @@ def _solve_erasures_ws(u, pos, npos, exp, log, out, trial, A):
 
 
 @nb.njit(cache=True, nogil=True)
-def _solve_erasures(u, pos, npos, exp, log, out):
-    """Fill ``npos`` (<= 4) erased positions of codeword ``u`` so that all 4 syndromes vanish
-    (Gaussian elimination over GF(16) on sum_k E_k X_k^i = S_i).  Returns whether a consistent
-    filling exists; it is unique when it does."""
-    ws = np.empty(INDEX_WS_LEN, dtype=np.int64)
-    return _solve_erasures_ws(u, pos, npos, exp, log, out, ws[_WS_RES:_WS_RES + NIBBLES],
-                              ws[_WS_A:_WS_A + PARITY_NIBBLES * _A_STRIDE])
-
-
-@nb.njit(cache=True, nogil=True)
 def _may_be_wanted(u, emask, want_tag, wanted):
     """Can filling the positions in ``emask`` (bit k = position k) of ``u`` give an index with tag
     ``want_tag`` and a wanted number?  The other nibbles are kept as they are, so this is known
-    before solving; False means that :func:`rescue_index` would drop the solution anyway."""
+    before solving; False means that :func:`rescue_index_ws` would drop the solution anyway."""
     for k in range(DATA_NIBBLES - 2, DATA_NIBBLES):      # the tag's two nibbles
         if (emask >> k) & 1 == 0 and u[k] != (want_tag >> (4 * (DATA_NIBBLES - 1 - k))) & 15:
             return False
@@ -876,7 +855,12 @@ def _may_be_wanted(u, emask, want_tag, wanted):
 
 @nb.njit(cache=True, nogil=True)
 def rescue_index_ws(insert, want_tag, wanted, w2n, exp, log, masks, ws, buf):
-    """:func:`rescue_index` without allocation (``ws``, ``buf`` as for :func:`read_index_ws`).
+    """Second chance for a read whose index did not decode, once the header is known: up to 4
+    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
+    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
+    and it is unique: a random index lands there with probability ~ missing/2^20/256.
+    Returns (ok, number, scramble, consumed).  No allocation (``ws``, ``buf`` as for
+    :func:`read_index_ws`).
 
     Same results as the plain hypothesis-by-hypothesis search: the answer is taken only if every
     solution found has the same (number, seed), so the search stops at the second distinct one,
@@ -994,18 +978,6 @@ def rescue_index_ws(insert, want_tag, wanted, w2n, exp, log, masks, ws, buf):
     return False, 0, 0, 0
 
 
-@nb.njit(cache=True, nogil=True)
-def rescue_index(insert, want_tag, wanted, w2n, exp, log, masks):
-    """Second chance for a read whose index did not decode, once the header is known: up to 4
-    erasures, or one error with up to 2, or one indel with up to 3, but the answer is taken only
-    if its tag is ``want_tag`` and its number is one of the still-missing oligos (``wanted[k]``)
-    and it is unique: a random index lands there with probability ~ missing/2^20/256.
-    Returns (ok, number, scramble, consumed).  (Allocates a workspace per call: in a loop, use
-    :func:`rescue_index_ws`.)"""
-    ws, buf = new_index_workspace()
-    return rescue_index_ws(insert, want_tag, wanted, w2n, exp, log, masks, ws, buf)
-
-
 TABLES = (_WORD_TO_NIBBLE, _GF_EXP, _GF_LOG, _MASKS)
 
 
@@ -1018,7 +990,7 @@ def read_index_py(insert: np.ndarray):
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def rescue_batch(flat, offs, want_tag, wanted, w2n, exp, log, masks):
-    """:func:`rescue_index` over reads packed as ``flat[offs[r]:offs[r+1]]``, in parallel (over
+    """:func:`rescue_index_ws` over reads packed as ``flat[offs[r]:offs[r+1]]``, in parallel (over
     blocks of reads, one workspace per block)."""
     n = offs.shape[0] - 1
     ok = np.zeros(n, dtype=np.bool_)

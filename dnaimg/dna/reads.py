@@ -9,7 +9,6 @@ by (tag, oligo number, scrambling seed), for the consensus.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numba as nb
@@ -645,14 +644,6 @@ class ReadSorter:
         """Every (tag, number, seed) and its reads (built on demand: prefer :meth:`best_slots`)."""
         tags, numbers, seeds, _ = self.slot_fields()
         return {key: self.group(s) for s, key in enumerate(zip(tags.tolist(), numbers.tolist(), seeds.tolist()))}
-
-    @property
-    def by_oligo(self) -> dict[tuple[int, int], list[int]]:
-        tags, numbers, seeds, _ = self.slot_fields()
-        d = defaultdict(list)
-        for t, k, s in zip(tags.tolist(), numbers.tolist(), seeds.tolist()):
-            d[(t, k)].append(s)
-        return dict(d)
 
     def reads_per_tag(self) -> dict[int, int]:
         tags, _, _, counts = self.slot_fields()

@@ -65,19 +65,6 @@ def build_repair_table(active):
 
 
 @nb.njit(cache=True, nogil=True)
-def words_to_codes(nts, n):
-    """Flat nucleotide array (K*n,) -> K base-4 codes."""
-    K = nts.shape[0] // n
-    out = np.empty(K, dtype=np.int64)
-    for k in range(K):
-        c = 0
-        for j in range(n):
-            c = (c << 2) | (nts[k * n + j] & 3)
-        out[k] = c
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
 def repair_with_table(nts, n, table):
     """Flat nucleotide array (K*n,) -> K repaired values, via the lookup table."""
     K = nts.shape[0] // n

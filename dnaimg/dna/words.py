@@ -21,9 +21,8 @@ import numpy as np
 from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
 from dnaimg.dna.constraints import oligo_ok
 from dnaimg.dna.index import N_SCRAMBLE, encode_index
-from dnaimg.dna.prng import SIGMAS_INV, interleaver, whiten, whitening_keys
+from dnaimg.dna.prng import interleaver, whiten, whitening_keys
 from dnaimg.dna.reads import gather_reads
-from dnaimg.dna.repair import Repairer
 
 
 class WordsError(ValueError):
@@ -189,24 +188,11 @@ def _resync(read, n, count, expected_len, keys, sig_inv, table, dist, indel_cost
     return vals, bad
 
 
-def payload_values(payload: np.ndarray, number: int, scramble: int, tag: int, repairer: Repairer,
-                   count: int, expected_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Payload nt of a data oligo (consensus or a single read, any length) -> (values, per
-    codeword whether it had to be repaired).  Values that could not be read at all are -1."""
-    n = repairer.n
-    keys = whitening_keys(tag, number, scramble, count)
-    p = np.ascontiguousarray(payload, dtype=np.uint8)
-    if expected_len is None:
-        expected_len = len(p)
-    vals, bad = _resync(p, n, count, expected_len, keys, SIGMAS_INV, repairer.table, repairer.dist,
-                        RESYNC_INDEL_COST, RESYNC_DRIFT)
-    return vals, bad
-
-
 @nb.njit(cache=True, nogil=True, parallel=True)
 def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_nt, n, count, table, dist, sig_inv,
                          few_reads, indel_cost, dmax):
-    """:func:`payload_values` for every data oligo at once, in parallel.
+    """The values of every data oligo of a words stream at once, in parallel (the resynchronising
+    codeword decoder :func:`_resync` on each oligo's consensus or reads).
 
     Oligo ``k0 + k`` has the reads ``order[first[slot[k]]:first[slot[k]+1]]`` of the packed store
     (read ``r`` is ``flat[offs[r]:offs[r+1]]``), or none when ``slot[k] < 0``; its scrambling seed is

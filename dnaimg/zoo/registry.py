@@ -204,14 +204,6 @@ def default_point(name: str) -> OperatingPoint:
     return min(pts, key=lambda p: abs(p.payload_nt_per_pixel - 1.0))
 
 
-def point_for(name: str, channels: int, levels: int, codeword_nt: int) -> OperatingPoint | None:
-    """The declared point of model ``name`` with these parameters (None if the card has none)."""
-    for p in operating_points(card(name)):
-        if (p.channels, p.levels, p.codeword_nt) == (channels, levels, codeword_nt):
-            return p
-    return None
-
-
 def select_point(model: str | None = None, rate: float | None = None, noise_trained: bool = False,
                  cost=None) -> OperatingPoint:
     """The operating point to encode with.
