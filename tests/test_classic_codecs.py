@@ -164,6 +164,8 @@ def test_lossy_rejects_other_layouts(codec):
 def test_bad_images_and_qualities(smooth):
     with pytest.raises(CodecError, match=r"unsupported image: shape \(4, 4, 2\) dtype uint8"):
         compress(np.zeros((4, 4, 2), np.uint8), "png")
+    with pytest.raises(CodecError, match=r"unsupported image: shape \(4, 4, 19\) dtype uint8"):
+        compress(np.zeros((4, 4, 19), np.uint8), "png")                # 19 = 0x13: not 16-bit RGB
     with pytest.raises(CodecError, match="unsupported image: shape \\(4, 4\\) dtype float32"):
         compress(np.zeros((4, 4), np.float32), "png")
     with pytest.raises(CodecError, match=r"image sides must be 1\.\.65535 px, got 0x5"):

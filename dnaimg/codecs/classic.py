@@ -12,7 +12,7 @@ Codecs, their stable ids (written into DNA: never change them) and what ``qualit
     jxl-lossless   7  lossless  ignored (None)                  imagecodecs (libjxl)
 
 Aliases: ``jpg`` -> jpeg, ``j2k`` / ``jp2`` -> jpeg2000, ``jpegxl`` -> jxl (names are case-insensitive).
-Higher quality always means more bytes.
+Higher quality means more bytes (:func:`quality_for` assumes it).
 
 Inputs.  Lossy codecs take ``uint8`` HxWx3 (RGB) or HxW (gray).  Gray is coded as one gray plane by
 jpeg, jpeg2000, avif (4:0:0) and jxl; WebP has no gray mode, so a gray image is coded as RGB (R=G=B)
@@ -32,12 +32,13 @@ Settings (each lossy codec at its strongest settings for RGB PSNR per byte; see 
   codestream), 9/7 irreversible wavelet, the multi-component (YCbCr-like) transform ``mct=1`` for RGB
   (without it RGB is coded plane by plane, far worse), raw ``.j2k`` codestream (no JP2 boxes).  Rate
   mode targets the size directly; :func:`quality_for` searches the float bpp until the stream fits.
-- **avif**: ``speed=2`` (libaom, slow and small: about 2 s for 768x512 on 2 cores, speed 6 is 15x
-  faster for ~1.5 % more bytes), chroma ``subsampling="4:4:4"`` and ``advanced={"tune": "psnr"}`` (see
-  the measurements), full range; gray images as 4:0:0.  Pillow 13's save options ``speed`` and
-  ``subsampling`` were checked by reading the plugin and by saving (4:4:4 and 4:2:0 give different
-  streams; speed 2 is 15x slower than 6).
-- **jxl**: ``imagecodecs.jpegxl_encode(img, level=quality, effort=JXL_EFFORT)`` (VarDCT; ``level`` maps
+- **avif**: ``speed=2`` (libaom, slow and small: 2-4 s per encode of 768x512 on 2 cores, so about
+  25 s for a :func:`quality_for` search; speed 6 is 15x faster for ~1.5 % more bytes), chroma
+  ``subsampling="4:4:4"`` and ``advanced={"tune": "psnr"}`` (libaom's PSNR tuning: +0.3-0.6 dB at
+  equal bytes, see the measurements), full range; gray images as 4:0:0.  Pillow 13's save options
+  ``speed``, ``subsampling`` and ``advanced`` were checked by reading the plugin and by saving (each
+  changes the stream; speed 2 is 15x slower than 6).
+- **jxl**: ``imagecodecs.jpegxl_encode(img, level=quality, effort=7)`` (VarDCT; ``level`` maps
   to the butteraugli distance with libjxl's ``JxlEncoderDistanceFromQuality``: 0 -> 25, 90 -> 1.0,
   99 -> 0.19).  Level 100 is excluded: it means distance 0 in VarDCT mode, a stream larger than the
   lossless one (585 kB vs 347 kB on a 768x512 photo), so the range stops at 99.
@@ -45,13 +46,16 @@ Settings (each lossy codec at its strongest settings for RGB PSNR per byte; see 
   (16-bit gray); Pillow has no 16-bit RGB mode, so uint16 HxWx3 goes through libpng
   (``imagecodecs.png_encode(level=9)``).  All PNGs are decoded with libpng (``imagecodecs.png_decode``),
   which gives the stream's exact bit depth and channel count back.
-- **jxl-lossless**: ``imagecodecs.jpegxl_encode(img, lossless=True, effort=JXL_LOSSLESS_EFFORT)``
-  (modular mode, bit exact for all five input layouts).
+- **jxl-lossless**: ``imagecodecs.jpegxl_encode(img, lossless=True, effort=9)`` (modular mode, bit
+  exact for all five input layouts; ~2 s for a 768x512 RGB photo on 2 cores).
 
 Errors.  Everything raises :class:`~dnaimg.codecs.base.CodecError` (unknown codec, bad image or
 quality, a stream that does not decode: every exception of Pillow / imagecodecs is caught and re-raised
 as CodecError with a one-line message), or :class:`~dnaimg.codecs.base.RateError` when even the lowest
-quality does not fit.
+quality does not fit.  A decoder only sees damage the format can see: PNG chunk CRCs are all checked
+before decoding (libpng itself merely warns about a bad zlib check), a truncated stream fails for every
+codec, but flipped bytes inside JPEG / WebP / AVIF / JPEG XL data may decode to a damaged image (the
+container's CRC32 is what says whether a stream is exact).
 
 Meta bytes (:meth:`ClassicCodec.encode` -> ``Encoded.meta``, written into DNA), 5 bytes::
 
@@ -74,17 +78,59 @@ API::
 
 Measurements (training photographs only; Kodak never used for tuning)
 ---------------------------------------------------------------------
-CPU: ``lscpu | grep 'Model name'`` -> ``AMD EPYC`` (2 cores available).  Images: 6 of the 1024x768
-photos of ``/work/shared/data/train/CSun_Hays80`` (every 6th of the sorted 1024x768 ones: aqueduct,
-cavern_indoor, forest_needleleaf, lift_bridge, ruin, viaduct), as two sets: ``down2`` = box-reduced 2x
-to 512x384 (removes the source JPEG's own 4:2:0 chroma and blocking, which would bias the comparison
-toward 4:2:0) and ``crop`` = the central 768x512 at native resolution.  For each image and setting a
-quality sweep gives (bpp, RGB PSNR) points; PSNR is interpolated (linear in log bpp) at 0.25 / 0.5 /
-1.0 bpp, i.e. at equal bytes, and averaged over the 6 images.  Command::
+CPU: ``lscpu | grep 'Model name'`` -> ``AMD EPYC`` (2 cores available; Pillow 13.0.0, libavif 1.4.2
+with aom, libwebp 1.6.0, libjpeg-turbo (API 6.2), OpenJPEG 2.5.4, imagecodecs 2026.3.6).  Images: 6 of
+the 1024x768 photos of ``/work/shared/data/train/CSun_Hays80`` (every 6th of the sorted 1024x768 ones:
+aqueduct, cavern_indoor, forest_needleleaf, lift_bridge, ruin, viaduct), in three sets:
 
-    python /tmp/clm/measure.py {down2|crop} <settings> <tag>     (script reproduced in the report)
+- ``down2``: ``Image.reduce(2)`` (2x2 box) to 512x384: removes the source JPEG's own 4:2:0 chroma and
+  8x8 blocking, which would favour 4:2:0 and DCT8-only coding;
+- ``crop``: the 768x512 crop at (128, 128), native resolution, *on* the source's 8x8/16x16 JPEG grid
+  (biased: re-coding aligned DCT8 blocks is cheap);
+- ``cropodd``: the 768x512 crop at (131, 133), native resolution, off that grid.
 
-MEASUREMENTS_TABLE
+For each image and setting a quality sweep (jpeg 1,3,5,8,12,16,20,25,30,40..90,95; avif 0,10..90;
+jxl 0,10..90,95) gives (bpp, RGB PSNR) points; PSNR is interpolated linearly in log(bpp) at 0.25 /
+0.5 / 1.0 bpp, i.e. at equal bytes, and averaged over the images.  Command (script in the report of
+the change that added this module)::
+
+    .venv/bin/python measure.py {down2|crop|cropodd} jpeg420,jpeg444,... <tag>
+
+Mean RGB PSNR (dB) at 0.25 / 0.5 / 1.0 bpp::
+
+    JPEG (optimize=True)      down2                 crop                  cropodd
+    4:2:0 baseline       25.33 27.79 30.47     25.79 28.58 31.87     25.70 28.48 31.73   <- chosen
+    4:4:4 baseline       24.63 27.57 30.35     25.03 28.27 31.56     24.95 28.17 31.42
+    4:2:0 progressive    25.05 27.70 30.53     25.58 28.53 32.10
+    4:4:4 progressive    24.21 27.41 30.31     24.70 28.15 31.61
+
+    AVIF (speed=2)            down2                 crop                  cropodd
+    4:2:0                27.80 30.26 33.57
+    4:4:4                27.85 30.29 33.63     28.38 31.51 37.69
+    4:2:0 tune=psnr      28.01 30.59 33.97     28.61 31.87 37.76     28.52 31.41 35.37
+    4:4:4 tune=psnr      28.14 30.75 34.26     28.72 32.09 38.10     28.64 31.57 35.60   <- chosen
+    (seconds per encode, mean over the sweep: ~2.0 at 512x384, ~3.8 at 768x512)
+
+    JPEG XL lossy, effort  down2                 crop                  cropodd             s/encode 768x512
+    (the 5 images that reach 0.25 bpp at every effort; forest_needleleaf needs effort >= 8 for it)
+    1 (= 2)                                     27.78 30.66 36.46                           0.03
+    3                    27.69 30.00 32.94     28.42 31.34 37.43     28.35 30.96 34.43     0.03
+    4                    27.70 29.95 32.90     28.41 31.28 37.36                           0.03
+    5                                          28.27 31.25 36.98                           0.08
+    6                                          28.35 31.35 36.89                           0.12
+    7                    27.63 30.12 33.27     28.33 31.35 36.91     28.30 31.20 34.82     0.15-0.20  <- chosen
+    8                                          28.25 31.35 36.89     28.27 31.20 34.82     0.55-0.64
+    9                    27.62 30.14 33.32     28.27 31.36 36.90     28.28 31.21 34.84     0.80-0.87
+
+    JPEG XL lossless (cropodd, uint8 RGB 768x512)   effort 5: 7.506 bpp 0.26 s, 7: 7.116 bpp 0.51 s,
+        8: 7.085 bpp 1.52 s, 9: 7.034 bpp 2.11 s (<- chosen), 10: 7.051 bpp 6.49 s
+
+Conclusions.  JPEG: 4:2:0 beats 4:4:4 by 0.1-0.75 dB everywhere; progressive loses at 0.25/0.5 bpp.
+AVIF: 4:4:4 beats 4:2:0 (+0.03..0.3 dB) and tune=psnr adds 0.3-0.6 dB at every rate.  JPEG XL: effort
+3 only wins on the grid-aligned crop (the source's own DCT8 blocks); off the grid and downscaled,
+efforts 7, 8 and 9 tie within 0.05 dB and beat the low efforts by 0.2-0.4 dB at 0.5-1 bpp, and 7 is
+4-5x faster than 9 (one quality_for search: ~7 encodes), so 7.  Lossless JPEG XL: effort 9, the
+smallest, ~2 s per 768x512 RGB image (effort 10 is larger and 3x slower).
 """
 from __future__ import annotations
 
@@ -155,6 +201,13 @@ _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "jpeg2000": "JPEG2000", "avif": "
 _LAYOUTS = {0x01: (np.uint8, 1), 0x03: (np.uint8, 3), 0x04: (np.uint8, 4),
             0x11: (np.uint16, 1), 0x13: (np.uint16, 3)}
 _LOSSY_LAYOUTS = (0x01, 0x03)
+_CODE_OF = {(np.dtype(d), c): code for code, (d, c) in _LAYOUTS.items()}
+
+
+def _code_of(a: np.ndarray) -> int | None:
+    """The layout code of an array, None if unsupported."""
+    ch = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
+    return _CODE_OF.get((a.dtype, ch))
 _META = struct.Struct(">BHH")
 
 
@@ -176,9 +229,8 @@ def check_codec(name) -> str:
 def _layout_code(img) -> tuple[np.ndarray, int]:
     """(contiguous array, layout code) of a supported image; CodecError otherwise."""
     a = np.asarray(img)
-    ch = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
-    code = (ch | (0x10 if a.dtype == np.uint16 else 0)) if a.dtype in (np.uint8, np.uint16) else -1
-    if code not in _LAYOUTS:
+    code = _code_of(a)
+    if code is None:
         raise CodecError(f"unsupported image: shape {a.shape} dtype {a.dtype} (expected uint8 HxW, HxWx3, "
                          f"HxWx4 or uint16 HxW, HxWx3)")
     if min(a.shape[:2]) < 1 or max(a.shape[:2]) > MAX_SIDE:
@@ -372,20 +424,14 @@ def decompress(data: bytes, codec: str, channels: int | None = None) -> np.ndarr
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
-    ch = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
-    ok = (ch | (0x10 if a.dtype == np.uint16 else 0)) in _LAYOUTS and a.dtype in (np.uint8, np.uint16)
-    if not CODECS[codec].lossless:
-        ok = ok and a.dtype == np.uint8 and ch in (1, 3)
-    if not ok or a.size == 0:
+    code = _code_of(a)
+    ch = _LAYOUTS[code][1] if code is not None else 0
+    if code is None or a.size == 0 or (not CODECS[codec].lossless and code not in _LOSSY_LAYOUTS):
         raise CodecError(f"{codec}: the stream decodes to an unsupported array {a.shape} {a.dtype}")
-    if channels is not None:
+    if channels is not None and channels != ch:
         if CODECS[codec].lossless or channels not in (1, 3):
-            if not (CODECS[codec].lossless and channels == ch):
-                raise CodecError(f"{codec}: cannot convert the decoded {a.shape} image to {channels} channels")
-        elif channels == 1 and ch == 3:
-            a = _to_gray(a)
-        elif channels == 3 and ch == 1:
-            a = np.repeat(a[:, :, None], 3, axis=2)
+            raise CodecError(f"{codec}: cannot convert the decoded {a.shape} image to {channels} channels")
+        a = _to_gray(a) if channels == 1 else np.repeat(a[:, :, None], 3, axis=2)
     return np.ascontiguousarray(a)
 
 
