@@ -12,7 +12,7 @@ LOSSLESS = ["png", "jxl-lossless"]
 #: measured: jpeg 46.0/59.2, webp 43.2/50.4, jpeg2000 56.1/65.5, avif 46.2/56.7, jxl 45.3/55.5 dB
 LOSSY_Q = {"jpeg": (90, 43.0, 55.0), "webp": (90, 40.0, 47.0), "jpeg2000": (4.0, 50.0, 60.0),
            "avif": (80, 43.0, 52.0), "jxl": (90, 42.0, 51.0)}
-CHOICES = "jpeg, webp, jpeg2000, avif, jxl, png, jxl-lossless (aliases: jpg, j2k, jp2, jpegxl)"
+CHOICES = "jpeg, webp, jpeg2000, avif, jxl, png, jxl-lossless (aliases: jpg, j2k, jp2, jpegxl, jxl_lossless)"
 
 
 def _psnr(a, b):

@@ -10,14 +10,14 @@ from dnaimg.codecs.base import CodecError
 CODEC_IDS = {"robust": 0, "jpeg": 1, "webp": 2, "jpeg2000": 3, "avif": 4, "jxl": 5, "png": 6, "jxl-lossless": 7}
 CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 LOSSLESS = ("png", "jxl-lossless")
-_ALIASES = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "jxl_lossless": "jxl-lossless",
-            "jxllossless": "jxl-lossless", "cae": "robust"}
+ALIASES = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl", "jxl_lossless": "jxl-lossless",
+           "cae": "robust"}
 
 
 def canonical(name: str) -> str:
     """A codec name or alias -> its name; CodecError naming the choices."""
     c = str(name).strip().lower()
-    c = _ALIASES.get(c, c)
+    c = ALIASES.get(c, c)
     if c not in CODEC_IDS:
         raise CodecError(f"unknown codec {name!r}; choose from {', '.join(CODEC_IDS)}")
     return c

@@ -147,6 +147,7 @@ import imagecodecs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dnaimg.codecs import ALIASES, CODEC_IDS, canonical
 from dnaimg.codecs.base import CodecError, Encoded, RateError, Stream
 
 __all__ = ["CODECS", "CODEC_BY_ID", "CodecSpec", "ClassicCodec", "check_codec", "compress", "decompress",
@@ -175,25 +176,24 @@ class CodecSpec:
 
 
 CODECS: dict[str, CodecSpec] = {
-    "jpeg": CodecSpec(1, False, 1, 100, True, 75,
+    "jpeg": CodecSpec(CODEC_IDS["jpeg"], False, 1, 100, True, 75,
                       "Pillow JPEG, optimize=True (optimised Huffman), baseline, 4:2:0; quality 1..100"),
-    "webp": CodecSpec(2, False, 0, 100, True, 75,
+    "webp": CodecSpec(CODEC_IDS["webp"], False, 0, 100, True, 75,
                       "Pillow WebP lossy, method=6; quality 0..100"),
-    "jpeg2000": CodecSpec(3, False, 0.01, 24.0, False, 1.0,
+    "jpeg2000": CodecSpec(CODEC_IDS["jpeg2000"], False, 0.01, 24.0, False, 1.0,
                           "Pillow/OpenJPEG .j2k, rate mode (quality = target bits per pixel), 9/7 irreversible, "
                           "mct=1 for RGB"),
-    "avif": CodecSpec(4, False, 0, 100, True, 60,
+    "avif": CodecSpec(CODEC_IDS["avif"], False, 0, 100, True, 60,
                       f"Pillow AVIF (aom), speed={AVIF_SPEED}, subsampling {AVIF_SUBSAMPLING} (gray: 4:0:0), "
                       f"tune=psnr; quality 0..100"),
-    "jxl": CodecSpec(5, False, 0, 99, True, 90,
+    "jxl": CodecSpec(CODEC_IDS["jxl"], False, 0, 99, True, 90,
                      f"imagecodecs JPEG XL (VarDCT), level=quality, effort={JXL_EFFORT}; quality 0..99"),
-    "png": CodecSpec(6, True, None, None, False, None,
+    "png": CodecSpec(CODEC_IDS["png"], True, None, None, False, None,
                      "Pillow PNG optimize=True (zlib 9); 16-bit RGB through libpng level 9; lossless"),
-    "jxl-lossless": CodecSpec(7, True, None, None, False, None,
+    "jxl-lossless": CodecSpec(CODEC_IDS["jxl-lossless"], True, None, None, False, None,
                               f"imagecodecs JPEG XL lossless=True, effort={JXL_LOSSLESS_EFFORT}"),
 }
 CODEC_BY_ID: dict[int, str] = {s.id: n for n, s in CODECS.items()}
-ALIASES = {"jpg": "jpeg", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpegxl": "jxl"}
 
 _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "jpeg2000": "JPEG2000", "avif": "AVIF"}
 
@@ -217,12 +217,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def check_codec(name) -> str:
-    """The canonical codec name for ``name`` (an alias or any case); CodecError if unknown."""
-    key = name.strip().lower() if isinstance(name, str) else None
-    key = ALIASES.get(key, key)
+    """The canonical name of a classic codec (an alias or any case); CodecError if unknown."""
+    try:
+        key = canonical(name) if isinstance(name, str) else None
+    except CodecError:
+        key = None
     if key not in CODECS:
         raise CodecError(f"unknown codec {name!r}; choose from {', '.join(CODECS)} "
-                         f"(aliases: {', '.join(ALIASES)})")
+                         f"(aliases: {', '.join(a for a, c in ALIASES.items() if c in CODECS)})")
     return key
 
 
