@@ -406,6 +406,9 @@ def info(file, primer_f, primer_r, as_json):
         if d["version"] == 1:
             click.echo(f"  image            {d['width']}x{d['height']} px, {d['n_data']} data oligos")
         else:
+            if "width" in d:
+                click.echo(f"  image            {d['width']}x{d['height']} px, latent {d['channels']} channels x "
+                           f"{d['levels']} levels")
             for i, s in enumerate(d["streams"]):
                 kind = "bytes" if s["kind"] == 0 else f"words ({s['codeword_nt']} nt, {s['levels']} levels)"
                 click.echo(f"  stream {i}         {kind}: {s['length']} {'bytes' if s['kind'] == 0 else 'values'}, "
