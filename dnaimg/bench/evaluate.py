@@ -1,10 +1,10 @@
 """Evaluate a shipped model through the whole DNA path on a folder of images.
 
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak                  # noiseless
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --sub-rate 0.03   # through a channel
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --preset paper --sub-rate 0.05
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --update-card      # write into the card
-    python -m dnaimg.bench.evaluate --images ../shared/data/kodak --model cae32-mr:r050   # one operating point
+    python -m dnaimg.bench.evaluate --images KODAK_DIR                  # noiseless
+    python -m dnaimg.bench.evaluate --images KODAK_DIR --sub-rate 0.03   # through a channel
+    python -m dnaimg.bench.evaluate --images KODAK_DIR --preset paper --sub-rate 0.05
+    python -m dnaimg.bench.evaluate --images KODAK_DIR --update-card      # write into the card
+    python -m dnaimg.bench.evaluate --images KODAK_DIR --model cae32-mr:r050   # one operating point
 
 Per image and averaged: payload and total nt/pixel, RGB PSNR and MS-SSIM of the image decoded
 from the oligos (or from simulated reads), and encode/decode wall time.

@@ -118,8 +118,8 @@ def bench_kodak(folder):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/kodak/kodim23.png"))
-    ap.add_argument("--kodak", default=str(Path(__file__).resolve().parent.parent.parent / "shared/data/kodak"),
+    ap.add_argument("--image", default=str(Path(__file__).resolve().parents[3] / "shared/data/kodak/kodim23.png"))
+    ap.add_argument("--kodak", default=str(Path(__file__).resolve().parents[3] / "shared/data/kodak"),
                     help="folder of images timed one by one (encode, decode from oligos and from reads)")
     ap.add_argument("--json", default=None, help="also write the numbers to this file")
     a = ap.parse_args(argv)

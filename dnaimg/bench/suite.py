@@ -4,9 +4,9 @@ whose bytes go through the same DNA container (:func:`dnaimg.api.encode` / :func
 outer code at ``--parity`` redundancy, default 0.15; "matched rate" = ``api.encode(img, codec,
 rate=<the learned point's total nt/px>)``).
 
-    dnaimg bench rd      --images ../shared/data/kodak --out docs/results/rd
-    dnaimg bench noise   --images ../shared/data/kodak --out docs/results/noise
-    dnaimg bench channel --images ../shared/data/kodak --out docs/results/channel
+    dnaimg bench rd      --images KODAK_DIR --out docs/results/rd
+    dnaimg bench noise   --images KODAK_DIR --out docs/results/noise
+    dnaimg bench channel --images KODAK_DIR --out docs/results/channel
 
 Each writes ``OUT.json`` (every row, then the means), ``OUT.csv`` and ``OUT.png``.  Rows are
 saved as they finish: an interrupted bench keeps them, and running the same command again
@@ -467,7 +467,7 @@ def bench_channel(images: list[Path], points: list[str], codecs: Iterable[str], 
            "coverages": coverages, "match": match, "parity": parity, "dropout": dropout, "seed": seed,
            "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "channel", "config": cfg,
-                        "channel": f"DESIGN.md presets, lognormal copies, {dropout:.0%} of oligos dropped"}, fresh)
+                        "channel": f"the simulator's presets, lognormal copies, {dropout:.0%} of oligos dropped"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "preset", "coverage")),  # noqa: E731
                          "min_coverage": min_coverage(rows)}
     store.restrict({(lab, p.name, f"{pr}@{cov:g}x") for p in images for pr in presets for cov in coverages

@@ -80,7 +80,7 @@ Measurements (training photographs only; Kodak never used for tuning)
 ---------------------------------------------------------------------
 CPU: ``lscpu | grep 'Model name'`` -> ``AMD EPYC`` (2 cores available; Pillow 13.0.0, libavif 1.4.2
 with aom, libwebp 1.6.0, libjpeg-turbo (API 6.2), OpenJPEG 2.5.4, imagecodecs 2026.3.6).  Images: 6 of
-the 1024x768 photos of ``/work/shared/data/train/CSun_Hays80`` (every 6th of the sorted 1024x768 ones:
+the 1024x768 training photos of the CSun_Hays80 set (every 6th of the sorted 1024x768 ones:
 aqueduct, cavern_indoor, forest_needleleaf, lift_bridge, ruin, viaduct), in three sets:
 
 - ``down2``: ``Image.reduce(2)`` (2x2 box) to 512x384: removes the source JPEG's own 4:2:0 chroma and

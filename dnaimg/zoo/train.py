@@ -6,7 +6,7 @@ random flips.  Loss: mean squared error of the reconstruction through the straig
 quantiser.  Runs under bf16 autocast on the CPU, checkpoints every few minutes and resumes from
 its last checkpoint.
 
-    dnaimg train --data ../shared/data/train --out runs/cae32 --steps 20000 [--export NAME]
+    dnaimg train --data TRAIN_DIR --out runs/cae32 --steps 20000 [--export NAME]
 """
 from __future__ import annotations
 
