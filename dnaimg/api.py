@@ -205,12 +205,32 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     report = {"reads": stats.to_dict(), **rparts, "exact": exact, "image": info, "streams": streams_rep,
               "other_tags": other, "images_present": images, "header": h.to_dict(), "precision": precision,
               "timing_s": {"reads": round(t_sort - t0, 3)}}
+    if image is not None and not isinstance(h, HeaderV1):
+        report["rates"] = _rates(h, layout, int(image.shape[0] * image.shape[1]))
     if t_streams is not None:       # (version 1 decodes its oligos and draws the image in one call)
         report["timing_s"].update({"headers_and_oligos": round(t_streams - t_sort, 3),
                                    "image": round(t_image - t_streams, 3)})
     else:
         report["timing_s"]["headers_oligos_and_image"] = round(t_image - t_sort, 3)
     return DecodeResult(image, codec, h, exact, report, symbols)
+
+
+def _rates(h, layout: Layout, pixels: int) -> dict:
+    """What the DNA that was written cost, from its header (as ``encode`` reports it)."""
+    from dnaimg.dna.bytecode import bits_per_payload_nt
+    from dnaimg.dna.header import KIND_BYTES, codeword_bytes
+    per_part = layout.payload_nt // 3
+    parts = next(p for p in range(1, 17) if codeword_bytes(p, per_part) >= len(h.pack()) + 16)
+    n_data = sum(s.n_data for s in h.streams)
+    n_par = sum(container._parity_oligos(s, layout) for s in h.streams)
+    total = (n_data + n_par) * layout.oligo_length       # + the header oligos, below
+    bits = sum(8 * s.length if s.kind == KIND_BYTES else s.length * np.log2(max(s.levels, 2)) for s in h.streams)
+    s0 = h.streams[0]
+    mapping = bits_per_payload_nt(layout.payload_nt) if s0.kind == KIND_BYTES else np.log2(s0.levels) / s0.codeword_nt
+    return {"data_oligos": n_data, "parity_oligos": n_par, "header_oligo_parts": parts,
+            "payload_nt_per_pixel": n_data * layout.payload_nt / pixels,
+            "total_nt_per_pixel_without_header": total / pixels, "payload_bits_per_nt": float(mapping),
+            "net_bits_per_nt_without_header": float(bits / total)}
 
 
 def _size(h) -> dict:
