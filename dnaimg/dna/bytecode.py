@@ -33,7 +33,7 @@ import reedsolo
 
 from dnaimg.dna.constraints import oligo_ok
 from dnaimg.dna.index import N_SCRAMBLE, NIBBLE_WORDS, _WORD_TO_NIBBLE, all_index_patterns
-from dnaimg.dna.outer import gf_matmul, parity_matrix
+from dnaimg.dna.outer import gf_inv, gf_matmul, gf_mul, parity_matrix
 from dnaimg.dna.prng import keystream
 
 SELECTOR_NT = 3
@@ -165,6 +165,44 @@ def _selector_candidates() -> list[list[int]]:
 _SEL_CANDIDATES = _selector_candidates()
 
 
+def _fix_one(words: np.ndarray, inner: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inner codewords with at most one wrong byte, vectorised: (corrected words, per row the
+    number of bytes corrected: 0, 1, or -1 when the row is not within one byte of a codeword).
+    With ``inner`` >= 4 parity bytes (distance >= 5) a row with up to 3 wrong bytes is never
+    mistaken for one with 1."""
+    words = np.asarray(words, dtype=np.int64).copy()
+    N, B = words.shape
+    k = B - inner
+    d = gf_matmul(parity_matrix(k, inner), words[:, :k].T).T ^ words[:, k:]        # (N, inner)
+    n_err = np.where(d.any(axis=1), -1, 0)
+    if inner < 4:
+        return words, n_err
+    H = np.concatenate([parity_matrix(k, inner), np.eye(inner, dtype=np.int64)], axis=1)   # (inner, B)
+    hits = np.zeros(N, dtype=np.int64)
+    where = np.zeros(N, dtype=np.int64)
+    value = np.zeros(N, dtype=np.int64)
+    for j in range(B):
+        r = int(np.flatnonzero(H[:, j])[0])
+        e = gf_mul(d[:, r], gf_inv(int(H[r, j])))
+        match = (e != 0) & (gf_mul(e[:, None], H[None, :, j]) == d).all(axis=1)
+        hits += match
+        where[match] = j
+        value[match] = e[match]
+    one = (n_err < 0) & (hits == 1)
+    rows = np.flatnonzero(one)
+    words[rows, where[rows]] ^= value[rows]
+    n_err[one] = 1
+    return words, n_err
+
+
+def selector_valid(est: np.ndarray) -> np.ndarray:
+    """Per payload estimate: is its selector one of the 12 selector words?"""
+    w = np.asarray(est)[:, :SELECTOR_NT].astype(np.int64)
+    code = np.where((w > 3).any(axis=1), 0, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
+    nib = _WORD_TO_NIBBLE[code]
+    return ~(w > 3).any(axis=1) & (nib >= 0) & (nib < N_SELECT)
+
+
 def _check(words: np.ndarray, inner: int) -> np.ndarray:
     """Per row: is it an inner codeword (zero syndrome)?"""
     if inner == 0:
@@ -252,10 +290,22 @@ def decode_from_reads(reads: list[np.ndarray], number: int, scramble: int, tag: 
     if not cands:
         return None
     cands = np.stack(cands)
-    rows, ok, _ = decode_payloads(cands, np.full(len(cands), number), np.full(len(cands), scramble), tag, inner,
-                                  correct=False)
-    if ok.any():
-        return rows[int(np.argmax(ok))]
+    w = cands[:, :SELECTOR_NT].astype(np.int64)
+    code = np.where((w > 3).any(axis=1), 0, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
+    sel = _WORD_TO_NIBBLE[code].astype(np.int64)
+    good = selector_valid(cands)
+    body = np.where(cands > 3, 0, cands)[:, SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
+    ks = keystream(tag, np.full(len(cands), number), scramble, np.where(good, sel, 0), 4 * B)
+    words = _from_nt((body - ks) & 3)
+    fixed, n_err = _fix_one(words, inner)
+    good &= n_err >= 0
+    exact = good & (n_err == 0)
+    if exact.any():
+        return fixed[int(np.argmax(exact)), :B - inner]
+    if good.any():          # one wrong byte besides the indel: accept only an unambiguous answer
+        options = np.unique(fixed[good, :B - inner], axis=0)
+        if len(options) == 1:
+            return options[0]
     same = [np.asarray(r, dtype=np.uint8) for r in reads if len(r) == P]
     if same:
         rows, ok, _ = decode_payloads(np.stack(same[:8]), np.full(min(8, len(same)), number),

@@ -380,14 +380,17 @@ OLIGO_BLOCK = 8192       # data oligos per call of the words batch decoder (prog
 
 
 def _bytes_rows(sorter: ReadSorter, tag: int, first: int, count: int, payload_nt: int,
-                inner: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Data bytes of bytes payloads ``first..first+count-1`` and whether each decoded."""
+                inner: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Data bytes of bytes payloads ``first..first+count-1``, whether each decoded, and whether
+    each was read with a valid selector (then its bytes, even when the inner code failed, are
+    mostly right: the outer code may use them as suspect cells)."""
     slot, seed = sorter.best_slots(tag, first + count)
     slot, seed = slot[first:], seed[first:]
     flat, offs, order, firsts = sorter.store()
     est = _estimates(flat, offs, order, firsts, slot, payload_nt)
     rows, ok, fixed = bytecode.decode_payloads(est, first + np.arange(count), seed, tag, inner)
     ok &= slot >= 0
+    readable = (slot >= 0) & bytecode.selector_valid(est)
     second = 0
     for k in np.flatnonzero((slot >= 0) & ~ok).tolist():
         rf, ro = gather_reads(flat, offs, order[firsts[slot[k]]:firsts[slot[k] + 1]])
@@ -396,7 +399,8 @@ def _bytes_rows(sorter: ReadSorter, tag: int, first: int, count: int, payload_nt
         if row is not None:
             rows[k], ok[k] = row, True
             second += 1
-    return rows, ok, {"oligos": count, "missing": int((slot < 0).sum()),
+    readable |= ok
+    return rows, ok, readable, {"oligos": count, "missing": int((slot < 0).sum()),
                       "inner_failed": int(((slot >= 0) & ~ok).sum()), "inner_corrected": fixed,
                       "from_single_reads": second}
 
@@ -404,7 +408,7 @@ def _bytes_rows(sorter: ReadSorter, tag: int, first: int, count: int, payload_nt
 def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_nt: int, cb, count: int,
                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values (n_data, count) of the words payloads ``first..first+n_data-1`` of image ``tag``
-    (-1 where none could be read), per oligo how many codewords needed repair, and the slots.
+    (-1 where none could be read), per value whether its codeword needed repair, and the slots.
 
     From 3 reads up: nucleotide consensus, then the resynchronising codeword decoder.  With 1 or 2
     reads a consensus cannot outvote an indel, so each read is decoded on its own (the
@@ -415,7 +419,7 @@ def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_
     slot, seed = slot[first:], seed[first:]
     rep = cb.repairer
     vals = np.empty((n_data, count), dtype=np.int64)
-    bad = np.empty(n_data, dtype=np.int64)
+    bad = np.empty((n_data, count), dtype=np.bool_)
     for k0 in range(0, n_data, OLIGO_BLOCK):
         k1 = min(n_data, k0 + OLIGO_BLOCK)
         vals[k0:k1], bad[k0:k1] = payload_values_batch(
@@ -447,10 +451,11 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
         pl = outer.Plan(info.n_data, info.blocks, info.parity)
         if info.length > info.n_data * bd or (info.n_data > 1 and info.length <= (info.n_data - 1) * bd):
             raise ContainerError(f"header is inconsistent: stream {si} length does not match its oligos")
-        rows, ok, rep = _bytes_rows(sorter, tag, info.first, info.n_data + pl.parity_rows, P, info.inner)
-        er = np.repeat(~ok[:, None], bd, axis=1)
-        data, still, orep = outer.decode(rows[:info.n_data], er[:info.n_data], rows[info.n_data:],
-                                         er[info.n_data:], pl)
+        rows, ok, readable, rep = _bytes_rows(sorter, tag, info.first, info.n_data + pl.parity_rows, P, info.inner)
+        er = np.repeat(~readable[:, None], bd, axis=1)
+        sus = np.repeat((readable & ~ok)[:, None], bd, axis=1)
+        n = info.n_data
+        data, still, orep = outer.decode(rows[:n], er[:n], rows[n:], er[n:], pl, sus[:n], sus[n:])
         out = data.reshape(-1)[:info.length].astype(np.uint8).tobytes()
         lost = int(still.reshape(-1)[:info.length].sum())
         exact = zlib.crc32(out) == info.crc
@@ -471,11 +476,14 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
         pl = outer.Plan(info.n_data, info.blocks, info.parity)
         bd = bytecode.data_bytes_per_payload(P, info.inner)
         per = -(-V // bd)
-        rows, ok, prep = _bytes_rows(sorter, tag, info.first + info.n_data, pl.parity_rows * per, P, info.inner)
+        rows, ok, readable, prep = _bytes_rows(sorter, tag, info.first + info.n_data, pl.parity_rows * per, P,
+                                               info.inner)
         par = rows.reshape(pl.parity_rows, per * bd)[:, :V]
-        par_er = np.repeat(~ok.reshape(pl.parity_rows, per), bd, axis=1)[:, :V]
-        vals, still, orep = outer.decode(np.maximum(vals, 0), vals < 0, par, par_er, pl)
-        vals = np.where(still, -1, vals)
+        par_er = np.repeat(~readable.reshape(pl.parity_rows, per), bd, axis=1)[:, :V]
+        par_sus = np.repeat((readable & ~ok).reshape(pl.parity_rows, per), bd, axis=1)[:, :V]
+        missing = vals < 0
+        vals, still, orep = outer.decode(np.maximum(vals, 0), missing, par, par_er, pl, bad, par_sus)
+        vals = np.where(still & missing, -1, vals)
         vals = np.where(vals >= info.levels, -1, vals)
         rep.update({"parity_oligos": prep, "outer": orep})
     flat = deinterleave(vals.reshape(-1)[:info.length].copy(), interleaver(info.length, info.key))

@@ -140,14 +140,26 @@ def encode(data: np.ndarray, pl: Plan) -> np.ndarray:
 
 
 def decode(data: np.ndarray, data_erased: np.ndarray, parity: np.ndarray, parity_erased: np.ndarray,
-           pl: Plan) -> tuple[np.ndarray, np.ndarray, dict]:
+           pl: Plan, data_suspect: np.ndarray | None = None,
+           parity_suspect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rebuild the data rows.  ``data`` (rows, C) and ``parity`` (parity rows, C) as read, with
-    boolean masks of the erased cells.  Returns (data, still-erased cells, report); cells of a
-    column beyond the code's capacity stay as read and erased."""
+    boolean masks of the erased cells (nothing read) and, optionally, of the *suspect* ones (read,
+    but their oligo failed its inner code, or the codeword had to be repaired: most such cells
+    are still right).  Suspect cells are first treated as erasures; in a column where that is
+    more than the code can take, they are used as read and only the erased cells are erasures
+    (errors-and-erasures decoding, ``2 * errors + erasures <= P``).  Returns (data, cells not
+    rebuilt: erased or suspect cells of the columns beyond capacity, report); those cells stay as
+    read (erased ones as 0)."""
     data = np.asarray(data, dtype=np.int64).copy()
-    d_er = np.asarray(data_erased, dtype=bool).copy()
+    d_er = np.asarray(data_erased, dtype=bool)
     parity = np.asarray(parity, dtype=np.int64)
     p_er = np.asarray(parity_erased, dtype=bool)
+    d_sus = d_er if data_suspect is None else (d_er | np.asarray(data_suspect, dtype=bool))
+    p_sus = p_er if parity_suspect is None else (p_er | np.asarray(parity_suspect, dtype=bool))
+    data[d_er] = 0
+    hard_d, hard_p = d_er, p_er
+    d_er = d_sus.copy()             # pass 1: suspect cells are erasures too
+    p_er = p_sus
     rep = {"blocks": pl.blocks, "parity_rows_per_block": pl.parity, "erased_cells": int(d_er.sum()),
            "rebuilt_cells": 0, "corrected_columns": 0, "failed_columns": 0, "failed_blocks": 0}
     if pl.blocks == 0:
@@ -159,6 +171,7 @@ def decode(data: np.ndarray, data_erased: np.ndarray, parity: np.ndarray, parity
         M = parity_matrix(K, P)
         D, DE = data[idx], d_er[idx]
         Pr, PE = parity[b * P:(b + 1) * P], p_er[b * P:(b + 1) * P]
+        HD, HP = hard_d[idx], hard_p[b * P:(b + 1) * P]
         # group the columns by their erasure pattern
         pattern = np.concatenate([DE, PE]).T            # (C, K + P)
         keys, inverse = np.unique(pattern, axis=0, return_inverse=True)
@@ -194,21 +207,47 @@ def decode(data: np.ndarray, data_erased: np.ndarray, parity: np.ndarray, parity
             if e:
                 rep["rebuilt_cells"] += e * len(good)
             bad_cols.extend(cols[wrong].tolist())
-        # columns with a disagreement (or too many erasures): errors-and-erasures decoding
+        # columns with a disagreement (or too many erasures): errors-and-erasures decoding,
+        # with the suspect cells erased, then as read; then, learning from the columns decoded so
+        # far which rows were wrong (a read with an indel is wrong in most columns), with those
+        # rows erased
         rs = _codec(P)
-        for c in bad_cols:
-            word = bytearray(np.concatenate([np.where(DE[:, c], 0, D[:, c]), np.where(PE[:, c], 0, Pr[:, c])])
-                             .astype(np.uint8).tobytes())
-            erase = np.flatnonzero(np.concatenate([DE[:, c], PE[:, c]])).tolist()
-            try:
-                if len(erase) > P:
-                    raise reedsolo.ReedSolomonError("too many erasures")
-                msg = rs.decode(word, erase_pos=erase or None)[0]
-                D[:, c] = np.frombuffer(bytes(msg), dtype=np.uint8)
-                DE[:, c] = False
-                rep["corrected_columns"] += 1
-            except (reedsolo.ReedSolomonError, ZeroDivisionError, IndexError, ValueError):
-                rep["failed_columns"] += 1
+        read = np.concatenate([D, Pr])                 # the block as read (rebuilt columns aside)
+        hard = np.concatenate([HD, HP])
+        done = np.zeros(read.shape[1], dtype=bool)
+        done[[c for c in range(read.shape[1]) if c not in set(bad_cols)]] = True
+        full = np.concatenate([D, gf_matmul(M, D)]) if len(bad_cols) else None
+        failed = []
+        for attempt in range(2):
+            if attempt:
+                if not failed or not done.any():
+                    break
+                # rows wrong somewhere in a decoded column (as read vs decoded, cells not erased)
+                wrong_rows = ((full[:, done] != read[:, done]) & ~hard[:, done]).any(axis=1)
+                todo, failed = failed, []
+            else:
+                wrong_rows, todo = None, bad_cols
+            for c in todo:
+                word = bytearray(read[:, c].astype(np.uint8).tobytes())
+                sets = [hard[:, c] | wrong_rows] if attempt else \
+                    [np.concatenate([DE[:, c], PE[:, c]]), hard[:, c]]
+                for erased in sets:
+                    erase = np.flatnonzero(erased).tolist()
+                    if len(erase) > P:
+                        continue
+                    try:
+                        msg = rs.decode(bytearray(word), erase_pos=erase or None)[0]
+                    except (reedsolo.ReedSolomonError, ZeroDivisionError, IndexError, ValueError):
+                        continue
+                    D[:, c] = np.frombuffer(bytes(msg), dtype=np.uint8)
+                    DE[:, c] = False
+                    full[:, c] = np.concatenate([D[:, c], gf_matmul(M, D[:, [c]])[:, 0]])
+                    done[c] = True
+                    rep["corrected_columns"] += 1
+                    break
+                else:
+                    failed.append(c)
+        rep["failed_columns"] += len(failed)
         if DE.any():
             rep["failed_blocks"] += 1
         data[idx], d_er[idx] = D, DE

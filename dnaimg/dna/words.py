@@ -199,10 +199,10 @@ def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_
     ``seed[k]``.  From ``few_reads + 1`` reads up the payload is their nucleotide consensus; with
     fewer, each read is decoded on its own and, with two, each value is taken from the read whose
     codeword was valid (the first read where both or neither were).  Returns values (-1 for
-    unreadable or missing) and per oligo the number of codewords repaired."""
+    unreadable or missing) and per value whether its codeword had to be repaired."""
     K = slot.shape[0]
     vals = np.full((K, count), -1, dtype=np.int64)
-    nbad = np.zeros(K, dtype=np.int64)
+    badv = np.zeros((K, count), dtype=np.bool_)
     for k in nb.prange(K):
         s = slot[k]
         if s < 0:
@@ -219,23 +219,20 @@ def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_
                 est = consensus_packed(rf, ro, payload_nt)
             v, bad = _resync(est, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
-            nbad[k] = bad.sum()
+            badv[k] = bad
             continue
         rf, ro = gather_reads(flat, offs, rows)
         if m == 1:
             v, bad = _resync(rf, n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             vals[k] = v
-            nbad[k] = bad.sum()
+            badv[k] = bad
         else:
             v1, b1 = _resync(rf[ro[0]:ro[1]], n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
             v2, b2 = _resync(rf[ro[1]:ro[2]], n, count, payload_nt, keys, sig_inv, table, dist, indel_cost, dmax)
-            c = 0
             for j in range(count):
                 if b1[j] and not b2[j]:
                     vals[k, j] = v2[j]
                 else:
                     vals[k, j] = v1[j]
-                if b1[j] and b2[j]:
-                    c += 1
-            nbad[k] = c
-    return vals, nbad
+                badv[k, j] = b1[j] and b2[j]
+    return vals, badv
