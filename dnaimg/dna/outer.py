@@ -32,11 +32,19 @@ MAX_N = 255
 _EXP, _LOG = tables(8, 0x11D)
 
 
+def _mul_table() -> np.ndarray:
+    a = np.arange(256)
+    m = _EXP[(_LOG[a][:, None] + _LOG[a][None, :]) % 255].astype(np.uint8)
+    m[0, :] = 0
+    m[:, 0] = 0
+    return m
+
+
+_MUL = _mul_table()          # 256 x 256 products: one gather per multiplication
+
+
 def gf_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.int64)
-    b = np.asarray(b, dtype=np.int64)
-    r = _EXP[_LOG[a] + _LOG[b]]
-    return np.where((a == 0) | (b == 0), 0, r)
+    return _MUL[np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)].astype(np.int64)
 
 
 def gf_inv(a: int) -> int:
@@ -46,13 +54,15 @@ def gf_inv(a: int) -> int:
 
 
 def gf_matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """(m, k) x (k, c) over GF(256)."""
-    out = np.zeros((A.shape[0], B.shape[1]), dtype=np.int64)
-    for k in range(A.shape[1]):
-        col = A[:, k]
-        if not col.any():
-            continue
-        out ^= gf_mul(col[:, None], B[k][None, :])
+    """(m, k) x (k, c) over GF(256): products by table, XOR-summed over k (in column chunks)."""
+    A = np.asarray(A, dtype=np.int64)
+    B = np.asarray(B, dtype=np.int64)
+    m, k = A.shape
+    c = B.shape[1]
+    out = np.empty((m, c), dtype=np.int64)
+    step = max(1, (1 << 24) // max(1, m * k))
+    for j in range(0, c, step):
+        out[:, j:j + step] = np.bitwise_xor.reduce(_MUL[A[:, :, None], B[None, :, j:j + step]], axis=1)
     return out
 
 
