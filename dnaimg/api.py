@@ -168,6 +168,8 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
             exact = all(r.exact for r in received)
             streams_rep = [r.report for r in received]
             n_oligos = max(s.first + s.n_data + container._parity_oligos(s, layout) for s in h.streams)
+            _count_unknown(sorter, stats, tag, n_oligos)
+            sorter = None           # the reads are done with: free them before the image is drawn
             if codec == "robust":
                 image, symbols, model, params = robust.decode_streams(received, h.meta, precision)
                 r0 = received[0].report
@@ -190,10 +192,8 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     except (ContainerError, HeaderError) as e:
         raise DecodeError(str(e)) from None
     t_image = time.perf_counter()
-    tags, numbers, _, counts = sorter.slot_fields()
-    unknown = int(counts[(tags == tag) & (numbers >= n_oligos) & (numbers < HEADER_BASE)].sum())
-    stats.unknown_oligo = unknown
-    stats.used -= unknown
+    if sorter is not None:
+        _count_unknown(sorter, stats, tag, n_oligos)
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
     images = {f"{t:02x}": {"reads": reads_per_tag[t], **_size(hh)} for t, hh in headers.items()}
     info = {"codec": codec, "tag": f"{tag:02x}", "format_version": h.version}
@@ -213,6 +213,14 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     else:
         report["timing_s"]["headers_oligos_and_image"] = round(t_image - t_sort, 3)
     return DecodeResult(image, codec, h, exact, report, symbols)
+
+
+def _count_unknown(sorter, stats, tag: int, n_oligos: int) -> None:
+    """Reads filed under an oligo number the image does not have: not used after all."""
+    tags, numbers, _, counts = sorter.slot_fields()
+    unknown = int(counts[(tags == tag) & (numbers >= n_oligos) & (numbers < HEADER_BASE)].sum())
+    stats.unknown_oligo = unknown
+    stats.used -= unknown
 
 
 def _rates(h, layout: Layout, pixels: int) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "coffee.png"
 
 _DECODE = r"""
 import json, sys, time
