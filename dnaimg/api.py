@@ -150,50 +150,40 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     except LayoutError as e:
         raise DecodeError(f"unusable header: {e}") from None
     symbols = None
-    t_streams = None
     from dnaimg.codecs import robust
+    h2 = robust.header_from_v1(h) if isinstance(h, HeaderV1) else h      # one reading path for both
     try:
-        if isinstance(h, HeaderV1):
-            codec = "robust"
-            image, symbols, model, params, rparts = robust.decode_v1(sorter, h, layout, precision, progress)
-            exact = bool(rparts["latent_exact"])
-            n_oligos = h.n_data
-            streams_rep = []
+        codec = CODEC_NAMES.get(h2.codec_id)
+        if codec is None:
+            raise DecodeError(f"the DNA holds codec id {h2.codec_id}, unknown to this dnaimg")
+        received = container.read_streams(sorter, h2, layout, progress)
+        t_streams = time.perf_counter()
+        exact = all(r.exact for r in received)
+        streams_rep = [r.report for r in received]
+        _count_unknown(sorter, stats, tag, container.n_oligos(h2, layout))
+        sorter = None           # the reads are done with: free them before the image is drawn
+        if codec == "robust":
+            image, symbols, model, params = robust.decode_streams(received, h2.meta, precision)
+            r0 = received[0].report
+            missing = r0["missing"]
+            rparts = {"oligos": {"expected": r0["oligos"], "recovered": r0["oligos"] - missing, "missing": missing},
+                      "codewords": {"total": r0["values"], "repaired": r0["codewords_repaired"],
+                                    "erased": r0["values_erased"]},
+                      "latent_exact": exact}
         else:
-            codec = CODEC_NAMES.get(h.codec_id)
-            if codec is None:
-                raise DecodeError(f"the DNA holds codec id {h.codec_id}, unknown to this dnaimg")
-            received = container.read_streams(sorter, h, layout, progress)
-            t_streams = time.perf_counter()
-            exact = all(r.exact for r in received)
-            streams_rep = [r.report for r in received]
-            n_oligos = max(s.first + s.n_data + container._parity_oligos(s, layout) for s in h.streams)
-            _count_unknown(sorter, stats, tag, n_oligos)
-            sorter = None           # the reads are done with: free them before the image is drawn
-            if codec == "robust":
-                image, symbols, model, params = robust.decode_streams(received, h.meta, precision)
-                r0 = received[0].report
-                missing = r0["missing"]
-                rparts = {"oligos": {"expected": r0["oligos"], "recovered": r0["oligos"] - missing, "missing": missing},
-                          "codewords": {"total": r0["values"], "repaired": r0["codewords_repaired"],
-                                        "erased": r0["values_erased"]},
-                          "latent_exact": exact}
-            else:
-                cdc = _classic().get_codec(codec)
-                image, model, params = None, None, None
-                try:
-                    image = cdc.decode(received[0].data, h.meta)
-                except CodecError as e:
-                    if exact:
-                        raise DecodeError(f"the {codec} stream is exact but does not decode: {e}") from None
-                r0 = received[0].report
-                rparts = {"oligos": {"expected": r0["oligos"], "recovered": r0["oligos"] - r0["missing"],
-                                     "missing": r0["missing"]}}
+            cdc = _classic().get_codec(codec)
+            image, model, params = None, None, None
+            try:
+                image = cdc.decode(received[0].data, h2.meta)
+            except CodecError as e:
+                if exact:
+                    raise DecodeError(f"the {codec} stream is exact but does not decode: {e}") from None
+            r0 = received[0].report
+            rparts = {"oligos": {"expected": r0["oligos"], "recovered": r0["oligos"] - r0["missing"],
+                                 "missing": r0["missing"]}}
     except (ContainerError, HeaderError) as e:
         raise DecodeError(str(e)) from None
     t_image = time.perf_counter()
-    if sorter is not None:
-        _count_unknown(sorter, stats, tag, n_oligos)
     other = {f"{t:02x}": reads_per_tag[t] for t in reads_per_tag if t != tag}
     images = {f"{t:02x}": {"reads": reads_per_tag[t], **_size(hh)} for t, hh in headers.items()}
     info = {"codec": codec, "tag": f"{tag:02x}", "format_version": h.version}
@@ -205,13 +195,10 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     report = {"reads": stats.to_dict(), **rparts, "exact": exact, "image": info, "streams": streams_rep,
               "other_tags": other, "images_present": images, "header": h.to_dict(), "precision": precision,
               "timing_s": {"reads": round(t_sort - t0, 3)}}
-    if image is not None and not isinstance(h, HeaderV1):
+    if image is not None and not isinstance(h, HeaderV1):      # (version 1's header oligos are not v2's)
         report["rates"] = _rates(h, layout, int(image.shape[0] * image.shape[1]))
-    if t_streams is not None:       # (version 1 decodes its oligos and draws the image in one call)
-        report["timing_s"].update({"headers_and_oligos": round(t_streams - t_sort, 3),
-                                   "image": round(t_image - t_streams, 3)})
-    else:
-        report["timing_s"]["headers_oligos_and_image"] = round(t_image - t_sort, 3)
+    report["timing_s"].update({"headers_and_oligos": round(t_streams - t_sort, 3),
+                               "image": round(t_image - t_streams, 3)})
     return DecodeResult(image, codec, h, exact, report, symbols)
 
 
@@ -230,7 +217,7 @@ def _rates(h, layout: Layout, pixels: int) -> dict:
     per_part = layout.payload_nt // 3
     parts = next(p for p in range(1, 17) if codeword_bytes(p, per_part) >= len(h.pack()) + 16)
     n_data = sum(s.n_data for s in h.streams)
-    n_par = sum(container._parity_oligos(s, layout) for s in h.streams)
+    n_par = sum(container.parity_oligos(s, layout) for s in h.streams)
     total = (n_data + n_par) * layout.oligo_length       # + the header oligos, below
     bits = sum(8 * s.length if s.kind == KIND_BYTES else s.length * np.log2(max(s.levels, 2)) for s in h.streams)
     s0 = h.streams[0]

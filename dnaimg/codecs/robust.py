@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numba as nb
 import numpy as np
 import torch
 
 from dnaimg.codecs.base import DecodeError, Encoded, Received, Stream  # noqa: F401
 from dnaimg.dna import container
 from dnaimg.dna.container import DEFAULT_INNER, Layout, Written
-from dnaimg.dna.header import DEFAULT_HEADER_COPIES, Header, HeaderV1
-from dnaimg.dna.codebook import get_codebook
+from dnaimg.dna.header import DEFAULT_HEADER_COPIES, KIND_WORDS, Header, HeaderV1, StreamInfo
 from dnaimg.image import load_image
 from dnaimg.zoo.model import resolve_precision
 from dnaimg.zoo.registry import OperatingPoint, load_model, model_id, name_for_id, select_point
@@ -75,22 +73,6 @@ def fill_erasures(symbols: np.ndarray, erased: np.ndarray, centre: int, rounds: 
         known = known | new
     x[~known] = centre
     return np.rint(x).astype(np.int64)
-
-
-@nb.njit(cache=True, nogil=True)
-def _deinterleave(vals, perm, centre):
-    """Oligo-order values (-1 = unread) -> latent order, unread ones at ``centre``, and flagged."""
-    total = perm.shape[0]
-    flat = np.empty(total, dtype=np.int64)
-    erased = np.zeros(total, dtype=np.bool_)
-    for i in range(total):
-        v = vals[i]
-        if v < 0:
-            flat[perm[i]] = centre
-            erased[perm[i]] = True
-        else:
-            flat[perm[i]] = v
-    return flat, erased
 
 
 def symbols_crc(symbols: np.ndarray) -> int:
@@ -241,38 +223,15 @@ def decode_streams(received: list[Received], meta: bytes, precision: str = "auto
 # ---------------------------------------------------------------------------------------------
 # format version 1 (dnaimg 0.1)
 
-def decode_v1(sorter, h: HeaderV1, layout: Layout, precision: str,
-              progress: Callable[[int], None] | None = None) -> tuple:
-    """Reads of a version-1 image -> (image, symbols, model, params, report parts)."""
-    from dnaimg.dna.words import n_data_oligos, values_per_oligo
-    from dnaimg.dna.prng import interleaver
-    model = name_for_id(h.model_id)
-    net, _ = load_model(model)
-    if not 1 <= h.channels <= net.cfg.channels or h.levels < 3 or h.levels % 2 == 0:
-        raise DecodeError(f"model {model} does not match the header ({h.channels} channels, {h.levels} levels)")
-    try:
-        cb = get_codebook(h.codeword_nt, h.levels)
-    except ValueError:
-        raise DecodeError(f"the header's {h.levels} levels do not fit {h.codeword_nt}-nt codewords") from None
-    vpo = values_per_oligo(layout, cb.n)
-    shape = h.latent_shape
-    total = int(np.prod(shape))
-    if n_data_oligos(layout, cb.n, total) != h.n_data:
-        raise DecodeError("header is inconsistent: oligo count does not match the latent size")
-    container.rescue_missing_oligos(sorter, h.tag, h.n_data, layout.insert_nt)
-    vals, bad, slot = container.words_values(sorter, h.tag, 0, h.n_data, layout.payload_nt, cb, vpo, progress)
-    missing = int(np.count_nonzero(slot < 0))
-    centre = (h.levels - 1) // 2
-    flat, erased = _deinterleave(vals.reshape(-1), interleaver(total, h.seed), centre)
-    symbols = flat.reshape(shape)
-    if erased.any():
-        symbols = fill_erasures(symbols, erased.reshape(shape), centre)
-    image = reconstruct(symbols, model, (h.height, h.width), h.levels, precision)
-    params = RobustParams(h.model_id, h.channels, h.levels, h.codeword_nt, h.height, h.width)
-    rep = {"oligos": {"expected": h.n_data, "recovered": h.n_data - missing, "missing": missing},
-           "codewords": {"total": total, "repaired": int(bad.sum()), "erased": min(missing * vpo, total)},
-           "latent_exact": symbols_crc(symbols) == h.symbols_crc}
-    return image, symbols, model, params, rep
+def header_from_v1(h: HeaderV1) -> Header:
+    """A version-1 header as the version-2 header it amounts to (one words stream from oligo 0,
+    no outer code, the interleaver key and latent CRC32 it carries, this codec's metadata), so
+    that version-1 DNA is read by the same code as version 2."""
+    total = h.channels * -(-h.height // 8) * -(-h.width // 8)
+    stream = StreamInfo(KIND_WORDS, first=0, n_data=h.n_data, length=total, codeword_nt=h.codeword_nt,
+                        levels=h.levels, key=h.seed, crc=h.symbols_crc)
+    meta = RobustParams(h.model_id, h.channels, h.levels, h.codeword_nt, h.height, h.width).pack()
+    return Header(CODEC_ID, h.tag, h.oligo_length, h.primer_f_nt, h.primer_r_nt, [stream], meta, version=1)
 
 
 @dataclass

@@ -123,6 +123,12 @@ class StreamPlan:
         return self.n_data + self.parity_oligos
 
 
+def parity_chunks(layout: Layout, codeword_nt: int, inner: int) -> int:
+    """Bytes payloads per outer parity row of a words stream (a row holds one byte per value slot
+    of a data oligo; one chunk holds a bytes payload's data bytes)."""
+    return -(-values_per_oligo(layout, codeword_nt) // bytecode.data_bytes_per_payload(layout.payload_nt, inner))
+
+
 def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = DEFAULT_INNER) -> StreamPlan:
     P = layout.payload_nt
     bd = bytecode.data_bytes_per_payload(P, inner)
@@ -138,7 +144,7 @@ def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = 
     op = outer.plan(n, redundancy)
     if op.blocks and stream.levels > 256:
         raise LayoutError("the outer code takes values of at most 256 levels")
-    return StreamPlan("words", n, V, op, op.parity_rows * -(-V // bd), inner)
+    return StreamPlan("words", n, V, op, op.parity_rows * parity_chunks(layout, stream.codeword_nt, inner), inner)
 
 
 def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
@@ -271,7 +277,7 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
             bits += int(round(vals.size * np.log2(s.levels)))
             if p.outer.blocks:
                 par = outer.encode(_words_rows(vals, info.key, s.levels, p), p.outer)
-                chunks = _words_parity_chunks(par, layout, inner)
+                chunks = _words_parity_chunks(par, layout, s.codeword_nt, inner)
                 pol, _ = bytecode.encode_oligos(layout, tag, info.first + p.n_data + np.arange(len(chunks)),
                                                 bytecode.inner_encode(chunks, inner))
                 blocks.append(pol)
@@ -291,11 +297,12 @@ def _words_rows(vals: np.ndarray, key: int, levels: int, p: StreamPlan) -> np.nd
     return slots.reshape(p.n_data, p.row_width)
 
 
-def _words_parity_chunks(par: np.ndarray, layout: Layout, inner: int) -> np.ndarray:
-    """Parity rows (R, V) -> (R * ceil(V / bd), bd) bytes payload rows (zero padded)."""
+def _words_parity_chunks(par: np.ndarray, layout: Layout, codeword_nt: int, inner: int) -> np.ndarray:
+    """Parity rows (R, V) -> (R * per, bd) bytes payload rows (zero padded), ``per`` the
+    :func:`parity_chunks` of a row."""
     bd = bytecode.data_bytes_per_payload(layout.payload_nt, inner)
     R, V = par.shape
-    per = -(-V // bd)
+    per = parity_chunks(layout, codeword_nt, inner)
     pad = np.zeros((R, per * bd), dtype=np.int64)
     pad[:, :V] = par
     return pad.reshape(R * per, bd)
@@ -475,7 +482,7 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
     if info.blocks:
         pl = outer.Plan(info.n_data, info.blocks, info.parity)
         bd = bytecode.data_bytes_per_payload(P, info.inner)
-        per = -(-V // bd)
+        per = parity_chunks(layout, info.codeword_nt, info.inner)
         rows, ok, readable, prep = _bytes_rows(sorter, tag, info.first + info.n_data, pl.parity_rows * per, P,
                                                info.inner)
         par = rows.reshape(pl.parity_rows, per * bd)[:, :V]
@@ -495,14 +502,18 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
 
 def read_streams(sorter: ReadSorter, header: Header, layout: Layout,
                  progress: Callable[[int], None] | None = None) -> list[Received]:
-    n_oligos = max(s.first + s.n_data + _parity_oligos(s, layout) for s in header.streams)
-    rescue_missing_oligos(sorter, header.tag, n_oligos, INDEX_NT + layout.payload_nt)
+    rescue_missing_oligos(sorter, header.tag, n_oligos(header, layout), layout.insert_nt)
     return [read_stream(sorter, header, i, layout, progress) for i in range(len(header.streams))]
 
 
-def _parity_oligos(s: StreamInfo, layout: Layout) -> int:
+def parity_oligos(s: StreamInfo, layout: Layout) -> int:
+    """The parity oligos of a stream, from its header entry."""
     rows = s.blocks * s.parity
     if s.kind == KIND_BYTES or rows == 0:
         return rows
-    bd = bytecode.data_bytes_per_payload(layout.payload_nt, s.inner)
-    return rows * -(-values_per_oligo(layout, s.codeword_nt) // bd)
+    return rows * parity_chunks(layout, s.codeword_nt, s.inner)
+
+
+def n_oligos(header: Header, layout: Layout) -> int:
+    """Data and parity oligos of the image (numbers 0 .. n-1; the header oligos apart)."""
+    return max(s.first + s.n_data + parity_oligos(s, layout) for s in header.streams)
