@@ -212,20 +212,16 @@ def _count_unknown(sorter, stats, tag: int, n_oligos: int) -> None:
 
 def _rates(h, layout: Layout, pixels: int) -> dict:
     """What the DNA that was written cost, from its header (as ``encode`` reports it)."""
-    from dnaimg.dna.bytecode import bits_per_payload_nt
-    from dnaimg.dna.header import KIND_BYTES, codeword_bytes
-    per_part = layout.payload_nt // 3
-    parts = next(p for p in range(1, 17) if codeword_bytes(p, per_part) >= len(h.pack()) + 16)
+    from dnaimg.dna.header import n_parts
     n_data = sum(s.n_data for s in h.streams)
     n_par = sum(container.parity_oligos(s, layout) for s in h.streams)
-    total = (n_data + n_par) * layout.oligo_length       # + the header oligos, below
-    bits = sum(8 * s.length if s.kind == KIND_BYTES else s.length * np.log2(max(s.levels, 2)) for s in h.streams)
-    s0 = h.streams[0]
-    mapping = bits_per_payload_nt(layout.payload_nt) if s0.kind == KIND_BYTES else np.log2(s0.levels) / s0.codeword_nt
-    return {"data_oligos": n_data, "parity_oligos": n_par, "header_oligo_parts": parts,
+    total = (n_data + n_par) * layout.oligo_length       # the header oligos apart: their copies are unknown
+    return {"data_oligos": n_data, "parity_oligos": n_par,
+            "header_oligo_parts": n_parts(len(h.pack()), layout.payload_nt // 3),
             "payload_nt_per_pixel": n_data * layout.payload_nt / pixels,
-            "total_nt_per_pixel_without_header": total / pixels, "payload_bits_per_nt": float(mapping),
-            "net_bits_per_nt_without_header": float(bits / total)}
+            "total_nt_per_pixel_without_header": total / pixels,
+            "payload_bits_per_nt": container.mapping_bits_per_nt(h, layout),
+            "net_bits_per_nt_without_header": container.stream_bits(h) / total}
 
 
 def _size(h) -> dict:

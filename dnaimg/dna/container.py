@@ -37,7 +37,7 @@ from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
 from dnaimg.dna.constraints import report
 from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, Header, HeaderError, StreamInfo,
-                               header_oligos)
+                               header_oligos, n_parts)
 from dnaimg.dna.index import HEADER_BASE, INDEX_NT
 from dnaimg.dna.prng import SIGMAS_INV, interleaver
 from dnaimg.dna.reads import CHUNK, ReadSorter, gather_reads
@@ -152,10 +152,8 @@ def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inne
     """(header oligos, per stream plan).  ``redundancy`` None: the default of each stream kind."""
     plans = [plan_stream(layout, s, DEFAULT_REDUNDANCY[s.kind] if redundancy is None else redundancy, inner)
              for s in encoded.streams]
-    data = _header_data(layout, encoded, plans, 0)
-    per_part = layout.payload_nt // 3
-    parts = -(-2 * (len(data) + 16) // per_part)
-    return parts * copies, plans
+    data = _make_header(layout, encoded, plans, 0, 0).pack()
+    return n_parts(len(data), layout.payload_nt // 3) * copies, plans
 
 
 def total_oligos(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
@@ -177,10 +175,6 @@ def _interleaver_key(stream: Stream) -> int:
     return _crc(stream) ^ 0xA5A5A5A5
 
 
-def _header_data(layout: Layout, encoded: Encoded, plans: list[StreamPlan], image_id: int) -> bytes:
-    return _make_header(layout, encoded, plans, image_id, 0).pack()
-
-
 def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], image_id: int, codec_id: int) -> Header:
     infos, first = [], 0
     for s, p in zip(encoded.streams, plans):
@@ -196,6 +190,20 @@ def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], imag
                   meta=bytes(encoded.meta))
 
 
+def stream_bits(header: Header) -> int:
+    """Bits of the streams themselves: 8 per byte, log2(levels) per value."""
+    return sum(8 * s.length if s.kind == KIND_BYTES else int(round(s.length * np.log2(s.levels)))
+               for s in header.streams)
+
+
+def mapping_bits_per_nt(header: Header, layout: Layout) -> float:
+    """Density of the mapping into DNA: log2(L)/n of the first words stream, else of bytes payloads."""
+    words = [s for s in header.streams if s.kind == KIND_WORDS]
+    if words:
+        return float(np.log2(words[0].levels) / words[0].codeword_nt)
+    return bytecode.bits_per_payload_nt(layout.payload_nt)
+
+
 @dataclass
 class Written:
     oligos: np.ndarray              # (n, oligo_length) uint8: header oligos, then each stream's data and parity
@@ -204,7 +212,6 @@ class Written:
     n_header: int
     layout: Layout
     plans: list[StreamPlan]
-    payload_bits: int               # bits of the streams themselves (bytes * 8, values * log2(levels))
 
     def rates(self, pixels: int) -> dict:
         """Nucleotides per pixel and bits per nucleotide.  payload_nt: the payload nt of the data
@@ -214,20 +221,15 @@ class Written:
         n_par = sum(p.parity_oligos for p in self.plans)
         total = int(self.oligos.shape[0] * self.oligos.shape[1])
         payload = n_data * P
-        words = [p for p in self.plans if p.kind == "words"]
-        if words:
-            s = self.header.streams[self.plans.index(words[0])]
-            mapping = float(np.log2(s.levels) / s.codeword_nt)
-        else:
-            mapping = bytecode.bits_per_payload_nt(P)
+        words = any(p.kind == "words" for p in self.plans)
         return {"pixels": pixels, "oligos": int(self.oligos.shape[0]), "header_oligos": self.n_header,
                 "data_oligos": n_data, "parity_oligos": n_par,
                 "outer_redundancy": round(n_par / n_data, 4) if n_data else 0.0,
                 "inner_parity_bytes": self.plans[0].inner if not words else None,
                 "payload_nt": payload, "total_nt": total,
                 "payload_nt_per_pixel": payload / pixels, "total_nt_per_pixel": total / pixels,
-                "payload_bits_per_nt": mapping,
-                "net_bits_per_nt": self.payload_bits / total}
+                "payload_bits_per_nt": mapping_bits_per_nt(self.header, self.layout),
+                "net_bits_per_nt": stream_bits(self.header) / total}
 
     def fasta_records(self):
         for name, o in zip(self.names, dna.decode_many(list(self.oligos))):
@@ -254,7 +256,6 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
     parts = len(heads) // copies
     names = [f"dnaimg_{image_id:08x}_header_c{i // parts}_p{i % parts}" for i in range(len(heads))]
     blocks = [np.stack(heads)]
-    bits = 0
     for si, (s, p, info) in enumerate(zip(encoded.streams, plans, header.streams)):
         pre = f"dnaimg_{image_id:08x}_s{si}"
         if s.kind == "bytes":
@@ -266,7 +267,6 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
             olis, _ = bytecode.encode_oligos(layout, tag, info.first + np.arange(len(allrows)),
                                              bytecode.inner_encode(allrows, inner))
             blocks.append(olis)
-            bits += 8 * len(raw)
         else:
             cb = get_codebook(s.codeword_nt, s.levels)
             vals = np.asarray(s.data, dtype=np.int64)
@@ -274,7 +274,6 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
                 raise LayoutError(f"words stream {si}: values outside 0..{s.levels - 1}")
             olis = data_oligos(layout, tag, info.key, vals, cb.words, first=info.first, progress=progress)
             blocks.append(np.stack(olis))
-            bits += int(round(vals.size * np.log2(s.levels)))
             if p.outer.blocks:
                 par = outer.encode(_words_rows(vals, info.key, s.levels, p), p.outer)
                 chunks = _words_parity_chunks(par, layout, s.codeword_nt, inner)
@@ -283,7 +282,7 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
                 blocks.append(pol)
         names += [f"{pre}_data{k:06d}" for k in range(p.n_data)]
         names += [f"{pre}_parity{k:05d}" for k in range(p.parity_oligos)]
-    return Written(np.concatenate(blocks), names, header, len(heads), layout, plans, bits)
+    return Written(np.concatenate(blocks), names, header, len(heads), layout, plans)
 
 
 def _words_rows(vals: np.ndarray, key: int, levels: int, p: StreamPlan) -> np.ndarray:

@@ -230,6 +230,11 @@ _V1_NIBBLES = 2 * (HeaderV1.size() + HEADER_PARITY)
 # ---------------------------------------------------------------------------------------------
 # header oligos
 
+def n_parts(data_len: int, per_part: int) -> int:
+    """Header oligos per copy for ``data_len`` bytes of header (its RS parity included)."""
+    return -(-2 * (data_len + HEADER_PARITY) // per_part)
+
+
 def codeword_bytes(parts: int, per_part: int) -> int:
     """Bytes of a version-2 header codeword (data, padding, parity) spread over ``parts`` parts."""
     return min(255, parts * per_part // 2)
@@ -243,7 +248,7 @@ def header_oligos(layout, data: bytes, tag: int, copies: int = DEFAULT_HEADER_CO
     if not 1 <= copies <= MAX_COPIES:
         raise HeaderError(f"header copies must be 1..{MAX_COPIES}")
     per_part = layout.payload_nt // 3
-    parts = -(-2 * (len(data) + HEADER_PARITY) // per_part)
+    parts = n_parts(len(data), per_part)
     if fill:
         total = codeword_bytes(parts, per_part)
         if total < len(data) + HEADER_PARITY:
