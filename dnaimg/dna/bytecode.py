@@ -173,7 +173,7 @@ def _fix_one(words: np.ndarray, inner: int) -> tuple[np.ndarray, np.ndarray]:
     words = np.asarray(words, dtype=np.int64).copy()
     N, B = words.shape
     k = B - inner
-    d = gf_matmul(parity_matrix(k, inner), words[:, :k].T).T ^ words[:, k:]        # (N, inner)
+    d = _syndrome(words, inner)                                                     # (N, inner)
     n_err = np.where(d.any(axis=1), -1, 0)
     if inner < 4:
         return words, n_err
@@ -195,21 +195,40 @@ def _fix_one(words: np.ndarray, inner: int) -> tuple[np.ndarray, np.ndarray]:
     return words, n_err
 
 
-def selector_valid(est: np.ndarray) -> np.ndarray:
-    """Per payload estimate: is its selector one of the 12 selector words?"""
-    w = np.asarray(est)[:, :SELECTOR_NT].astype(np.int64)
-    code = np.where((w > 3).any(axis=1), 0, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
-    nib = _WORD_TO_NIBBLE[code]
-    return ~(w > 3).any(axis=1) & (nib >= 0) & (nib < N_SELECT)
+def _syndrome(words: np.ndarray, inner: int) -> np.ndarray:
+    """(N, inner): the parity the data bytes imply, XOR the parity read (all 0 for a codeword)."""
+    k = words.shape[1] - inner
+    return gf_matmul(parity_matrix(k, inner), words[:, :k].T).T ^ words[:, k:]
 
 
 def _check(words: np.ndarray, inner: int) -> np.ndarray:
     """Per row: is it an inner codeword (zero syndrome)?"""
     if inner == 0:
         return np.ones(len(words), dtype=bool)
-    k = words.shape[1] - inner
-    par = gf_matmul(parity_matrix(k, inner), words[:, :k].T).T
-    return (par == words[:, k:]).all(axis=1)
+    return ~_syndrome(words, inner).any(axis=1)
+
+
+def _selector(est: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per payload estimate: (its selector word's code 0..63, or -1 with an unknown nt;
+    its selector, or -1 if the word is not one of the 12 selector words)."""
+    w = np.asarray(est)[:, :SELECTOR_NT].astype(np.int64)
+    code = np.where((w > 3).any(axis=1), -1, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
+    nib = np.where(code >= 0, _WORD_TO_NIBBLE[np.maximum(code, 0)], -1)
+    return code, np.where((nib >= 0) & (nib < N_SELECT), nib, -1)
+
+
+def selector_valid(est: np.ndarray) -> np.ndarray:
+    """Per payload estimate: is its selector one of the 12 selector words?"""
+    return _selector(est)[1] >= 0
+
+
+def _unkey(est: np.ndarray, numbers: np.ndarray, scramble, tag: int, sel) -> np.ndarray:
+    """Payload estimates -> their B bytes (as read: not checked), un-keyed with selectors ``sel``;
+    unknown nt read as 0."""
+    B = bytes_per_payload(est.shape[1])
+    body = np.asarray(est)[:, SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
+    body = np.where(body > 3, 0, body)
+    return _from_nt((body - keystream(tag, numbers, scramble, sel, 4 * B)) & 3)
 
 
 def decode_payloads(est: np.ndarray, numbers: np.ndarray, scramble: np.ndarray, tag: int,
@@ -222,22 +241,17 @@ def decode_payloads(est: np.ndarray, numbers: np.ndarray, scramble: np.ndarray, 
     B = bytes_per_payload(P)
     numbers = np.asarray(numbers, dtype=np.int64)
     scramble = np.asarray(scramble, dtype=np.int64)
-    w = est[:, :SELECTOR_NT].astype(np.int64)
-    code = np.where((w > 3).any(axis=1), -1, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
-    nib = np.where(code >= 0, _WORD_TO_NIBBLE[np.maximum(code, 0)], -1)
-    sel = np.where((nib >= 0) & (nib < N_SELECT), nib, 0)
-    body = est[:, SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
-    words = _from_nt((body - keystream(tag, numbers, scramble, sel, 4 * B)) & 3)
-    ok = _check(words, inner) & (nib >= 0) & (nib < N_SELECT) & (est[:, SELECTOR_NT:SELECTOR_NT + 4 * B] <= 3).all(axis=1)
+    code, sel = _selector(est)
+    words = _unkey(est, numbers, scramble, tag, np.maximum(sel, 0))
+    ok = _check(words, inner) & (sel >= 0) & (est[:, SELECTOR_NT:SELECTOR_NT + 4 * B] <= 3).all(axis=1)
     fixed = 0
     rs = reedsolo.RSCodec(nsym=inner, nsize=255) if inner else None
     mf = max_fix(inner)
     for i in (np.flatnonzero(~ok).tolist() if correct else []):
-        cands = [int(sel[i])] if 0 <= nib[i] < N_SELECT else (_SEL_CANDIDATES[code[i]] if code[i] >= 0 else [])
+        cands = [int(sel[i])] if sel[i] >= 0 else (_SEL_CANDIDATES[code[i]] if code[i] >= 0 else [])
+        unknown = est[i, SELECTOR_NT:SELECTOR_NT + 4 * B] > 3
         for sc in cands:
-            b = est[i, SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
-            unknown = b > 3
-            row = _from_nt(((np.where(unknown, 0, b) - keystream(tag, numbers[i:i + 1], scramble[i], sc, 4 * B)[0]) & 3)[None])[0]
+            row = _unkey(est[i:i + 1], numbers[i:i + 1], scramble[i], tag, sc)[0]
             if _check(row[None], inner)[0]:
                 words[i], ok[i] = row, True
                 break
@@ -257,7 +271,7 @@ def decode_payloads(est: np.ndarray, numbers: np.ndarray, scramble: np.ndarray, 
     return words[:, :B - inner], ok, fixed
 
 
-def _indel_candidates(read: np.ndarray, P: int, max_shift: int = 1) -> np.ndarray:
+def _indel_candidates(read: np.ndarray, P: int) -> np.ndarray:
     """Payloads of ``P`` nt a read could be under at most one insertion or deletion (or none)."""
     r = np.asarray(read, dtype=np.uint8)
     L = len(r)
@@ -290,15 +304,9 @@ def decode_from_reads(reads: list[np.ndarray], number: int, scramble: int, tag: 
     if not cands:
         return None
     cands = np.stack(cands)
-    w = cands[:, :SELECTOR_NT].astype(np.int64)
-    code = np.where((w > 3).any(axis=1), 0, w[:, 0] * 16 + w[:, 1] * 4 + w[:, 2])
-    sel = _WORD_TO_NIBBLE[code].astype(np.int64)
-    good = selector_valid(cands)
-    body = np.where(cands > 3, 0, cands)[:, SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
-    ks = keystream(tag, np.full(len(cands), number), scramble, np.where(good, sel, 0), 4 * B)
-    words = _from_nt((body - ks) & 3)
-    fixed, n_err = _fix_one(words, inner)
-    good &= n_err >= 0
+    sel = _selector(cands)[1]
+    fixed, n_err = _fix_one(_unkey(cands, np.full(len(cands), number), scramble, tag, np.maximum(sel, 0)), inner)
+    good = (sel >= 0) & (n_err >= 0)
     exact = good & (n_err == 0)
     if exact.any():
         return fixed[int(np.argmax(exact)), :B - inner]
@@ -318,15 +326,10 @@ def decode_from_reads(reads: list[np.ndarray], number: int, scramble: int, tag: 
     for i in range(len(same)):
         for j in range(i + 1, min(len(same), 6)):
             a, b = same[i], same[j]
-            if (a[:SELECTOR_NT] != b[:SELECTOR_NT]).any():
+            sel = _selector(a[None])[1][0]
+            if (a[:SELECTOR_NT] != b[:SELECTOR_NT]).any() or sel < 0:
                 continue
-            w = a[:SELECTOR_NT].astype(np.int64)
-            nib = _WORD_TO_NIBBLE[w[0] * 16 + w[1] * 4 + w[2]] if (w <= 3).all() else -1
-            if not 0 <= nib < N_SELECT:
-                continue
-            body = np.where(a > 3, 0, a)[SELECTOR_NT:SELECTOR_NT + 4 * B].astype(np.int64)
-            ks = keystream(tag, np.array([number]), scramble, int(nib), 4 * B)[0]
-            row = _from_nt(((body - ks) & 3)[None])[0]
+            row = _unkey(a[None], np.array([number]), scramble, tag, sel)[0]
             diff = (a != b)[SELECTOR_NT:SELECTOR_NT + 4 * B] | (a > 3)[SELECTOR_NT:SELECTOR_NT + 4 * B]
             erase = sorted(set((np.flatnonzero(diff) // 4).tolist()))
             if not 0 < len(erase) <= inner - 1:
