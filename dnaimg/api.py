@@ -86,7 +86,7 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
         img = load_pixels(image) if codec in LOSSLESS else load_image(image)
     pixels = int(img.shape[0] * img.shape[1])
     cdc = classic.get_codec(codec)
-    probe_meta = b"\0" * 8         # classic metadata is 5 bytes: a longer probe errs on the safe side
+    probe_meta = bytes(classic.META_BYTES)      # only its size matters to the oligo count
 
     def fits(n: int) -> bool:
         enc = Encoded(codec, [Stream("bytes", b"\0" * max(1, n))], probe_meta)
@@ -94,7 +94,7 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
     enc = cdc.encode(img, quality=quality, fits=None if rate is None else fits)
     written = container.write(enc, codec_id(codec), layout, redundancy, inner, copies, progress=progress)
     if rate is not None and written.oligos.size > rate * pixels + 1e-9:
-        raise RateError(f"{codec} does not fit {rate} total nt/px")      # the probe's metadata was shorter
+        raise RateError(f"{codec} does not fit {rate} total nt/px")      # a guard: the probe is exact
     return EncodeResult(codec, written, pixels, dict(enc.info))
 
 

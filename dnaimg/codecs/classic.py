@@ -209,6 +209,7 @@ def _code_of(a: np.ndarray) -> int | None:
     ch = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
     return _CODE_OF.get((a.dtype, ch))
 _META = struct.Struct(">BHH")
+META_BYTES = _META.size        # every classic codec's metadata in the header
 
 
 def _one_line(e: BaseException) -> str:
