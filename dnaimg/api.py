@@ -23,9 +23,9 @@ from dnaimg.codecs import CODEC_NAMES, LOSSLESS, canonical, codec_id
 from dnaimg.codecs.base import CodecError, DecodeError, Encoded, RateError, Stream
 from dnaimg.dna import container
 from dnaimg.dna.container import DEFAULT_INNER, ContainerError, Layout, LayoutError, Written
-from dnaimg.dna.header import DEFAULT_HEADER_COPIES, FORMAT_VERSION, HeaderError, HeaderV1, HeaderVersionError
+from dnaimg.dna.header import DEFAULT_HEADER_COPIES, LATEST_VERSION, HeaderError, HeaderV1, HeaderVersionError
 from dnaimg.dna.index import HEADER_BASE
-from dnaimg.image import ImageError, load_image, load_pixels
+from dnaimg.image import ImageError, Source, channels, describe, has_alpha, mode_of, read_source
 from dnaimg.zoo.model import resolve_precision
 
 
@@ -59,13 +59,102 @@ def _classic():
     return classic
 
 
-def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float | None = None,
+DEFAULT_CODEC = "avif"      # the best image per total nt measured on Kodak at miseq/nextseq 5x (README)
+
+
+@dataclass
+class Prepared:
+    """An image as a codec will code it: what :func:`prepare` decided."""
+    pixels: np.ndarray
+    codec: str
+    notes: list[str]                # every change to the data or its form, and the codec choice
+    source_mode: str | None         # the file's mode (Pillow's), None for an array
+
+
+def _keeps_16bit(codec: str, a: np.ndarray) -> bool:
+    from dnaimg.codecs.classic import LAYOUTS_OF
+    return (0x10 | channels(a)) in LAYOUTS_OF.get(codec, ())
+
+
+def prepare(image: str | Path | np.ndarray, codec: str | None = None, *, flatten: bool = False,
+            to_8bit: bool = False) -> Prepared:
+    """Image (file or array) -> the pixels ``codec`` is given, never changed silently: gray stays one
+    channel, 16 bits stay 16 bits and alpha stays, or the image is refused (ImageError, one line
+    naming the options) unless ``flatten`` (composite alpha onto white) or ``to_8bit`` (16 -> 8 bits)
+    asks for the change.  ``codec`` None: png for a 16-bit image (lossless, 16 bits kept), else
+    :data:`DEFAULT_CODEC`.  Palette and CMYK files are read as RGB(A) with a note (see
+    :func:`dnaimg.image.read_source`)."""
+    from dnaimg import image as im_
+    src = Source.of(image) if isinstance(image, np.ndarray) else read_source(image)
+    name = "the image" if isinstance(image, np.ndarray) else str(image)
+    a, notes = src.pixels, list(src.notes)
+    if codec is None:
+        codec = "png" if a.dtype == np.uint16 and not to_8bit else DEFAULT_CODEC
+        if codec == "png":
+            lossy = "jxl or --codec jpeg2000" if channels(a) == 1 else "jxl"
+            notes.append(f"{describe(a)} input: chose png (lossless, 16 bits kept); --codec {lossy} code 16 bits "
+                         f"lossily, --to-8bit allows the 8-bit codecs")
+    codec = canonical(codec)
+    if has_alpha(a):
+        if flatten:
+            a = im_.flatten(a)
+            notes.append("alpha composited onto white (--flatten)")
+        elif codec not in LOSSLESS:
+            opaque = bool((a[..., -1] == np.iinfo(a.dtype).max).all())
+            raise ImageError(f"{name} has an alpha channel ({describe(a)}), which {codec} cannot keep: --codec png "
+                             f"or --codec jxl-lossless keep it, --flatten composites it onto white"
+                             + (" (it is opaque everywhere: --flatten loses nothing)" if opaque else ""))
+    if a.dtype == np.uint16:
+        if to_8bit:
+            a = im_.to_8bit(a)
+            notes.append("reduced from 16 to 8 bits (--to-8bit)")
+        elif not _keeps_16bit(codec, a):
+            lossy = "--codec jxl or --codec jpeg2000" if channels(a) == 1 else "--codec jxl"
+            raise ImageError(f"{name} is a {describe(a)} image, which {codec} cannot keep (8 bits only): --codec "
+                             f"png or --codec jxl-lossless keep it exactly, {lossy} lossily at 16 bits; --to-8bit "
+                             f"reduces it to 8 bits")
+    if a.ndim == 2 and codec == "webp":
+        notes.append("webp has no gray mode: coded as RGB (R = G = B, three channels' cost), decoded to gray")
+    elif a.ndim == 2 and codec == "robust":
+        notes.append("gray coded as RGB (R = G = B) by the RGB model (no saving over colour), decoded to gray")
+    return Prepared(np.ascontiguousarray(a), codec, notes, src.file_mode)
+
+
+def encode(image: str | Path | np.ndarray, codec: str | None = None, *, rate: float | None = None,
            quality: float | None = None, model: str | None = None, noise_trained: bool = False,
            redundancy: float | None = None, layout: Layout | None = None,
            copies: int = DEFAULT_HEADER_COPIES, inner: int = DEFAULT_INNER,
-           progress: Callable[[int], None] | None = None) -> EncodeResult:
-    """Image (file or array) -> oligos with ``codec`` (see :data:`dnaimg.codecs.CODEC_IDS`)."""
-    codec = canonical(codec)
+           progress: Callable[[int], None] | None = None, flatten: bool = False,
+           to_8bit: bool = False) -> EncodeResult:
+    """Image (file or array) -> oligos with ``codec`` (see :data:`dnaimg.codecs.CODEC_IDS`; None: png
+    for 16-bit images, else :data:`DEFAULT_CODEC`).  The image keeps its channels, bit depth and
+    alpha, or is refused, unless ``flatten`` / ``to_8bit`` (see :func:`prepare`); ``info["notes"]``
+    says what was done."""
+    auto = codec is None
+    prep = prepare(image, codec, flatten=flatten, to_8bit=to_8bit)
+    codec = prep.codec
+    if auto and codec == "png" and quality is not None:
+        raise CodecError("a 16-bit image goes to png (lossless), which has no --quality: give --codec jxl or "
+                         "--codec jpeg2000 to code 16 bits lossily, or --to-8bit")
+    try:
+        res = _encode(prep.pixels, codec, rate=rate, quality=quality, model=model, noise_trained=noise_trained,
+                      redundancy=redundancy, layout=layout, copies=copies, inner=inner, progress=progress)
+    except RateError as e:
+        if auto and codec == "png":
+            raise RateError(f"{e} (a 16-bit image goes to png, lossless, unless --codec jxl or jpeg2000 codes it "
+                            f"lossily, or --to-8bit)") from None
+        raise
+    notes = prep.notes
+    if codec == "compact" and prep.pixels.ndim == 2:
+        from dnaimg.codecs import compact
+        if compact.CompactParams.unpack(res.written.header.meta).gray:
+            notes.append("gray coded as RGB (R = G = B) by the RGB model (no saving over colour), decoded to gray")
+    res.info.update({"mode": mode_of(prep.pixels), "source_mode": prep.source_mode, "notes": notes})
+    return res
+
+
+def _encode(img: np.ndarray, codec: str, *, rate, quality, model, noise_trained, redundancy, layout, copies, inner,
+            progress) -> EncodeResult:
     layout = layout or Layout()
     if redundancy is not None and not 0 <= redundancy <= 4:
         raise LayoutError("redundancy must be between 0 and 4")
@@ -73,17 +162,16 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
         from dnaimg.codecs import robust
         if quality is not None:
             raise CodecError("the robust codec has no --quality: choose --model NAME:POINT or --rate")
-        r = robust.encode_image(image, model=model, layout=layout, header_copies=copies, progress=progress,
+        r = robust.encode_image(img, model=model, layout=layout, header_copies=copies, progress=progress,
                                 rate=rate, noise_trained=noise_trained, redundancy=redundancy, inner=inner)
         return EncodeResult(codec, r.written, r.pixels, {"model": r.model, "point": r.point.label if r.point else r.model},
                             robust=r)
+    if codec == "compact":
+        return _encode_compact(img, rate=rate, quality=quality, model=model, noise_trained=noise_trained,
+                               redundancy=redundancy, layout=layout, copies=copies, inner=inner, progress=progress)
     if model is not None or noise_trained:
-        raise CodecError(f"--model and --noise-trained are for the robust codec, not {codec}")
+        raise CodecError(f"--model and --noise-trained are for the learned codecs, not {codec}")
     classic = _classic()
-    if isinstance(image, np.ndarray):
-        img = image
-    else:
-        img = load_pixels(image) if codec in LOSSLESS else load_image(image)
     pixels = int(img.shape[0] * img.shape[1])
     cdc = classic.get_codec(codec)
     probe_meta = bytes(classic.META_BYTES)      # only its size matters to the oligo count
@@ -96,6 +184,24 @@ def encode(image: str | Path | np.ndarray, codec: str = "robust", *, rate: float
     if rate is not None and written.oligos.size > rate * pixels + 1e-9:
         raise RateError(f"{codec} does not fit {rate} total nt/px")      # a guard: the probe is exact
     return EncodeResult(codec, written, pixels, dict(enc.info))
+
+
+def _encode_compact(image, *, rate, quality, model, noise_trained, redundancy, layout, copies, inner,
+                    progress) -> EncodeResult:
+    from dnaimg.codecs import compact
+    from dnaimg.dna import bytecode
+    if noise_trained:
+        raise CodecError("--noise-trained is for the robust codec")
+    img = image
+    pixels = int(img.shape[0] * img.shape[1])
+    bd = bytecode.data_bytes_per_payload(layout.payload_nt, inner)
+
+    def fits(enc: Encoded) -> bool:
+        return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
+    enc = compact.encode(img, packet_bytes=bd * compact.PACKET_ROWS, rate_index=quality, model=model,
+                         redundancy=redundancy, fits=None if rate is None else fits)
+    written = container.write(enc, codec_id("compact"), layout, redundancy, inner, copies, progress=progress)
+    return EncodeResult("compact", written, pixels, dict(enc.info))
 
 
 @dataclass
@@ -118,7 +224,7 @@ def open_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | Non
         headers, why, reads_per_tag = find_headers(sorter)
     except HeaderVersionError as e:
         raise DecodeError(f"the DNA holds format version {e.version}; this dnaimg reads versions 1 to "
-                          f"{FORMAT_VERSION}") from None
+                          f"{LATEST_VERSION}") from None
     except (ContainerError, HeaderError) as e:
         raise DecodeError(str(e)) from None
     return lay, sorter, headers, why, reads_per_tag
@@ -129,11 +235,18 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
            read_progress: Callable[[int], None] | None = None) -> DecodeResult:
     """Reads (any order, either strand, with errors) -> image and report.  ``tag`` chooses the
     image when the reads hold several (default: the one with the most reads)."""
-    precision = resolve_precision(precision)
+    requested, precision = precision, resolve_precision(precision)
     t0 = time.perf_counter()
     lay, sorter, headers, why, reads_per_tag = open_reads(reads, primer_f, primer_r, read_progress)
     t_sort = time.perf_counter()
     stats = sorter.stats
+    mixed = {t: m for t, m in getattr(sorter, "mixtures", {}).items() if m.mixed}
+    if tag is None and mixed:       # never a blend: not the image with the most reads, if that is two
+        top = max(set(headers) | set(mixed), key=lambda t: reads_per_tag[t])
+        if top in mixed:
+            raise DecodeError(mixed[top].message())
+    if tag is not None and tag in mixed:
+        raise DecodeError(mixed[tag].message())
     if not headers:
         raise DecodeError("no header could be decoded from the reads (" + "; ".join(
             f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
@@ -170,6 +283,17 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
                       "codewords": {"total": r0["values"], "repaired": r0["codewords_repaired"],
                                     "erased": r0["values_erased"]},
                       "latent_exact": exact}
+        elif codec == "compact":
+            from dnaimg.codecs import compact
+            # "auto" is fp32 here: the same pixels on every machine (bf16 only when asked)
+            precision = "fp32" if requested == "auto" else precision
+            image, crep = compact.decode(received, h2.meta, precision)
+            model, params = crep["model"], None
+            rs = [r.report for r in received]
+            rparts = {"oligos": {"expected": sum(r["oligos"] for r in rs),
+                                 "recovered": sum(r["oligos"] - r["missing"] for r in rs),
+                                 "missing": sum(r["missing"] for r in rs)},
+                      "latent": crep}
         else:
             cdc = _classic().get_codec(codec)
             image, model, params = None, None, None
@@ -188,10 +312,12 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
     images = {f"{t:02x}": {"reads": reads_per_tag[t], **_size(hh)} for t, hh in headers.items()}
     info = {"codec": codec, "tag": f"{tag:02x}", "format_version": h.version}
     if image is not None:
-        info.update({"height": int(image.shape[0]), "width": int(image.shape[1])})
+        info.update({"height": int(image.shape[0]), "width": int(image.shape[1]), "mode": mode_of(image)})
     if params is not None:
         info.update({"model": model, "channels": params.channels, "levels": params.levels,
                      "codeword_nt": params.codeword_nt})
+    elif model is not None:
+        info["model"] = model
     report = {"reads": stats.to_dict(), **rparts, "exact": exact, "image": info, "streams": streams_rep,
               "other_tags": other, "images_present": images, "header": h.to_dict(), "precision": precision,
               "timing_s": {"reads": round(t_sort - t0, 3)}}

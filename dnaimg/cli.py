@@ -31,9 +31,10 @@ def friendly(fn):
         from dnaimg.image import ImageError
         from dnaimg.zoo.registry import ModelError
         from dnaimg.dna.seqio import InputError
+        from dnaimg.pool import PoolError
         try:
             return fn(*args, **kwargs)
-        except (DecodeError, CodecError, ImageError, LayoutError, ModelError, InputError) as e:
+        except (DecodeError, CodecError, ImageError, LayoutError, ModelError, InputError, PoolError) as e:
             raise UserError(str(e)) from None
         except click.ClickException:
             raise
@@ -93,41 +94,91 @@ def main():
     """
 
 
+def _codec_of_model(model, noise_trained) -> str:
+    """No --codec: the codec of --model (a compact or robust model), else the default codec."""
+    from dnaimg.api import DEFAULT_CODEC
+    if noise_trained:
+        return "robust"
+    if not model:
+        return DEFAULT_CODEC
+    from dnaimg.zoo.registry import list_models
+    name = model.split(":", 1)[0]
+    if any(c["name"] == name for c in list_models("compact")):
+        return "compact"
+    return "robust"
+
+
 @main.command()
-@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("image", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="FASTA file of oligos to write (.gz to compress).")
-@click.option("--codec", default="robust", show_default=True, metavar="NAME",
-              help="robust (the autoencoder), jpeg, webp, jpeg2000, avif, jxl, or lossless png, jxl-lossless.")
+              help="FASTA file of oligos to write (.gz to compress); a pool's manifest goes beside it "
+                   "(NAME.manifest.json).")
+@click.option("--codec", default=None, metavar="NAME",
+              help="[default: avif; png for a 16-bit image; the codec of --model] avif (the best image per nucleotide at 5x "
+                   "coverage), robust (autoencoder with "
+                   "fixed-length codewords: for one read per oligo or high substitution rates), compact (learned, "
+                   "entropy-coded), jpeg, webp, jpeg2000, jxl, or lossless png, jxl-lossless.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
               help="Cap on the TOTAL nt/pixel (everything synthesised: primers, index, header, inner and "
                    "outer codes): the best operating point (robust) or the highest quality (classic) that fits.")
 @click.option("--quality", type=float, default=None,
-              help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel).")
+              help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel); compact: the "
+                   "model's rate index (0 = lowest .. 6, in steps of 1/8).")
 @click.option("--redundancy", type=click.FloatRange(0, 4), default=None, metavar="FRACTION",
               help="Outer code across oligos: parity rows per data row; lost oligos up to about this "
                    "fraction are rebuilt exactly.  [default: 0.15 for byte-stream codecs, 0 for robust]")
 @click.option("--model", default=None, metavar="NAME[:POINT]",
-              help="Robust codec: shipped model (and operating point); see `dnaimg models`.")
+              help="Learned codecs: shipped model (robust: and operating point); see `dnaimg models`.")
 @click.option("--noise-trained", is_flag=True,
               help="Robust codec, with --rate and no --model: choose among the noise-trained models.")
 @click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=3, show_default=True,
               help="Copies of the header oligos.")
+@click.option("--pool", "as_pool", is_flag=True,
+              help="Write a pool (format version 3: an id, the file name and the primer pair in the DNA, a "
+                   "manifest beside the FASTA) even for one image.  Several images or a folder always make a pool.")
+@click.option("--append", type=click.Path(dir_okay=False, exists=True), default=None, metavar="POOL.fasta",
+              help="Add the images to this existing pool: its images keep their ids, primers and oligos; -o gets "
+                   "the whole pool, old and new.")
+@click.option("--group-size", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Pool: images per primer pair (1: every file its own pair, for random access by PCR).  Pair 0 is "
+                   "the default primers, then the pairs of the primer set (docs/primers.tsv).  [default: 256]")
+@click.option("--pool-id", default=None, metavar="HEX", help="Pool: its 32-bit id (default: random; kept by --append).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
+              help="Pool: images encoded in parallel.  [default: the CPU count]")
+@click.option("--flatten", is_flag=True,
+              help="Composite an alpha channel onto white.  Without it an image with alpha is refused by the codecs "
+                   "that cannot keep alpha (all but png and jxl-lossless).")
+@click.option("--to-8bit", "to_8bit", is_flag=True,
+              help="Reduce a 16-bit image to 8 bits.  Without it a 16-bit image goes to png when no --codec is given, "
+                   "and is refused by the codecs that keep 8 bits only (all but png, jxl-lossless, jxl, and jpeg2000 "
+                   "for gray).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
 def encode(image, output, codec, rate, quality, redundancy, model, noise_trained, oligo_length, primer_f, primer_r,
-           header_copies, as_json, quiet):
-    """Compress IMAGE and write it as DNA oligos (FASTA)."""
+           header_copies, as_pool, append, group_size, pool_id, jobs, flatten, to_8bit, as_json, quiet):
+    """Compress IMAGE(s) and write them as DNA oligos (FASTA).
+
+    One image file: a single image (format version 2).  Several images, a folder of images,
+    --pool or --append: a pool, every image under its own id and file name (format version 3),
+    with a manifest (JSON) beside the FASTA."""
     from dnaimg import api
     from dnaimg.codecs import canonical
     from dnaimg.dna.seqio import check_writable, write_fasta
+    from pathlib import Path
+    if as_pool or append or group_size or pool_id or len(image) > 1 or Path(image[0]).is_dir():
+        return _encode_pool(image, output, codec, rate, quality, redundancy, model, noise_trained, oligo_length,
+                            primer_f, primer_r, header_copies, append, group_size, pool_id, jobs, as_json, quiet,
+                            flatten=flatten, to_8bit=to_8bit)
+    image = image[0]
     check_writable(output)
     if str(output) == str(image):
         raise UserError("the output would overwrite the input image")
-    codec = canonical(codec)
+    # no --codec and no --model: api.encode chooses (png for a 16-bit image, else the default codec)
+    codec = canonical(codec) if codec is not None else \
+        (_codec_of_model(model, noise_trained) if model or noise_trained else None)
     layout = _layout(oligo_length, primer_f, primer_r)
     if codec == "robust" and model:
         from dnaimg.zoo.registry import select_point
@@ -135,7 +186,9 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     t0 = time.time()
     with _bar(None, "encoding", quiet) as bar:
         enc = api.encode(image, codec, rate=rate, quality=quality, model=model, noise_trained=noise_trained,
-                         redundancy=redundancy, layout=layout, copies=header_copies, progress=bar.update)
+                         redundancy=redundancy, layout=layout, copies=header_copies, progress=bar.update,
+                         flatten=flatten, to_8bit=to_8bit)
+    codec = enc.codec
     write_fasta(output, enc.fasta_records())
     r = enc.rates()
     h = enc.written.header
@@ -144,8 +197,11 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     if as_json:
         click.echo(json.dumps(r, indent=2, default=str))
         return
-    what = r.get("point") if codec == "robust" else (f"quality {r['quality']}" if r.get("quality") is not None else "")
-    click.echo(f"encoded {image} with {codec} {what}".rstrip())
+    what = (r.get("point") if codec == "robust" else f"{r['model']} rate index {r['rate_index']:g}" if codec == "compact"
+            else (f"quality {r['quality']}" if r.get("quality") is not None else ""))
+    click.echo(f"encoded {image} ({r['mode']}) with {codec} {what}".rstrip())
+    for note in r.get("notes", []):
+        click.echo(f"note: {note}")
     click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt ({r['data_oligos']} data + "
                f"{r['parity_oligos']} parity + {r['header_oligos']} header), image id {r['image_id']}")
     click.echo(f"rate: {r['total_nt_per_pixel']:.3f} nt/pixel total, {r['payload_nt_per_pixel']:.3f} payload; "
@@ -154,8 +210,10 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
 
 
 @main.command()
-@click.argument("reads", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.argument("reads", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="PNG file to write, or a folder (an existing one, or a name ending in /): every image of "
+                   "the pool under its own name.")
 @with_primers
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="Original image: also report PSNR against it.")
@@ -164,23 +222,41 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
 @click.option("--strict", is_flag=True,
               help="Exit with status 3 unless the data is exactly what was encoded (CRC32 of every stream).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Robust codec: arithmetic of the synthesis net; auto takes bf16 where the CPU computes it "
-                   "natively (several times faster, same PSNR), else fp32.")
+              help="Arithmetic of the synthesis net.  Robust codec: auto takes bf16 where the CPU computes it "
+                   "natively (several times faster, same PSNR), else fp32.  Compact codec: auto is fp32 (the same "
+                   "pixels on every machine); bf16 about twice as fast, same symbols.")
+@click.option("--only", default=None, metavar="NAME_OR_ID",
+              help="Pool: restore this file only (its name, its name without extension, or its id).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Decode on a local Dask cluster of N worker processes (the same images as one process).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Decode on the Dask cluster of this scheduler (e.g. tcp://host:8786); its workers must "
+                   "read the same paths.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def decode(reads, output, primer_f, primer_r, reference, select, strict, precision, as_json, quiet):
-    """Rebuild the image from sequencer READS (FASTA/FASTQ, gzipped or not).
+def decode(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers, scheduler,
+           as_json, quiet):
+    """Rebuild the image(s) from sequencer READS (FASTA/FASTQ files, gzipped or not).
 
     The codec is read from the DNA.  The PNG is written whenever an image can be drawn; the
     report says how many oligos were missing and whether the data is exactly the encoded one.
+    With -o FOLDER/ every image of a pool is written under its own name (--only: one).  Reads of
+    two images that share an id are never blended: such images are refused with an error.
     Exit status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
     """
     from dnaimg import api
-    from dnaimg.image import load_image, load_pixels, psnr, save_pixels
+    from dnaimg.image import comparable, load_pixels, mode_of, psnr, save_pixels
     from dnaimg.dna.seqio import ReadBatches, check_writable
+    import os
+    if workers and scheduler:
+        raise UserError("--workers starts a local cluster, --scheduler joins one: give one of them")
+    if os.path.isdir(output) or str(output).endswith(("/", os.sep)) or only or workers or scheduler:
+        return _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers,
+                            scheduler, as_json, quiet)
+    reads = reads[0] if len(reads) == 1 else list(reads)
     check_writable(output)
-    if str(output) == str(reads):
+    if any(str(output) == str(r) for r in ([reads] if isinstance(reads, str) else reads)):
         raise UserError("the output would overwrite the reads")
     tag = None
     if select is not None:
@@ -202,12 +278,12 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
     rep["output"] = str(output)
     rep["seconds"] = round(time.time() - t0, 2)
     if reference:
-        ref = load_pixels(reference) if res.image.dtype == np.uint16 or res.image.ndim == 2 \
-            or res.image.shape[-1] == 4 else load_image(reference)
-        if ref.shape != res.image.shape:
-            raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]}, decoded image is "
-                            f"{res.image.shape[1]}x{res.image.shape[0]}")
-        rep["psnr_db"] = round(psnr(ref, res.image), 3)
+        ref, dec, peak = comparable(load_pixels(reference), res.image)
+        if ref.shape != dec.shape:
+            raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]} ({mode_of(ref)}), decoded image "
+                            f"is {dec.shape[1]}x{dec.shape[0]} ({mode_of(dec)})")
+        rep["psnr_db"] = round(psnr(ref, dec, peak), 3)
+        rep["psnr_peak"] = int(peak)
     several = len(rep["images_present"]) > 1 and select is None
     if as_json:
         click.echo(json.dumps(rep, indent=2, default=str))
@@ -250,9 +326,150 @@ def _print_decode_report(rep, output, reference):
         click.echo(f"codewords: {cw['repaired']} repaired, {cw['erased']} erased of {cw['total']}")
     click.echo(f"exact: {'yes' if rep['exact'] else 'no'}")
     what = im.get("model") or im["codec"]
-    click.echo(f"wrote {output} ({im.get('width')}x{im.get('height')}, {what})  [{rep['seconds']:.1f} s]")
+    click.echo(f"wrote {output} ({im.get('width')}x{im.get('height')} {im.get('mode')}, {what})  [{rep['seconds']:.1f} s]")
     if reference:
-        click.echo(f"PSNR against {reference}: {rep['psnr_db']:.2f} dB")
+        click.echo(f"PSNR against {reference}: {rep['psnr_db']:.2f} dB (peak {rep['psnr_peak']})")
+
+
+def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_trained, oligo_length, primer_f,
+                 primer_r, header_copies, append, group_size, pool_id, jobs, as_json, quiet, flatten=False,
+                 to_8bit=False):
+    """``encode`` of a pool (see :mod:`dnaimg.pool`)."""
+    import os
+    from pathlib import Path
+    from dnaimg import pool
+    from dnaimg.codecs import canonical
+    from dnaimg.dna.seqio import check_writable
+    check_writable(output)
+    manifest = pool.manifest_path(output)
+    inputs = [Path(p).resolve() for p in images] + ([Path(append).resolve()] if append else [])
+    if append:
+        inputs.append(pool.manifest_path(append).resolve())
+    for target in (Path(output).resolve(), manifest.resolve()):
+        if any(target == p or (p.is_dir() and target.parent == p and target.suffix.lower() in pool.IMAGE_SUFFIXES)
+               for p in inputs):
+            raise UserError(f"{target} is an input: choose another output")
+    codec = canonical(codec) if codec is not None else \
+        (_codec_of_model(model, noise_trained) if model or noise_trained else None)     # None: per image
+    if codec == "robust" and model:
+        from dnaimg.zoo.registry import select_point
+        select_point(model, None, noise_trained)
+    pid = None
+    if pool_id is not None:
+        try:
+            pid = int(pool_id, 16)
+            if not 0 <= pid < 2 ** 32:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--pool-id takes a 32-bit hex number such as 1a2b3c4d, got {pool_id!r}") from None
+    primers = None
+    if primer_f or primer_r:
+        from dnaimg.dna.container import Layout
+        primers = ((primer_f or Layout.primer_f).upper(), (primer_r or Layout.primer_r).upper())
+    files = pool.list_images(images)
+    t0 = time.time()
+    try:
+        with _bar(len(files), "encoding images", quiet) as bar:
+            enc = pool.encode_pool(images, codec, rate=rate, quality=quality, model=model, noise_trained=noise_trained,
+                                   flatten=flatten, to_8bit=to_8bit,
+                                   redundancy=redundancy, oligo_length=oligo_length, copies=header_copies,
+                                   group_size=group_size, primers=primers, append=append, pool_id=pid,
+                                   jobs=jobs or min(len(files), os.cpu_count() or 1), progress=bar.update)
+        n, mpath = pool.write_pool(enc, output)
+    except pool.PoolError as e:
+        raise UserError(str(e)) from None
+    man = json.loads(mpath.read_text())
+    man["seconds"] = round(time.time() - t0, 2)
+    if as_json:
+        click.echo(json.dumps(man, indent=2))
+        return
+    new = {im.member.image_id for im in enc.images}
+    for e in man["images"]:
+        if e["id"] in new:
+            r = e["rates"]
+            tot = f", {r['total_nt_per_pixel']:.3f} nt/px" if r.get("total_nt_per_pixel") is not None else ""
+            click.echo(f"  {e['file']:<32} id {e['id']:<5} pair {e['primer_pair']:<3} {e['codec']:<8} "
+                       f"{e['oligos']} oligos{tot}")
+    pr = man["primers"]
+    extra = (f"; primers at edit distance >= {pr['min_edit_distance_to_inserts']} from the inserts "
+             f"({pr['inserts_checked']} of {pr['inserts']} checked)") if "min_edit_distance_to_inserts" in pr else ""
+    click.echo(f"wrote {output}: a pool of {len(man['images'])} images ({len(enc.images)} new), {n} oligos of "
+               f"{man['oligo_length']} nt, pool id {man['pool_id']}, primer pairs {pr['pairs_used'] or 'own'}"
+               f"{extra}; manifest {mpath}  [{man['seconds']:.1f} s]")
+
+
+def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers, scheduler,
+                 as_json, quiet):
+    """``decode`` of a pool into a folder, or of one image of it (--only, --workers) into a file."""
+    import os
+    from pathlib import Path
+    from dnaimg import pool
+    from dnaimg.image import save_pixels
+    if reference:
+        raise UserError("--reference is for one image: decode it with -o FILE.png (and --only NAME)")
+    if select:
+        raise UserError("--select picks a tag in a single-image decode; in a pool use --only NAME_OR_ID")
+    to_dir = os.path.isdir(output) or str(output).endswith(("/", os.sep))
+    if to_dir and not os.path.isdir(output):
+        parent = Path(output).resolve().parent
+        if not parent.is_dir():
+            raise UserError(f"{output}: folder {parent} does not exist")
+    if not to_dir:
+        from dnaimg.dna.seqio import check_writable
+        check_writable(output)
+        if any(Path(output).resolve() == Path(r).resolve() for r in reads):
+            raise UserError("the output would overwrite the reads")
+    t0 = time.time()
+    with _bar(None, "reads", quiet) as bar:
+        dec = pool.decode_pool(list(reads), only=only, primer_f=primer_f, primer_r=primer_r, workers=workers,
+                               scheduler=scheduler, precision=precision, progress=bar.update)
+    try:
+        if to_dir:
+            written = pool.save_images(dec, output, reads)
+        else:
+            drawn = [d for d in dec.images if d.image is not None]
+            if only is None and len(drawn) > 1:
+                drawn.sort(key=lambda d: -dec.stats["reads_per_image"].get(f"{d.pair}:{d.tag:02x}", 0))
+                click.echo(f"dnaimg: warning: the reads hold {len(dec.images)} images; wrote {drawn[0].output}, "
+                           "choose another with --only NAME_OR_ID (or -o FOLDER/ for all)", err=True)
+            if not drawn:
+                errs = [d.error for d in dec.images if d.error] + [r["error"] for r in dec.refused]
+                raise UserError(errs[0] if errs else "no image could be decoded")
+            save_pixels(drawn[0].image, output)
+            drawn[0].output = str(output)
+            dec.images = drawn[:1]
+            written = [Path(output)]
+    except pool.PoolError as e:
+        raise UserError(str(e)) from None
+    rep = dec.report()
+    rep["output"] = str(output)
+    rep["seconds"] = round(time.time() - t0, 2)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2, default=str))
+    else:
+        st = rep["reads"]
+        click.echo(f"reads: {st['seen']} seen, {st['indexed']} with a readable index, {st['no_primer_pair']} with none "
+                   f"of the primer pairs, primer pairs found: {st['pairs']}")
+        for d in rep["images"]:
+            state = "error: " + d["error"] if d.get("error") else ("exact" if d["exact"] else "NOT exact")
+            where = f"-> {Path(output) / d['output'] if to_dir else output}" if not d.get("error") else ""
+            ol = d.get("oligos") or {}
+            click.echo(f"  {str(d['file'] or '-'):<32} id {d['id']:<5} pair {d['primer_pair']:<3} {d['codec']:<8} "
+                       f"{ol.get('missing', '?')}/{ol.get('expected', '?')} oligos missing, {state} {where}".rstrip())
+        if dec.failed:
+            click.echo(f"  {len(dec.failed)} other tags with reads but no readable header (too few reads, or "
+                       "reads of files not amplified)")
+        click.echo(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}  [{rep['seconds']:.1f} s]")
+    for r in dec.refused:
+        click.echo(f"dnaimg: error: primer pair {r['primer_pair']}: {r['error']}", err=True)
+    failed = [d for d in dec.images if d.image is None]
+    for d in failed:
+        click.echo(f"dnaimg: error: {d.name or d.output}: {d.error}", err=True)
+    if dec.refused or (failed and to_dir):
+        sys.exit(1)
+    if strict and not all(d.exact for d in dec.images if d.image is not None):
+        click.echo("dnaimg: strict: not every image is exactly the encoded one", err=True)
+        sys.exit(3)
 
 
 @main.command()
@@ -272,16 +489,24 @@ def _print_decode_report(rep, output, reference):
               help="Lognormal sigma of copies per oligo.  [default: 0.3]")
 @click.option("--dropout", type=click.FloatRange(0, 1), default=None, help="Fraction of oligos lost.  [default: 0]")
 @click.option("--exact-coverage", is_flag=True, default=None, help="Exactly COVERAGE reads per oligo.")
+@click.option("--amplify", default=None, metavar="NAME_OR_ID|pair:N",
+              help="Random access: first amplify (PCR) with the primer pair of this file of the pool (the manifest "
+                   "beside FASTA, or its headers, say which), or pair N of the primer set; COVERAGE is then per "
+                   "amplified oligo.")
+@click.option("--off-target", type=click.FloatRange(0, 0.99), default=0.01, show_default=True,
+              help="With --amplify: the fraction of all reads that come from the other oligos of the pool.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @friendly
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
-             exact_coverage, seed, quiet):
-    """Simulate synthesis and sequencing of the oligos in FASTA."""
+             exact_coverage, amplify, off_target, seed, quiet):
+    """Simulate synthesis and sequencing of the oligos in FASTA (and a selective amplification)."""
     from dnaimg.dna import alphabet as dna
-    from dnaimg.dna.channel import Channel, PRESETS, simulate as run
+    from dnaimg.dna.channel import Channel, PRESETS, simulate_chunks
     from dnaimg.dna.seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
     check_writable(output)
+    if str(output) == str(fasta):
+        raise UserError("the output would overwrite the oligos")
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
             "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}
@@ -299,21 +524,48 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         oligos.append(a)
     if not oligos:
         raise InputError(f"{fasta}: no sequences")
+    target, what = None, ""
+    if amplify:
+        from dnaimg.pool import amplified_oligos
+        try:
+            target, what = amplified_oligos(fasta, oligos, amplify)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if target is not None and ch.exact_coverage:
+        raise UserError("--amplify draws reads by copy number: leave out --exact-coverage (and the paper preset)")
     t0 = time.time()
-    reads, which, flip = run(oligos, ch, seed=seed)
     q = ch.quality_char()
-    names = (f"read{i + 1}" for i in range(len(reads)))
-    texts = (t for i in range(0, len(reads), 65536) for t in dna.decode_many(reads[i:i + 65536]))
+    final = {}
+    try:
+        chunks = simulate_chunks(oligos, ch, seed=seed, target=target, off_target=off_target if amplify else 0.0)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+    def texts():
+        i = 0
+        for reads, which in chunks:
+            if reads is None:
+                final["which"] = which
+                return
+            for t in dna.decode_many(reads):
+                i += 1
+                yield f"read{i}", t
     if is_fastq_path(output):
-        n = write_fastq(output, ((nm, t, q * len(t)) for nm, t in zip(names, texts)))
+        n = write_fastq(output, ((nm, t, q * len(t)) for nm, t in texts()))
     else:
-        n = write_fasta(output, zip(names, texts))
+        n = write_fasta(output, texts())
     if not quiet:
         import numpy as np
+        which = final["which"]
         lost = len(oligos) - len(np.unique(which))
+        amp = ""
+        if target is not None:
+            off = int((~target[which]).sum()) if len(which) else 0
+            amp = (f"; amplified {what}: {int(target.sum())} of {len(oligos)} oligos, {off} reads "
+                   f"({off / max(1, len(which)):.1%}) off target")
         click.echo(f"simulated {n} reads from {len(oligos)} oligos (sub {ch.sub:.4g}, ins {ch.ins:.4g}, "
                    f"del {ch.dels:.4g}, long del {ch.long_del:.4g} per nt; mean coverage {ch.coverage:g}); "
-                   f"{lost} oligos got no read; wrote {output}  [{time.time() - t0:.1f} s]")
+                   f"{lost} oligos got no read{amp}; wrote {output}  [{time.time() - t0:.1f} s]")
 
 
 @main.command()
@@ -369,14 +621,24 @@ def info(file, primer_f, primer_r, as_json):
     from dnaimg.dna.header import HeaderV1
     from dnaimg.dna.seqio import ReadBatches
     from dnaimg.zoo.registry import ModelError, name_for_id
-    _, _, headers, why, per_tag = api.open_reads(ReadBatches(file), primer_f and primer_f.upper(),
-                                                 primer_r and primer_r.upper())
+    from dnaimg.dna.pool import decode_images, pairs_for, sort_pool
+    try:
+        ps = sort_pool(ReadBatches(file), pairs_for(primer_f, primer_r))     # every pair of the primer set
+        found = decode_images(ps, only="\0")                                 # headers only
+    except ValueError as e:
+        raise api.DecodeError(str(e)) from None
+    for r in found:
+        if r.mixed:
+            click.echo(f"dnaimg: warning: primer pair {r.pair}: {r.error}", err=True)
+    headers = [(r.pair, r.tag, r.header) for r in found if r.header is not None]
     if not headers:
-        raise api.DecodeError("no header could be decoded (" + "; ".join(f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
+        raise api.DecodeError("no header could be decoded (" + "; ".join(
+            f"pair {r.pair} tag {r.tag:02x}: {r.error}" for r in found) + ")" if found else "no header could be decoded")
     out = []
-    for t, h in headers.items():
+    for pair, t, h in headers:
         d = h.to_dict()
-        d["reads"] = per_tag[t]
+        d["reads"] = ps.tag_counts[(pair, t)]
+        d["primer_pair_found"] = pair
         if isinstance(h, HeaderV1):
             d["codec"] = "robust"
             mid = h.model_id
@@ -389,6 +651,15 @@ def info(file, primer_f, primer_r, as_json):
                 d.update({"width": rp.width, "height": rp.height, "channels": rp.channels, "levels": rp.levels,
                           "codeword_nt": rp.codeword_nt})
                 mid = rp.model_id
+            elif d["codec"] == "compact":
+                from dnaimg.codecs.compact import CompactParams, model_for_weights
+                try:
+                    cp = CompactParams.unpack(h.meta)
+                    d.update({"width": cp.width, "height": cp.height, "rate_index": cp.rate_row / 8,
+                              "packet_oligos": cp.packet_rows, "weights_id": f"{cp.model_id:08x}"})
+                    d["model"] = model_for_weights(cp.model_id)
+                except (api.DecodeError, ModelError):
+                    d.setdefault("model", None)
         if mid is not None:
             try:
                 d["model"] = name_for_id(mid)
@@ -400,13 +671,19 @@ def info(file, primer_f, primer_r, as_json):
         return
     for d in out:
         click.echo(f"image tag {d['tag']:02x} ({d['reads']} reads/oligos)")
+        if d.get("name") is not None:
+            click.echo(f"  file             {d['name']} (id {d['image_id']} in pool {d['pool_id']:08x}, "
+                       f"primer pair {d['primer_pair'] if d['primer_pair'] != 0xFFFF else 'not from the set'})")
         click.echo(f"  format version   {d['version']}")
         click.echo(f"  codec            {d['codec']}" + (f", model {d.get('model') or 'unknown'}" if 'model' in d else ""))
         click.echo(f"  oligos           {d['oligo_length']} nt, primers {d['primer_f_nt']}+{d['primer_r_nt']} nt")
         if d["version"] == 1:
             click.echo(f"  image            {d['width']}x{d['height']} px, {d['n_data']} data oligos")
         else:
-            if "width" in d:
+            if "rate_index" in d:
+                click.echo(f"  image            {d['width']}x{d['height']} px, rate index {d['rate_index']:g}, "
+                           f"weights {d['weights_id']}, packets of {d['packet_oligos']} oligos")
+            elif "width" in d:
                 click.echo(f"  image            {d['width']}x{d['height']} px, latent {d['channels']} channels x "
                            f"{d['levels']} levels")
             for i, s in enumerate(d["streams"]):
@@ -423,11 +700,21 @@ def models(as_json):
     """List the shipped models and their operating points (rate, Kodak PSNR)."""
     from dnaimg.zoo.registry import DEFAULT_MODEL, default_point, list_models, operating_points
     cards = list_models()
+    compact_cards = list_models("compact")
     if as_json:
-        click.echo(json.dumps(cards, indent=2))
+        click.echo(json.dumps(cards + compact_cards, indent=2))
         return
-    if not cards:
+    if not cards and not compact_cards:
         raise UserError("no model installed")
+    from dnaimg.codecs.compact import DEFAULT_MODEL as COMPACT_DEFAULT
+    for c in compact_cards:
+        a, t = c["architecture"], c.get("training", {})
+        star = " (default for --codec compact)" if c["name"] == COMPACT_DEFAULT else ""
+        click.echo(f"{c['name']}{star}: compact codec, {a.get('type', 'learned')}, N={a['N']} M={a['M']}, "
+                   f"{t.get('steps', '?')} training steps; rate index 0..{len(a['lambdas']) - 1} (1/8 steps)")
+        for k in c.get("kodak", []):
+            click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
+                       f"total {k['total_nt_per_pixel']:.3f} nt/px")
     for c in cards:
         kind = "noise-trained" if c.get("noise_trained") else "plain"
         star = " (default)" if c["name"] == DEFAULT_MODEL else ""
@@ -445,16 +732,20 @@ def models(as_json):
 
 
 @main.command("train")
+@click.option("--arch", type=click.Choice(["cae", "compact"]), default="cae", show_default=True,
+              help="cae: the robust codec's autoencoder (fixed-length codewords); compact: the mean-scale "
+                   "hyperprior with gain units (entropy-coded, one network for every rate).")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder (checkpoint.pt); an existing checkpoint there is resumed.")
-@click.option("--channels", type=click.IntRange(1, 512), default=32, show_default=True, help="Latent channels.")
+@click.option("--channels", type=click.IntRange(1, 512), default=None, help="Latent channels [cae: 32, compact: 192].")
+@click.option("--width", type=click.IntRange(4, 1024), default=None, help="compact: transform width N [128].")
 @click.option("--levels", type=click.IntRange(3, 4097), default=9, show_default=True,
               help="Quantiser levels (odd; q = 2/(levels-1)).")
 @click.option("--codeword-nt", type=click.IntRange(0, 10), default=0,
               help="Codeword length for the noise model (0: shortest that fits the levels).")
 @click.option("--steps", type=click.IntRange(1), default=20000, show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size [cae: 16, compact: 8].")
 @click.option("--crop", type=click.IntRange(16), default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--lambda", "lam", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -478,12 +769,42 @@ def models(as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="Torch threads (0: default).")
 @click.option("--no-bf16", is_flag=True, help="Train in fp32 instead of bf16 autocast.")
+@click.option("--lambdas", default="", metavar="L1,L2,..",
+              help="compact: the rate points (MSE weights at the 8-bit scale) [0.0009,0.0018,0.0035,0.0067,0.013,0.025,0.0483].")
+@click.option("--gray", is_flag=True, help="compact: one-channel model (images are converted to luma).")
+@click.option("--erasure-samples", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="compact: fraction of samples that lose latent values, as when oligos are lost.")
+@click.option("--erasure-max", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="compact: such a sample loses a fraction of its latent values drawn from [0, this].")
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
 @friendly
-def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
-              noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16, export_name):
-    """Train (or resume) a compressive autoencoder; checkpoints every 5 minutes."""
+def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
+              noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16,
+              lambdas, gray, erasure_samples, erasure_max, export_name):
+    """Train (or resume) a model; checkpoints every 5 minutes."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if arch == "compact":
+        from dnaimg.zoo.compact import DEFAULT_LAMBDAS, CompactConfig
+        from dnaimg.zoo.train_compact import ErasureTraining, train_compact
+        try:
+            lams = tuple(float(x) for x in lambdas.split(",") if x.strip()) or DEFAULT_LAMBDAS
+        except ValueError:
+            raise UserError(f"--lambdas takes comma-separated numbers, got {lambdas!r}") from None
+        if sorted(lams) != list(lams) or lams[0] <= 0:
+            raise UserError("--lambdas must be positive and increasing")
+        ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray)
+        train_compact(data, out, ccfg, steps=steps, batch=batch or 8, crop=crop, lr=lr, seed=seed, bf16=not no_bf16,
+                      erasures=ErasureTraining(erasure_samples, erasure_max), progress=sys.stderr.isatty())
+        if export_name:
+            from dnaimg.zoo.exact import export_compact
+            path = export_compact(out, export_name)
+            click.echo(f"exported {path}")
+        return
+    batch = batch or 16
+    channels = channels or 32
 
     from dnaimg.zoo.model import ModelConfig
     from dnaimg.zoo.train import MultiRate, NoiseSchedule, export_checkpoint, train
@@ -500,8 +821,6 @@ def train_cmd(data, out, channels, levels, codeword_nt, steps, batch, crop, lr, 
         raise UserError("--multi-levels must be odd numbers >= 3")
     if levels % 2 == 0:
         raise UserError("--levels must be odd (the quantiser has a level at 0)")
-    if threads:
-        torch.set_num_threads(threads)
     cfg = ModelConfig(channels=channels, levels=levels)
     ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt, erasures=noise_erasures,
                        mix=noise_mix)
@@ -553,6 +872,8 @@ def _points(points, noise_only=None):
     """--points: NAME:POINT, or NAME for all of a model's points; default every shipped one."""
     from dnaimg.bench.suite import shipped_points
     from dnaimg.zoo.registry import card, operating_points, select_point
+    if points.strip().lower() == "none":
+        return []
     if not points:
         return shipped_points(noise_only)
     pts = []
@@ -582,8 +903,9 @@ def _run_bench(run, total, quiet, out, plot, after=None):
 @bench.command("rd")
 @_bench_common
 @click.option("--points", default="", help="Operating points: NAME:POINT, or NAME for all of a model's, "
-              "comma-separated. [default: every shipped one]")
-@click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True, help="Classic codecs to compare.")
+              "comma-separated; none for no robust point. [default: every shipped one]")
+@click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True,
+              help="Codecs to compare at their quality sweeps (also compact: its rate indexes).")
 @click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
               help="Reed-Solomon parity oligos of the classic baselines, as a fraction of their data oligos.")
 @click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
@@ -682,6 +1004,32 @@ def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, cod
         mc = "never" if m["min_coverage"] is None else f"{m['min_coverage']:g}x"
         click.echo(f"  {m['system']:<28} {m['preset']:<9} decodes >= 95 % of images from {mc}")
 
+
+
+@bench.command("loss")
+@_bench_common
+@click.option("--point", default="cae32-mr:r050", show_default=True,
+              help="Robust operating point; the other codecs are matched to its total nt/pixel per image.")
+@click.option("--codecs", default="compact,avif", show_default=True, help="Codecs matched to --point.")
+@click.option("--losses", default="0,0.05,0.1,0.2,0.3", show_default=True,
+              help="Fractions of all oligos lost (uniformly at random) before decoding.")
+@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
+              help="Outer-code redundancy of the byte-stream codecs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@friendly
+def bench_loss_cmd(images, out, limit, quick, fresh, quiet, jobs, point, codecs, losses, parity, seed):
+    """Oligos lost beyond what the outer code rebuilds: PSNR against the fraction lost."""
+    from dnaimg.bench import loss as L
+    from dnaimg.bench import suite as B
+    paths = B.image_paths(images, 3 if quick and not limit else limit)
+    fr = _split(losses, float)
+    cs = _split(codecs)
+    res = _run_bench(lambda upd: L.bench_loss(paths, point, cs, fr, out, parity, seed, upd), len(paths) * len(fr),
+                     quiet, out, L.plot_loss)
+    for s in res["summary"]:
+        ps = "failed" if s["psnr_db"] is None else f"{s['psnr_db']:.2f} dB"
+        click.echo(f"  {s['system']:<20} lost {s['loss']:.0%}: {ps} (decoded {s['decoded']:.0%}), "
+                   f"{s['total_nt_per_pixel']:.3f} nt/px")
 
 
 @bench.command("report")

@@ -22,7 +22,7 @@ def small_image(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fasta(small_image, tmp_path_factory):
     out = tmp_path_factory.mktemp("enc") / "small.fasta"
-    r = CliRunner().invoke(main, ["encode", str(small_image), "-o", str(out), "-q"])
+    r = CliRunner().invoke(main, ["encode", str(small_image), "-o", str(out), "--codec", "robust", "-q"])
     assert r.exit_code == 0, r.output
     return out
 
@@ -47,10 +47,10 @@ def test_help(cmd):
 
 
 def test_encode_summary_and_json(small_image, tmp_path):
-    r = run("encode", small_image, "-o", tmp_path / "a.fasta", "-q")
+    r = run("encode", small_image, "-o", tmp_path / "a.fasta", "--codec", "robust", "-q")
     assert r.exit_code == 0
     assert "nt/pixel total" in r.output and "oligos of 200 nt" in r.output
-    r = run("encode", small_image, "-o", tmp_path / "b.fasta.gz", "--json", "-q")
+    r = run("encode", small_image, "-o", tmp_path / "b.fasta.gz", "--codec", "robust", "--json", "-q")
     d = json.loads(r.output)
     assert d["payload_nt_per_pixel"] == pytest.approx(1.0, rel=0.15)
     assert d["total_nt_per_pixel"] > d["payload_nt_per_pixel"]

@@ -115,4 +115,4 @@ def test_codec_errors_are_one_line(rgb, tmp_path):
     r = run("encode", rgb, "-o", tmp_path / "a.fasta", "--codec", "jpeg", "--rate", 0.01)
     assert r.exit_code == 1 and r.output.startswith("dnaimg: error:") and len(r.output.strip().splitlines()) == 1
     r = run("encode", rgb, "-o", tmp_path / "a.fasta", "--codec", "png", "--model", "cae32-l9")
-    assert r.exit_code == 1 and "robust codec" in r.output
+    assert r.exit_code == 1 and "for the learned codecs, not png" in r.output

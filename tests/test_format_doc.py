@@ -1,9 +1,12 @@
 """An independent reader written from docs/FORMAT.md alone.
 
 Nothing of dnaimg's decoding code is imported: ``dnaimg.api`` is used only to *write* oligos,
-``reedsolo`` only to fill erasures of the outer code.  Everything else (GF arithmetic, the
-index, the pseudo-random functions, the codeword tables, payloads, header) follows the text of
-FORMAT.md, section by section; the codeword tables are read from the document itself.  If a
+``reedsolo`` only to fill erasures of the outer code.  The compact codec's reader (section 12.3)
+takes its integer tables from the model's weights file with ``safetensors``; dnaimg's
+arithmetic coder only writes test packets, and dnaimg's decoder runs only beside the reader, to
+compare what both compute.  Everything else (GF arithmetic, the index, the pseudo-random
+functions, the codeword tables, payloads, header, the compact codec's coder and integer network)
+follows the text of FORMAT.md, section by section; the codeword tables are read from the document itself.  If a
 test here fails, either the document or this reader is wrong (the code is the reference).
 """
 from __future__ import annotations
@@ -304,21 +307,28 @@ def header_nibbles(olis, tag, number, per_part):
 
 
 def parse_header_v2(d: bytes) -> dict:
+    """Sections 11.2 and, for version 3 (pools), 18.2."""
     assert d[:2] == b"DN"
     version, n = d[2], d[3]
     assert 8 <= n <= len(d)
     assert zlib.crc32(d[:n - 4]) == struct.unpack_from("<I", d, n - 4)[0]
-    assert version == 2
+    assert version in (2, 3)
     codec, image_id, olen, pf, pr, S, m = struct.unpack_from("<BIHBBBB", d, 4)
-    assert 15 + 28 * S + m + 4 == n and S >= 1
+    end = 15 + 28 * S + m
+    pool = {}
+    if version == 3:
+        pool_id, pair, k = struct.unpack_from("<IHB", d, end)
+        pool = {"pool_id": pool_id, "primer_pair": pair, "name": d[end + 7:end + 7 + k].decode("utf-8")}
+        end += 7 + k
+    assert end + 4 == n and S >= 1
     streams = []
     for i in range(S):
         f = struct.unpack_from("<BIIIBHIBHBI", d, 15 + 28 * i)
         streams.append(dict(zip(["kind", "first", "n_data", "length", "n", "levels", "key", "inner",
                                  "blocks", "parity", "crc"], f)))
     meta = bytes(d[15 + 28 * S:15 + 28 * S + m])
-    return {"version": 2, "codec": codec, "image_id": image_id, "oligo_length": olen, "pf": pf, "pr": pr,
-            "streams": streams, "meta": meta}
+    return {"version": version, "codec": codec, "image_id": image_id, "oligo_length": olen, "pf": pf, "pr": pr,
+            "streams": streams, "meta": meta, **pool}
 
 
 def parse_header_v1(d: bytes) -> dict:
@@ -454,6 +464,337 @@ def _deinterleave(rows, total, key):
 
 def crc_values(values) -> int:
     return zlib.crc32(np.asarray(values, dtype="<u2").tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# section 12.3: the compact codec (metadata, integer hyper-synthesis, arithmetic coder, packets)
+
+GOLDEN_COMPACT = ROOT / "tests" / "golden" / "compact"
+COMPACT_MODEL = ROOT / "tests" / "golden" / "compact-model"
+COMPACT_ID = 8
+PREC = 16                             # cumulative tables sum to 2^16
+AC_TOP, AC_HALF, AC_QUARTER = (1 << 32) - 1, 1 << 31, 1 << 30
+HEAD_BITS = 16
+RAW_TABLE = [0, 1 << 15, 1 << 16]     # the escape's 16 binary symbols
+FA, GAIN_BITS, ACT_MAX = 10, 12, 1 << 22
+
+
+def parse_compact_meta(meta: bytes) -> dict:
+    assert len(meta) == 16
+    version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
+    assert version == 1
+    return {"model_id": model_id, "H": H, "W": W, "q": q, "R": R}
+
+
+class ArithDecoder:
+    """The decoder of FORMAT.md 12.3 on the bits of ``buf`` (``limit`` bits; bits past it are 0),
+    coded bits from bit ``start``.  ``used`` counts the bits the encoder had emitted or left
+    pending so far (``start`` included): one per renormalisation step."""
+
+    def __init__(self, buf: bytes, limit: int, start: int = 0):
+        self.buf, self.limit, self.pos = buf, limit, start
+        self.low, self.high, self.value = 0, AC_TOP, 0
+        for _ in range(32):
+            self.value = 2 * self.value + self._bit()
+        self.used = start
+
+    def _bit(self) -> int:
+        p = self.pos
+        self.pos += 1
+        return (self.buf[p >> 3] >> (7 - (p & 7))) & 1 if p < self.limit else 0
+
+    def symbol(self, cdf, n) -> int:
+        r = self.high - self.low + 1
+        target = ((self.value - self.low + 1) * (1 << PREC) - 1) // r
+        s = max(k for k in range(n) if cdf[k] <= target)
+        self.high = self.low + (r * cdf[s + 1] >> PREC) - 1
+        self.low = self.low + (r * cdf[s] >> PREC)
+        while True:
+            if self.high < AC_HALF:
+                pass
+            elif self.low >= AC_HALF:
+                self.low -= AC_HALF
+                self.high -= AC_HALF
+                self.value -= AC_HALF
+            elif self.low >= AC_QUARTER and self.high < AC_HALF + AC_QUARTER:
+                self.low -= AC_QUARTER
+                self.high -= AC_QUARTER
+                self.value -= AC_QUARTER
+            else:
+                break
+            self.low, self.high = 2 * self.low, 2 * self.high + 1
+            self.value = 2 * self.value + self._bit()
+            self.used += 1
+        return s
+
+    def read(self, cdf, n, off) -> int:
+        s = self.symbol(cdf, n)
+        if s != n - 1:
+            return s - off
+        raw = 0
+        for _ in range(16):
+            raw = 2 * raw + self.symbol(RAW_TABLE, 2)
+        return raw - 32768
+
+
+class ArithEncoder:
+    """The encoder of FORMAT.md 12.3 (bits as a list, highest first)."""
+
+    def __init__(self, head: list[int] | None = None):
+        self.bits, self.pending, self.low, self.high = list(head or []), 0, 0, AC_TOP
+
+    def copy(self) -> "ArithEncoder":
+        e = ArithEncoder(self.bits)
+        e.pending, e.low, e.high = self.pending, self.low, self.high
+        return e
+
+    def _emit(self, bit):
+        self.bits += [bit] + [1 - bit] * self.pending
+        self.pending = 0
+
+    def symbol(self, cdf, s):
+        r = self.high - self.low + 1
+        self.high = self.low + (r * cdf[s + 1] >> PREC) - 1
+        self.low = self.low + (r * cdf[s] >> PREC)
+        while True:
+            if self.high < AC_HALF:
+                self._emit(0)
+            elif self.low >= AC_HALF:
+                self._emit(1)
+                self.low -= AC_HALF
+                self.high -= AC_HALF
+            elif self.low >= AC_QUARTER and self.high < AC_HALF + AC_QUARTER:
+                self.pending += 1
+                self.low -= AC_QUARTER
+                self.high -= AC_QUARTER
+            else:
+                break
+            self.low, self.high = 2 * self.low, 2 * self.high + 1
+
+    def write(self, v, cdf, n, off):
+        s = v + off
+        if 0 <= s <= n - 2:
+            self.symbol(cdf, s)
+            return
+        self.symbol(cdf, n - 1)
+        raw = v + 32768
+        for b in range(15, -1, -1):
+            self.symbol(RAW_TABLE, (raw >> b) & 1)
+
+    def used(self) -> int:
+        return len(self.bits) + self.pending
+
+    def finish(self) -> list[int]:
+        self.pending += 1
+        self._emit(0 if self.low < AC_QUARTER else 1)
+        return self.bits
+
+
+def bits_to_bytes(bits: list[int], n_bytes: int) -> bytes:
+    bits = bits + [0] * (8 * n_bytes - len(bits))
+    return bytes(int("".join(map(str, bits[8 * i:8 * i + 8])), 2) for i in range(n_bytes))
+
+
+def encode_packets_doc(values, tabs, tables, packet_bytes) -> bytes:
+    """Stream 1 as 12.3 describes the encoder: head, values while they fit, termination, zeros."""
+    cdf, n, off = tables
+    cap, i, out = 8 * packet_bytes, 0, b""
+    while i < len(values):
+        enc, n_in = ArithEncoder([(i >> b) & 1 for b in range(HEAD_BITS - 1, -1, -1)]), 0
+        while i < len(values) and n_in < (1 << HEAD_BITS) - 1:
+            trial = enc.copy()
+            trial.write(values[i], cdf[tabs[i]], n[tabs[i]], off[tabs[i]])
+            if trial.used() + 2 > cap:
+                break
+            enc, i, n_in = trial, i + 1, n_in + 1
+        assert n_in > 0
+        out += bits_to_bytes(enc.finish(), packet_bytes)
+    return out
+
+
+def packet_firsts(packets: list[bytes]) -> list[int]:
+    """First value index of every packet: its head gives it modulo 2^16, and a packet holds at
+    least 1 and fewer than 2^16 values."""
+    firsts = []
+    for k, p in enumerate(packets):
+        head = int.from_bytes(p[:2], "big")
+        if k == 0:
+            assert head == 0
+            firsts.append(0)
+        else:
+            prev = firsts[-1]
+            firsts.append(prev + ((head - prev - 1) % (1 << HEAD_BITS)) + 1)
+    return firsts
+
+
+def decode_packets_doc(data: bytes, packet_bytes, total, tabs, tables, size_test=True):
+    """Stream 1 -> the ``total`` values in coding order (and, per packet, the values the size
+    test alone admits: the reading without the next packet's head)."""
+    cdf, n, off = tables
+    assert len(data) % packet_bytes == 0
+    packets = [data[k:k + packet_bytes] for k in range(0, len(data), packet_bytes)]
+    firsts = packet_firsts(packets) + [total]
+    assert firsts[-2] < total
+    cap = 8 * packet_bytes
+    values, by_size = [], []
+    for k, p in enumerate(packets):
+        dec = ArithDecoder(p, cap, HEAD_BITS)
+        for i in range(firsts[k], firsts[k + 1]):
+            values.append(dec.read(cdf[tabs[i]], n[tabs[i]], off[tabs[i]]))
+            assert dec.used + 2 <= cap, "a value of the packet that does not fit it"
+        if not size_test:
+            continue
+        # without the next head: go on while the size test admits values
+        dec, got = ArithDecoder(p, cap, HEAD_BITS), []
+        for i in range(firsts[k], total):
+            v = dec.read(cdf[tabs[i]], n[tabs[i]], off[tabs[i]])
+            if dec.used + 2 > cap:
+                break
+            got.append(v)
+        by_size.append(got)
+    return values, firsts[:-1], by_size
+
+
+def deconv_int(a, W, B, shift):
+    """Transposed convolution 5x5, stride 2, padding 2, output padding 1 (PyTorch's
+    ConvTranspose2d), in exact int64: out[o, 2i-2+ky, 2j-2+kx] += a[c, i, j] * W[c, o, ky, kx]."""
+    C, h, w = a.shape
+    _, O, k, _ = W.shape
+    full = np.zeros((O, 2 * (h - 1) + k + 1, 2 * (w - 1) + k + 1), dtype=np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            full[:, ky:ky + 2 * h:2, kx:kx + 2 * w:2] += np.einsum("chw,co->ohw", a, W[:, :, ky, kx])
+    o = full[:, 2:2 + 2 * h, 2:2 + 2 * w]
+    return np.floor_divide(o + B[:, None, None], 1 << shift)
+
+
+def conv_int(a, W, B, shift):
+    """Convolution 3x3, stride 1, padding 1 (zeros), exact int64."""
+    C, h, w = a.shape
+    ap = np.pad(a, ((0, 0), (1, 1), (1, 1)))
+    o = np.zeros((W.shape[0], h, w), dtype=np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            o += np.einsum("chw,oc->ohw", ap[:, ky:ky + h, kx:kx + w], W[:, :, ky, kx])
+    return np.floor_divide(o + B[:, None, None], 1 << shift)
+
+
+def hyper_synthesis_int(z, t):
+    """12.3's integer hyper-synthesis: z (N, h/4, w/4) -> (mu, sigma) (M, h, w), times 2^10."""
+    a = np.asarray(z, dtype=np.int64) * (1 << FA)
+    for layer in range(3):
+        assert [t[f"hs_int.{layer}.{k}"].dtype for k in ("weight", "bias", "shift")] == [np.int16, np.int64, np.int32]
+        assert t[f"hs_int.{layer}.shift"].shape == (1,)
+        W = t[f"hs_int.{layer}.weight"].astype(np.int64)
+        B = t[f"hs_int.{layer}.bias"].astype(np.int64)
+        shift = int(t[f"hs_int.{layer}.shift"][0])
+        assert W.shape[2:] == ((5, 5) if layer < 2 else (3, 3)) and B.shape == (W.shape[1 if layer < 2 else 0],)
+        step = deconv_int if layer < 2 else conv_int
+        # every partial sum (here bounded by the sum of the absolute terms) is below 2^53
+        assert (step(np.abs(a), np.abs(W), np.abs(B), 0) < 1 << 53).all()
+        a = step(a, W, B, shift)
+        if layer < 2:
+            a = np.maximum(a, 0)
+        a = np.clip(a, -ACT_MAX, ACT_MAX)
+    M = a.shape[0] // 2
+    return a[:M], np.abs(a[M:])
+
+
+def hyper_synthesis_f64(z, t):
+    """The same in float64 with torch's convolutions (the document: exact in any order)."""
+    import torch
+    import torch.nn.functional as F
+    a = torch.tensor(np.asarray(z, dtype=np.float64)[None] * (1 << FA))
+    for layer in range(3):
+        W = torch.tensor(t[f"hs_int.{layer}.weight"].astype(np.float64))
+        B = torch.tensor(t[f"hs_int.{layer}.bias"].astype(np.float64)).view(1, -1, 1, 1)
+        shift = int(t[f"hs_int.{layer}.shift"][0])
+        if layer < 2:
+            o = F.conv_transpose2d(a, W, stride=2, padding=2, output_padding=1)
+        else:
+            o = F.conv2d(a, W, stride=1, padding=1)
+        a = torch.floor((o + B) / float(1 << shift)).clamp(-ACT_MAX, ACT_MAX)
+        if layer < 2:
+            a = torch.relu(a)
+    out = a[0].numpy().astype(np.int64)
+    M = out.shape[0] // 2
+    return out[:M], np.abs(out[M:])
+
+
+def read_compact(seqs, weights_path: Path) -> dict:
+    """Everything 12.3 asks of a reader, up to the latent symbols (no dnaimg code)."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    by_tag = sort_oligos(seqs)
+    assert len(by_tag) == 1
+    tag, olis = next(iter(by_tag.items()))
+    h = read_header(olis, tag)
+    assert h["version"] == 2 and h["codec"] == COMPACT_ID
+    meta = parse_compact_meta(h["meta"])
+    raw = weights_path.read_bytes()
+    assert int.from_bytes(hashlib.sha256(raw).digest()[:4], "big") == meta["model_id"]
+    t = load_file(str(weights_path))
+    payload_nt = h["oligo_length"] - h["pf"] - h["pr"] - 36
+    s0, s1 = h["streams"]
+    assert s0["kind"] == s1["kind"] == 0
+    assert s1["first"] == s0["first"] + s0["n_data"] + s0["blocks"] * s0["parity"]       # 10.1
+    streams = [read_bytes_stream(olis, tag, st, payload_nt) for st in (s0, s1)]
+    for data, st in zip(streams, (s0, s1)):
+        assert len(data) == st["length"] and zlib.crc32(data) == st["crc"]
+    assert h["image_id"] == zlib.crc32(b"".join(st["crc"].to_bytes(4, "little") for st in (s0, s1))
+                                       + b"compact" + h["meta"])                         # 10.4
+
+    # sizes: N from the hyper-latent tables, M from the gains
+    z_cdf, z_n, z_off = (t[f"tables.z_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    y_cdf, y_n, y_off = (t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    gain, thresholds = t["tables.gain"].astype(np.int64), t["tables.thresholds"].astype(np.int64)
+    N, M = z_cdf.shape[0], gain.shape[1]
+    for cdf, n, off in [(z_cdf, z_n, z_off), (y_cdf, y_n, y_off)]:
+        for row, k, o in zip(cdf, n, off):
+            assert row[0] == 0 and (row[k:] == 1 << PREC).all() and (np.diff(row[:k + 1]) >= 1).all()
+            assert k == 2 * o + 2
+    assert z_cdf.shape[1] == 131 and (z_n == 130).all() and (z_off == 64).all()
+    assert len(y_n) == len(thresholds) == 64 and t["tables.inv_gain"].shape == gain.shape
+    assert 1 <= meta["H"] <= 65536 and 1 <= meta["W"] <= 65536 and 1 <= meta["R"] <= 64
+    hh, ww = 4 * math.ceil(meta["H"] / 64), 4 * math.ceil(meta["W"] / 64)
+
+    # stream 0: the hyper-latent, one run in C order, table = channel
+    dec = ArithDecoder(streams[0], 8 * len(streams[0]))
+    ztabs = [c for c in range(N) for _ in range((hh // 4) * (ww // 4))]
+    zs = [dec.read(z_cdf[c], z_n[c], z_off[c]) for c in ztabs]
+    z = np.array(zs, dtype=np.int64).reshape(N, hh // 4, ww // 4)
+    enc = ArithEncoder()                    # and the encoder's bits, to compare with the stream
+    for v, c in zip(zs, ztabs):
+        enc.write(v, z_cdf[c], z_n[c], z_off[c])
+    z_bits = enc.finish()
+
+    # the integer hyper-synthesis, gains, tables
+    mu, sigma = hyper_synthesis_int(z, t)
+    assert mu.shape == (M, hh, ww)
+    q = meta["q"]
+    assert q < gain.shape[0]
+    g = gain[q][:, None, None]
+    mu_g = np.floor_divide(mu * g, 1 << GAIN_BITS)
+    sigma_g = np.floor_divide(sigma * g, 1 << GAIN_BITS)
+    j = np.array([min(63, next((k for k, th in enumerate(thresholds) if th >= s), 64))
+                  for s in sigma_g.ravel()]).reshape(sigma_g.shape)
+
+    # stream 1: the latent, in packets; coding order: position perm[s], then its M channels
+    B = (payload_nt - 3) // 4
+    packet_bytes = meta["R"] * (B - s1["inner"])
+    perm = interleaver(hh * ww, 0x636F6D70 ^ (hh << 16) ^ ww)
+    order = [(c, perm[s] // ww, perm[s] % ww) for s in range(hh * ww) for c in range(M)]
+    tabs = [j[o] for o in order]
+    vals, firsts, by_size = decode_packets_doc(streams[1], packet_bytes, M * hh * ww, tabs, (y_cdf, y_n, y_off))
+    sym = np.zeros((M, hh, ww), dtype=np.int64)
+    for v, o in zip(vals, order):
+        sym[o] = v
+    return {"tag": tag, "olis": olis, "header": h, "meta": meta, "tables": t, "streams": streams,
+            "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
+            "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
+            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,3 +974,259 @@ def test_version1_golden_file():
     P = h["oligo_length"] - h["pf"] - h["pr"] - 36
     values = read_words_stream(olis, tag, st, P, doc_codebooks()[(h["n"], h["levels"])])
     assert crc_values(values) == h["symbols_crc"] == meta["symbols_crc"]
+
+
+def test_compact_golden_file(monkeypatch):
+    """The compact codec's golden file read with 12.3 alone; then the same symbols, means,
+    scales and tables from dnaimg's own decoder."""
+    text = doc_text()
+    for s in ["0x636F6D70", "2^22", "ln 0.11", "ln 256", "32768",
+              "ConvTranspose2d(k=5, s=2, padding=2, output_padding=1)"]:
+        assert s in text, s
+    gold = json.loads((GOLDEN_COMPACT / "golden.json").read_text())["compact-source"]
+    seqs = parse_fasta((GOLDEN_COMPACT / gold["fasta"]).read_text())
+    assert len(seqs) == gold["oligos"]
+    r = read_compact(seqs, COMPACT_MODEL / f"{gold['model']}.safetensors")
+    h, meta, t, streams = r["header"], r["meta"], r["tables"], r["streams"]
+    assert f"{h['image_id']:08x}" == gold["image_id"]
+    assert [st["crc"] for st in h["streams"]] == gold["stream_crcs"]
+    assert [meta["H"], meta["W"]] == gold["shape"][:2]
+    assert meta["q"] == 8 * gold["options"]["quality"] and meta["R"] == 1
+    assert r["packet_bytes"] == 26 and len(streams[1]) % 26 == 0
+    # a 91-byte header: 6 parts of 41 nibble words, 3 copies (11.1, 11.3)
+    assert 19 + 28 * len(h["streams"]) + len(h["meta"]) == 91
+    assert sorted(k - HEADER_BASE for k in r["olis"] if k >= HEADER_BASE) == [
+        16 * c + p for c in range(3) for p in range(6)]
+    scales = [math.exp(math.log(0.11) + k * (math.log(256) - math.log(0.11)) / 63) for k in range(64)]
+    assert t["tables.thresholds"].tolist() == [math.ceil(s * 1024) for s in scales]
+    # stream 0 is the terminated code, zero bits to the end of its last byte
+    assert len(streams[0]) == math.ceil(len(r["z_bits"]) / 8)
+    assert bits_to_bytes(r["z_bits"], len(streams[0])) == streams[0]
+    # the integer network in float64 convolutions gives the same integers
+    mu64, sigma64 = hyper_synthesis_f64(r["z"], t)
+    assert np.array_equal(mu64, r["mu"]) and np.array_equal(sigma64, r["sigma"])
+    # stream 1: re-encoding the values as 12.3 says gives the stream back, byte for byte
+    ytab = tuple(t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    assert encode_packets_doc(r["values"], r["tabs"], ytab, r["packet_bytes"]) == streams[1]
+    # without the next packet's head, the size test admits every value of the packet (and
+    # possibly a few more, decoded from the termination bits)
+    firsts = r["firsts"] + [len(r["values"])]
+    assert len(firsts) > 2
+    for k, got in enumerate(r["by_size"]):
+        n_k = firsts[k + 1] - firsts[k]
+        assert len(got) >= n_k and got[:n_k] == r["values"][firsts[k]:firsts[k + 1]]
+    assert any(abs(v) > 0 for v in r["values"])
+    # lost oligos of either stream are rebuilt by its outer code (9)
+    payload_nt = h["oligo_length"] - h["pf"] - h["pr"] - 36
+    for st, data in zip(h["streams"], streams):
+        assert st["blocks"] == 1 and st["parity"] >= 1
+        drop = {st["first"] + st["n_data"] - 1 - k for k in range(st["parity"])}
+        assert read_bytes_stream(r["olis"], r["tag"], st, payload_nt, drop=drop) == data
+
+    # dnaimg's own decoder, on the same FASTA: spy on what its compact codec computes
+    from dnaimg import api
+    from dnaimg.codecs import arith, compact
+    from dnaimg.zoo import exact
+    monkeypatch.setenv("DNAIMG_MODELS", str(COMPACT_MODEL))
+    seen: dict[str, list] = {}
+
+    def spy(name, fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            seen.setdefault(name, []).append((a, out))
+            return out
+        return wrapped
+
+    monkeypatch.setattr(arith, "decode_stream", spy("z", arith.decode_stream))
+    monkeypatch.setattr(arith, "decode_packets", spy("y", arith.decode_packets))
+    monkeypatch.setattr(exact.ExactTables, "h_s", spy("h_s", exact.ExactTables.h_s))
+    monkeypatch.setattr(exact.ExactTables, "gained", spy("gained", exact.ExactTables.gained))
+    compact._CACHE.clear()
+    try:
+        dec = api.decode(seqs)
+    finally:
+        compact._CACHE.clear()
+    assert dec.exact and list(dec.image.shape) == gold["shape"]
+    assert {k: len(v) for k, v in seen.items()} == {"z": 1, "y": 1, "h_s": 1, "gained": 1}
+    z_dn, z_known = seen["z"][0][1]
+    assert z_known.all() and np.array_equal(z_dn, r["z"].reshape(-1))
+    mu_dn, sigma_dn = seen["h_s"][0][1]
+    assert np.array_equal(mu_dn[0], r["mu"]) and np.array_equal(sigma_dn[0], r["sigma"])
+    (_, _, _, row), (mu_g_dn, idx_dn) = seen["gained"][0]
+    assert row == meta["q"]
+    assert np.array_equal(mu_g_dn[0], r["mu_g"]) and np.array_equal(idx_dn[0], r["j"])
+    args, (vals_dn, known_dn) = seen["y"][0]
+    packets, lost, total, tabs_dn = args[:4]
+    assert packets.shape[1] == r["packet_bytes"] and not lost.any() and total == len(r["values"])
+    assert np.array_equal(tabs_dn, r["tabs"])
+    assert known_dn.all() and np.array_equal(vals_dn, r["values"])
+    # and in the latent's layout (channel, row, column)
+    sym_dn = np.zeros(r["M"] * r["hw"][0] * r["hw"][1], dtype=np.int64)
+    flat, _ = compact._y_layout(idx_dn[0], *r["hw"])
+    sym_dn[flat] = vals_dn
+    assert np.array_equal(sym_dn.reshape(r["symbols"].shape), r["symbols"])
+
+
+def test_compact_coder_escapes_and_heads():
+    """The escape (values outside a table) and the packets' heads, on values the golden file does
+    not hold: dnaimg's coder writes, the reader of 12.3 reads and re-encodes."""
+    from safetensors.numpy import load_file
+
+    from dnaimg.codecs import arith
+    t = load_file(str(COMPACT_MODEL / "compact-tiny.safetensors"))
+    ytab = tuple(t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    ztab = tuple(t[f"tables.z_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    rng = np.random.default_rng(5)
+    total = 3000
+    tabs = rng.integers(0, 64, total)
+    values = np.round(rng.normal(0, 1, total) * np.exp(tabs / 10)).astype(np.int64)
+    values[rng.integers(0, total, 40)] = rng.integers(-32768, 32768, 40)            # escapes
+    assert sum(not 0 <= v + ytab[2][j] <= ytab[1][j] - 2 for v, j in zip(values, tabs)) >= 40
+    pk, starts = arith.encode_packets(values, tabs, *ytab, 26, total)
+    data = pk.tobytes()
+    got, firsts, _ = decode_packets_doc(data, 26, total, tabs.tolist(), ytab)
+    assert got == values.tolist() and firsts == starts.tolist()
+    assert encode_packets_doc(got, tabs.tolist(), ytab, 26) == data
+    # a packet holds at most 2^16 - 1 values; heads wrap modulo 2^16 (near-certain values:
+    # table 0's most probable symbol costs 0.00007 bits)
+    assert ytab[0][0][2] - ytab[0][0][1] >= 65530
+    total = 2 * 65535 + 900
+    pk, starts = arith.encode_packets(np.zeros(total, np.int64), np.zeros(total, np.int64), *ytab, 26, 8)
+    assert starts.tolist() == [0, 65535, 131070] and pk[2, :2].tobytes() == (131070 % 65536).to_bytes(2, "big")
+    got, firsts, _ = decode_packets_doc(pk.tobytes(), 26, total, [0] * total, ytab, size_test=False)
+    assert firsts == [0, 65535, 131070] and got == [0] * total
+    assert encode_packets_doc(got, [0] * total, ytab, 26) == pk.tobytes()
+    # stream 0's form: one run, no head, with escapes beyond +-64
+    zt = rng.integers(0, ztab[0].shape[0], 500)
+    zv = rng.integers(-3, 4, 500)
+    zv[::50] = [-200, 90, -65, 64, -64, 65, 1000, -32768, 32767, 300]
+    zb, _ = arith.encode_packets(zv, zt, *ztab, 0, 1)
+    dec = ArithDecoder(zb[0].tobytes(), 8 * zb.shape[1])
+    assert [dec.read(ztab[0][c], ztab[1][c], ztab[2][c]) for c in zt] == zv.tolist()
+    enc = ArithEncoder()
+    for v, c in zip(zv, zt):
+        enc.write(int(v), ztab[0][c], ztab[1][c], ztab[2][c])
+    bits = enc.finish()
+    assert zb.shape[1] == math.ceil(len(bits) / 8) and bits_to_bytes(bits, zb.shape[1]) == zb[0].tobytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# section 18: pools (format version 3)
+
+def doc_primer_pairs() -> list[tuple[str, str]]:
+    """The primer set as docs/primers.tsv lists it (18.3)."""
+    rows = (ROOT / "docs" / "primers.tsv").read_text().splitlines()[1:]
+    pairs = [tuple(r.split("\t")[1:3]) for r in rows if r.strip()]
+    assert [int(r.split("\t")[0]) for r in rows if r.strip()] == list(range(len(pairs)))
+    return pairs
+
+
+def test_primer_set_as_documented():
+    text = doc_text()
+    pairs = doc_primer_pairs()
+    assert len(pairs) == 97 and pairs[0] == (PF, PR)
+    for i in range(3):
+        assert f"| {i} | {pairs[i][0]} | {pairs[i][1]} |" in text
+    # 18.3: the first generated pair, redone from the text alone
+    nn = {"AA": (-7.9, -22.2), "AT": (-7.2, -20.4), "TA": (-7.2, -21.3), "CA": (-8.5, -22.7), "GT": (-8.4, -22.4),
+          "CT": (-7.8, -21.0), "GA": (-8.2, -22.2), "CG": (-10.6, -27.2), "GC": (-9.8, -24.4), "GG": (-8.0, -19.9)}
+
+    def stack(d):
+        return nn.get(d) or nn[revcomp(d)]
+
+    def tm(x):
+        dh = sum(stack(x[i:i + 2])[0] for i in range(19)) + sum(0.1 if e in "GC" else 2.3 for e in (x[0], x[-1]))
+        ds = sum(stack(x[i:i + 2])[1] for i in range(19)) + sum(-2.8 if e in "GC" else 4.1 for e in (x[0], x[-1]))
+        ds += 0.368 * 19 * math.log(0.05)
+        return 1000 * dh / (ds + 1.987 * math.log(250e-9 / 4)) - 273.15
+
+    def lev(a, b):
+        prev = list(range(len(b) + 1))
+        for i in range(1, len(a) + 1):
+            cur = [i] + [0] * len(b)
+            for j in range(1, len(b) + 1):
+                cur[j] = min(prev[j - 1] + (a[i - 1] != b[j - 1]), prev[j] + 1, cur[j - 1] + 1)
+            prev = cur
+        return prev[-1]
+
+    def repeat(x):
+        best = 0
+        for p in range(2, 7):
+            run = 0
+            for i in range(len(x) - p):
+                run = run + 1 if x[i] == x[i + p] else 0
+                if run and run + p >= 2 * p:
+                    best = max(best, run + p)
+        return best
+
+    def alone_ok(x):
+        return (9 <= sum(c in "GC" for c in x) <= 11 and not any(x[i] == x[i + 1] == x[i + 2] for i in range(18))
+                and repeat(x) <= 5 and x[-1] in "GC" and sum(c in "GC" for c in x[-5:]) <= 3
+                and not any(revcomp(x[i:i + 5]) in x for i in range(16)) and revcomp(x[-4:]) not in x
+                and 55 <= tm(x) <= 60 and lev(x, revcomp(x)) >= 9)
+
+    state, chosen = 0x5052494D4552, [PF, PR]
+    while len(chosen) < 4:
+        state = (state + 0x9E3779B97F4A7C15) & M64
+        z = mix(state)
+        x = "".join(NT[(z >> (2 * i)) & 3] for i in range(20))
+        if not alone_ok(x):
+            continue
+        if len(chosen) % 2 == 1:
+            f = chosen[-1]
+            if abs(tm(x) - tm(f)) > 2 or any(revcomp(t[-4:]) in u for t in (f, x) for u in (f, x)):
+                continue
+        if all(lev(x, c) >= 9 and lev(x, revcomp(c)) >= 9 for c in chosen):
+            chosen.append(x)
+    assert (chosen[2], chosen[3]) == pairs[1]
+    assert abs(tm(PF) - 55.58) < 0.01 and abs(tm(PR) - 54.28) < 0.01    # (Biopython's Tm_NN agrees)
+
+
+def test_pool_read_from_the_document(tmp_path):
+    """A pool of three images in two primer pairs (group size 2), read as section 18.4 says."""
+    from PIL import Image
+    from dnaimg import pool
+    base = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    srcs = []
+    for i, (y, x) in enumerate([(0, 0), (40, 60), (80, 20)]):
+        a = np.ascontiguousarray(base[y:y + 24, x:x + 32])
+        Image.fromarray(a).save(tmp_path / f"part{i}.png")
+        srcs.append(a)
+    enc = pool.encode_pool([tmp_path / f"part{i}.png" for i in range(3)], codec="png", redundancy=0.2,
+                           group_size=2, pool_id=0x1A2B3C4D)
+    fasta = tmp_path / "pool.fasta"
+    pool.write_pool(enc, fasta)
+    seqs = parse_fasta(fasta.read_text())
+    pairs = doc_primer_pairs()
+    got = {}
+    for g, (pf, pr) in enumerate(pairs[:4]):
+        mine = [s for s in seqs if s.startswith(pf) or s.startswith(pr)]
+        if not mine:
+            continue
+        for tag, olis in sort_oligos(mine, pf, pr).items():
+            h = read_header(olis, tag)
+            assert h["version"] == 3 and h["image_id"] & 0xFF == tag and h["primer_pair"] == g
+            assert h["pool_id"] == 0x1A2B3C4D
+            (st,) = h["streams"]
+            P = h["oligo_length"] - h["pf"] - h["pr"] - 36
+            data = read_bytes_stream(olis, tag, st, P)
+            assert zlib.crc32(data) == st["crc"]
+            got[h["name"]] = (h["image_id"], g, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    assert sorted(got) == ["part0.png", "part1.png", "part2.png"]
+    for i in range(3):
+        image_id, g, pixels = got[f"part{i}.png"]
+        assert (image_id, g) == (i, i // 2)                 # ids in order; groups of 2 share a pair
+        assert np.array_equal(pixels, srcs[i])
+
+
+def test_pool_header_example_in_the_document():
+    """The example bytes of 18.2 parse as the text says."""
+    text = doc_text()
+    sec = text[text.index("### 18.2"):text.index("### 18.3")]
+    block = sec[sec.index("```") + 3:]
+    block = block[:block.index("```")]
+    d = bytes(int(x, 16) for x in re.findall(r"\b[0-9a-f]{2}\b", block))
+    h = parse_header_v2(d)
+    assert len(d) == d[3] == 77
+    assert (h["version"], h["image_id"], h["pool_id"], h["primer_pair"], h["name"]) == (3, 5, 0x1A2B3C4D, 0, "coffee.png")
+

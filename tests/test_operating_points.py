@@ -102,7 +102,7 @@ def test_cli_rate_and_models_listing(fake_models, tmp_path):
     out = json.loads(r.output)
     assert out["point"] == "tiny-mr:k2l31" and out["payload_nt_per_pixel"] == pytest.approx(6 / 64)
     assert out["total_nt_per_pixel"] <= budget
-    r = CliRunner().invoke(main, ["encode", str(img), "-o", str(tmp_path / "y.fa"), "--rate", "0.01"])
+    r = CliRunner().invoke(main, ["encode", str(img), "-o", str(tmp_path / "y.fa"), "--codec", "robust", "--rate", "0.01"])
     assert r.exit_code == 1 and "no operating point at or under 0.01" in r.output
     r = CliRunner().invoke(main, ["models"])
     assert r.exit_code == 0 and "tiny-mr:k4l31" in r.output and "noise-trained" in r.output

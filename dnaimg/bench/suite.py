@@ -34,7 +34,7 @@ from dnaimg.dna.header import FORMAT_VERSION
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: classic codecs a bench may compare (the CLI's default lists are jpeg, webp, jpeg2000, avif)
-CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif", "jxl")
+CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif", "jxl", "compact")
 #: quality sweeps of the classic codecs for the RD bench (see :func:`dnaimg.codecs.classic.compress`)
 CLASSIC_QUALITIES = {
     "jpeg": (5, 10, 20, 35, 50, 70, 85, 95),
@@ -42,6 +42,7 @@ CLASSIC_QUALITIES = {
     "jpeg2000": (0.08, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5),     # bits per pixel
     "avif": (10, 25, 40, 55, 65, 75, 85, 92),
     "jxl": (5, 20, 40, 55, 70, 80, 90, 97),                      # libjxl level (butteraugli distance)
+    "compact": (0, 1, 2, 3, 4, 5, 6),                            # the learned model's rate index
 }
 QUICK_QUALITIES = {k: v[1::3] for k, v in CLASSIC_QUALITIES.items()}
 NOISE_RATES = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
@@ -182,7 +183,8 @@ def encode_learned(img: np.ndarray, point: str) -> Encoded:
 def _classic_encoded(enc: "api.EncodeResult", codec: str, parity: float, dt: float) -> Encoded:
     r = enc.rates()
     return Encoded(f"{codec}@{r['quality']}", "classic", list(enc.oligos), r, dt,
-                   {"codec": codec, "quality": r["quality"], "parity": parity, "redundancy": parity})
+                   {"codec": codec, "quality": r["quality"], "parity": parity, "redundancy": parity,
+                    **({"model": r["model"]} if "model" in r else {})})
 
 
 def encode_classic_system(img: np.ndarray, codec: str, quality, parity: float) -> Encoded:
@@ -223,6 +225,9 @@ def decode_row(e: Encoded, orig: np.ndarray, reads, with_msssim: bool = True) ->
         info = {"error": str(ex)[:200]}
     dt = time.perf_counter() - t
     row = {"success": ok, "decode_s": dt, **info}
+    if e.params.get("codec") == "compact" and image is not None:
+        ok = True               # an entropy-coded latent with lost packets still draws the image (graceful)
+        info["latent_values_lost"] = res.report["latent"]["latent_values_lost"]
     if image is not None and image.shape == orig.shape and not ok:
         # a classic stream that Pillow still draws although its checks failed: a failure, but
         # what it looks like is kept apart
@@ -530,6 +535,22 @@ def update_cards(result: dict, command: str) -> list[str]:
                 sub["command"] = command
         path.write_text(json.dumps(card, indent=2) + "\n")
         touched.append(model)
+    if bench == "rd":           # the compact codec's rate indexes go into its model's card
+        compact = [s for s in result["summary"]["systems"] if s["system"].startswith("compact@")]
+        if compact:
+            from dnaimg.codecs.compact import DEFAULT_MODEL
+            models = {r.get("model") for r in result["rows"] if r["system"].startswith("compact@")} - {None}
+            name = models.pop() if len(models) == 1 else DEFAULT_MODEL
+            path = models_dir() / f"{name}.json"
+            card = json.loads(path.read_text())
+            card["kodak"] = [{"rate_index": float(s["system"].split("@")[1]), "images": n_images,
+                              "payload_nt_per_pixel": round(s["payload_nt_per_pixel"], 4),
+                              "total_nt_per_pixel": round(s["total_nt_per_pixel"], 4),
+                              "psnr_db": round(s["psnr_db"], 3), "ms_ssim": round(s["ms_ssim"], 4)}
+                             for s in sorted(compact, key=lambda s: s["total_nt_per_pixel"])]
+            card["kodak_command"] = command
+            path.write_text(json.dumps(card, indent=2) + "\n")
+            touched.append(name)
     return touched
 
 
@@ -674,6 +695,11 @@ def report(results: str | Path) -> str:
     d = Path(results)
     rd, noise, ncl, ch, abl = (_load(d / f"{n}.json") for n in ("rd", "noise", "noise-classic", "channel",
                                                                 "ablation-noise"))
+    rdc = _load(d / "rd-compact.json")        # the compact codec's sweep, run on its own (same images)
+    if rd and rdc:
+        rd["rows"] = rd["rows"] + [r for r in rdc["rows"] if r["system"].startswith("compact@")]
+        rd["meta"]["config"]["codecs"] = [c for c in rd["meta"]["config"]["codecs"] if c != "compact"] + ["compact"]
+        rd["summary"] = {"systems": summarise(rd["rows"], ("system",))}
     out = []
     if rd:
         plot_rd(rd, d / "rd.png")
@@ -732,6 +758,37 @@ def report(results: str | Path) -> str:
                                 s["total_nt_per_pixel"])) for c in codecs]
             out.append(f"| {s['system']} | {s['payload_nt_per_pixel']:.3f} | {s['total_nt_per_pixel']:.3f} | "
                        f"{s['psnr_db']:.2f} | {s['ms_ssim']:.4f} | " + " | ".join(cells) + " |")
+        out.append("")
+    if rd and rdc:
+        comp = sorted((s for s in rd["summary"]["systems"] if s["system"].startswith("compact@")),
+                      key=lambda s: s["total_nt_per_pixel"])
+        n_img = len(rdc["meta"]["config"]["images"])
+        avif = [s for s in rd["summary"]["systems"] if s["system"].startswith("avif@")]
+        out.append(f"**Compact codec against AVIF** (Kodak, {n_img} images, noiseless, both through the same "
+                   "container with the same outer code; AVIF interpolated along its quality sweep at compact's "
+                   "total nt/pixel)\n")
+        out.append("| compact rate index | payload nt/px | total nt/px | PSNR | MS-SSIM | AVIF PSNR | compact - AVIF |")
+        out.append("|---|---|---|---|---|---|---|")
+        for s in comp:
+            a = _interp([x["total_nt_per_pixel"] for x in avif], [x["psnr_db"] for x in avif], s["total_nt_per_pixel"])
+            out.append(f"| {s['system'].split('@')[1]} | {s['payload_nt_per_pixel']:.3f} | {s['total_nt_per_pixel']:.3f} | "
+                       f"{s['psnr_db']:.2f} | {s['ms_ssim']:.4f} | {_f(a)} | "
+                       f"{_f(None if a is None else s['psnr_db'] - a, '{:+.2f}')} |")
+        out.append("")
+    loss = json.loads((d / "loss.json").read_text()) if (d / "loss.json").exists() else None
+    if loss:
+        fr = loss["meta"]["losses"]
+        out.append(f"**Oligos lost beyond the outer code** (Kodak, {len(loss['meta']['images'])} images; every "
+                   f"codec at the total nt/pixel of {loss['meta']['point']}, outer code {loss['meta']['parity']:.0%} "
+                   "for the byte streams; a fraction of all oligos dropped at random, one clean read of the rest; "
+                   "PSNR over the images that drew one, that fraction in brackets)\n")
+        out.append("| system | total nt/px | " + " | ".join(f"{100 * f:g} % lost" for f in fr) + " |")
+        out.append("|---|---|" + "---|" * len(fr))
+        sm = {(x["system"], x["loss"]): x for x in loss["summary"]}
+        for name in dict.fromkeys(x["system"] for x in loss["summary"]):
+            tot = sm[(name, fr[0])]["total_nt_per_pixel"]
+            out.append(f"| {name} | {tot:.3f} | " + " | ".join(
+                f"{_f(sm[(name, f)]['psnr_db'])} ({sm[(name, f)]['decoded']:.0%})" for f in fr) + " |")
         out.append("")
     if ch or ncl:
         out.append("**Headline** (Kodak, mean; classic codecs at the total nt of our r050 point, per image; "

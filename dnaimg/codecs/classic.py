@@ -14,11 +14,15 @@ Codecs, their stable ids (written into DNA: never change them) and what ``qualit
 Aliases: ``jpg`` -> jpeg, ``j2k`` / ``jp2`` -> jpeg2000, ``jpegxl`` -> jxl (names are case-insensitive).
 Higher quality means more bytes (:func:`quality_for` assumes it).
 
-Inputs.  Lossy codecs take ``uint8`` HxWx3 (RGB) or HxW (gray).  Gray is coded as one gray plane by
-jpeg, jpeg2000, avif (4:0:0) and jxl; WebP has no gray mode, so a gray image is coded as RGB (R=G=B)
-and :func:`decompress` gives HxWx3 back unless told ``channels=1`` (then the decoded luma, which is the
-coded Y plane; :meth:`ClassicCodec.decode` does this from the meta).  Lossless codecs take ``uint8``
-HxW, HxWx3, HxWx4 (RGBA) and ``uint16`` HxW, HxWx3, and give exactly the same array back.  Sides are
+Inputs.  Lossy codecs take ``uint8`` HxWx3 (RGB) or HxW (gray); jpeg2000 also ``uint16`` HxW (16-bit
+gray: Pillow/OpenJPEG has no 16-bit colour mode) and jxl ``uint16`` HxW and HxWx3 (libjxl codes 16-bit
+samples lossily and gives them back as 16-bit).  Gray is coded as one gray plane by jpeg, jpeg2000,
+avif (4:0:0) and jxl; WebP has no gray mode, so a gray image is coded as RGB (R=G=B) and
+:func:`decompress` gives HxWx3 back unless told ``channels=1`` (then the decoded luma, which is the
+coded Y plane; :meth:`ClassicCodec.decode` does this from the meta).  No lossy codec is given alpha
+(AVIF, WebP, JPEG 2000 and JPEG XL could carry it; dnaimg keeps alpha only losslessly).  Lossless
+codecs take ``uint8`` and ``uint16`` HxW (gray), HxWx2 (gray+alpha), HxWx3 (RGB), HxWx4 (RGBA), and
+give exactly the same array back.  :data:`LAYOUTS_OF` lists each codec's layouts.  Sides are
 1..65535 px (the meta stores them as uint16; WebP itself stops at 16383).
 
 Settings (each lossy codec at its strongest settings for RGB PSNR per byte; see the measurements below):
@@ -43,8 +47,8 @@ Settings (each lossy codec at its strongest settings for RGB PSNR per byte; see 
   99 -> 0.19).  Level 100 is excluded: it means distance 0 in VarDCT mode, a stream larger than the
   lossless one (585 kB vs 347 kB on a 768x512 photo), so the range stops at 99.
 - **png**: Pillow ``optimize=True`` (zlib level 9, adaptive filters) for modes L, RGB, RGBA and I;16
-  (16-bit gray); Pillow has no 16-bit RGB mode, so uint16 HxWx3 goes through libpng
-  (``imagecodecs.png_encode(level=9)``).  All PNGs are decoded with libpng (``imagecodecs.png_decode``),
+  (16-bit gray); Pillow has no 16-bit colour modes, so uint16 HxWx2/3/4 and uint8 HxWx2 (gray+alpha)
+  go through libpng (``imagecodecs.png_encode(level=9)``).  All PNGs are decoded with libpng (``imagecodecs.png_decode``),
   which gives the stream's exact bit depth and channel count back.
 - **jxl-lossless**: ``imagecodecs.jpegxl_encode(img, lossless=True, effort=9)`` (modular mode, bit
   exact for all five input layouts; ~2 s for a 768x512 RGB photo on 2 cores).
@@ -59,9 +63,11 @@ container's CRC32 is what says whether a stream is exact).
 
 Meta bytes (:meth:`ClassicCodec.encode` -> ``Encoded.meta``, written into DNA), 5 bytes::
 
-    byte 0     layout code: bits 0-2 = channels (1 gray, 3 RGB, 4 RGBA), bit 4 = 16-bit samples,
-               other bits 0.  Valid codes: 0x01 uint8 HxW, 0x03 uint8 HxWx3, 0x04 uint8 HxWx4,
-               0x11 uint16 HxW, 0x13 uint16 HxWx3 (lossy codecs: 0x01 and 0x03 only).
+    byte 0     layout code: bits 0-2 = channels (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), bit 4 = 16-bit
+               samples, other bits 0.  Valid codes: 0x01, 0x02, 0x03, 0x04 (uint8 HxW, HxWx2, HxWx3,
+               HxWx4), 0x11, 0x12, 0x13, 0x14 (the same, uint16); per codec (:data:`LAYOUTS_OF`):
+               jpeg, webp, avif 0x01 and 0x03; jpeg2000 also 0x11; jxl also 0x11 and 0x13; png and
+               jxl-lossless all eight.
     bytes 1-2  height, big-endian uint16
     bytes 3-4  width,  big-endian uint16
 
@@ -152,7 +158,7 @@ from dnaimg.codecs.base import CodecError, Encoded, RateError, Stream
 
 __all__ = ["CODECS", "CODEC_BY_ID", "CodecSpec", "ClassicCodec", "check_codec", "compress", "decompress",
            "get_codec", "quality_for", "pack_meta", "unpack_meta", "JXL_EFFORT", "JXL_LOSSLESS_EFFORT",
-           "AVIF_SPEED", "AVIF_SUBSAMPLING", "JPEG_SUBSAMPLING"]
+           "AVIF_SPEED", "AVIF_SUBSAMPLING", "JPEG_SUBSAMPLING", "LAYOUTS_OF"]
 
 #: chosen by measurement (module docstring)
 JPEG_SUBSAMPLING = 2            # Pillow: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0
@@ -198,9 +204,14 @@ CODEC_BY_ID: dict[int, str] = {s.id: n for n, s in CODECS.items()}
 _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "jpeg2000": "JPEG2000", "avif": "AVIF"}
 
 # layout code -> (dtype, channels)
-_LAYOUTS = {0x01: (np.uint8, 1), 0x03: (np.uint8, 3), 0x04: (np.uint8, 4),
-            0x11: (np.uint16, 1), 0x13: (np.uint16, 3)}
+_LAYOUTS = {0x01: (np.uint8, 1), 0x02: (np.uint8, 2), 0x03: (np.uint8, 3), 0x04: (np.uint8, 4),
+            0x11: (np.uint16, 1), 0x12: (np.uint16, 2), 0x13: (np.uint16, 3), 0x14: (np.uint16, 4)}
 _LOSSY_LAYOUTS = (0x01, 0x03)
+#: the layouts each codec takes (and a reader accepts in its meta): 16-bit samples lossy through
+#: jpeg2000 (gray: Pillow/OpenJPEG has no 16-bit colour mode) and jxl; alpha only losslessly
+LAYOUTS_OF = {"jpeg": _LOSSY_LAYOUTS, "webp": _LOSSY_LAYOUTS, "avif": _LOSSY_LAYOUTS,
+              "jpeg2000": (0x01, 0x03, 0x11), "jxl": (0x01, 0x03, 0x11, 0x13),
+              "png": tuple(_LAYOUTS), "jxl-lossless": tuple(_LAYOUTS)}
 _CODE_OF = {(np.dtype(d), c): code for code, (d, c) in _LAYOUTS.items()}
 
 
@@ -234,17 +245,23 @@ def _layout_code(img) -> tuple[np.ndarray, int]:
     a = np.asarray(img)
     code = _code_of(a)
     if code is None:
-        raise CodecError(f"unsupported image: shape {a.shape} dtype {a.dtype} (expected uint8 HxW, HxWx3, "
-                         f"HxWx4 or uint16 HxW, HxWx3)")
+        raise CodecError(f"unsupported image: shape {a.shape} dtype {a.dtype} (expected uint8 or uint16 HxW, "
+                         f"HxWx2, HxWx3 or HxWx4)")
     if min(a.shape[:2]) < 1 or max(a.shape[:2]) > MAX_SIDE:
         raise CodecError(f"image sides must be 1..{MAX_SIDE} px, got {a.shape[0]}x{a.shape[1]}")
     return np.ascontiguousarray(a), code
 
 
+def _takes(codec: str) -> str:
+    """The layouts a lossy codec takes, in words."""
+    return {"jpeg2000": "a uint8 HxWx3 or HxW, or uint16 HxW image",
+            "jxl": "a uint8 or uint16 HxWx3 or HxW image"}.get(codec, "a uint8 HxWx3 or HxW image")
+
+
 def _check_image(img, codec: str) -> tuple[np.ndarray, int]:
     a, code = _layout_code(img)
-    if not CODECS[codec].lossless and code not in _LOSSY_LAYOUTS:
-        raise CodecError(f"{codec} takes a uint8 HxWx3 or HxW image, got shape {a.shape} dtype {a.dtype} "
+    if code not in LAYOUTS_OF[codec]:
+        raise CodecError(f"{codec} takes {_takes(codec)}, got shape {a.shape} dtype {a.dtype} "
                          f"(use png or jxl-lossless)")
     return a, code
 
@@ -287,7 +304,7 @@ def _enc_webp(a, q):
 
 def _enc_jpeg2000(a, bpp):
     ch = 1 if a.ndim == 2 else a.shape[2]
-    ratio = max(1.0, 8.0 * ch / bpp)
+    ratio = max(1.0, 8.0 * a.dtype.itemsize * ch / bpp)     # of the raw samples (16-bit gray: 16 bits)
     return _pil_save(a, "JPEG2000", quality_mode="rates", quality_layers=[ratio], irreversible=True,
                      no_jp2=True, mct=1 if ch == 3 else 0)
 
@@ -302,8 +319,8 @@ def _enc_jxl(a, q):
 
 
 def _enc_png(a, q):
-    if a.dtype == np.uint16 and a.ndim == 3:          # Pillow has no 16-bit RGB mode
-        return bytes(imagecodecs.png_encode(a, level=9))
+    if a.ndim == 3 and (a.dtype == np.uint16 or a.shape[2] == 2):     # Pillow has no 16-bit colour modes;
+        return bytes(imagecodecs.png_encode(a, level=9))               # gray+alpha through libpng too
     im = Image.fromarray(a)
     if im.mode not in ("L", "RGB", "RGBA", "I;16"):
         raise CodecError(f"png: unexpected Pillow mode {im.mode}")
@@ -324,9 +341,9 @@ def compress(img: np.ndarray, codec: str, quality=None) -> bytes:
     """Image -> the codec's byte stream.
 
     Lossy codecs: ``uint8`` HxWx3, or HxW gray (coded as gray by jpeg, jpeg2000, avif and jxl; as RGB
-    with R=G=B by webp, which has no gray mode).  ``quality`` in the codec's range (see :data:`CODECS`;
-    None: the codec's default).  Lossless codecs (png, jxl-lossless): ``uint8`` HxW, HxWx3, HxWx4,
-    ``uint16`` HxW, HxWx3; ``quality`` is ignored."""
+    with R=G=B by webp, which has no gray mode); jpeg2000 also ``uint16`` HxW, jxl ``uint16`` HxW and
+    HxWx3.  ``quality`` in the codec's range (see :data:`CODECS`; None: the codec's default).  Lossless
+    codecs (png, jxl-lossless): ``uint8`` or ``uint16`` HxW, HxWx2, HxWx3, HxWx4; ``quality`` is ignored."""
     codec = check_codec(codec)
     a, _ = _check_image(img, codec)
     q = _check_quality(codec, quality)
@@ -355,6 +372,8 @@ def _dec_pillow(data: bytes, codec: str) -> np.ndarray:
         if im.size[0] * im.size[1] > MAX_PIXELS:
             raise CodecError(f"{codec}: the stream claims {im.size[0]}x{im.size[1]} px")
         im.load()
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):           # 16-bit gray (jpeg2000)
+            return np.array(im).astype(np.uint16)
         if im.mode not in ("L", "RGB"):
             im = im.convert("RGB")
         return np.array(im, dtype=np.uint8)
@@ -406,7 +425,8 @@ def _to_gray(a: np.ndarray) -> np.ndarray:
 
 
 def decompress(data: bytes, codec: str, channels: int | None = None) -> np.ndarray:
-    """A codec's byte stream -> image.  Lossy: ``uint8`` HxWx3, or HxW for a gray stream; lossless:
+    """A codec's byte stream -> image.  Lossy: HxWx3, or HxW for a gray stream (``uint16`` for a 16-bit
+    jpeg2000 / jxl stream, else ``uint8``); lossless:
     exactly the dtype and shape that were compressed.  ``channels`` (1 or 3, lossy codecs only) converts
     the result to gray / RGB (a gray image coded by WebP comes back RGB otherwise).  Any failure (a
     corrupted or truncated stream, the wrong format) raises CodecError."""
@@ -429,10 +449,10 @@ def decompress(data: bytes, codec: str, channels: int | None = None) -> np.ndarr
         a = a[:, :, 0]
     code = _code_of(a)
     ch = _LAYOUTS[code][1] if code is not None else 0
-    if code is None or a.size == 0 or (not CODECS[codec].lossless and code not in _LOSSY_LAYOUTS):
+    if code is None or a.size == 0 or code not in LAYOUTS_OF[codec]:
         raise CodecError(f"{codec}: the stream decodes to an unsupported array {a.shape} {a.dtype}")
     if channels is not None and channels != ch:
-        if CODECS[codec].lossless or channels not in (1, 3):
+        if CODECS[codec].lossless or channels not in (1, 3) or a.dtype != np.uint8:
             raise CodecError(f"{codec}: cannot convert the decoded {a.shape} image to {channels} channels")
         a = _to_gray(a) if channels == 1 else np.repeat(a[:, :, None], 3, axis=2)
     return np.ascontiguousarray(a)
@@ -565,8 +585,9 @@ class ClassicCodec:
         if not meta:
             return decompress(data, self.name)
         dtype, ch, h, w = unpack_meta(meta)
-        if not self.spec.lossless and (dtype != np.uint8 or ch not in (1, 3)):
-            raise CodecError(f"{self.name}: meta layout {bytes(meta[:1]).hex()} is not a lossy layout")
+        if meta[0] not in LAYOUTS_OF[self.name]:
+            raise CodecError(f"{self.name}: meta layout {bytes(meta[:1]).hex()} is not a lossy layout of "
+                             f"{self.name}")
         a = decompress(data, self.name, channels=None if self.spec.lossless else ch)
         want = (h, w) if ch == 1 else (h, w, ch)
         if a.dtype != dtype or a.shape != want:

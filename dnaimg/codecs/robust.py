@@ -5,12 +5,14 @@ latent value is one fixed-length constrained codeword (a ``words`` stream), so a
 costs one value and a lost oligo costs scattered values, filled from their neighbours.
 
 Codec metadata (format version 2, 13 bytes, little-endian): model id (4: CRC32 of the model
-name) | latent channels (2) | levels (2) | codeword nt (1) | image height (2) | width (2).
+name) | latent channels (2) | levels (2) | codeword nt (1) | image height (2) | width (2), and for a
+gray image a 14th byte of flags (bit 0: the original was gray; it was coded as RGB with R = G = B and
+is decoded to one channel, the rounded mean of the three).  RGB images keep the 13 bytes.
 
     from dnaimg.codecs.robust import encode_image, decode_reads
     enc = encode_image("photo.png")                 # EncodeResult: oligos, header, rates
     dec = decode_reads(reads)                       # reads: iterable of str or uint8 arrays
-    dec.image                                       # HxWx3 uint8; dec.report: what happened
+    dec.image                                       # HxWx3 (gray: HxW) uint8; dec.report: what happened
 """
 from __future__ import annotations
 
@@ -27,13 +29,14 @@ from dnaimg.codecs.base import DecodeError, Encoded, Received, Stream  # noqa: F
 from dnaimg.dna import container
 from dnaimg.dna.container import DEFAULT_INNER, Layout, Written
 from dnaimg.dna.header import DEFAULT_HEADER_COPIES, KIND_WORDS, Header, HeaderV1, StreamInfo
-from dnaimg.image import load_image
+from dnaimg.image import gray_of_rgb, load_image
 from dnaimg.zoo.model import resolve_precision
 from dnaimg.zoo.registry import OperatingPoint, load_model, model_id, name_for_id, select_point
 
 CODEC = "robust"
 CODEC_ID = 0
 _META = "<IHHBHH"
+FLAG_GRAY = 0x01            # the optional 14th metadata byte: the original was gray
 
 
 
@@ -100,33 +103,39 @@ class RobustParams:
     codeword_nt: int
     height: int
     width: int
+    gray: bool = False          # coded as RGB (R = G = B), decoded to one channel
 
     def pack(self) -> bytes:
-        return struct.pack(_META, self.model_id, self.channels, self.levels, self.codeword_nt, self.height, self.width)
+        b = struct.pack(_META, self.model_id, self.channels, self.levels, self.codeword_nt, self.height, self.width)
+        return b + bytes([FLAG_GRAY]) if self.gray else b
 
     @classmethod
     def unpack(cls, meta: bytes) -> "RobustParams":
-        if len(meta) != struct.calcsize(_META):
-            raise DecodeError(f"robust codec metadata of {len(meta)} bytes (expected {struct.calcsize(_META)})")
-        return cls(*struct.unpack(_META, meta))
+        n = struct.calcsize(_META)
+        if len(meta) not in (n, n + 1):
+            raise DecodeError(f"robust codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags)")
+        flags = meta[n] if len(meta) > n else 0
+        if flags & ~FLAG_GRAY:
+            raise DecodeError(f"robust codec metadata with unknown flags {flags:02x}")
+        return cls(*struct.unpack(_META, bytes(meta[:n])), gray=bool(flags & FLAG_GRAY))
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         return (self.channels, -(-self.height // 8), -(-self.width // 8))
 
 
-def _encoded(symbols: np.ndarray, point: OperatingPoint, height: int, width: int) -> Encoded:
-    params = RobustParams(model_id(point.model), point.channels, point.levels, point.codeword_nt, height, width)
+def _encoded(symbols: np.ndarray, point: OperatingPoint, height: int, width: int, gray: bool = False) -> Encoded:
+    params = RobustParams(model_id(point.model), point.channels, point.levels, point.codeword_nt, height, width, gray)
     return Encoded(CODEC, [Stream("words", np.asarray(symbols, dtype=np.int64).reshape(-1), point.codeword_nt,
                                   point.levels)], params.pack(), {"model": point.label})
 
 
 def total_nt_per_pixel(point: OperatingPoint, height: int, width: int, layout: Layout,
                        redundancy: float | None = None, copies: int = DEFAULT_HEADER_COPIES,
-                       inner: int = DEFAULT_INNER) -> float:
+                       inner: int = DEFAULT_INNER, gray: bool = False) -> float:
     """Everything synthesised per pixel at this point (no need to run the network)."""
     n = point.channels * -(-height // 8) * -(-width // 8)
-    enc = _encoded(np.zeros(n, dtype=np.int64), point, height, width)
+    enc = _encoded(np.zeros(n, dtype=np.int64), point, height, width, gray)
     return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length / (height * width)
 
 
@@ -184,16 +193,21 @@ def encode_image(image: str | Path | np.ndarray, model: str | None = None, layou
     """Image -> oligos.  ``model`` names a shipped model (``NAME:POINT`` one of its operating
     points); ``rate`` picks the best operating point at or under that many *total* nt/pixel
     (everything synthesised), see :func:`dnaimg.zoo.registry.select_point`.  ``redundancy``:
-    the outer code's parity oligos per data oligo (default 0: none)."""
+    the outer code's parity oligos per data oligo (default 0: none).  A gray array (HxW uint8) is
+    coded as RGB with R = G = B and flagged in the metadata, so that it decodes to one channel (a file
+    path is read as RGB: :func:`dnaimg.api.encode` reads files keeping gray)."""
     layout = layout or Layout()
     img = load_image(image) if not isinstance(image, np.ndarray) else image
+    gray = img.ndim == 2
+    if gray:
+        img = np.repeat(np.asarray(img, dtype=np.uint8)[:, :, None], 3, axis=2)
     H, W = img.shape[:2]
     point = select_point(model, rate, noise_trained,
-                         cost=lambda p: total_nt_per_pixel(p, H, W, layout, redundancy, header_copies, inner))
+                         cost=lambda p: total_nt_per_pixel(p, H, W, layout, redundancy, header_copies, inner, gray))
     net, _ = load_model(point.model)
     with torch.no_grad():
         symbols = net.compress(to_tensor(img), point.levels, point.channels)[0].numpy().astype(np.int64)
-    enc = _encoded(symbols, point, H, W)
+    enc = _encoded(symbols, point, H, W, gray)
     written = container.write(enc, CODEC_ID, layout, redundancy, inner, header_copies, progress=progress)
     return EncodeResult(written, RobustParams.unpack(enc.meta), point.model, symbols, point)
 
@@ -217,6 +231,8 @@ def decode_streams(received: list[Received], meta: bytes, precision: str = "auto
     if erased.any():
         symbols = fill_erasures(symbols, erased, centre)
     image = reconstruct(symbols, model, (params.height, params.width), params.levels, precision)
+    if params.gray:
+        image = gray_of_rgb(image)
     return image, symbols, model, params
 
 

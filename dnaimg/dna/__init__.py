@@ -6,7 +6,10 @@
 - :mod:`.index`: the RS-protected oligo index; :mod:`.header`: the header oligos;
 - :mod:`.bytecode`, :mod:`.outer`: bytes in DNA (inner code per oligo, outer code across oligos);
 - :mod:`.container`: streams -> oligos -> streams; :mod:`.reads`, :mod:`.consensus`: reads to
-  per-oligo estimates; :mod:`.channel`: the synthesis/sequencing simulator; :mod:`.seqio`: FASTA/FASTQ.
+  per-oligo estimates; :mod:`.channel`: the synthesis/sequencing simulator; :mod:`.seqio`: FASTA/FASTQ;
+- pools of many images: :mod:`.primers` (the primer set), :mod:`.pool` (reads of several primer
+  pairs -> each image's streams), :mod:`.mixture` (never a blend: tags holding two images),
+  :mod:`.distributed` (the same on a Dask cluster).
 """
 from .alphabet import ALPHABET, UNKNOWN, decode, decode_many, encode, gc_fraction, revcomp, revcomp_str
 

@@ -106,8 +106,14 @@ def _corrupt(oligos, lengths, which, flip, sub, ins, dels, long_del, seed, out, 
         out_len[r] = pos
 
 
-def reads_per_oligo(n_oligos: int, ch: Channel, rng: np.random.Generator) -> np.ndarray:
-    """How many reads each oligo gets."""
+def reads_per_oligo(n_oligos: int, ch: Channel, rng: np.random.Generator, target: np.ndarray | None = None,
+                    off_target: float = 0.0) -> np.ndarray:
+    """How many reads each oligo gets.  ``target`` (bool per oligo): a selective amplification
+    (PCR with one file's primer pair) before sequencing: the target oligos get ``coverage`` reads
+    each on average, and the other oligos together a fraction ``off_target`` of all reads (in
+    proportion to their copies)."""
+    if target is not None and ch.exact_coverage:
+        raise ValueError("a selective amplification draws reads by copy number, not an exact coverage")
     if ch.exact_coverage:
         counts = np.full(n_oligos, int(round(ch.coverage)), dtype=np.int64)
         if ch.dropout:
@@ -116,17 +122,25 @@ def reads_per_oligo(n_oligos: int, ch: Channel, rng: np.random.Generator) -> np.
     w = rng.lognormal(0.0, ch.sigma, n_oligos) if ch.sigma > 0 else np.ones(n_oligos)
     if ch.dropout:
         w[rng.random(n_oligos) < ch.dropout] = 0.0
+    if target is not None:
+        target = np.asarray(target, dtype=bool)
+        if not 0 <= off_target < 1:
+            raise ValueError("the off-target fraction must be in [0, 1)")
+        if not target.any():
+            raise ValueError("no oligo carries the amplified primer pair")
+        on, off = w[target].sum(), w[~target].sum()
+        total = int(round(ch.coverage * int(target.sum()) / (1 - off_target)))
+        if on == 0 or total == 0:
+            return np.zeros(n_oligos, dtype=np.int64)
+        p = np.where(target, w * (1 - off_target) / on, w * off_target / off if off > 0 else 0.0)
+        return rng.multinomial(total, p / p.sum())
     total = int(round(ch.coverage * n_oligos))
     if w.sum() == 0 or total == 0:
         return np.zeros(n_oligos, dtype=np.int64)
     return rng.multinomial(total, w / w.sum())
 
 
-def simulate(oligos: list[np.ndarray], ch: Channel, seed: int = 0):
-    """Encoded oligos -> (reads as list of uint8 arrays, source oligo of each read, strand flips).
-
-    The source and flips are returned for testing and measurement; a decoder never sees them.
-    """
+def _plan(oligos, ch: Channel, seed: int, target, off_target):
     ch.validate()
     rng = np.random.default_rng(seed)
     n = len(oligos)
@@ -135,14 +149,43 @@ def simulate(oligos: list[np.ndarray], ch: Channel, seed: int = 0):
     packed = np.zeros((n, maxlen), dtype=np.uint8)
     for k, o in enumerate(oligos):
         packed[k, :len(o)] = o
-    counts = reads_per_oligo(n, ch, rng)
+    counts = reads_per_oligo(n, ch, rng, target, off_target)
     which = np.repeat(np.arange(n, dtype=np.int64), counts)
     rng.shuffle(which)
     flip = rng.random(len(which)) < ch.reverse_fraction
+    return packed, lengths, maxlen, which, flip, int(rng.integers(2**31 - 1))
+
+
+def simulate(oligos: list[np.ndarray], ch: Channel, seed: int = 0, target: np.ndarray | None = None,
+             off_target: float = 0.0):
+    """Encoded oligos -> (reads as list of uint8 arrays, source oligo of each read, strand flips).
+
+    The source and flips are returned for testing and measurement; a decoder never sees them.
+    ``target``, ``off_target``: a selective amplification (:func:`reads_per_oligo`).
+    """
+    packed, lengths, maxlen, which, flip, cseed = _plan(oligos, ch, seed, target, off_target)
     cap = 2 * maxlen + 16
     out = np.zeros((len(which), cap), dtype=np.uint8)
     out_len = np.zeros(len(which), dtype=np.int64)
-    _corrupt(packed, lengths, which, flip, ch.sub, ch.ins, ch.dels, ch.long_del,
-             int(rng.integers(2**31 - 1)), out, out_len)
+    _corrupt(packed, lengths, which, flip, ch.sub, ch.ins, ch.dels, ch.long_del, cseed, out, out_len)
     reads = [out[r, :out_len[r]].copy() for r in range(len(which))]
     return reads, which, flip
+
+
+SIM_CHUNK = 1 << 18
+
+
+def simulate_chunks(oligos: list[np.ndarray], ch: Channel, seed: int = 0, target: np.ndarray | None = None,
+                    off_target: float = 0.0, chunk: int = SIM_CHUNK):
+    """:func:`simulate` in bounded memory: yields (reads, source oligos) ``chunk`` reads at a time,
+    and finally the per-read sources of everything as ``(None, which)``.  With one chunk the reads
+    are those of :func:`simulate` with the same seed."""
+    packed, lengths, maxlen, which, flip, cseed = _plan(oligos, ch, seed, target, off_target)
+    cap = 2 * maxlen + 16
+    for k, a in enumerate(range(0, len(which), chunk)):
+        w, f = which[a:a + chunk], flip[a:a + chunk]
+        out = np.zeros((len(w), cap), dtype=np.uint8)
+        out_len = np.zeros(len(w), dtype=np.int64)
+        _corrupt(packed, lengths, w, f, ch.sub, ch.ins, ch.dels, ch.long_del, (cseed + k) % (2**31 - 1), out, out_len)
+        yield [out[r, :out_len[r]] for r in range(len(w))], w
+    yield None, which

@@ -23,6 +23,8 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable
@@ -36,8 +38,8 @@ from dnaimg.dna import bytecode, outer
 from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
 from dnaimg.dna.constraints import report
-from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, Header, HeaderError, StreamInfo,
-                               header_oligos, n_parts)
+from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, POOL_VERSION, Header, HeaderError,
+                               PoolRecord, StreamInfo, header_oligos, n_parts)
 from dnaimg.dna.index import HEADER_BASE, INDEX_NT
 from dnaimg.dna.prng import SIGMAS_INV, interleaver
 from dnaimg.dna.reads import CHUNK, ReadSorter, gather_reads
@@ -150,7 +152,8 @@ def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = 
 def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
          copies: int = DEFAULT_HEADER_COPIES) -> tuple[int, list[StreamPlan]]:
     """(header oligos, per stream plan).  ``redundancy`` None: the default of each stream kind."""
-    plans = [plan_stream(layout, s, DEFAULT_REDUNDANCY[s.kind] if redundancy is None else redundancy, inner)
+    plans = [plan_stream(layout, s, s.redundancy if s.redundancy is not None else
+                         DEFAULT_REDUNDANCY[s.kind] if redundancy is None else redundancy, inner)
              for s in encoded.streams]
     data = _make_header(layout, encoded, plans, 0, 0).pack()
     return n_parts(len(data), layout.payload_nt // 3) * copies, plans
@@ -164,6 +167,21 @@ def total_oligos(layout: Layout, encoded: Encoded, redundancy: float | None = No
 
 # ---------------------------------------------------------------------------------------------
 # writing
+
+_POOL_RECORD: ContextVar[PoolRecord | None] = ContextVar("dnaimg_pool_record", default=None)
+
+
+@contextmanager
+def pool_member(record: PoolRecord | None):
+    """Within this block, every image written (and every oligo count planned, the header being
+    larger) is a member of a pool: format version 3, the record's image id, pool id, primer
+    pair and file name in its header.  Codecs need not know: they all write through here."""
+    token = _POOL_RECORD.set(record)
+    try:
+        yield
+    finally:
+        _POOL_RECORD.reset(token)
+
 
 def _crc(stream: Stream) -> int:
     if stream.kind == "bytes":
@@ -185,9 +203,12 @@ def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], imag
         first += p.n_oligos
     if first > HEADER_BASE:
         raise LayoutError(f"the image needs {first} oligos; at most {HEADER_BASE} are addressable")
+    rec = _POOL_RECORD.get()
+    pool = {} if rec is None else {"version": POOL_VERSION, "pool_id": rec.pool_id, "primer_pair": rec.primer_pair,
+                                   "name": rec.name}
     return Header(codec_id=codec_id, image_id=image_id, oligo_length=layout.oligo_length,
                   primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r), streams=infos,
-                  meta=bytes(encoded.meta))
+                  meta=bytes(encoded.meta), **pool)
 
 
 def stream_bits(header: Header) -> int:
@@ -244,6 +265,11 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
     if not 0 <= inner <= 32 or inner % 2:
         raise LayoutError("inner parity bytes must be even, 0..32")
     _, plans = plan(layout, encoded, redundancy, inner, copies)
+    rec = _POOL_RECORD.get()
+    if rec is not None:
+        if image_id is not None and image_id != rec.image_id:
+            raise LayoutError("a pool member's image id is the pool record's")
+        image_id = rec.image_id
     if image_id is None:
         image_id = zlib.crc32(b"".join(_crc(s).to_bytes(4, "little") for s in encoded.streams)
                               + encoded.codec.encode() + bytes(encoded.meta))
@@ -463,12 +489,12 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
         n = info.n_data
         data, still, orep = outer.decode(rows[:n], er[:n], rows[n:], er[n:], pl, sus[:n], sus[n:])
         out = data.reshape(-1)[:info.length].astype(np.uint8).tobytes()
-        lost = int(still.reshape(-1)[:info.length].sum())
+        erased = still.reshape(-1)[:info.length].copy()
         exact = zlib.crc32(out) == info.crc
-        rep.update({"outer": orep, "bytes_lost": lost, "exact": exact})
+        rep.update({"outer": orep, "bytes_lost": int(erased.sum()), "exact": exact, "row_bytes": bd})
         if progress is not None:
             progress(info.n_data)
-        return Received("bytes", out, exact, None, rep)
+        return Received("bytes", out, exact, erased, rep)
     try:
         cb = get_codebook(info.codeword_nt, info.levels)
     except ValueError:

@@ -25,6 +25,16 @@ the header data first, zero padding, then the parity.
 A future version keeps the prefix and the final CRC32, so a decoder checks the CRC before it
 reads the version: junk never reads as "another format version".
 
+**Format version 3** (a member of a pool: several images in one oligo pool) is version 2 with a
+*pool record* between the codec metadata and the CRC32::
+
+    ... codec metadata (m) | pool id (4) | primer pair (2: index in the primer set,
+    0xFFFF = primers not from the set) | name length k (1) | file name (k bytes, UTF-8) | CRC32 (4)
+
+In a pool the image id is chosen by the encoder and unique in the pool (0, 1, 2, ... in the
+order the images were added); its low byte, the tag in every index, is unique among the images
+that share a primer pair.
+
 **Format version 1** (robust codec only, written by dnaimg 0.1): :class:`HeaderV1`, magic "DI",
 a fixed 37-byte header (53 with parity).  Still decoded.
 
@@ -52,7 +62,9 @@ from dnaimg.dna.prng import unwhiten, whitening_keys
 from dnaimg.dna.repair import Repairer
 from dnaimg.dna.words import assemble
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2      # what a single image is written in
+POOL_VERSION = 3        # a member of a pool (version 2 + the pool record)
+LATEST_VERSION = 3      # the newest version this dnaimg reads
 MAGIC = b"DN"
 MAGIC_V1 = b"DI"
 DEFAULT_HEADER_COPIES = 3
@@ -61,6 +73,8 @@ MAX_COPIES = 15
 HEADER_PARITY = 16     # Reed-Solomon parity bytes (GF(256)) on the header: 8 errors or 16 erasures
 MAX_STREAMS = 8
 MAX_META = 160
+MAX_NAME = 120          # bytes of the file name in a pool record (UTF-8)
+NO_PAIR = 0xFFFF        # primer pair field: primers not from the set
 
 _HEADER_RS = reedsolo.RSCodec(nsym=HEADER_PARITY)
 _NIBBLE_REPAIR = Repairer(NIBBLE_WORDS)
@@ -83,6 +97,36 @@ KIND_BYTES, KIND_WORDS = 0, 1
 _PREFIX = "<2sBB"
 _BODY = "<BIHBBBB"
 _STREAM = "<BIIIBHIBHBI"
+_POOL = "<IHB"
+
+
+def check_name(name: str) -> bytes:
+    """A file name as a pool record holds it: UTF-8, 1..MAX_NAME bytes, no folder separators or
+    control characters.  HeaderError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise HeaderError("an image in a pool needs a file name")
+    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name) or name in (".", ".."):
+        raise HeaderError(f"file name {name!r} has a folder separator or control character")
+    b = name.encode("utf-8")
+    if len(b) > MAX_NAME:
+        raise HeaderError(f"file name {name!r} is {len(b)} bytes long (at most {MAX_NAME} in the DNA)")
+    return b
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """What a pool member's header adds to version 2 (format version 3)."""
+    pool_id: int          # random, shared by every image of the pool
+    image_id: int         # unique in the pool; its low byte is the tag
+    primer_pair: int      # index in the primer set (dnaimg.dna.primers), NO_PAIR if other primers
+    name: str             # file name (no folders)
+
+    def __post_init__(self):
+        check_name(self.name)
+        if not 0 <= self.pool_id < 2 ** 32 or not 0 <= self.image_id < 2 ** 32:
+            raise HeaderError("pool and image ids are 32-bit numbers")
+        if not 0 <= self.primer_pair <= NO_PAIR:
+            raise HeaderError("primer pair index out of range")
 
 
 @dataclass
@@ -116,10 +160,19 @@ class Header:
     streams: list[StreamInfo] = field(default_factory=list)
     meta: bytes = b""
     version: int = FORMAT_VERSION
+    pool_id: int | None = None         # version 3 (pool record)
+    primer_pair: int | None = None
+    name: str | None = None
 
     @property
     def tag(self) -> int:
         return self.image_id & 0xFF
+
+    @property
+    def pool(self) -> PoolRecord | None:
+        if self.version != POOL_VERSION:
+            return None
+        return PoolRecord(self.pool_id, self.image_id, self.primer_pair, self.name)
 
     def pack(self) -> bytes:
         if not 1 <= len(self.streams) <= MAX_STREAMS:
@@ -129,6 +182,9 @@ class Header:
         body = struct.pack(_BODY, self.codec_id, self.image_id, self.oligo_length, self.primer_f_nt,
                            self.primer_r_nt, len(self.streams), len(self.meta))
         body += b"".join(s.pack() for s in self.streams) + bytes(self.meta)
+        if self.version == POOL_VERSION:
+            name = check_name(self.name)
+            body += struct.pack(_POOL, self.pool_id, self.primer_pair, len(name)) + name
         n = struct.calcsize(_PREFIX) + len(body) + 4
         if n > 255 - HEADER_PARITY:
             raise HeaderError(f"a header of {n} bytes does not fit one Reed-Solomon codeword "
@@ -148,21 +204,34 @@ class Header:
             raise HeaderError("not a dnaimg header")
         if zlib.crc32(data[:n - 4]) != struct.unpack_from("<I", data, n - 4)[0]:
             raise HeaderError("header checksum mismatch")
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, POOL_VERSION):
             raise HeaderVersionError(version)
         codec_id, image_id, olen, pf, pr, ns, m = struct.unpack_from(_BODY, data, p)
         off = p + struct.calcsize(_BODY)
         ss = struct.calcsize(_STREAM)
-        if off + ns * ss + m + 4 != n or ns == 0:
+        end = off + ns * ss + m            # where the CRC (v2) or the pool record (v3) starts
+        pool = ()
+        if version == POOL_VERSION:
+            ps = struct.calcsize(_POOL)
+            if end + ps + 4 > n or ns == 0:
+                raise HeaderError("header fields inconsistent")
+            pool_id, pair, k = struct.unpack_from(_POOL, data, end)
+            name = bytes(data[end + ps:end + ps + k]).decode("utf-8", errors="replace")
+            pool = (pool_id, pair, name)
+            end += ps + k
+        if end + 4 != n or ns == 0:
             raise HeaderError("header fields inconsistent")
         streams = [StreamInfo(*struct.unpack_from(_STREAM, data, off + i * ss)) for i in range(ns)]
         meta = bytes(data[off + ns * ss:off + ns * ss + m])
-        return cls(codec_id, image_id, olen, pf, pr, streams, meta, version)
+        return cls(codec_id, image_id, olen, pf, pr, streams, meta, version, *pool)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["meta"] = self.meta.hex()
         d["tag"] = self.tag
+        if self.version != POOL_VERSION:
+            for k in ("pool_id", "primer_pair", "name"):
+                d.pop(k)
         return d
 
 
@@ -460,16 +529,32 @@ def rescue_header_oligos(sorter, tag: int) -> bool:
     return bool(found)
 
 
-def find_headers(sorter) -> tuple[dict[int, Header | HeaderV1], dict[int, str], Counter]:
+def candidate_tags(reads_per_tag: dict[int, int], top: int | None = None) -> list[int]:
+    """Tags worth a header decode, most reads first: at least 3 reads and 1 % of the most read
+    tag's (``top``; default the largest count here); fewer are index misreads, not an image."""
+    top = max(reads_per_tag.values(), default=0) if top is None else top
+    ordered = sorted(reads_per_tag, key=lambda t: (-reads_per_tag[t], t))
+    return [t for t in ordered if reads_per_tag[t] >= max(3, 0.01 * top)]
+
+
+def find_headers(sorter, check_mixture: bool = True) -> tuple[dict[int, Header | HeaderV1], dict[int, str], Counter]:
     """Headers decoded per image tag, the reasons where none could be, and reads per tag.
-    HeaderError naming the version when the only valid headers found are of another version."""
+    HeaderError naming the version when the only valid headers found are of another version.
+
+    With ``check_mixture`` the tags whose reads come from two or more images
+    (:mod:`dnaimg.dna.mixture`) are not decoded: ``why`` says so, and ``sorter.mixtures`` holds
+    what the scan found per tag."""
+    from dnaimg.dna.mixture import scan
     reads_per_tag = Counter(sorter.reads_per_tag())
     headers, why = {}, {}
     others: set[int] = set()
-    top = max(reads_per_tag.values(), default=0)
-    for t, count in reads_per_tag.most_common():
-        if count < max(3, 0.01 * top):
-            break     # a handful of reads under a stray tag: index misreads, not an image
+    tags = [t for t in reads_per_tag.most_common() if t[0] in set(candidate_tags(reads_per_tag))]
+    sorter.mixtures = scan(sorter, [t for t, _ in tags]) if check_mixture else {}
+    for t, count in tags:
+        mx = sorter.mixtures.get(t)
+        if mx is not None and mx.mixed:
+            why[t] = mx.message()
+            continue
         h, w, o = decode_header(sorter, t)
         if h is None and rescue_header_oligos(sorter, t):
             h, w, o = decode_header(sorter, t)

@@ -15,8 +15,8 @@ import numba as nb
 import numpy as np
 
 from dnaimg.dna import alphabet as dna
-from dnaimg.dna.index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, all_index_patterns, quick_index,
-                    read_index_ws, rescue_batch)
+from dnaimg.dna.index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, _word_at, all_index_patterns,
+                              quick_index, read_index_ws, rescue_batch)
 
 MAX_LEAD = 4
 
@@ -406,6 +406,49 @@ def _assign_slots(keys, slot_of, slot_keys, counts, n_slots, cap):
     return out, n_slots
 
 
+@nb.njit(cache=True, nogil=True)
+def _add_tags(bits, r, hi, lo):
+    """Set the bits of tags ``hi * 16 + lo`` (``hi``/``lo`` -1: any nibble) for read ``r``."""
+    for h in range(16):
+        if hi >= 0 and h != hi:
+            continue
+        for low in range(16):
+            if lo >= 0 and low != lo:
+                continue
+            t = h * 16 + low
+            bits[r, t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+
+
+@nb.njit(cache=True, nogil=True)
+def tag_candidates(flat, offs, w2n, masks):
+    """For each set-aside read (its insert), the tags its index words 5-7 can name, as a 256-bit
+    mask (4 uint64), with the seed its word 5 names (every seed if that word is invalid): in
+    frame 0 the tag of words 6 and 7, or every tag that agrees with the one of them that is a
+    valid word; shifted by one nt either way (an indel before them), the tag of words 6 and 7 if
+    both are valid there.  A read with none of these: any tag."""
+    n = offs.shape[0] - 1
+    bits = np.zeros((n, 4), dtype=np.uint64)
+    for r in range(n):
+        ins = flat[offs[r]:offs[r + 1]]
+        found = False
+        for s in (0, -1, 1):
+            w5 = _word_at(ins, 15 + s, 5, w2n)
+            w6 = _word_at(ins, 18 + s, 6, w2n)
+            w7 = _word_at(ins, 21 + s, 7, w2n)
+            if w6 < 0 and w7 < 0:
+                continue
+            if s != 0 and (w6 < 0 or w7 < 0):
+                continue
+            found = True
+            lo_s, hi_s = (w5, w5 + 1) if w5 >= 0 else (0, N_SCRAMBLE)
+            for sc in range(lo_s, hi_s):
+                _add_tags(bits, r, w6 ^ masks[sc, 6] if w6 >= 0 else -1, w7 ^ masks[sc, 7] if w7 >= 0 else -1)
+        if not found:
+            for q in range(4):
+                bits[r, q] = np.uint64(0xFFFFFFFFFFFFFFFF)
+    return bits
+
+
 def _key(tag, number, scramble):
     return (tag << 28) | (number << 4) | scramble
 
@@ -428,6 +471,8 @@ class ReadSorter:
         self.rescue = _Pending()       # inserts of reads whose index did not decode
         self.rescue_cap_nt = RESCUE_CAP_NT
         self._rescue_used = np.zeros(0, dtype=np.bool_)
+        self._scope = None             # rescue_scope: the set-aside reads a rescue may look at
+        self._cands = None
         self._slot_of = nb.typed.Dict.empty(key_type=nb.types.int64, value_type=nb.types.int64)
         self._slot_keys = np.zeros(1024, dtype=np.int64)
         self._counts = np.zeros(1024, dtype=np.int64)
@@ -490,14 +535,44 @@ class ReadSorter:
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])
         st.bad_index += int(counts[ST_BAD_INDEX])
-        if len(badlens) and self.rescue.nt < self.rescue_cap_nt:
-            self.rescue.add(badbuf, badlens)
+        self.add_rescue(badbuf, badlens)
         st.index_repaired += int(n_repaired)
         st.used += len(keys)
         if len(keys):
             offs = np.zeros(len(oklens) + 1, dtype=np.int64)
             np.cumsum(oklens, out=offs[1:])
             self._file(keys, okbuf, offs, np.arange(len(keys)), np.zeros(len(keys), np.int64), oklens)
+
+    def add_rescue(self, badbuf: np.ndarray, badlens: np.ndarray) -> None:
+        """Keep reads whose index did not decode (packed inserts) for the second chance: in read
+        order, each read while fewer than ``rescue_cap_nt`` nt are kept (so the pool is the same
+        however the reads were cut into blocks)."""
+        if not len(badlens) or self.rescue.nt >= self.rescue_cap_nt:
+            return
+        starts = self.rescue.nt + np.cumsum(badlens) - badlens
+        m = int(np.searchsorted(starts, self.rescue_cap_nt, side="left"))
+        if m < len(badlens):
+            badbuf, badlens = badbuf[:int(badlens[:m].sum())], badlens[:m]
+        self.rescue.add(badbuf, badlens)
+
+    def reset_rescue_marks(self) -> None:
+        """Forget which set-aside reads were already filed by a rescue: the next image's rescue
+        sees them all (a pool decodes each image as if it were alone in its reads)."""
+        self._rescue_used[:] = False
+
+    def rescue_scope(self, tag: int | None) -> None:
+        """Let the rescues see only the set-aside reads whose index words can name ``tag``
+        (:func:`tag_candidates`; None: all).  For pools: every image's rescue would otherwise
+        go over every image's set-aside reads.  (A read whose tag word took a substitution into
+        another valid word is then not tried for its own tag.)"""
+        if tag is None:
+            self._scope = None
+            return
+        flat, offs, _ = self._rescue_pool()
+        if self._cands is None or len(self._cands) != len(offs) - 1:
+            self._cands = tag_candidates(flat, offs, TABLES[0], TABLES[3])
+        scope = ((self._cands[:, tag >> 6] >> np.uint64(tag & 63)) & np.uint64(1)).astype(bool)
+        self._scope = scope
 
     def _file(self, keys, flat, offs, rows, pstart, pend) -> int:
         """Keep reads ``rows`` (their payload ``pstart:pend``) under ``keys``, up to the cap per
@@ -553,7 +628,16 @@ class ReadSorter:
         if self.rescue.count == 0 or not wanted.any():
             return 0
         flat, offs, used = self._rescue_pool()
-        ok, number, scramble, consumed = rescue_batch(flat, offs, tag, wanted, *TABLES)
+        if self._scope is not None:             # only the reads that may be this tag's
+            sel = np.flatnonzero(self._scope & ~used)
+            sflat, soffs = gather_reads(flat, offs, sel)
+            ok_s, num_s, scr_s, con_s = rescue_batch(sflat, soffs, tag, wanted, *TABLES)
+            ok = np.zeros(len(offs) - 1, dtype=np.bool_)
+            number = np.zeros(len(offs) - 1, dtype=np.int64)
+            scramble, consumed = number.copy(), number.copy()
+            ok[sel], number[sel], scramble[sel], consumed[sel] = ok_s, num_s, scr_s, con_s
+        else:
+            ok, number, scramble, consumed = rescue_batch(flat, offs, tag, wanted, *TABLES)
         ok &= ~used
         rows = np.flatnonzero(ok)
         if rows.size == 0:
@@ -580,6 +664,8 @@ class ReadSorter:
         if insert_len is None:
             insert_len = int(np.bincount(lens).argmax())
         skip = used | (lens != insert_len)
+        if self._scope is not None:
+            skip = skip | ~self._scope
         n_free = int(np.count_nonzero(~skip))
         if n_free == 0 or n_free * numbers.size * N_SCRAMBLE > max_work:
             return 0
@@ -683,13 +769,55 @@ class ReadSorter:
         return best, seed
 
 
+_EVEN = np.uint64(0x5555555555555555)
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack2(seq, a, m):
+    """``seq[a:a+m]`` (m <= 64) as two uint64 of 2-bit codes (nt 0..31, 32..63); ok=False if a
+    code is not 0..3."""
+    lo = np.uint64(0)
+    hi = np.uint64(0)
+    for t in range(m):
+        x = seq[a + t]
+        if x > 3:
+            return False, lo, hi
+        if t < 32:
+            lo |= np.uint64(x) << np.uint64(2 * t)
+        else:
+            hi |= np.uint64(x) << np.uint64(2 * (t - 32))
+    return True, lo, hi
+
+
+@nb.njit(cache=True, nogil=True)
+def _popcount(x):
+    x = x - ((x >> np.uint64(1)) & _EVEN)
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return int((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@nb.njit(cache=True, nogil=True)
+def _nt_mismatches(a, b):
+    x = a ^ b
+    return _popcount((x | (x >> np.uint64(1))) & _EVEN)
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def nearest_index(flat, offs, used, patterns, max_dist, margin):
     """Per read (not ``used``), the pattern nearest its first nt in Hamming distance if it is at
-    most ``max_dist`` away and ``margin`` closer than the second nearest; else -1."""
+    most ``max_dist`` away and ``margin`` closer than the second nearest; else -1.  (Patterns of
+    up to 64 nt and reads of A/C/G/T there are compared 32 nt at a time, 2 bits per nt.)"""
     n = offs.shape[0] - 1
     P, m = patterns.shape
     best = np.full(n, -1, dtype=np.int64)
+    plo = np.zeros(P, dtype=np.uint64)
+    phi = np.zeros(P, dtype=np.uint64)
+    packed = m <= 64
+    if packed:
+        for p in range(P):
+            ok, plo[p], phi[p] = _pack2(patterns[p], 0, m)
+            packed = packed and ok
     for r in nb.prange(n):
         if used[r] or offs[r + 1] - offs[r] < m:
             continue
@@ -697,13 +825,21 @@ def nearest_index(flat, offs, used, patterns, max_dist, margin):
         b1 = m + 1
         b2 = m + 1
         bi = -1
+        fast = False
+        rlo = np.uint64(0)
+        rhi = np.uint64(0)
+        if packed:
+            fast, rlo, rhi = _pack2(flat, a, m)
         for p in range(P):
-            d = 0
-            for t in range(m):
-                if flat[a + t] != patterns[p, t]:
-                    d += 1
-                    if d >= b2:
-                        break
+            if fast:
+                d = _nt_mismatches(rlo, plo[p]) + _nt_mismatches(rhi, phi[p])
+            else:
+                d = 0
+                for t in range(m):
+                    if flat[a + t] != patterns[p, t]:
+                        d += 1
+                        if d >= b2:
+                            break
             if d < b1:
                 b2 = b1
                 b1 = d

@@ -229,33 +229,55 @@ def parse_fasta_block(buf, n, final, codes):
     return flat[:rec_q], offs[:nrec + 1], rec_p, -1
 
 
-class ReadBatches:
-    """The reads of a FASTA/FASTQ file (format and compression detected) as batches of
-    ``(flat, offs)``: read ``r`` is ``flat[offs[r]:offs[r+1]]``, coded A/C/G/T = 0..3 (either
-    case) and anything else 255.  Iterable more than once; errors are :class:`InputError`."""
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
-    def __init__(self, path: str | Path, block_bytes: int = READ_BLOCK_BYTES):
-        self.path = Path(path)
+
+class ReadBatches:
+    """The reads of one or more FASTA/FASTQ files (format and compression detected per file) as
+    batches of ``(flat, offs)``: read ``r`` is ``flat[offs[r]:offs[r+1]]``, coded A/C/G/T = 0..3
+    (either case) and anything else 255.  Iterable more than once; errors are :class:`InputError`.
+
+    ``byte_range=(start, end)`` (one uncompressed file): only the records that *start* in that
+    byte range (see :func:`record_start`); ranges that tile a file give every record once."""
+
+    def __init__(self, path, block_bytes: int = READ_BLOCK_BYTES, byte_range: tuple[int, int] | None = None):
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        if not paths:
+            raise InputError("no read files given")
+        self.paths = [Path(p) for p in paths]
+        self.path = self.paths[0]
         self.block_bytes = block_bytes
-        _check_readable(self.path)
+        for p in self.paths:
+            _check_readable(p)
+        if byte_range is not None and (len(self.paths) != 1 or is_compressed(self.path)):
+            raise ValueError("a byte range is for one uncompressed file")
+        self.byte_range = byte_range
 
     def size_hint(self) -> int:
-        """A generous guess of the nt in the file (its size, or 4x that when compressed)."""
-        size = self.path.stat().st_size
-        return size if self.path.suffix.lower() not in (".gz", ".bz2", ".xz", ".zst") else 4 * size
+        """A generous guess of the nt in the files (their size, or 4x that when compressed)."""
+        if self.byte_range is not None:
+            return self.byte_range[1] - self.byte_range[0]
+        return sum(p.stat().st_size * (4 if is_compressed(p) else 1) for p in self.paths)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        path = self.path
-        try:
-            with xopen(str(path), "rb", threads=0) as f:
-                yield from self._blocks(f)
-        except EOFError:
-            raise InputError(f"{path}: file ends early (truncated or incomplete gzip)") from None
-        except OSError as e:
-            raise InputError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+        for path in self.paths:
+            try:
+                if self.byte_range is not None:
+                    a, b = record_start(path, self.byte_range[0]), record_start(path, self.byte_range[1])
+                    if a >= b:
+                        continue
+                    with open(path, "rb") as raw:
+                        raw.seek(a)
+                        yield from self._blocks(_Window(raw, b - a), path, allow_empty=True)
+                    continue
+                with xopen(str(path), "rb", threads=0) as f:
+                    yield from self._blocks(f, path)
+            except EOFError:
+                raise InputError(f"{path}: file ends early (truncated or incomplete gzip)") from None
+            except OSError as e:
+                raise InputError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
 
-    def _blocks(self, f):
-        path = self.path
+    def _blocks(self, f, path: Path, allow_empty: bool = False):
         buf = np.empty(self.block_bytes, dtype=np.uint8)
         have = 0            # bytes of buf holding text not parsed yet
         parse = None
@@ -270,6 +292,8 @@ class ReadBatches:
                 if not head and not final:
                     continue
                 if not head:
+                    if allow_empty:
+                        return
                     raise InputError(f"{path}: no sequences in the file")
                 if head[:1] == b"@":
                     parse = parse_fastq_block
@@ -292,8 +316,94 @@ class ReadBatches:
             elif rest:
                 buf[:rest] = buf[used:have]
             have = rest
-        if records == 0:
+        if records == 0 and not allow_empty:
             raise InputError(f"{path}: no sequences in the file")
+
+
+def is_compressed(path: str | Path) -> bool:
+    return str(path).lower().endswith(COMPRESSED)
+
+
+class _Window(io.RawIOBase):
+    """At most ``size`` bytes of an open binary file, from where it stands."""
+
+    def __init__(self, raw, size: int):
+        self.raw = raw
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.left <= 0:
+            return 0
+        mv = memoryview(b)[:self.left]
+        k = self.raw.readinto(mv)
+        self.left -= k
+        return k
+
+
+def _fastq_record_at(data: bytes, p: int) -> bool | None:
+    """Does a FASTQ record start at ``data[p]`` (a line start with '@')?  None: not enough data."""
+    lines = []
+    q = p
+    for _ in range(4):
+        e = data.find(b"\n", q)
+        if e < 0:
+            return None
+        lines.append(data[q:e].rstrip(b"\r"))
+        q = e + 1
+    return lines[0][:1] == b"@" and lines[2][:1] == b"+" and len(lines[3]) == len(lines[1])
+
+
+def record_start(path: str | Path, pos: int) -> int:
+    """The offset of the first record of an uncompressed FASTA/FASTQ file that starts at or after
+    byte ``pos`` (the file size if none).  A FASTA record starts with a line '>'; a FASTQ record
+    with a line '@' followed by a sequence line, a line '+' and a quality line of the sequence's
+    length (a quality line that starts with '@' fails this: the line after it is not '+')."""
+    p = Path(path)
+    size = p.stat().st_size
+    if pos <= 0:
+        return 0
+    if pos >= size:
+        return size
+    with open(p, "rb") as f:
+        first = f.read(1)
+        fastq = first == b"@"
+        window = 1 << 20
+        while True:
+            f.seek(pos - 1)
+            data = f.read(window + 1)          # data[0] is the byte before pos
+            i = 0
+            while True:
+                i = data.find(b"\n", i)
+                if i < 0 or i + 1 >= len(data):
+                    break
+                c = data[i + 1:i + 2]
+                if (not fastq and c == b">") or (fastq and c == b"@"):
+                    if not fastq:
+                        return pos + i
+                    ok = _fastq_record_at(data, i + 1)
+                    if ok is None and pos - 1 + len(data) < size:
+                        break                   # record runs past the window: read a larger one
+                    if ok:
+                        return pos + i
+                i += 1
+            if pos - 1 + len(data) >= size:
+                return size
+            if i < 0:
+                pos = pos + len(data) - 2       # no record start in this window: move on
+            else:
+                window *= 2
+
+
+def byte_ranges(path: str | Path, target: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of about ``target`` bytes tiling an uncompressed file (to read with
+    ``ReadBatches(path, byte_range=...)``)."""
+    size = Path(path).stat().st_size
+    n = max(1, -(-size // max(1, target)))
+    cuts = [size * i // n for i in range(n + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(n)]
 
 
 def prefetched(batches: Iterable, depth: int = 2) -> Iterator:

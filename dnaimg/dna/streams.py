@@ -19,6 +19,7 @@ class Stream:
     data: bytes | np.ndarray            # bytes, or a flat int64 array of values
     codeword_nt: int = 0                # words: nucleotides per value
     levels: int = 0                     # words: number of distinct values
+    redundancy: float | None = None     # outer code for this stream (None: the one asked for the image)
 
     def __post_init__(self):
         if self.kind not in ("bytes", "words"):
@@ -45,5 +46,5 @@ class Received:
     kind: str
     data: bytes | np.ndarray            # bytes (damaged parts as read or zero), or values (-1: unknown)
     exact: bool                         # its CRC32 matches the one encoded
-    erased: np.ndarray | None = None    # words: per value, whether it was lost with its oligo
+    erased: np.ndarray | None = None    # per value (words) or byte (bytes): lost, not rebuilt
     report: dict = field(default_factory=dict)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dnaimg.dna.codebook import candidate_words
+from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
 from dnaimg.zoo.model import DOWNSCALE, CompressiveAutoencoder, ModelConfig
 
 DEFAULT_MODEL = "cae32-l9"
@@ -31,7 +32,8 @@ class ModelError(ValueError):
 
 #: architecture name (a card's ``architecture.class``) -> the class, built as ``cls(ModelConfig)``;
 #: a card without a class (written before 0.2.0 had this registry) means CompressiveAutoencoder
-ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"CompressiveAutoencoder": CompressiveAutoencoder}
+ARCHITECTURES: dict[str, type[torch.nn.Module]] = {"CompressiveAutoencoder": CompressiveAutoencoder,
+                                                   "CompactHyperprior": CompactHyperprior}
 
 
 def models_dir() -> Path:
@@ -50,7 +52,8 @@ def default_codeword_nt(levels: int) -> int:
     raise ModelError(f"no codeword length fits {levels} levels")
 
 
-def list_models() -> list[dict]:
+def list_models(codec: str | None = "robust") -> list[dict]:
+    """Cards of the installed models of ``codec`` (a card's ``codec``, "robust" when absent; None: all)."""
     d = models_dir()
     if not d.is_dir():
         return []
@@ -60,7 +63,7 @@ def list_models() -> list[dict]:
             card = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (d / f"{p.stem}.safetensors").exists():
+        if (d / f"{p.stem}.safetensors").exists() and codec in (None, card.get("codec", "robust")):
             card.setdefault("name", p.stem)
             cards.append(card)
     return cards
@@ -69,17 +72,17 @@ def list_models() -> list[dict]:
 def card(name: str) -> dict:
     p = models_dir() / f"{name}.json"
     if not p.exists():
-        known = ", ".join(c["name"] for c in list_models()) or "none"
+        known = ", ".join(c["name"] for c in list_models(None)) or "none"
         raise ModelError(f"unknown model {name!r} (shipped: {known})")
     return json.loads(p.read_text())
 
 
 def name_for_id(mid: int) -> str:
-    for c in list_models():
+    for c in list_models(None):
         if model_id(c["name"]) == mid:
             return c["name"]
     raise ModelError(f"the DNA names model id {mid:#010x}, which is not among the installed models "
-                     f"({', '.join(c['name'] for c in list_models()) or 'none'})")
+                     f"({', '.join(c['name'] for c in list_models(None)) or 'none'})")
 
 
 def config_from_card(c: dict) -> ModelConfig:
@@ -94,6 +97,8 @@ def build_model(c: dict) -> torch.nn.Module:
     if arch not in ARCHITECTURES:
         raise ModelError(f"model {c.get('name')}: unknown architecture {arch!r} "
                          f"(known: {', '.join(sorted(ARCHITECTURES))})")
+    if arch == "CompactHyperprior":
+        return CompactHyperprior(CompactConfig.from_dict(c["architecture"]))
     return ARCHITECTURES[arch](config_from_card(c))
 
 

@@ -1,0 +1,407 @@
+"""Arithmetic coding of integer symbols with stored 16-bit cumulative tables, in packets.
+
+Why not a library coder: the compact codec writes its latent into packets of one or two oligos
+each (26 or 52 bytes), every packet decodable on its own, so that an oligo lost beyond what the
+outer code rebuilds costs only the latent values in its packet.  Range/ANS coders such as
+constriction's flush 32-bit words per stream (up to ~64 bits per 208-bit packet); this binary
+arithmetic coder (Witten, Neal & Cleary 1987, 32-bit interval, bit output, "pending" underflow
+bits) terminates in 2 bits plus the pending ones, and its termination leaves an interval that any
+continuation bits decode correctly.  All arithmetic is on integers: encoder and decoder agree on
+every machine.
+
+Tables: ``cdf[t, 0..n_t]`` increasing from 0 to 2**16 with every symbol's frequency >= 1; a value
+``v`` in table ``t`` is symbol ``v + offset[t]``; the last symbol of a table (``n_t - 1``) is the
+escape: the value follows in 16 raw bits (``v + 32768``).
+
+Packets: a packet of ``B`` bytes holds ``HEAD_BITS`` bits of its first symbol's index (mod
+2**HEAD_BITS), then the coded symbols, as many as fit, then zero padding.  A symbol is in the
+packet when, after coding it, the bits used plus the termination still fit; the decoder repeats
+the same test, so no count is stored.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+PREC = 16                       # cumulative tables sum to 2**PREC
+TOP = np.uint64(0xFFFFFFFF)
+HALF = np.uint64(0x80000000)
+QUARTER = np.uint64(0x40000000)
+HEAD_BITS = 16
+ESCAPE_BITS = 16
+RAW_OFFSET = 1 << (ESCAPE_BITS - 1)
+TAIL_GUARD = 8                  # bits: symbols ending this close to a packet's end, when the next
+                                # packet is lost, may have been decoded from the termination bits
+
+
+@nb.njit(cache=True, inline="always")
+def _narrow(low, high, c0, c1):
+    rng = high - low + np.uint64(1)
+    high = low + ((rng * np.uint64(c1)) >> np.uint64(PREC)) - np.uint64(1)
+    low = low + ((rng * np.uint64(c0)) >> np.uint64(PREC))
+    return low, high
+
+
+@nb.njit(cache=True)
+def _put(buf, pos, bit):
+    if bit:
+        buf[pos >> 3] |= np.uint8(1 << (7 - (pos & 7)))
+
+
+@nb.njit(cache=True)
+def _get(buf, pos, limit):
+    if pos >= limit:
+        return 0
+    return (buf[pos >> 3] >> (7 - (pos & 7))) & 1
+
+
+@nb.njit(cache=True)
+def _step_count(low, high, c0, c1):
+    """Narrow to [c0, c1) and renormalise without writing; returns (low, high, shifts): each
+    shift is one bit emitted or left pending."""
+    low, high = _narrow(low, high, c0, c1)
+    decided = 0
+    under = 0
+    while True:
+        if high < HALF:
+            decided += 1
+        elif low >= HALF:
+            decided += 1
+            low -= HALF
+            high -= HALF
+        elif low >= QUARTER and high < HALF + QUARTER:
+            under += 1
+            low -= QUARTER
+            high -= QUARTER
+        else:
+            break
+        low = low << np.uint64(1)
+        high = (high << np.uint64(1)) | np.uint64(1)
+    return low, high, decided + under
+
+
+@nb.njit(cache=True)
+def _encode_step(buf, pos, pending, low, high, c0, c1):
+    low, high = _narrow(low, high, c0, c1)
+    while True:
+        if high < HALF:
+            _put(buf, pos, 0)
+            pos += 1
+            for _ in range(pending):
+                _put(buf, pos, 1)
+                pos += 1
+            pending = 0
+        elif low >= HALF:
+            _put(buf, pos, 1)
+            pos += 1
+            for _ in range(pending):
+                _put(buf, pos, 0)
+                pos += 1
+            pending = 0
+            low -= HALF
+            high -= HALF
+        elif low >= QUARTER and high < HALF + QUARTER:
+            pending += 1
+            low -= QUARTER
+            high -= QUARTER
+        else:
+            break
+        low = low << np.uint64(1)
+        high = (high << np.uint64(1)) | np.uint64(1)
+    return pos, pending, low, high
+
+
+@nb.njit(cache=True)
+def _terminate(buf, pos, pending, low):
+    pending += 1
+    if low < QUARTER:
+        _put(buf, pos, 0)
+        pos += 1
+        for _ in range(pending):
+            _put(buf, pos, 1)
+            pos += 1
+    else:
+        _put(buf, pos, 1)
+        pos += 1
+        for _ in range(pending):
+            _put(buf, pos, 0)
+            pos += 1
+    return pos
+
+
+@nb.njit(cache=True)
+def _symbol_bounds(cdf, n, offset, v):
+    """Coding steps of value v in a table: (symbol, escaped)."""
+    s = v + offset
+    if s < 0 or s >= n - 1:
+        return n - 1, True
+    return s, False
+
+
+@nb.njit(cache=True)
+def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets):
+    """Code ``values`` (in order; ``tables[i]`` the table of value i) into packets of
+    ``packet_bytes`` bytes.  Returns (packets (P, packet_bytes) uint8, first symbol index per
+    packet).  ``packet_bytes`` 0: one packet of unbounded size (returns its bytes in a (1, n) array)."""
+    total = values.shape[0]
+    unbounded = packet_bytes == 0
+    if unbounded:
+        cap = 1 << 62
+        out = np.zeros((1, max(16, total * 5 + 64)), dtype=np.uint8)
+    else:
+        cap = packet_bytes * 8
+        out = np.zeros((max_packets, packet_bytes), dtype=np.uint8)
+    starts = np.zeros(out.shape[0], dtype=np.int64)
+    i = 0
+    k = 0
+    while True:
+        if k >= out.shape[0]:
+            return out[:0], starts[:0]          # did not fit in max_packets
+        buf = out[k]
+        starts[k] = i
+        pos = 0
+        if not unbounded:
+            for b in range(HEAD_BITS):
+                _put(buf, pos, (i >> (HEAD_BITS - 1 - b)) & 1)
+                pos += 1
+        low = np.uint64(0)
+        high = TOP
+        pending = 0
+        n_in = 0
+        while i < total:
+            t = tables[i]
+            s, esc = _symbol_bounds(cdf[t], n_sym[t], offset[t], values[i])
+            # dry run: bits this value needs
+            l2, h2, used = _step_count(low, high, cdf[t, s], cdf[t, s + 1])
+            if esc:
+                raw = values[i] + RAW_OFFSET
+                for b in range(ESCAPE_BITS):
+                    bit = (raw >> (ESCAPE_BITS - 1 - b)) & 1
+                    l2, h2, u = _step_count(l2, h2, bit * (1 << (PREC - 1)), (bit + 1) * (1 << (PREC - 1)))
+                    used += u
+            if pos + pending + used + 2 > cap:
+                break
+            pos, pending, low, high = _encode_step(buf, pos, pending, low, high, cdf[t, s], cdf[t, s + 1])
+            if esc:
+                raw = values[i] + RAW_OFFSET
+                for b in range(ESCAPE_BITS):
+                    bit = (raw >> (ESCAPE_BITS - 1 - b)) & 1
+                    pos, pending, low, high = _encode_step(buf, pos, pending, low, high, bit * (1 << (PREC - 1)),
+                                                           (bit + 1) * (1 << (PREC - 1)))
+            i += 1
+            n_in += 1
+            if n_in == (1 << HEAD_BITS) - 1 and not unbounded:
+                break                           # heads must tell consecutive packets apart
+        if n_in == 0 and i < total:
+            return out[:0], starts[:0]          # a value larger than a packet: cannot happen with sane tables
+        pos = _terminate(buf, pos, pending, low)
+        k += 1
+        if i >= total:
+            if unbounded:
+                return out[:, :(pos + 7) // 8].copy(), starts[:1]
+            return out[:k], starts[:k]
+
+
+@nb.njit(cache=True)
+def _decode_symbol(cdf_t, n, value, low, high):
+    rng = high - low + np.uint64(1)
+    target = (((value - low + np.uint64(1)) << np.uint64(PREC)) - np.uint64(1)) // rng
+    lo = 0
+    hi = n - 1
+    while lo < hi:                      # largest s with cdf[s] <= target
+        mid = (lo + hi + 1) >> 1
+        if np.uint64(cdf_t[mid]) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@nb.njit(cache=True)
+def _decode_step(buf, limit, pos, value, low, high, c0, c1):
+    """Narrow and renormalise, shifting in bits; returns (pos, value, low, high, shifts)."""
+    low, high = _narrow(low, high, c0, c1)
+    shifts = 0
+    while True:
+        if high < HALF:
+            pass
+        elif low >= HALF:
+            low -= HALF
+            high -= HALF
+            value -= HALF
+        elif low >= QUARTER and high < HALF + QUARTER:
+            low -= QUARTER
+            high -= QUARTER
+            value -= QUARTER
+        else:
+            break
+        low = low << np.uint64(1)
+        high = (high << np.uint64(1)) | np.uint64(1)
+        value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
+        pos += 1
+        shifts += 1
+    return pos, value, low, high, shifts
+
+
+@nb.njit(cache=True)
+def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset, cap, known):
+    """Decode symbols ``first, first+1, ..`` from ``buf`` (``limit`` valid bits, coded bits start
+    at ``bit0``) up to ``end`` (exclusive; -1: while they fit in ``cap`` bits, which after the
+    last true symbol may admit a few symbols decoded from the termination bits: those are near
+    their predicted mean).  Fills ``values`` and ``known``; returns the index after the run, and
+    whether the run was consistent (every symbol before ``end`` fitted)."""
+    total = values.shape[0]
+    stop = total if end < 0 else min(end, total)
+    value = np.uint64(0)
+    pos = bit0
+    for _ in range(32):
+        value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
+        pos += 1
+    low = np.uint64(0)
+    high = TOP
+    used = bit0            # bits the encoder had emitted or left pending (head included)
+    i = first
+    i_safe = first
+    half = np.array([0, 1 << (PREC - 1), 1 << PREC], dtype=np.int64)
+    while i < stop:
+        t = tables[i]
+        n = n_sym[t]
+        s = _decode_symbol(cdf[t], n, value, low, high)
+        pos, value, low, high, u = _decode_step(buf, limit, pos, value, low, high, cdf[t, s], cdf[t, s + 1])
+        used2 = used + u
+        if s == n - 1:
+            raw = 0
+            for b in range(ESCAPE_BITS):
+                bit = _decode_symbol(half, 2, value, low, high)
+                pos, value, low, high, u = _decode_step(buf, limit, pos, value, low, high, bit * (1 << (PREC - 1)),
+                                                        (bit + 1) * (1 << (PREC - 1)))
+                used2 += u
+                raw = (raw << 1) | bit
+            v = raw - RAW_OFFSET
+        else:
+            v = s - offset[t]
+        if used2 + 2 > cap:
+            if end < 0:         # the run's end is unknown: distrust what ends in the last bits
+                for j in range(i_safe, i):
+                    values[j] = 0
+                    known[j] = False
+            return i, end < 0
+        used = used2
+        values[i] = v
+        known[i] = True
+        i += 1
+        if used + 2 + TAIL_GUARD <= cap:
+            i_safe = i
+    return i, True
+
+
+@nb.njit(cache=True)
+def read_head(buf):
+    h = 0
+    for b in range(HEAD_BITS):
+        h = (h << 1) | _get(buf, b, HEAD_BITS)
+    return h
+
+
+@nb.njit(cache=True)
+def packet_starts(packets, lost, total, expected_cum):
+    """First symbol of every readable packet (-1: lost or implausible).  Heads give it modulo
+    2**HEAD_BITS; after a readable packet the next start is the first candidate after it (a
+    packet holds fewer than 2**HEAD_BITS symbols), after lost packets the candidate nearest to
+    where the expected code length puts it (``expected_cum[i]``: bits expected for symbols < i)."""
+    P = packets.shape[0]
+    M = 1 << HEAD_BITS
+    per_packet = expected_cum[total] / max(P, 1)
+    starts = np.full(P, -1, dtype=np.int64)
+    prev_k = -1
+    prev_s = 0
+    for k in range(P):
+        if lost[k]:
+            continue
+        head = read_head(packets[k])
+        if k == 0:
+            s = head
+        elif prev_k == k - 1:
+            d = (head - prev_s) % M
+            s = prev_s + (d if d > 0 else M)
+        else:
+            ref_k = prev_k if prev_k >= 0 else 0
+            target = expected_cum[prev_s] + (k - ref_k) * per_packet
+            est = np.searchsorted(expected_cum, target)
+            c = prev_s + ((head - prev_s) % M)
+            if prev_k >= 0 and c == prev_s:
+                c += M
+            best = c
+            while c <= total:
+                if abs(c - est) < abs(best - est):
+                    best = c
+                c += M
+            s = best
+        if s >= total:
+            continue
+        starts[k] = s
+        prev_k = k
+        prev_s = s
+    return starts
+
+
+@nb.njit(cache=True, parallel=True)
+def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum):
+    """Decode packets (P, B) of which ``lost[k]`` could not be read.  Each readable packet decodes
+    on its own, from its first symbol to the next readable packet's.  Returns (values, known):
+    unknown values are 0 (the decoder's predicted mean)."""
+    P, B = packets.shape
+    cap = B * 8
+    values = np.zeros(total, dtype=np.int64)
+    known = np.zeros(total, dtype=np.bool_)
+    starts = packet_starts(packets, lost, total, expected_cum)
+    for k in nb.prange(P):
+        s = starts[k]
+        if s < 0:
+            continue
+        if k == P - 1:
+            end = total
+        elif starts[k + 1] > s:
+            end = starts[k + 1]
+        else:
+            end = -1
+        decode_run(packets[k], cap, HEAD_BITS, s, end, values, tables, cdf, n_sym, offset, cap, known)
+    return values, known
+
+
+@nb.njit(cache=True)
+def decode_stream(buf, total, tables, cdf, n_sym, offset):
+    """One unbounded stream (no head): every symbol."""
+    values = np.zeros(total, dtype=np.int64)
+    known = np.zeros(total, dtype=np.bool_)
+    decode_run(buf, buf.shape[0] * 8, 0, 0, total, values, tables, cdf, n_sym, offset, 1 << 62, known)
+    return values, known
+
+
+def quantized_cdf(pmf: np.ndarray, precision: int = PREC) -> np.ndarray:
+    """Probabilities (n,) -> cumulative table (n + 1,) of integers summing to 2**precision with
+    every frequency >= 1 (largest-remainder rounding, then the deficit taken from the largest)."""
+    pmf = np.asarray(pmf, dtype=np.float64)
+    n = pmf.size
+    total = 1 << precision
+    if n > total // 2:
+        raise ValueError("table too long for the precision")
+    p = np.maximum(pmf, 0) / max(pmf.sum(), 1e-300)
+    f = np.floor(p * (total - n)).astype(np.int64) + 1
+    rem = total - int(f.sum())
+    if rem > 0:
+        order = np.argsort(-(p * (total - n) - np.floor(p * (total - n))), kind="stable")
+        f[order[:rem]] += 1
+    elif rem < 0:
+        f[int(np.argmax(f))] += rem
+    cdf = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(f, out=cdf[1:])
+    assert cdf[-1] == total and (f >= 1).all()
+    return cdf
+
+
+def table_bits(cdf_row: np.ndarray, n: int) -> float:
+    """Entropy (bits) of a table's distribution, escape excluded."""
+    f = np.diff(cdf_row[:n + 1]).astype(np.float64) / (1 << PREC)
+    f = f[f > 0]
+    return float(-(f * np.log2(f)).sum())

@@ -1,0 +1,321 @@
+"""The compact codec: a learned mean-scale hyperprior whose latent is entropy-coded into the
+container's byte streams (:mod:`dnaimg.zoo.compact`, exact tables from :mod:`dnaimg.zoo.exact`).
+
+Two byte streams:
+
+0. the hyper-latent z, one arithmetic-coded stream (each channel its own stored table), with a
+   stronger outer code than the rest (``Z_REDUNDANCY_MIN``, or three times the image's);
+1. the latent y, in *packets* of ``packet_rows`` data oligos each (:mod:`dnaimg.codecs.arith`):
+   latent positions in a keyed pseudo-random order, all channels of a position in turn, each
+   packet decodable on its own.  A packet lost beyond what the outer code rebuilds costs the
+   scattered positions it held, which decode as the hyperprior's predicted mean (the network was
+   trained with such losses); the rest of the image is untouched.
+
+Codec metadata (16 bytes, big-endian): version (1) | model id (4: first 4 bytes of the SHA-256
+of the model's weights file) |
+height (4) | width (4) | rate row (2: rate index x 8) | packet rows (1), and for a gray image coded
+by an RGB model a 17th byte of flags (bit 0: the original was gray, coded as R = G = B; it decodes
+to one channel, the rounded mean of the three).
+"""
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dnaimg.codecs import arith
+from dnaimg.codecs.base import CodecError, DecodeError, Encoded, RateError, Received, Stream
+from dnaimg.dna.prng import interleaver
+
+CODEC = "compact"
+DEFAULT_MODEL = "compact-ms-v1"
+DEFAULT_RATE_INDEX = 3.0
+META = ">BIIIHB"
+META_VERSION = 1
+FLAG_GRAY = 0x01                # the optional 17th metadata byte: a gray original coded as RGB
+Z_REDUNDANCY_MIN = 0.5
+ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
+PACKET_ROWS = 2                 # data oligos per packet: 4.4 % over one stream (1: 9.2 %, 4: 2.2 %)
+MAX_SIDE = 1 << 16
+TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels ...
+HALO_PX = 64                    # ... with 64 pixels (4 latent positions) of context around each
+
+
+@dataclass
+class CompactParams:
+    model_id: int
+    height: int
+    width: int
+    rate_row: int
+    packet_rows: int = PACKET_ROWS
+    gray: bool = False              # a gray original coded as RGB: decoded to one channel
+
+    def pack(self) -> bytes:
+        b = struct.pack(META, META_VERSION, self.model_id, self.height, self.width, self.rate_row, self.packet_rows)
+        return b + bytes([FLAG_GRAY]) if self.gray else b
+
+    @classmethod
+    def unpack(cls, meta: bytes) -> "CompactParams":
+        n = struct.calcsize(META)
+        if len(meta) not in (n, n + 1):
+            raise DecodeError(f"compact codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags)")
+        flags = meta[n] if len(meta) > n else 0
+        if flags & ~FLAG_GRAY:
+            raise DecodeError(f"compact codec metadata with unknown flags {flags:02x}")
+        v, mid, h, w, row, rows = struct.unpack(META, bytes(meta[:n]))
+        if v != META_VERSION:
+            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads {META_VERSION}")
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and 1 <= rows <= 64):
+            raise DecodeError("compact codec metadata is inconsistent")
+        return cls(mid, h, w, row, rows, bool(flags & FLAG_GRAY))
+
+    def latent_hw(self) -> tuple[int, int]:
+        return -(-self.height // 64) * 4, -(-self.width // 64) * 4
+
+
+_LOCK = threading.Lock()
+_CACHE: dict[str, tuple] = {}
+
+
+def load(name: str = DEFAULT_MODEL):
+    """(model in eval mode, exact tables, card) of a shipped compact model."""
+    from safetensors.torch import load_file
+
+    from dnaimg.zoo.exact import load_tensors
+    from dnaimg.zoo.registry import ModelError, build_model, card, models_dir, verify_weights
+    with _LOCK:
+        if name in _CACHE:
+            return _CACHE[name]
+        c = card(name)
+        if c.get("codec") != "compact":
+            raise ModelError(f"model {name} is not a compact-codec model")
+        path = models_dir() / f"{name}.safetensors"
+        verify_weights(c, path)
+        model = build_model(c)
+        try:
+            t = load_file(str(path))
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise ModelError(f"cannot read model weights {path}: {e}") from None
+        try:
+            tables = load_tensors(model, t)
+        except (KeyError, ValueError) as e:
+            raise ModelError(f"model {name}: {e}") from None
+        model.eval()
+        _CACHE[name] = (model, tables, c)
+        return _CACHE[name]
+
+
+def tiled(net, x: torch.Tensor, down: float, tile: int, halo: int) -> torch.Tensor:
+    """``net`` (a transform that scales sizes by 1/``down``) on ``tile`` x ``tile`` tiles of ``x``
+    with ``halo`` of context on every side, the halos cropped off: bounded memory on large images,
+    the same result for a given image size whatever the machine."""
+    H, W = x.shape[-2:]
+    if H <= tile + 2 * halo and W <= tile + 2 * halo:
+        return net(x)
+    rows = []
+    for y0 in range(0, H, tile):
+        cols = []
+        for x0 in range(0, W, tile):
+            a0, b0 = max(0, y0 - halo), max(0, x0 - halo)
+            a1, b1 = min(H, y0 + tile + halo), min(W, x0 + tile + halo)
+            o = net(x[..., a0:a1, b0:b1])
+            oy, ox = round((y0 - a0) / down), round((x0 - b0) / down)
+            th, tw = round((min(H, y0 + tile) - y0) / down), round((min(W, x0 + tile) - x0) / down)
+            cols.append(o[..., oy:oy + th, ox:ox + tw])
+        rows.append(torch.cat(cols, dim=-1))
+    return torch.cat(rows, dim=-2)
+
+
+def weights_id(card: dict) -> int:
+    """The id written into the DNA: the first 32 bits of the weights' SHA-256, so DNA is only ever
+    decoded with the very weights that encoded it (a retrained model is a new file and a new id)."""
+    return int(str(card["weights_sha256"])[:8], 16)
+
+
+def model_for_weights(mid: int) -> str:
+    from dnaimg.zoo.registry import ModelError, list_models
+    cards = list_models("compact")
+    for c in cards:
+        if c.get("weights_sha256") and weights_id(c) == mid:
+            return c["name"]
+    have = ", ".join(f"{c['name']} ({weights_id(c):08x})" for c in cards) or "none"
+    raise ModelError(f"the DNA was written with compact model weights {mid:08x}, which are not installed "
+                     f"(installed: {have})")
+
+
+def rate_indexes(tables) -> np.ndarray:
+    """Every rate index the model can code at (trained points and 1/8 steps between)."""
+    from dnaimg.zoo.exact import RATE_STEPS
+    return np.arange(tables.gain.shape[0]) / RATE_STEPS
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.array(img, dtype=np.uint8, order="C", copy=True))
+    if x.ndim == 2:
+        x = x[..., None]
+    return x.permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def _order(h: int, w: int) -> np.ndarray:
+    return interleaver(h * w, ORDER_KEY ^ (h << 16) ^ w)
+
+
+def _y_layout(idx: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coding order of the latent (M, h, w): (flat indexes into the (M, h*w) array, tables)."""
+    M = idx.shape[0]
+    perm = _order(h, w)
+    flat = (np.arange(M)[None, :] * (h * w) + perm[:, None]).reshape(-1)
+    return flat, idx.reshape(-1)[flat]
+
+
+class Analysis:
+    """The encoder's float work done once per image: y and the coded hyper-latent."""
+
+    def __init__(self, img: np.ndarray, name: str):
+        from dnaimg.zoo.compact import pad_to
+        self.name = name
+        self.model, self.tables, self.card = load(name)
+        self.height, self.width = int(img.shape[0]), int(img.shape[1])
+        if max(self.height, self.width) > MAX_SIDE:
+            raise CodecError(f"images up to {MAX_SIDE} px a side")
+        chans = self.model.cfg.in_channels
+        self.gray = img.ndim == 2 and chans == 3        # gray through an RGB model: R = G = B, flagged
+        if self.gray:
+            img = np.repeat(np.asarray(img, dtype=np.uint8)[:, :, None], 3, axis=2)
+        if (img.ndim == 3 and img.shape[2] != chans) or (img.ndim == 2 and chans != 1):
+            raise CodecError(f"model {name} takes {chans}-channel images")
+        from dnaimg.zoo.model import native_bf16
+        x, _ = pad_to(_to_tensor(img), 64)
+        # the encoder's float work may differ between machines (bf16 where the CPU has it natively):
+        # only what it decides, the symbols, travels, and decoding them is exact everywhere
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
+            y = tiled(self.model.g_a, x, 16, TILE_PX, HALO_PX).float()
+            z = self.model.h_a(y).float()
+        self.y = y[0].double().numpy()
+        self.z = np.round(z.double().numpy()).astype(np.int64)
+        self.mu, self.sigma = self.tables.h_s(self.z)
+        C = self.z.shape[1]
+        ztab = np.repeat(np.arange(C), self.z[0, 0].size)
+        zb, _ = arith.encode_packets(self.z.reshape(-1), ztab, self.tables.z_cdf, self.tables.z_n,
+                                     self.tables.z_off, 0, 1)
+        self.z_bytes = zb[0].tobytes()
+
+    def encode(self, rate_index: float, packet_bytes: int, packet_rows: int,
+               z_redundancy: float | None) -> Encoded:
+        from dnaimg.zoo.exact import FA, GAIN_BITS
+        t = self.tables
+        row = t.rate_row(rate_index)
+        mu_g, idx = t.gained(self.mu, self.sigma, row)
+        g = t.gain[row].astype(np.float64).reshape(1, -1, 1, 1) / (1 << GAIN_BITS)
+        sym = np.floor(self.y[None] * g - mu_g / float(1 << FA) + 0.5).astype(np.int64)[0]
+        M, h, w = sym.shape
+        flat, tabs = _y_layout(idx[0], h, w)
+        pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
+                                     sym.size // 8 + 16)
+        if pk.shape[0] == 0:
+            raise CodecError("the latent does not fit its packets")
+        params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray)
+        return Encoded(CODEC, [Stream("bytes", self.z_bytes, redundancy=z_redundancy),
+                               Stream("bytes", pk.tobytes())], params.pack(),
+                       {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
+                        "stream_bytes": len(self.z_bytes) + int(pk.size)})
+
+
+def z_redundancy(redundancy: float | None) -> float:
+    from dnaimg.dna.container import DEFAULT_REDUNDANCY
+    r = DEFAULT_REDUNDANCY["bytes"] if redundancy is None else redundancy
+    return min(4.0, max(Z_REDUNDANCY_MIN, 3 * r))
+
+
+def encode(img: np.ndarray, *, packet_bytes: int, rate_index: float | None = None, model: str | None = None,
+           redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None) -> Encoded:
+    """Image (HxWx3 or HxW uint8) -> streams.  ``rate_index``: the model's rate (0 .. points-1, 1/8
+    steps); with ``fits`` instead, the highest rate whose streams fit."""
+    an = Analysis(img, model or DEFAULT_MODEL)
+    zr = z_redundancy(redundancy)
+    if fits is None:
+        r = DEFAULT_RATE_INDEX if rate_index is None else float(rate_index)
+        return an.encode(r, packet_bytes, PACKET_ROWS, zr)
+    cands = rate_indexes(an.tables)
+    if rate_index is not None:
+        cands = cands[cands <= rate_index + 1e-9]
+    lo, hi, best = 0, len(cands) - 1, None          # bisection: rate grows with the index
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        e = an.encode(float(cands[mid]), packet_bytes, PACKET_ROWS, zr)
+        if fits(e):
+            best, lo = e, mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise RateError("compact: even the lowest rate does not fit")
+    return best
+
+
+def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tuple[np.ndarray, dict]:
+    """Streams -> (image uint8 HxWx3 or HxW, report).  ``precision`` of the synthesis transform
+    only ("bf16": about twice as fast on CPUs with native bf16; the symbols are the same)."""
+    from dnaimg.zoo.exact import FA
+    from dnaimg.zoo.registry import ModelError
+    p = CompactParams.unpack(meta)
+    if len(received) != 2 or any(r.kind != "bytes" for r in received):
+        raise DecodeError("compact codec: expected two byte streams")
+    try:
+        name = model_for_weights(p.model_id)
+        model, t, _ = load(name)
+    except ModelError as e:
+        raise DecodeError(str(e)) from None
+    N = model.cfg.N
+    h, w = p.latent_hw()
+    zh, zw = h // 4, w // 4
+    zn = N * zh * zw
+    zbuf = np.frombuffer(received[0].data, dtype=np.uint8)
+    ztab = np.repeat(np.arange(N), zh * zw)
+    z, _ = arith.decode_stream(zbuf, zn, ztab, t.z_cdf, t.z_n, t.z_off)
+    z = z.reshape(1, N, zh, zw)
+    mu, sigma = t.h_s(z)
+    if p.rate_row >= t.gain.shape[0]:
+        raise DecodeError(f"compact: rate row {p.rate_row} beyond the model's {t.gain.shape[0]}")
+    mu_g, idx = t.gained(mu, sigma, p.rate_row)
+    M = mu_g.shape[1]
+    flat, tabs = _y_layout(idx[0], h, w)
+    total = flat.size
+    ybytes = np.frombuffer(received[1].data, dtype=np.uint8)
+    bd = _packet_bytes_from(received[1], p)
+    if len(ybytes) % bd:
+        raise DecodeError("compact: the latent stream is not a whole number of packets")
+    packets = ybytes.reshape(-1, bd)
+    er = received[1].erased
+    lost = np.zeros(len(packets), dtype=bool) if er is None else er.reshape(-1, bd).any(axis=1)
+    expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
+    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected)
+    sym = np.zeros(M * h * w, dtype=np.int64)
+    sym[flat] = vals
+    kn = np.zeros(M * h * w, dtype=bool)
+    kn[flat] = known
+    yg = sym.reshape(1, M, h, w).astype(np.float32) + (mu_g / float(1 << FA)).astype(np.float32)
+    y_hat = torch.from_numpy(yg) * torch.from_numpy(t.inv_gain[p.rate_row]).view(1, -1, 1, 1)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, HALO_PX // 16)[..., :p.height, :p.width].float()
+    img = x[0].clamp(0, 1).mul(255.0).add(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    if img.shape[2] == 1:
+        img = img[..., 0]
+    elif p.gray:
+        from dnaimg.image import gray_of_rgb
+        img = gray_of_rgb(img)
+    report = {"model": name, "rate_index": p.rate_row / 8, "packets": int(len(packets)),
+              "packets_lost": int(lost.sum()), "latent_values_lost": int((~kn).sum()),
+              "latent_values": int(kn.size), "z_exact": bool(received[0].exact)}
+    return np.ascontiguousarray(img), report
+
+
+def _packet_bytes_from(r: Received, p: CompactParams) -> int:
+    bd = r.report.get("row_bytes")
+    if bd is None:
+        raise DecodeError("compact: the container did not say its row size")
+    return int(bd) * p.packet_rows

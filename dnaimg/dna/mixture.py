@@ -1,0 +1,202 @@
+"""Never a blend: find the image tags whose reads come from more than one source.
+
+Reads are filed by (tag, oligo number, seed) from their index alone.  If two images share a tag
+(two pools made apart, two single images whose ids collide, or anything else that puts the same
+index on different oligos), their reads of the same oligo number land together, and a consensus
+would blend them.  Nothing in the index can tell them apart, so this looks at the payloads.
+
+For every oligo number of a tag, up to :data:`READS_PER_SLOT` reads of each seed are clustered
+greedily by shared k-mers (k = :data:`K`): a read joins the first cluster whose first read shares
+at least :data:`MIN_SHARED` of its k-mers.  Reads of one oligo, even at nanopore error rates
+(~6 %), share about a third of their 8-mers; reads of two different oligos share almost none.  An
+oligo number is
+
+- **split in two** if its two largest clusters hold at least 2 reads each: two sequences, each
+  read several times (a misread index sends a read to a random place, never two reads of the
+  same other oligo to the same place);
+- **in doubt** if it has 2 or more reads, all mutually unlike (e.g. one read of each image, as
+  in a clean FASTA of two colliding images).
+
+A tag is *mixed* when at least 2 of its oligo numbers are split, or when split and doubtful
+numbers together are at least 3 and at least :data:`DOUBT_FRACTION` of its numbers with 2 or
+more reads (a single image shows doubt only where an index misread lands on an oligo read once:
+far fewer), or when 2 of its header oligos are split or in doubt.  A mixed tag is never
+decoded: the decoder says which tag and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from dnaimg.dna.index import HEADER_BASE
+
+K = 8
+READS_PER_SLOT = 12
+MAX_READS = 24
+MIN_SHARED = 0.12
+DOUBT_FRACTION = 0.005
+
+
+@nb.njit(cache=True, nogil=True)
+def _kmer_code(flat, a, k):
+    c = 0
+    for t in range(k):
+        x = flat[a + t]
+        if x > 3:
+            return -1
+        c = (c << 2) | x
+    return c
+
+
+@nb.njit(cache=True, nogil=True)
+def _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes):
+    """Greedy clustering of reads ``rows[:n]``; fills ``sizes``; returns (clusters, tick)."""
+    for i in range(n):
+        assign[i] = -1
+    nc = 0
+    for i in range(n):
+        if assign[i] >= 0:
+            continue
+        tick += 1
+        a0, a1 = offs[rows[i]], offs[rows[i] + 1]
+        for p in range(a0, a1 - k + 1):
+            c = _kmer_code(flat, p, k)
+            if c >= 0:
+                stamp[c] = tick
+        assign[i] = nc
+        sizes[nc] = 1
+        li = a1 - a0 - k + 1
+        for j in range(i + 1, n):
+            if assign[j] >= 0:
+                continue
+            b0, b1 = offs[rows[j]], offs[rows[j] + 1]
+            lj = b1 - b0 - k + 1
+            m = min(li, lj)
+            if m < 1:
+                continue
+            shared = 0
+            for p in range(b0, b1 - k + 1):
+                c = _kmer_code(flat, p, k)
+                if c >= 0 and stamp[c] == tick:
+                    shared += 1
+            if shared >= min_shared * m:
+                assign[j] = nc
+                sizes[nc] += 1
+        nc += 1
+    return nc, tick
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_slot, max_reads, min_shared):
+    """Per group of slots (one oligo number, its seeds): (reads looked at, largest cluster, second
+    largest cluster).  ``grp_slots[grp_start[g]:grp_start[g+1]]`` are the slots of group g."""
+    G = grp_start.shape[0] - 1
+    out = np.zeros((G, 3), dtype=np.int64)
+    nblocks = 16
+    bs = (G + nblocks - 1) // nblocks
+    for blk in nb.prange(nblocks):
+        stamp = np.zeros(1 << (2 * k), dtype=np.int64)
+        tick = 0
+        rows = np.empty(max_reads, dtype=np.int64)
+        assign = np.empty(max_reads, dtype=np.int64)
+        sizes = np.zeros(max_reads, dtype=np.int64)
+        for g in range(blk * bs, min(G, (blk + 1) * bs)):
+            n = 0
+            for q in range(grp_start[g], grp_start[g + 1]):
+                s = grp_slots[q]
+                take = min(counts[s], per_slot, first[s + 1] - first[s])
+                for t in range(take):
+                    if n < max_reads:
+                        rows[n] = order[first[s] + t]
+                        n += 1
+            if n < 2:
+                out[g, 0] = n
+                out[g, 1] = n
+                continue
+            nc, tick = _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes)
+            b1 = 0
+            b2 = 0
+            for c in range(nc):
+                if sizes[c] > b1:
+                    b2 = b1
+                    b1 = sizes[c]
+                elif sizes[c] > b2:
+                    b2 = sizes[c]
+            out[g, 0] = n
+            out[g, 1] = b1
+            out[g, 2] = b2
+    return out
+
+
+@dataclass
+class Mixture:
+    """What the scan found for one tag."""
+    tag: int
+    numbers: int = 0            # oligo numbers with reads
+    multi: int = 0              # ... with 2 or more reads looked at
+    split: int = 0              # ... with two clusters of >= 2 reads
+    doubt: int = 0              # ... with >= 2 reads, all unlike
+    header_suspect: int = 0     # header oligos split or in doubt
+    example: int = -1           # an oligo number split (or in doubt)
+
+    @property
+    def mixed(self) -> bool:
+        bad = self.split + self.doubt
+        return (self.split >= 2 or (bad >= 3 and bad >= DOUBT_FRACTION * max(1, self.multi))
+                or self.header_suspect >= 2)
+
+    def message(self) -> str:
+        where = "header oligos" if self.header_suspect >= 2 and self.split + self.doubt < 3 else "oligos"
+        ex = ""
+        if self.example >= 0:
+            ex = (f", e.g. header oligo {self.example - HEADER_BASE}" if self.example >= HEADER_BASE
+                  else f", e.g. oligo {self.example}")
+        return (f"the reads of image tag {self.tag:02x} come from at least two different images: "
+                f"{self.split + self.doubt} of its {self.numbers} {where} hold two or more unlike "
+                f"sequences{ex}; images that share an id cannot be told apart, so none of them is decoded "
+                "(decode each pool or image from its own reads, or give the images distinct ids)")
+
+    def to_dict(self) -> dict:
+        return {"tag": f"{self.tag:02x}", "numbers": self.numbers, "multi_read": self.multi, "split": self.split,
+                "doubt": self.doubt, "header_suspect": self.header_suspect, "mixed": self.mixed}
+
+
+def scan(sorter, tags) -> dict[int, Mixture]:
+    """:class:`Mixture` of each tag in ``tags`` (the reads a :class:`ReadSorter` filed)."""
+    tags = [int(t) for t in tags]
+    out = {t: Mixture(t) for t in tags}
+    if not tags or not sorter.n_slots:
+        return out
+    stags, numbers, _, counts = sorter.slot_fields()
+    sel = np.flatnonzero(np.isin(stags, np.asarray(tags, dtype=np.int64)))
+    if sel.size == 0:
+        return out
+    o = sel[np.lexsort((numbers[sel], stags[sel]))]
+    key = stags[o] * (1 << 24) + numbers[o]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    grp_start = np.concatenate([starts, [len(o)]]).astype(np.int64)
+    flat, offs, order, first = sorter.store()
+    res = scan_groups(flat, offs, order, first, counts, grp_start, o.astype(np.int64), K, READS_PER_SLOT,
+                      MAX_READS, MIN_SHARED)
+    gtag = stags[o[starts]]
+    gnum = numbers[o[starts]]
+    n, b1, b2 = res[:, 0], res[:, 1], res[:, 2]
+    split = b2 >= 2
+    doubt = (n >= 2) & (b1 == 1)
+    for t in tags:
+        m = gtag == t
+        if not m.any():
+            continue
+        mx = out[t]
+        mx.numbers = int(m.sum())
+        mx.multi = int((m & (n >= 2)).sum())
+        mx.split = int((m & split).sum())
+        mx.doubt = int((m & doubt).sum())
+        mx.header_suspect = int((m & (split | doubt) & (gnum >= HEADER_BASE)).sum())
+        bad = np.flatnonzero(m & (split | doubt))
+        if bad.size:
+            pick = bad[np.argmax(split[bad])]
+            mx.example = int(gnum[pick])
+    return out

@@ -1,0 +1,204 @@
+"""The compact learned codec's network: a mean-scale hyperprior (Minnen, Ballé & Toderici 2018,
+without the autoregressive context) with gain units for many rates in one network (Cui et al.
+2021, "Asymmetric gained deep image compression with continuous rate adaptation").
+
+    x --g_a--> y --(x gain[r])--> y_g --Q(y_g - mu_g)--> symbols      (entropy-coded, Gaussian(mu_g, sigma_g))
+    y --h_a--> z --Q--> z_hat                                        (entropy-coded, factorized prior)
+    z_hat --h_s--> (mu, sigma);  mu_g = mu * gain[r],  sigma_g = sigma * gain[r]
+    y_hat = (symbols + mu_g) * inv_gain[r] --g_s--> x_hat
+
+The layers are written here (GDN, the factorized prior, the Gaussian conditional) rather than
+taken from CompressAI, whose package requires torchvision and numpy < 2 (see the model card).
+What feeds the entropy coder is made exact on every machine by :mod:`dnaimg.zoo.exact`: h_s runs
+as an integer network and the coder's tables are stored integers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: the rate points the gain units are trained at (MSE weight, 8-bit scale as in CompressAI)
+DEFAULT_LAMBDAS = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
+SCALE_MIN = 0.11
+GAIN_SCALE = 20.0
+GAIN_INIT = 8.0
+LIKELIHOOD_MIN = 1e-9
+
+
+@dataclass
+class CompactConfig:
+    N: int = 128                 # transform width
+    M: int = 192                 # latent channels
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    gray: bool = False           # one input channel (microscopy, X-ray)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lambdas"] = list(self.lambdas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompactConfig":
+        d = dict(d)
+        d["lambdas"] = tuple(d.get("lambdas", DEFAULT_LAMBDAS))
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.gray else 3
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalisation (Ballé 2016), simplified form of Johnston et al. 2019
+    (y = x / (beta + gamma |x|)), reparametrised to stay positive."""
+
+    def __init__(self, C: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(C))
+        self.gamma = nn.Parameter(0.1 * torch.eye(C))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C = x.shape[1]
+        beta = F.softplus(self.beta * 4.0) / 4.0 + 1e-4     # > 0, starts near 1
+        gamma = F.relu(self.gamma)
+        norm = F.conv2d(torch.abs(x), gamma.view(C, C, 1, 1).to(x.dtype), beta.to(x.dtype))
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+
+
+def deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=s, padding=k // 2, output_padding=s - 1)
+
+
+class FactorizedPrior(nn.Module):
+    """Non-parametric per-channel density of the hyper-latent z (Ballé 2018, appendix 6.1):
+    a monotone CDF built from small per-channel networks; P(z in [v - 1/2, v + 1/2])."""
+
+    def __init__(self, C: int, filters: tuple[int, ...] = (3, 3, 3, 3), init_scale: float = 10.0):
+        super().__init__()
+        self.C = C
+        dims = (1,) + tuple(filters) + (1,)
+        scale = init_scale ** (1 / (len(filters) + 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(filters) + 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((C, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(C, dims[i + 1], 1) - 0.5))
+            if i < len(filters):
+                self.factors.append(nn.Parameter(torch.zeros(C, dims[i + 1], 1)))
+
+    def logits_cdf(self, v: torch.Tensor) -> torch.Tensor:
+        """v: (C, 1, K) -> (C, 1, K)."""
+        x = v
+        for i in range(len(self.matrices)):
+            x = torch.matmul(F.softplus(self.matrices[i]), x) + self.biases[i]
+            if i < len(self.factors):
+                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+        return x
+
+    def likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, C, H, W) (noisy or rounded) -> per-element probability."""
+        B, C, H, W = z.shape
+        v = z.float().permute(1, 0, 2, 3).reshape(C, 1, -1)
+        lo = self.logits_cdf(v - 0.5)
+        hi = self.logits_cdf(v + 0.5)
+        s = -torch.sign(lo + hi).detach()            # stable difference of sigmoids
+        p = torch.abs(torch.sigmoid(s * hi) - torch.sigmoid(s * lo))
+        return p.clamp_min(LIKELIHOOD_MIN).reshape(C, B, H, W).permute(1, 0, 2, 3)
+
+    @torch.no_grad()
+    def pmf_table(self, half_width: int) -> torch.Tensor:
+        """(C, 2 * half_width + 1) probabilities of v = -half_width..half_width (float64)."""
+        v = torch.arange(-half_width, half_width + 1, dtype=torch.float32).view(1, 1, -1).repeat(self.C, 1, 1)
+        lo = self.logits_cdf(v - 0.5).double()
+        hi = self.logits_cdf(v + 0.5).double()
+        s = -torch.sign(lo + hi)
+        return torch.abs(torch.sigmoid(s * hi) - torch.sigmoid(s * lo)).squeeze(1)
+
+
+def gaussian_likelihood(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """P(V in [v - 1/2, v + 1/2]) for V ~ N(0, scale); v already has the mean taken off."""
+    scale = scale.clamp_min(SCALE_MIN)
+    v = torch.abs(v)
+    c = 1.0 / math.sqrt(2.0)
+    hi = 0.5 * torch.erfc(-c * (0.5 - v) / scale)
+    lo = 0.5 * torch.erfc(-c * (-0.5 - v) / scale)
+    return (hi - lo).clamp_min(LIKELIHOOD_MIN)
+
+
+class CompactHyperprior(nn.Module):
+    """Mean-scale hyperprior with per-rate gain units; see the module docstring."""
+
+    def __init__(self, cfg: CompactConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or CompactConfig()
+        N, M, C = cfg.N, cfg.M, cfg.in_channels
+        self.g_a = nn.Sequential(conv(C, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, N),
+                                 GDN(N, True), deconv(N, C))
+        self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
+        # ReLU, not leaky: the integer version of h_s (dnaimg.zoo.exact) must stay exact
+        self.h_s = nn.Sequential(deconv(N, M), nn.ReLU(), deconv(M, M * 3 // 2), nn.ReLU(),
+                                 conv(M * 3 // 2, 2 * M, 3, 1))
+        self.z_prior = FactorizedPrior(N)
+        # gains in the log domain, scaled so that Adam moves them GAIN_SCALE times faster than
+        # the weights; initialised at GAIN_INIT * sqrt(lambda / middle lambda) (a finer quantiser for
+        # more rate; an untrained analysis transform gives values ~0.3, far below the step of 1)
+        lam = torch.tensor(cfg.lambdas, dtype=torch.float32)
+        log_g = 0.5 * torch.log(lam / lam[len(lam) // 2]) + math.log(GAIN_INIT)
+        self.log_gain = nn.Parameter((log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
+        self.log_inv_gain = nn.Parameter((-log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
+
+    # -- gains (index may be fractional: geometric interpolation between trained points) --------------
+    def gains(self, r: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """r: (B,) or scalar rate index in [0, R-1] -> (B, M, 1, 1) gain and inverse gain."""
+        r = torch.as_tensor(r, dtype=torch.float32).reshape(-1)
+        lo = r.floor().long().clamp(0, len(self.cfg.lambdas) - 1)
+        hi = (lo + 1).clamp(max=len(self.cfg.lambdas) - 1)
+        t = (r - lo.float()).view(-1, 1)
+        lg = GAIN_SCALE * ((1 - t) * self.log_gain[lo] + t * self.log_gain[hi])
+        lig = GAIN_SCALE * ((1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi])
+        return torch.exp(lg)[..., None, None], torch.exp(lig)[..., None, None]
+
+    def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_s in floating point (training; the codec uses the integer version)."""
+        mu, s = self.h_s(z_hat).chunk(2, dim=1)
+        return mu, s
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor, erase: torch.Tensor | None = None) -> dict:
+        """Training pass.  x: (B, C, H, W) in [0, 1]; r: (B,) rate indices; erase: optional (B, M, h, w)
+        bool mask of latent values lost to the channel (they decode as the predicted mean)."""
+        # the transforms may run under bf16 autocast; quantisation and likelihoods stay in fp32
+        # (bf16 has 8 significant bits: a latent value of 40 would move in steps of 0.25)
+        y = self.g_a(x).float()
+        z = self.h_a(y).float()
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_hat = z + (torch.round(z) - z).detach()
+        mu, sigma = (t.float() for t in self.entropy_parameters(z_hat))
+        g, ig = self.gains(r)
+        yg, mug, sg = y * g, mu * g, torch.abs(sigma) * g
+        y_noisy = yg + torch.empty_like(yg).uniform_(-0.5, 0.5)
+        y_lik = gaussian_likelihood((y_noisy - mug).float(), sg.float())
+        yq = mug + (torch.round(yg - mug) - (yg - mug)).detach() + (yg - mug)
+        if erase is not None:
+            yq = torch.where(erase, mug, yq)
+        x_hat = self.g_s(yq * ig)
+        return {"x_hat": x_hat, "y_lik": y_lik, "z_lik": self.z_prior.likelihood(z_noisy)}
+
+
+def pad_to(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, tuple[int, int]]:
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % multiple, (-W) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (H, W)

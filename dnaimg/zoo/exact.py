@@ -1,0 +1,252 @@
+"""What feeds the compact codec's entropy coder, made exact on every machine.
+
+A learned entropy model breaks if the decoder computes a slightly different distribution than
+the encoder did.  Everything between the decoded hyper-latent and the coder's tables is therefore
+integer arithmetic (after Ballé, Johnston & Minnen 2019, "Integer networks for data compression"):
+
+- h_s runs as an integer network: weights ``round(w * 2**Fw)`` (at most 15 bits), activations
+  fixed point with ``FA`` fractional bits, each layer ``floor((conv(a, W) + B) / 2**Fw)``, ReLU,
+  clamp.  It is evaluated with float64 convolutions on integer values whose every partial sum is
+  an integer below 2**53, so any summation order (threads, BLAS, oneDNN) gives the same result.
+- gains (per rate point, and geometric interpolations on a 1/8 grid between them) are stored as
+  integers ``round(g * 2**GAIN_BITS)``; means and scales are multiplied by them in int64.
+- the Gaussian scale table and every cumulative table (Gaussian per scale, the hyper-latent's
+  per channel) are computed once at export and stored as integers in the weights file.
+
+The float parts (g_a, h_a on the encoder, g_s on the decoder) only change pixels, never symbols.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dnaimg.codecs.arith import PREC, quantized_cdf, table_bits
+from dnaimg.zoo.compact import SCALE_MIN, CompactConfig, CompactHyperprior
+
+FA = 10                     # fractional bits of h_s activations, means and scales
+ACT_MAX = 1 << 22           # activations clamp to +-ACT_MAX (+-4096 in real units)
+W_BITS = 15                 # integer weights use at most this many bits
+GAIN_BITS = 12
+RATE_STEPS = 8              # interpolated gains between trained points: 1/8 steps
+N_SCALES = 64
+SCALE_MAX = 256.0
+Y_HALF_MAX = 511            # Gaussian tables span at most +-511 (escape beyond)
+Z_HALF = 64                 # hyper-latent tables span +-64 (escape beyond)
+
+
+def scale_table() -> np.ndarray:
+    return np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), N_SCALES))
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.array([math.erfc(-v / math.sqrt(2.0)) for v in np.ravel(x)]).reshape(np.shape(x))
+
+
+def gaussian_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cdf (S, W) int64, symbols per table incl. escape (S,), offset (S,))."""
+    S = scale_table()
+    halves = [int(min(Y_HALF_MAX, max(1, math.ceil(6 * s)))) for s in S]
+    width = 2 * max(halves) + 3
+    cdf = np.zeros((N_SCALES, width), dtype=np.int64)
+    n = np.zeros(N_SCALES, dtype=np.int64)
+    for j, (s, R) in enumerate(zip(S, halves)):
+        v = np.arange(-R, R + 1, dtype=np.float64)
+        pmf = _normal_cdf((v + 0.5) / s) - _normal_cdf((v - 0.5) / s)
+        tail = max(1.0 - pmf.sum(), 0.0)
+        c = quantized_cdf(np.append(pmf, tail))
+        cdf[j, :c.size] = c
+        cdf[j, c.size:] = c[-1]
+        n[j] = c.size - 1
+    return cdf, n, np.array(halves, dtype=np.int64)
+
+
+def z_tables(model: CompactHyperprior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pmf = model.z_prior.pmf_table(Z_HALF).numpy()               # (C, 2 * Z_HALF + 1)
+    C = pmf.shape[0]
+    cdf = np.zeros((C, 2 * Z_HALF + 3), dtype=np.int64)
+    for c in range(C):
+        tail = max(1.0 - pmf[c].sum(), 0.0)
+        cdf[c] = quantized_cdf(np.append(pmf[c], tail))
+    return cdf, np.full(C, 2 * Z_HALF + 2, dtype=np.int64), np.full(C, Z_HALF, dtype=np.int64)
+
+
+def _layers(model: CompactHyperprior) -> list[tuple[str, torch.nn.Module]]:
+    out = []
+    for m in model.h_s:
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            out.append(("deconv", m))
+        elif isinstance(m, torch.nn.Conv2d):
+            out.append(("conv", m))
+    return out
+
+
+def integer_h_s(model: CompactHyperprior) -> dict[str, torch.Tensor]:
+    """Integer weights, biases and shifts of h_s (tensors for the weights file)."""
+    t = {}
+    for i, (kind, m) in enumerate(_layers(model)):
+        w = m.weight.detach().double()
+        fw = int(min(24, math.floor(math.log2((2 ** W_BITS - 1) / max(float(w.abs().max()), 1e-12)))))
+        t[f"hs_int.{i}.weight"] = torch.round(w * 2 ** fw).to(torch.int16)
+        t[f"hs_int.{i}.bias"] = torch.round(m.bias.detach().double() * 2 ** (fw + FA)).to(torch.int64)
+        t[f"hs_int.{i}.shift"] = torch.tensor([fw], dtype=torch.int32)
+    return t
+
+
+def gain_tables(model: CompactHyperprior) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer gains on the 1/8 rate grid (rows = rate index * RATE_STEPS) and float inverse gains."""
+    R = len(model.cfg.lambdas)
+    r = torch.arange((R - 1) * RATE_STEPS + 1, dtype=torch.float32) / RATE_STEPS
+    with torch.no_grad():
+        g, ig = model.gains(r)
+    return torch.round(g[:, :, 0, 0].double() * 2 ** GAIN_BITS).to(torch.int32), ig[:, :, 0, 0].float()
+
+
+@dataclass
+class ExactTables:
+    """Everything the coder needs, as loaded from a weights file (numpy int64)."""
+    hs: list[tuple[str, torch.Tensor, torch.Tensor, int, int, int]]   # kind, W (f64), B (f64), shift, stride, pad
+    gain: np.ndarray            # (rates, M) int64
+    inv_gain: np.ndarray        # (rates, M) float32
+    y_cdf: np.ndarray
+    y_n: np.ndarray
+    y_off: np.ndarray
+    y_bits: np.ndarray          # entropy of each Gaussian table (bits)
+    z_cdf: np.ndarray
+    z_n: np.ndarray
+    z_off: np.ndarray
+    thresholds: np.ndarray      # (S,) fixed-point scale table
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], model: CompactHyperprior) -> "ExactTables":
+        hs = []
+        for i, (kind, m) in enumerate(_layers(model)):
+            hs.append((kind, t[f"hs_int.{i}.weight"].double(), t[f"hs_int.{i}.bias"].double(),
+                       int(t[f"hs_int.{i}.shift"][0]), m.stride[0], m.padding[0]))
+        y_cdf = t["tables.y_cdf"].numpy().astype(np.int64)
+        y_n = t["tables.y_n"].numpy().astype(np.int64)
+        return cls(hs, t["tables.gain"].numpy().astype(np.int64), t["tables.inv_gain"].numpy(),
+                   y_cdf, y_n, t["tables.y_off"].numpy().astype(np.int64),
+                   np.array([table_bits(y_cdf[j], int(y_n[j])) for j in range(len(y_n))]),
+                   t["tables.z_cdf"].numpy().astype(np.int64), t["tables.z_n"].numpy().astype(np.int64),
+                   t["tables.z_off"].numpy().astype(np.int64), t["tables.thresholds"].numpy().astype(np.int64))
+
+    def h_s(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer hyper-latent (1, N, h, w) -> (mu, sigma) at FA fractional bits, int64 (1, M, 4h, 4w)."""
+        a = torch.from_numpy(np.asarray(z, dtype=np.float64) * float(1 << FA))
+        last = len(self.hs) - 1
+        for i, (kind, W, B, fw, stride, pad) in enumerate(self.hs):
+            if kind == "deconv":
+                o = F.conv_transpose2d(a, W, None, stride=stride, padding=pad, output_padding=stride - 1)
+            else:
+                o = F.conv2d(a, W, None, stride=stride, padding=pad)
+            o = torch.floor((o + B.view(1, -1, 1, 1)) / float(1 << fw))
+            if i < last:
+                o = torch.relu(o)
+            a = o.clamp_(-ACT_MAX, ACT_MAX)
+        out = a.numpy().astype(np.int64)
+        M = out.shape[1] // 2
+        return out[:, :M], np.abs(out[:, M:])
+
+    def rate_row(self, rate_index: float) -> int:
+        row = int(round(rate_index * RATE_STEPS))
+        if not 0 <= row < self.gain.shape[0] or abs(row - rate_index * RATE_STEPS) > 1e-6:
+            raise ValueError(f"rate index {rate_index} is not on the 1/{RATE_STEPS} grid of the model")
+        return row
+
+    def gained(self, mu: np.ndarray, sigma: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Means (FA fixed point) and scale-table indexes of the gained latent."""
+        g = self.gain[row].reshape(1, -1, 1, 1)
+        mu_g = np.floor_divide(mu * g, 1 << GAIN_BITS)
+        s_g = np.floor_divide(sigma * g, 1 << GAIN_BITS)
+        idx = np.searchsorted(self.thresholds, s_g.ravel(), side="left").reshape(s_g.shape)
+        return mu_g, np.minimum(idx, len(self.thresholds) - 1)
+
+
+def export_tensors(model: CompactHyperprior) -> dict[str, torch.Tensor]:
+    """The weights file's tensors: float weights (fp16) and the exact integer tables."""
+    t = {k: v.detach().half() for k, v in model.state_dict().items() if not k.startswith("h_s.")}
+    t.update(integer_h_s(model))
+    g, ig = gain_tables(model)
+    t["tables.gain"] = g
+    t["tables.inv_gain"] = ig
+    yc, yn, yo = gaussian_tables()
+    zc, zn, zo = z_tables(model)
+    t.update({"tables.y_cdf": torch.from_numpy(yc.astype(np.int32)), "tables.y_n": torch.from_numpy(yn.astype(np.int32)),
+              "tables.y_off": torch.from_numpy(yo.astype(np.int32)), "tables.z_cdf": torch.from_numpy(zc.astype(np.int32)),
+              "tables.z_n": torch.from_numpy(zn.astype(np.int32)), "tables.z_off": torch.from_numpy(zo.astype(np.int32)),
+              "tables.thresholds": torch.from_numpy(np.ceil(scale_table() * (1 << FA)).astype(np.int64))})
+    return t
+
+
+def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactTables:
+    """Float weights into ``model`` (h_s stays unused: the integer one replaces it), tables out."""
+    sd = model.state_dict()
+    missing = [k for k in sd if not k.startswith("h_s.") and k not in t]
+    if missing:
+        raise ValueError(f"weights file lacks {missing[:3]}")
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k.startswith("h_s."):
+                continue
+            if tuple(t[k].shape) != tuple(v.shape):
+                raise ValueError(f"weights file: {k} has shape {tuple(t[k].shape)}, not {tuple(v.shape)}")
+            v.copy_(t[k].to(v.dtype))
+    return ExactTables.from_tensors(t, model)
+
+
+def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = None, notes: str = "") -> Path:
+    """Checkpoint of a compact run -> models/NAME.safetensors + NAME.json card."""
+    from safetensors.torch import save_file
+
+    from dnaimg.zoo.registry import models_dir, sha256_file
+
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    cfg = CompactConfig.from_dict(state["config"])
+    model = CompactHyperprior(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    out = Path(out_dir) if out_dir else models_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    wpath = out / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in export_tensors(model).items()}, str(wpath))
+    data = Path(state["data"])
+    card = {
+        "name": name,
+        "codec": "compact",
+        "architecture": {"class": "CompactHyperprior", "type": "mean-scale hyperprior with gain units",
+                         **cfg.to_dict(),
+                         "reference": "Minnen, Balle & Toderici 2018 (mean-scale, no context model); "
+                                      "Cui et al. 2021 (gain units); integer h_s after Balle, Johnston & Minnen 2019"},
+        "rate_points": [{"index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)],
+        "training": {
+            "data": [str(p.relative_to(data)) for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir() else str(data),
+            "preprocessing": "downscaled by 2 (Lanczos) when >= 2x crop; random crops and flips",
+            "steps": int(state["step"]), "planned_steps": int(state["steps"]), "batch": int(state["batch"]),
+            "crop": int(state["crop"]), "seed": int(state["seed"]), "lr": float(state["lr"]),
+            "loss": "lambda[r] * 255^2 * MSE + bits per pixel, r drawn per sample; uniform noise for the rate, "
+                    "straight-through rounding around the mean for the decoder",
+            "erasures": state.get("erasures"),
+            "optimizer": "Adam, cosine learning-rate decay, gradient norm clipped at 1",
+            "precision": "bf16 autocast on CPU" if state.get("bf16", True) else "fp32",
+            "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": "2 CPU cores (AMD EPYC)",
+        },
+        "weights_sha256": sha256_file(wpath),
+    }
+    if notes:
+        card["training"]["notes"] = notes
+    cpath = out / f"{name}.json"
+    if cpath.exists():          # keep measured numbers and the command of an earlier export
+        old = json.loads(cpath.read_text())
+        for k in ("kodak", "command"):
+            if k in old:
+                card[k] = old[k]
+        if "command" in old.get("training", {}):
+            card["training"]["command"] = old["training"]["command"]
+    cpath.write_text(json.dumps(card, indent=2) + "\n")
+    return wpath

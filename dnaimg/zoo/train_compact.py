@@ -1,0 +1,164 @@
+"""Training of the compact learned codec (:mod:`dnaimg.zoo.compact`).
+
+One network for every rate: each training sample draws a rate index r and the loss is
+``lambda[r] * 255^2 * MSE + bits per pixel`` (rate from the hyperprior's likelihoods, additive
+uniform noise for the rate term, straight-through rounding around the predicted mean for the
+decoder).  A fraction of the samples also lose a random fraction of their latent values, which
+then decode as the predicted mean, as they do when oligos are lost beyond what the outer code
+rebuilds.  Checkpoints every few minutes and resumes from its last checkpoint.
+
+    dnaimg train --arch compact --data TRAIN_DIR --out runs/compact --steps 40000 [--export NAME]
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
+from dnaimg.zoo.train import load_training_images, psnr_from_mse, sample_batch
+
+
+@dataclass
+class ErasureTraining:
+    p_sample: float = 0.2        # fraction of samples that lose latent values
+    max_fraction: float = 0.3    # each such sample loses U(0, max_fraction) of its values
+
+
+def _to_gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def slim_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
+    """The run's checkpoint without the optimiser's moments (a third of the size): what is
+    committed so that a later session resumes the run (Adam re-estimates its moments)."""
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    state.pop("opt", None)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dest)
+    return dest
+
+
+def train_compact(
+    data: str | Path,
+    out: str | Path,
+    cfg: CompactConfig,
+    steps: int = 40000,
+    batch: int = 8,
+    crop: int = 128,
+    lr: float = 2e-4,
+    seed: int = 0,
+    checkpoint_minutes: float = 5.0,
+    bf16: bool = True,
+    log_every: int = 50,
+    erasures: ErasureTraining | None = None,
+    progress: bool = False,
+    downscale: bool = True,
+) -> Path:
+    """Train (or resume) a compact model in folder ``out``; returns the checkpoint path."""
+    erasures = erasures if erasures is not None else ErasureTraining()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    torch.manual_seed(seed)
+    model = CompactHyperprior(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
+    step, wall = 0, 0.0
+    rng = random.Random(seed)
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        if "opt" in state:          # a slim checkpoint (committed to resume from) has no optimiser moments
+            opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step, wall = int(state["step"]), float(state["wall"])
+        sched.base_lrs = [lr]                  # the learning rate (and plan) of this call
+        for g in opt.param_groups:
+            g["initial_lr"] = lr
+        rng.seed(seed + step)
+        torch.manual_seed(seed + step)
+        print(f"resumed at step {step}", flush=True)
+    images = load_training_images(data, crop, downscale=downscale)
+    lambdas = torch.tensor(cfg.lambdas)
+    R = len(cfg.lambdas)
+    print(f"{len(images)} training images, config {cfg.to_dict()}, batch {batch}, crop {crop}, "
+          f"erasures {erasures}, bf16 {bf16}", flush=True)
+
+    def save():
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "step": step, "wall": wall, "config": cfg.to_dict(), "data": str(data), "batch": batch,
+                    "crop": crop, "seed": seed, "steps": steps, "lr": lr, "arch": "CompactHyperprior",
+                    "erasures": asdict(erasures), "bf16": bf16}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, initial=step, desc="training", dynamic_ncols=True)
+    model.train()
+    last_ckpt = time.time()
+    t0 = time.time()
+    acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
+    while step < steps:
+        x = sample_batch(images, batch, crop, rng)
+        if cfg.gray:
+            x = _to_gray(x)
+        r = torch.tensor([rng.randrange(R) for _ in range(batch)])
+        erase = None
+        if erasures.p_sample > 0:
+            h, w = crop // 16, crop // 16
+            frac = torch.tensor([rng.random() * erasures.max_fraction if rng.random() < erasures.p_sample else 0.0
+                                 for _ in range(batch)]).view(batch, 1, 1, 1)
+            # whole latent positions, as a lost oligo takes (its packet holds runs of positions)
+            erase = (torch.rand(batch, 1, h, w) < frac).expand(batch, cfg.M, h, w)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            o = model(x, r.float(), erase)
+        mse = torch.mean((o["x_hat"].float() - x) ** 2, dim=(1, 2, 3))
+        npx = x.shape[-1] * x.shape[-2]
+        bpp = (torch.log2(o["y_lik"]).sum(dim=(1, 2, 3)) + torch.log2(o["z_lik"]).sum(dim=(1, 2, 3))) / -npx
+        loss = (lambdas[r] * 255.0 ** 2 * mse + bpp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        for i in range(batch):
+            ri = int(r[i])
+            if erase is None or not bool(erase[i].any()):
+                acc["mse"][ri] += float(mse[i].detach())
+                acc["bpp"][ri] += float(bpp[i].detach())
+                acc["n"][ri] += 1
+        if bar is not None:
+            bar.update(1)
+        if step % log_every == 0:
+            now = time.time()
+            wall += now - t0
+            t0 = now
+            pts = " ".join(f"{acc['bpp'][i] / acc['n'][i]:.3f}/{psnr_from_mse(acc['mse'][i] / acc['n'][i]):.2f}"
+                           for i in range(R) if acc["n"][i])
+            msg = f"step {step} loss {float(loss):.4f} bpp/psnr {pts} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min"
+            if bar is not None:
+                bar.set_postfix_str(pts)
+            else:
+                print(msg, flush=True)
+            acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
+        if time.time() - last_ckpt > checkpoint_minutes * 60:
+            wall += time.time() - t0
+            t0 = time.time()
+            save()
+            last_ckpt = time.time()
+    wall += time.time() - t0
+    save()
+    if bar is not None:
+        bar.close()
+    return ckpt_path
