@@ -73,8 +73,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
                           "distributed.worker.daemon": False,
                           "distributed.admin.tick.limit": "1h",
                           "distributed.logging.distributed": "error"}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", silence_logs=40)
+        # the nannies live in this process and set pre-spawn-environ in *its* environment while they
+        # spawn: put it back, or a later numba kernel here sees another NUMBA_NUM_THREADS and fails
+        saved = dict(os.environ)
+        try:
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0", silence_logs=40)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         client = Client(cluster)
         try:
             yield client
