@@ -336,6 +336,28 @@ def _words_parity_chunks(par: np.ndarray, layout: Layout, codeword_nt: int, inne
 # ---------------------------------------------------------------------------------------------
 # reading
 
+def classify_in_parallel(reads: ReadBatches, sorter, progress: Callable[[int], None] | None = None) -> None:
+    """A reader thread parses blocks of ``reads``; worker threads run ``sorter.classify`` on them
+    side by side (numba, without the GIL); this thread passes each result to
+    ``sorter.file_classified`` in file order, so the result is that of a serial run."""
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+
+        def file_next():
+            n, fut = pending.popleft()
+            sorter.file_classified(fut.result())
+            if progress is not None:
+                progress(n)
+
+        for flat, offs in prefetched(reads):
+            pending.append((len(offs) - 1, pool.submit(sorter.classify, flat, offs)))
+            while len(pending) > workers or (pending and pending[0][1].done()):
+                file_next()
+        while pending:
+            file_next()
+
+
 def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
     """Orient, trim and index every read; the groups it returns are the consensus' input."""
     sorter = ReadSorter(layout.primer_f, layout.primer_r)
@@ -343,22 +365,7 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
         # a reader thread parses blocks; two workers classify them side by side (numba, without
         # the GIL); this thread files them in file order, so the result is that of a serial run
         sorter.reserve(min(reads.size_hint(), 1 << 34))
-        workers = max(1, min(os.cpu_count() or 1, 8))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-
-            def file_next():
-                n, fut = pending.popleft()
-                sorter.file_classified(fut.result())
-                if progress is not None:
-                    progress(n)
-
-            for flat, offs in prefetched(reads):
-                pending.append((len(offs) - 1, pool.submit(sorter.classify, flat, offs)))
-                while len(pending) > workers or (pending and pending[0][1].done()):
-                    file_next()
-            while pending:
-                file_next()
+        classify_in_parallel(reads, sorter, progress)
     else:
         it = iter(reads)
         while True:

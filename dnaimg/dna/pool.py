@@ -26,9 +26,7 @@ Tags worth decoding: those with at least 3 reads and 1 % of the most read (pair,
 """
 from __future__ import annotations
 
-import os
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable
@@ -37,14 +35,15 @@ import numba as nb
 import numpy as np
 
 from dnaimg.dna import alphabet as dna
-from dnaimg.dna.container import ContainerError, Layout, LayoutError, n_oligos, read_streams
+from dnaimg.dna.container import (ContainerError, Layout, LayoutError, classify_in_parallel, n_oligos,
+                                  read_streams)
 from dnaimg.dna.header import (POOL_VERSION, Header, HeaderError, HeaderV1, HeaderVersionError, candidate_tags,
                                decode_header, rescue_header_oligos)
 from dnaimg.dna.index import HEADER_BASE
 from dnaimg.dna.mixture import scan
 from dnaimg.dna.primers import PrimerPair, primer_pairs
 from dnaimg.dna.reads import CHUNK, MAX_LEAD, ReadSorter, _find, gather_reads
-from dnaimg.dna.seqio import ReadBatches, prefetched
+from dnaimg.dna.seqio import ReadBatches
 from dnaimg.dna.streams import Received
 
 KMER = 6
@@ -294,22 +293,7 @@ def sort_pool(reads: Iterable, pairs: list[PrimerPair], progress: Callable[[int]
     ps = PoolSorter(pairs)
     if isinstance(reads, ReadBatches):
         ps.reserve_nt = min(reads.size_hint(), 1 << 34)     # address space only: pages are used as filled
-        workers = max(1, min(os.cpu_count() or 1, 8))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
-
-            def file_next():
-                k, fut = pending.popleft()
-                ps.file_classified(fut.result())
-                if progress is not None:
-                    progress(k)
-
-            for flat, offs in prefetched(reads):
-                pending.append((len(offs) - 1, pool.submit(ps.classify, flat, offs)))
-                while len(pending) > workers or (pending and pending[0][1].done()):
-                    file_next()
-            while pending:
-                file_next()
+        classify_in_parallel(reads, ps, progress)
     else:
         it = iter(reads)
         while True:

@@ -37,6 +37,8 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
+from dnaimg.dna.prng import _mix
+
 from dnaimg.dna import alphabet as dna
 
 PRIMER_NT = 20
@@ -226,13 +228,6 @@ def _local_ok(s, gc_lo, gc_hi, max_rep):
         if _contains(rc, s[i:i + 5]):
             return False
     return _dimer_free(s, s)
-
-
-@nb.njit(cache=True, nogil=True)
-def _mix(z):
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 @nb.njit(cache=True, nogil=True)
