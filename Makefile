@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact train-compact wheel-check setup clean
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray wheel-check setup clean
 
 setup: $(STAMP)
 
@@ -49,13 +49,38 @@ bench-compact: $(STAMP)
 	    --codecs compact,avif --presets nextseq,miseq --coverages 5 $(QUICK)
 	$(VENV)/bin/dnaimg bench report --results docs/results --out docs/results/tables.md
 
-# resume the compact model's training from the committed checkpoint (40,000 steps planned; ~0.3 s a step on 2 cores)
-COMPACT_RUN ?= runs/compact-ms
+# the compact model's training (40,000 steps planned; ~0.3 s a step on 2 cores): the second run starts from
+# the first run's checkpoint (step 14,065, relu GDN) with its GDN turned into the "square" one whose
+# cross-channel terms train, and resumes from checkpoints/compact-ms2 once one is committed
+COMPACT_RUN ?= runs/compact-ms2
 train-compact: $(STAMP)
 	mkdir -p $(COMPACT_RUN)
-	test -f $(COMPACT_RUN)/checkpoint.pt || cp checkpoints/compact-ms/checkpoint.pt $(COMPACT_RUN)/
+	test -f $(COMPACT_RUN)/checkpoint.pt || test ! -f checkpoints/compact-ms2/checkpoint.pt || \
+	    cp checkpoints/compact-ms2/checkpoint.pt $(COMPACT_RUN)/
 	$(VENV)/bin/dnaimg train --arch compact --data ../shared/data/train --out $(COMPACT_RUN) --steps 40000 \
-	    --lr 4e-4 --seed 1 --threads 2
+	    --init checkpoints/compact-ms/checkpoint.pt --lr 4e-4 --seed 1 --threads 2
+
+# fully connected AE vs convolutional AE vs CAE with a GAN-trained decoder on 128x128 microscopy crops, each
+# latent through the DNA channel (README "Autoencoders on microscopy crops"; ~35 min on 2 shared CPU cores)
+MICROSCOPY ?= ../shared/data/medical/microscopy
+bench-microscopy: $(STAMP)
+	nice -n 10 $(PY) -m dnaimg.bench.microscopy_ae --train $(MICROSCOPY)/train --eval $(MICROSCOPY)/eval \
+	    --out docs/results/microscopy_ae --weights runs/microscopy_ae.pt $(QUICK)
+
+# the one-channel compact model on gray medical images (microscopy and X-rays, eval folders), against the
+# classic codecs under caps of total nt/px, through the same container; and its training (resumable)
+MEDICAL ?= ../shared/data/medical
+GRAY_RUN ?= runs/compact-gray
+bench-medical: $(STAMP)
+	$(PY) -m dnaimg.bench.medical --images $(MEDICAL)/microscopy/eval --images $(MEDICAL)/xray/eval \
+	    --out docs/results/medical
+
+train-gray: $(STAMP)
+	mkdir -p $(GRAY_RUN)
+	test -f $(GRAY_RUN)/checkpoint.pt || cp checkpoints/compact-gray/checkpoint.pt $(GRAY_RUN)/
+	$(VENV)/bin/dnaimg train --arch compact --gray --lambdas 0.0035,0.0077,0.017,0.037,0.082,0.18,0.4 \
+	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --out $(GRAY_RUN) \
+	    --steps 10000 --lr 2e-4 --seed 3 --threads 2
 
 # build the wheel, install it in a fresh venv and encode/decode with it from outside the tree
 wheel-check:

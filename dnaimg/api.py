@@ -215,12 +215,13 @@ class DecodeResult:
 
 
 def open_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | None = None,
-               read_progress: Callable[[int], None] | None = None):
-    """Sort the reads and decode every image's header: (sorter, headers per tag, why not, reads per tag)."""
+               read_progress: Callable[[int], None] | None = None, trimmed: bool | None = None):
+    """Sort the reads and decode every image's header: (sorter, headers per tag, why not, reads per tag).
+    ``trimmed``: the reads' primers were trimmed off (None: detected)."""
     from dnaimg.dna.header import find_headers
     lay = Layout(primer_f=primer_f or Layout.primer_f, primer_r=primer_r or Layout.primer_r)
     try:
-        sorter = container.sort_reads(reads, lay, read_progress)
+        sorter = container.sort_reads(reads, lay, read_progress, trimmed=trimmed)
         headers, why, reads_per_tag = find_headers(sorter)
     except HeaderVersionError as e:
         raise DecodeError(f"the DNA holds format version {e.version}; this dnaimg reads versions 1 to "
@@ -232,12 +233,14 @@ def open_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | Non
 
 def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = None, tag: int | None = None,
            precision: str = "auto", progress: Callable[[int], None] | None = None,
-           read_progress: Callable[[int], None] | None = None) -> DecodeResult:
-    """Reads (any order, either strand, with errors) -> image and report.  ``tag`` chooses the
-    image when the reads hold several (default: the one with the most reads)."""
+           read_progress: Callable[[int], None] | None = None, trimmed: bool | None = None) -> DecodeResult:
+    """Reads (any order, either strand, with errors; adapters or flanks around the primers are
+    ignored) -> image and report.  ``tag`` chooses the image when the reads hold several
+    (default: the one with the most reads).  ``trimmed``: the reads' primers were trimmed off
+    (default: detected)."""
     requested, precision = precision, resolve_precision(precision)
     t0 = time.perf_counter()
-    lay, sorter, headers, why, reads_per_tag = open_reads(reads, primer_f, primer_r, read_progress)
+    lay, sorter, headers, why, reads_per_tag = open_reads(reads, primer_f, primer_r, read_progress, trimmed)
     t_sort = time.perf_counter()
     stats = sorter.stats
     mixed = {t: m for t, m in getattr(sorter, "mixtures", {}).items() if m.mixed}
@@ -249,7 +252,7 @@ def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = 
         raise DecodeError(mixed[tag].message())
     if not headers:
         raise DecodeError("no header could be decoded from the reads (" + "; ".join(
-            f"tag {t:02x}: {w}" for t, w in why.items()) + ")")
+            f"tag {t:02x}: {w}" for t, w in why.items()) + "); " + container.describe_reads(stats, lay))
     if tag is None:
         tag = max(headers, key=lambda t: reads_per_tag[t])
     elif tag not in headers:

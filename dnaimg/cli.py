@@ -34,6 +34,8 @@ def friendly(fn):
         from dnaimg.pool import PoolError
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _closed_pipe()
         except (DecodeError, CodecError, ImageError, LayoutError, ModelError, InputError, PoolError) as e:
             raise UserError(str(e)) from None
         except click.ClickException:
@@ -48,6 +50,91 @@ def friendly(fn):
                 raise
             raise UserError(f"unexpected {e.__class__.__name__}: {e}") from None
     return wrapper
+
+
+def _closed_pipe():
+    """Standard output was closed by its reader (``dnaimg check x.fasta | head``): stop quietly,
+    with the status of a process ended by SIGPIPE (128 + 13)."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())      # nothing more to flush into the closed pipe
+    except (OSError, ValueError):
+        pass
+    sys.exit(141)
+
+
+def _same_file(a, b) -> bool:
+    """Do paths ``a`` and ``b`` name one file (the same path resolved, or a link to it)?"""
+    import os
+    from pathlib import Path
+    if str(a) == "-" or str(b) == "-":
+        return False
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_overwrite(output, inputs, what: str) -> None:
+    """UserError if ``output`` is one of the ``inputs`` (a user's photo or reads, never overwritten)."""
+    for i in inputs:
+        if i is not None and _same_file(output, i):
+            raise UserError(f"{output} is an input ({what}): choose another output")
+
+
+IMAGE_WRITERS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+def _image_format(output) -> str:
+    """The format the decoded image's file name asks for (its suffix); UserError for another."""
+    from pathlib import Path
+    suf = Path(str(output)).suffix.lower()
+    if suf not in IMAGE_WRITERS:
+        raise UserError(f"{output}: unknown image suffix {suf or '(none)'!r}; write .png (or .tif, .webp: lossless; "
+                        ".jpg: lossy)")
+    return IMAGE_WRITERS[suf]
+
+
+def _write_image(pixels, output) -> str | None:
+    """Write the decoded pixels in the format the suffix names (PNG, TIFF, lossless WebP keep
+    them exactly; JPEG does not).  Returns a warning to show, or None."""
+    from pathlib import Path
+    from dnaimg.image import ImageError, save_pixels
+    fmt = _image_format(output)
+    if fmt == "PNG":
+        save_pixels(pixels, output)
+        return None
+    a = np.ascontiguousarray(pixels)
+    if a.dtype == np.uint16 and fmt != "TIFF":
+        raise UserError(f"{output}: the image has 16 bits per sample, which {fmt} cannot keep: write .png or .tif")
+    try:
+        if a.dtype == np.uint16 and a.ndim == 3:
+            import imagecodecs
+            Path(output).write_bytes(imagecodecs.tiff_encode(a))
+            return None
+        from PIL import Image
+        im = Image.fromarray(a)
+        if fmt == "JPEG":
+            if im.mode in ("LA", "RGBA"):
+                raise UserError(f"{output}: JPEG has no alpha channel: write .png (or .webp, .tif)")
+            im.save(output, format="JPEG", quality=95)
+            return (f"{output} is JPEG (quality 95): lossy, so not the decoded pixels exactly; "
+                    ".png, .tif or .webp keep them")
+        if fmt == "WEBP":
+            if im.mode == "LA":
+                im = im.convert("RGBA")
+            elif im.mode == "L":
+                im = im.convert("RGB")
+            im.save(output, format="WEBP", lossless=True, quality=100, method=4, exact=True)
+            return None
+        im.save(output, format="TIFF", compression="tiff_deflate")
+    except (OSError, ValueError, ImportError) as e:
+        raise ImageError(f"{output}: cannot write ({e})") from None
+    return None
 
 
 def _bar(total, desc, quiet):
@@ -174,8 +261,7 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
                             flatten=flatten, to_8bit=to_8bit)
     image = image[0]
     check_writable(output)
-    if str(output) == str(image):
-        raise UserError("the output would overwrite the input image")
+    _refuse_overwrite(output, [image], "the image")
     # no --codec and no --model: api.encode chooses (png for a 16-bit image, else the default codec)
     codec = canonical(codec) if codec is not None else \
         (_codec_of_model(model, noise_trained) if model or noise_trained else None)
@@ -232,32 +318,44 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Decode on the Dask cluster of this scheduler (e.g. tcp://host:8786); its workers must "
                    "read the same paths.")
+@click.option("--trimmed", is_flag=True, default=None,
+              help="The reads' primers were trimmed off (e.g. by cutadapt).  Without it this is detected: where "
+                   "most reads carry no primer, those are tried as trimmed.")
+@click.option("--paired/--no-paired", default=None,
+              help="--paired: READS are paired-end R1 and R2 files, two by two (R1 R2 R1 R2 ...); the mates of "
+                   "each pair are merged.  Default: two files side by side are taken as mates when their read "
+                   "names pair up (NAME/1 and NAME/2, or Illumina's 'NAME 1:...' and 'NAME 2:...').")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly
 def decode(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers, scheduler,
-           as_json, quiet):
-    """Rebuild the image(s) from sequencer READS (FASTA/FASTQ files, gzipped or not).
+           trimmed, paired, as_json, quiet):
+    """Rebuild the image(s) from sequencer READS (FASTA/FASTQ files, gzipped or not; - reads
+    standard input).
 
-    The codec is read from the DNA.  The PNG is written whenever an image can be drawn; the
-    report says how many oligos were missing and whether the data is exactly the encoded one.
-    With -o FOLDER/ every image of a pool is written under its own name (--only: one).  Reads of
-    two images that share an id are never blended: such images are refused with an error.
+    The codec is read from the DNA.  Adapters, barcodes and other flanks around the primers are
+    ignored; reads whose primers were trimmed off are recognised; paired-end R1/R2 files are
+    merged.  The image is written whenever one can be drawn, in the format its suffix names
+    (.png; also .tif, .webp, or .jpg, lossy); the report says how many oligos were missing and
+    whether the data is exactly the encoded one.  With -o FOLDER/ every image of a pool is
+    written under its own name (--only: one).  Reads of two images that share an id are never
+    blended: such images are refused with an error.
     Exit status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
     """
     from dnaimg import api
-    from dnaimg.image import comparable, load_pixels, mode_of, psnr, save_pixels
+    from dnaimg.image import comparable, load_pixels, mode_of, psnr
     from dnaimg.dna.seqio import ReadBatches, check_writable
     import os
     if workers and scheduler:
         raise UserError("--workers starts a local cluster, --scheduler joins one: give one of them")
     if os.path.isdir(output) or str(output).endswith(("/", os.sep)) or only or workers or scheduler:
         return _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers,
-                            scheduler, as_json, quiet)
-    reads = reads[0] if len(reads) == 1 else list(reads)
+                            scheduler, as_json, quiet, trimmed, paired)
     check_writable(output)
-    if any(str(output) == str(r) for r in ([reads] if isinstance(reads, str) else reads)):
-        raise UserError("the output would overwrite the reads")
+    _refuse_overwrite(output, list(reads) + [reference], "reads or --reference")
+    _image_format(output)
+    ref_pixels = _load_reference(reference)
+    reads = list(reads)
     tag = None
     if select is not None:
         try:
@@ -266,29 +364,34 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
             raise UserError(f"--select takes a hex tag such as 3f, got {select!r}") from None
     t0 = time.time()
     with _bar(None, "reading", quiet) as rbar:
-        seqs = ReadBatches(reads)
+        seqs = ReadBatches(reads, paired=paired)
         with _bar(None, "decoding", quiet) as cbar:
             res = api.decode(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
-                             read_progress=rbar.update, tag=tag, precision=precision)
+                             read_progress=rbar.update, tag=tag, precision=precision, trimmed=trimmed or None)
     rep = res.report
+    if seqs.paired:
+        rep["reads"]["pairs"] = seqs.pairs_seen
+        rep["reads"]["pairs_merged"] = seqs.pairs_merged
     if res.image is None:
         raise UserError(f"the {res.codec} stream could not be rebuilt ({_stream_summary(rep)}); "
                         "more reads or more redundancy are needed")
-    save_pixels(res.image, output)
-    rep["output"] = str(output)
-    rep["seconds"] = round(time.time() - t0, 2)
-    if reference:
-        ref, dec, peak = comparable(load_pixels(reference), res.image)
+    if ref_pixels is not None:       # before anything is written: a mismatch leaves no image behind
+        ref, dec, peak = comparable(ref_pixels, res.image)
         if ref.shape != dec.shape:
             raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]} ({mode_of(ref)}), decoded image "
-                            f"is {dec.shape[1]}x{dec.shape[0]} ({mode_of(dec)})")
+                            f"is {dec.shape[1]}x{dec.shape[0]} ({mode_of(dec)}); nothing written")
         rep["psnr_db"] = round(psnr(ref, dec, peak), 3)
         rep["psnr_peak"] = int(peak)
+    warning = _write_image(res.image, output)
+    rep["output"] = str(output)
+    rep["seconds"] = round(time.time() - t0, 2)
     several = len(rep["images_present"]) > 1 and select is None
     if as_json:
         click.echo(json.dumps(rep, indent=2, default=str))
     else:
         _print_decode_report(rep, output, reference)
+    if warning:
+        click.echo(f"dnaimg: warning: {warning}", err=True)
     if several:
         click.echo("dnaimg: warning: the reads hold " + ", ".join(
             f"image {t} ({v['codec']}, {v['reads']} reads)" for t, v in rep["images_present"].items())
@@ -297,6 +400,17 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
         click.echo(f"dnaimg: strict: the decoded data differs from the encoded one ({_stream_summary(rep)})",
                    err=True)
         sys.exit(3)
+
+
+def _load_reference(reference):
+    """--reference's pixels, read before any decoding (a missing or unreadable file fails first)."""
+    if not reference:
+        return None
+    from dnaimg.image import load_pixels
+    import os
+    if not os.path.exists(reference):
+        raise UserError(f"--reference {reference}: no such file")
+    return load_pixels(reference)
 
 
 def _stream_summary(rep) -> str:
@@ -312,6 +426,9 @@ def _stream_summary(rep) -> str:
 
 def _print_decode_report(rep, output, reference):
     rd, ol, im = rep["reads"], rep["oligos"], rep["image"]
+    if "pairs" in rd:
+        click.echo(f"read pairs: {rd['pairs']}, {rd['pairs_merged']} merged into one read each "
+                   f"({rd['pairs'] - rd['pairs_merged']} without an overlap, counted too short)")
     click.echo(f"reads: {rd['seen']} seen, {rd['used']} used, {rd['rejected']} rejected "
                f"({rd['rejected_no_primer']} without primer, {rd['rejected_bad_index']} with unreadable index, "
                f"{rd['rejected_too_short']} too short)")
@@ -399,7 +516,7 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
 
 
 def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers, scheduler,
-                 as_json, quiet):
+                 as_json, quiet, trimmed=None, paired=None):
     """``decode`` of a pool into a folder, or of one image of it (--only, --workers) into a file."""
     import os
     from pathlib import Path
@@ -417,12 +534,16 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
     if not to_dir:
         from dnaimg.dna.seqio import check_writable
         check_writable(output)
-        if any(Path(output).resolve() == Path(r).resolve() for r in reads):
-            raise UserError("the output would overwrite the reads")
+        _refuse_overwrite(output, reads, "reads")
+        _image_format(output)
+    if (workers or scheduler) and "-" in reads:
+        raise UserError("a Dask decode reads files by byte ranges: standard input (-) cannot be shared out")
     t0 = time.time()
+    warning = None
     with _bar(None, "reads", quiet) as bar:
         dec = pool.decode_pool(list(reads), only=only, primer_f=primer_f, primer_r=primer_r, workers=workers,
-                               scheduler=scheduler, precision=precision, progress=bar.update)
+                               scheduler=scheduler, precision=precision, progress=bar.update,
+                               trimmed=trimmed or None, paired=paired)
     try:
         if to_dir:
             written = pool.save_images(dec, output, reads)
@@ -435,7 +556,7 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
             if not drawn:
                 errs = [d.error for d in dec.images if d.error] + [r["error"] for r in dec.refused]
                 raise UserError(errs[0] if errs else "no image could be decoded")
-            save_pixels(drawn[0].image, output)
+            warning = _write_image(drawn[0].image, output)
             drawn[0].output = str(output)
             dec.images = drawn[:1]
             written = [Path(output)]
@@ -460,8 +581,15 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
             click.echo(f"  {len(dec.failed)} other tags with reads but no readable header (too few reads, or "
                        "reads of files not amplified)")
         click.echo(f"wrote {len(written)} image{'s' if len(written) != 1 else ''}  [{rep['seconds']:.1f} s]")
+    if warning:
+        click.echo(f"dnaimg: warning: {warning}", err=True)
     for r in dec.refused:
         click.echo(f"dnaimg: error: primer pair {r['primer_pair']}: {r['error']}", err=True)
+    if not dec.images and not dec.refused:
+        st = rep["reads"]
+        raise UserError(f"no image in the reads: {st['seen']} reads, {st['no_primer_pair']} with none of the primer "
+                        f"pairs, {st['no_primer']} without primers, {st['indexed']} with a readable index"
+                        + (f", {len(dec.failed)} tags without a readable header" if dec.failed else ""))
     failed = [d for d in dec.images if d.image is None]
     for d in failed:
         click.echo(f"dnaimg: error: {d.name or d.output}: {d.error}", err=True)
@@ -476,7 +604,7 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
 @click.argument("fasta", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Reads to write: FASTQ (.fastq/.fq), or FASTA otherwise; .gz to compress.")
-@click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "paper"]), default=None,
+@click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "nanopore-uniform", "paper"]), default=None,
               help="Error profile (see the README); the rate options below override it.")
 @click.option("--sub-rate", type=click.FloatRange(0, 0.5), default=None, help="Substitutions per nt.")
 @click.option("--ins-rate", type=click.FloatRange(0, 0.5), default=None, help="Insertions per nt.")
@@ -495,18 +623,43 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
                    "amplified oligo.")
 @click.option("--off-target", type=click.FloatRange(0, 0.99), default=0.01, show_default=True,
               help="With --amplify: the fraction of all reads that come from the other oligos of the pool.")
+@click.option("--flank", default=None, metavar="N|LOW-HIGH",
+              help="Random bases before and after every read, N nt or LOW to HIGH nt at each end (nanopore reads "
+                   "carry 10-60 nt of adapter and barcode).")
+@click.option("--adapter-tail", type=click.IntRange(0, 10000), default=0, metavar="N",
+              help="N nt after every read: the Illumina adapter, then random bases (reads longer than the oligo).")
+@click.option("--trimmed", is_flag=True,
+              help="Reads with their primers trimmed off, as cutadapt leaves them (the primers of --primer-f/-r "
+                   "lengths, 20 nt each by default, cut from every oligo).")
+@click.option("--paired", "paired", type=click.Path(dir_okay=False), default=None, metavar="R2.fastq",
+              help="Paired-end run: -o gets R1 (the first --read-length nt of every read), this file R2 (the first "
+                   "--read-length nt of its reverse complement); names NAME 1:N:0:1 and NAME 2:N:0:1.")
+@click.option("--read-length", type=click.IntRange(20, 100000), default=150, show_default=True,
+              help="With --paired: the length of each mate (a shorter read goes on into the adapter).")
+@with_primers
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @friendly
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
-             exact_coverage, amplify, off_target, seed, quiet):
-    """Simulate synthesis and sequencing of the oligos in FASTA (and a selective amplification)."""
+             exact_coverage, amplify, off_target, flank, adapter_tail, trimmed, paired, read_length, primer_f,
+             primer_r, seed, quiet):
+    """Simulate synthesis and sequencing of the oligos in FASTA (and a selective amplification).
+
+    What a real run adds can be simulated too: flanks (--flank), adapter tails (--adapter-tail),
+    trimmed primers (--trimmed) and paired-end mates (--paired R2.fastq --read-length 150)."""
     from dnaimg.dna import alphabet as dna
     from dnaimg.dna.channel import Channel, PRESETS, simulate_chunks
+    from dnaimg.dna import runs
     from dnaimg.dna.seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
     check_writable(output)
-    if str(output) == str(fasta):
-        raise UserError("the output would overwrite the oligos")
+    _refuse_overwrite(output, [fasta], "the oligos")
+    if paired:
+        check_writable(paired)
+        _refuse_overwrite(paired, [fasta, output], "the oligos or R1")
+    try:
+        flank_span = runs.parse_span(flank) if flank else None
+    except ValueError as e:
+        raise UserError(f"--flank: {e}") from None
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
             "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}
@@ -533,6 +686,12 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
             raise UserError(str(e)) from None
     if target is not None and ch.exact_coverage:
         raise UserError("--amplify draws reads by copy number: leave out --exact-coverage (and the paper preset)")
+    if trimmed:
+        lay = _layout(None, primer_f, primer_r)
+        mf, mr = len(lay.primer_f), len(lay.primer_r)
+        if any(len(o) <= mf + mr for o in oligos):
+            raise UserError(f"--trimmed: an oligo of {fasta} is not longer than its primers ({mf} + {mr} nt)")
+        oligos = [o[mf:len(o) - mr] for o in oligos]
     t0 = time.time()
     q = ch.quality_char()
     final = {}
@@ -540,22 +699,28 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         chunks = simulate_chunks(oligos, ch, seed=seed, target=target, off_target=off_target if amplify else 0.0)
     except ValueError as e:
         raise UserError(str(e)) from None
+    rng = np.random.default_rng([seed, 12])
 
-    def texts():
+    def shaped():
         i = 0
         for reads, which in chunks:
             if reads is None:
                 final["which"] = which
                 return
-            for t in dna.decode_many(reads):
-                i += 1
-                yield f"read{i}", t
-    if is_fastq_path(output):
+            yield i, runs.shape_reads(reads, rng, flank_span, adapter_tail)
+            i += len(reads)
+
+    def texts():
+        for i, rs in shaped():
+            for k, t in enumerate(dna.decode_many(rs)):
+                yield f"read{i + k + 1}", t
+    if paired:
+        n = _write_mates(output, paired, shaped(), read_length, q, rng)
+    elif is_fastq_path(output):
         n = write_fastq(output, ((nm, t, q * len(t)) for nm, t in texts()))
     else:
         n = write_fasta(output, texts())
     if not quiet:
-        import numpy as np
         which = final["which"]
         lost = len(oligos) - len(np.unique(which))
         amp = ""
@@ -565,7 +730,34 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
                    f"({off / max(1, len(which)):.1%}) off target")
         click.echo(f"simulated {n} reads from {len(oligos)} oligos (sub {ch.sub:.4g}, ins {ch.ins:.4g}, "
                    f"del {ch.dels:.4g}, long del {ch.long_del:.4g} per nt; mean coverage {ch.coverage:g}); "
-                   f"{lost} oligos got no read{amp}; wrote {output}  [{time.time() - t0:.1f} s]")
+                   f"{lost} oligos got no read{amp}; wrote {output}"
+                   + (f" (R1) and {paired} (R2), {read_length} nt each" if paired else "")
+                   + f"  [{time.time() - t0:.1f} s]")
+
+
+def _write_mates(out1, out2, reads, read_length, q, rng) -> int:
+    """Write the R1 and R2 mates of ``reads`` ((number, read) pairs) to two files: pairs written."""
+    import dnaio
+    from dnaimg.dna import alphabet as dna
+    from dnaimg.dna.runs import mates
+    from dnaimg.dna.seqio import InputError, is_fastq_path
+    n = 0
+    fmt1 = "fastq" if is_fastq_path(out1) else "fasta"
+    fmt2 = "fastq" if is_fastq_path(out2) else "fasta"
+    try:
+        with dnaio.open(str(out1), mode="w", fileformat=fmt1) as f1, \
+                dnaio.open(str(out2), mode="w", fileformat=fmt2) as f2:
+            for i, rs in reads:
+                ab = [mates(r, read_length, rng) for r in rs]
+                for k, (ta, tb) in enumerate(zip(dna.decode_many([x[0] for x in ab]),
+                                                 dna.decode_many([x[1] for x in ab]))):
+                    name = f"read{i + k + 1}"
+                    f1.write(dnaio.SequenceRecord(f"{name} 1:N:0:1", ta, q * len(ta) if fmt1 == "fastq" else None))
+                    f2.write(dnaio.SequenceRecord(f"{name} 2:N:0:1", tb, q * len(tb) if fmt2 == "fastq" else None))
+                    n += 1
+    except OSError as e:
+        raise InputError(f"{out1}, {out2}: cannot write ({e.strerror or e})") from None
+    return n
 
 
 @main.command()
@@ -715,6 +907,8 @@ def models(as_json):
         for k in c.get("kodak", []):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")
+    twins = {(p.model, p.name): p.kodak for c in cards for p in operating_points(c)}
+    starred = robust_shown = False
     for c in cards:
         kind = "noise-trained" if c.get("noise_trained") else "plain"
         star = " (default)" if c["name"] == DEFAULT_MODEL else ""
@@ -723,19 +917,56 @@ def models(as_json):
         click.echo(f"{c['name']}{star}: {kind}, {a['channels']}-channel latent{extra}")
         dflt = default_point(c["name"])
         for p in operating_points(c):
-            k = p.kodak
-            q = (f"Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, total {k['total_nt_per_pixel']:.3f} nt/px"
-                 if "psnr_db" in k else "not measured")
             mark = " *" if p == dflt and len(operating_points(c)) > 1 else ""
+            starred = starred or bool(mark)
             click.echo(f"  {p.label:<22} {p.payload_nt_per_pixel:5.3f} nt/px payload  {p.channels:>2} ch "
-                       f"{p.levels:>3} levels {p.codeword_nt}-nt  {q}{mark}")
+                       f"{p.levels:>3} levels {p.codeword_nt}-nt  {_point_quality(p, twins)}{mark}")
+            subs = _point_robustness(p)
+            if subs:
+                robust_shown = True
+                click.echo(f"  {'':<22} {subs}")
+    notes = []
+    if starred:
+        notes.append("* the model's default point (--model NAME without :POINT)")
+    if robust_shown:
+        notes.append("substitutions: mean Kodak PSNR with one read per oligo and that share of nt substituted "
+                     "(dnaimg bench noise); a noise-trained point reads the same oligos as its plain twin")
+    for n in notes:
+        click.echo(n)
+
+
+def _point_quality(p, twins) -> str:
+    """Kodak numbers of an operating point from its card: the rate-distortion bench's, else the
+    noise bench's noiseless column (and the total nt/px of the plain twin, whose oligos it reads)."""
+    k = p.kodak
+    if "psnr_db" in k:
+        return (f"Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, total {k['total_nt_per_pixel']:.3f} "
+                "nt/px")
+    clean = p.card.get("kodak_substitutions", {}).get("0%")
+    if clean is None:
+        return "not measured"
+    base = p.model[:-len("-noise")] if p.model.endswith("-noise") else None
+    twin = twins.get((base, p.name)) or {}
+    tot = f", total {twin['total_nt_per_pixel']:.3f} nt/px" if "total_nt_per_pixel" in twin else ""
+    return f"Kodak {clean:.2f} dB{tot}"
+
+
+def _point_robustness(p) -> str:
+    """"substitutions 1 % 28.43, 3 % 27.28 ... dB" from the card's noise bench, or ""."""
+    ks = p.card.get("kodak_substitutions") or {}
+    rates = sorted((float(k[:-1]), v) for k, v in ks.items() if k.endswith("%") and k != "0%"
+                   and isinstance(v, (int, float)))
+    if not rates:
+        return ""
+    return "substitutions " + ", ".join(f"{r:g} % {v:.2f}" for r, v in rates) + " dB"
 
 
 @main.command("train")
 @click.option("--arch", type=click.Choice(["cae", "compact"]), default="cae", show_default=True,
               help="cae: the robust codec's autoencoder (fixed-length codewords); compact: the mean-scale "
                    "hyperprior with gain units (entropy-coded, one network for every rate).")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
+@click.option("--data", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of training images (repeat for several).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder (checkpoint.pt); an existing checkpoint there is resumed.")
 @click.option("--channels", type=click.IntRange(1, 512), default=None, help="Latent channels [cae: 32, compact: 192].")
@@ -764,7 +995,9 @@ def models(as_json):
               help="Multi-rate training: each sample keeps the first K channels, K drawn from this list.")
 @click.option("--multi-levels", default="", metavar="L1,L2,..",
               help="Multi-rate training: each sample is quantised with L levels, L drawn from this list.")
-@click.option("--init", default=None, help="Start from this shipped model's weights (fine-tuning).")
+@click.option("--init", default=None,
+              help="Start from this shipped model's weights (fine-tuning); compact: also a checkpoint.pt "
+                   "(an RGB model starts a --gray one).")
 @click.option("--decoder-only", is_flag=True, help="Freeze the encoder (noise-aware fine-tuning of the decoder).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="Torch threads (0: default).")
@@ -776,11 +1009,14 @@ def models(as_json):
               help="compact: fraction of samples that lose latent values, as when oligos are lost.")
 @click.option("--erasure-max", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="compact: such a sample loses a fraction of its latent values drawn from [0, this].")
+@click.option("--no-downscale", is_flag=True,
+              help="Crop the training images at full size (default: halve those at least twice the crop, "
+                   "which hides JPEG artefacts of photographs).")
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
 @friendly
 def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
               noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16,
-              lambdas, gray, erasure_samples, erasure_max, export_name):
+              lambdas, gray, erasure_samples, erasure_max, no_downscale, export_name):
     """Train (or resume) a model; checkpoints every 5 minutes."""
     import torch
 
@@ -795,9 +1031,10 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
             raise UserError(f"--lambdas takes comma-separated numbers, got {lambdas!r}") from None
         if sorted(lams) != list(lams) or lams[0] <= 0:
             raise UserError("--lambdas must be positive and increasing")
-        ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray)
-        train_compact(data, out, ccfg, steps=steps, batch=batch or 8, crop=crop, lr=lr, seed=seed, bf16=not no_bf16,
-                      erasures=ErasureTraining(erasure_samples, erasure_max), progress=sys.stderr.isatty())
+        ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray, gdn="square")
+        train_compact(data[0] if len(data) == 1 else list(data), out, ccfg, steps=steps, batch=batch or 8, crop=crop, lr=lr, seed=seed,
+                      bf16=not no_bf16, erasures=ErasureTraining(erasure_samples, erasure_max),
+                      progress=sys.stderr.isatty(), downscale=not no_downscale, init=init)
         if export_name:
             from dnaimg.zoo.exact import export_compact
             path = export_compact(out, export_name)
@@ -824,6 +1061,9 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
     cfg = ModelConfig(channels=channels, levels=levels)
     ns = NoiseSchedule(kind=noise, p_max=noise_max, ramp=noise_ramp, codeword_nt=codeword_nt, erasures=noise_erasures,
                        mix=noise_mix)
+    if len(data) != 1:
+        raise UserError("--arch cae trains from one --data folder")
+    data = data[0]
     train(data, out, cfg, steps=steps, batch=batch, crop=crop, lr=lr, seed=seed, bf16=not no_bf16, lam=lam,
           noise=ns, init=init, freeze_encoder=decoder_only, progress=sys.stderr.isatty(), multirate=mr)
     if export_name:

@@ -508,10 +508,13 @@ def output_name(name: str | None, image_id: int) -> str:
 
 def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, primer_r: str | None = None,
                 workers: int | None = None, scheduler: str | None = None, precision: str = "auto",
-                progress: Callable[[int], None] | None = None) -> PoolDecoding:
-    """Reads (file paths, or an iterable of reads) -> every image of the pool (or ``only``: a
-    file name, the name without extension, or an id).  ``workers``/``scheduler``: on a Dask
-    cluster (file paths only); the images are the same."""
+                progress: Callable[[int], None] | None = None, trimmed: bool | None = None,
+                paired: bool | None = False) -> PoolDecoding:
+    """Reads (file paths, - for standard input, or an iterable of reads) -> every image of the
+    pool (or ``only``: a file name, the name without extension, or an id).  ``workers``/``scheduler``:
+    on a Dask cluster (file paths only); the images are the same.  ``trimmed``: the reads'
+    primers were trimmed off (None: detected); ``paired``: paired-end R1/R2 files (see
+    :class:`dnaimg.dna.seqio.ReadBatches`)."""
     from dnaimg.dna.container import ContainerError
     from dnaimg.dna.pool import decode_images, pairs_for, sort_pool
     from dnaimg.dna.seqio import ReadBatches
@@ -528,6 +531,9 @@ def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, 
         if workers or scheduler:
             if paths is None:
                 raise DecodeError("a Dask decode reads files: give their paths")
+            if paired or trimmed:
+                raise DecodeError("a Dask decode reads plain files: merge paired-end mates and give reads with "
+                                  "their primers, or decode without --workers/--scheduler")
             from dnaimg.dna.distributed import ClusterError, dask_client, decode_images_dask
             try:
                 with dask_client(workers, scheduler) as client:
@@ -535,8 +541,8 @@ def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, 
             except ClusterError as e:
                 raise DecodeError(str(e)) from None
         else:
-            src = ReadBatches(paths) if paths is not None else reads
-            ps = sort_pool(src, pairs, progress)
+            src = ReadBatches(paths, paired=paired) if paths is not None else reads
+            ps = sort_pool(src, pairs, progress, trimmed=trimmed)
             found = decode_images(ps, only, v1_header)
             stats = ps.read_stats()
             del ps

@@ -72,8 +72,11 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
     from pytorch_msssim import ms_ssim
 
     from dnaimg.codecs.robust import to_tensor
+
+    def t(x):                   # gray HxW as one channel
+        return to_tensor(x) if x.ndim == 3 else to_tensor(x[:, :, None])
     with torch.no_grad():
-        return float(ms_ssim(to_tensor(a), to_tensor(b), data_range=1.0))
+        return float(ms_ssim(t(a), t(b), data_range=1.0))
 
 
 # ---------------------------------------------------------------------------------------------

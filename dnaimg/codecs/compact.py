@@ -34,6 +34,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v1"
+DEFAULT_GRAY_MODEL = "compact-gray-v1"     # one channel, trained on microscopy and X-rays: gray images' default
 DEFAULT_RATE_INDEX = 3.0
 META = ">BIIIHB"
 META_VERSION = 1
@@ -232,11 +233,20 @@ def z_redundancy(redundancy: float | None) -> float:
     return min(4.0, max(Z_REDUNDANCY_MIN, 3 * r))
 
 
+def default_model(img: np.ndarray) -> str:
+    """The model a gray image (HxW) or a colour one gets when none is named: the one-channel model
+    for gray where it is installed (else the RGB model codes it as R = G = B)."""
+    from dnaimg.zoo.registry import models_dir
+    if img.ndim == 2 and (models_dir() / f"{DEFAULT_GRAY_MODEL}.json").exists():
+        return DEFAULT_GRAY_MODEL
+    return DEFAULT_MODEL
+
+
 def encode(img: np.ndarray, *, packet_bytes: int, rate_index: float | None = None, model: str | None = None,
            redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``rate_index``: the model's rate (0 .. points-1, 1/8
     steps); with ``fits`` instead, the highest rate whose streams fit."""
-    an = Analysis(img, model or DEFAULT_MODEL)
+    an = Analysis(img, model or default_model(img))
     zr = z_redundancy(redundancy)
     if fits is None:
         r = DEFAULT_RATE_INDEX if rate_index is None else float(rate_index)

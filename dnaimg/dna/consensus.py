@@ -8,8 +8,20 @@ the current estimate (global edit-distance alignment, gaps placed consistently t
 count at each estimate position the bases and deletions the reads put there and at each gap
 the bases they insert, and rebuild the estimate by majority; the length is then forced back to
 the known length by taking or dropping the indels with the least support.  Stop when the
-estimate no longer changes.  Reads that align far worse than the others (another oligo filed
-here by mistake, chimeras) do not vote.
+estimate no longer changes (at most :data:`MAX_ITERS` rounds, :data:`ITERS_BEFORE_POLISH` when
+the polishing pass follows).  Reads that align far worse than
+the others (another oligo filed here by mistake, chimeras) do not vote.
+
+Then, from three reads up, :func:`polish`: a local search for the sequence of the known length
+with the least weighted edit distance to the reads.  Each round aligns every read to the
+estimate forwards and backwards (banded), which gives the distance of every read to every
+one-edit variant at once; the best substitution (or several far apart, checked together), or
+the best deletion + insertion pair (a homopolymer run one base too long and another one too
+short, a base shifted, checked by realigning), is taken while the total falls.  Votes align
+each read once, in one direction, and place its indels at one end of a run, so they get runs
+and the read ends wrong; the polishing pass fixes most of that: on the realistic ``nanopore``
+preset, 110-nt oligos exact from 5 reads go from ~65 % to ~94 %, from 10 reads from ~94 % to
+~99.9 % (``python -m dnaimg.bench.consensus --simulate 2000``).
 
     >>> consensus(["ACGTTGCA", "ACGTGCA", "ACGATGCA", "ACGTTGGCA", "CGTTGCA"], 8)
     'ACGTTGCA'
@@ -22,6 +34,7 @@ import numpy as np
 from dnaimg.dna import alphabet as dna
 
 MAX_ITERS = 12
+ITERS_BEFORE_POLISH = 3  # vote rounds when the polishing pass follows (from 3 reads)
 MAX_ALIGNED_READS = 24   # the alignment rounds use at most this many reads
 
 
@@ -190,7 +203,7 @@ def consensus_packed(flat, offs, length):
     D = np.empty((n, maxR + 1, 2 * MAX_BAND + 1), dtype=np.int32)
     bw = np.empty(n, dtype=np.int64)
     dists = np.zeros(n, dtype=np.int64)
-    for _ in range(MAX_ITERS):
+    for _ in range(MAX_ITERS if n < 3 else ITERS_BEFORE_POLISH):
         E = est.shape[0]
         base_v = np.zeros((E, 4), dtype=np.int64)
         del_v = np.zeros(E, dtype=np.int64)
@@ -265,6 +278,8 @@ def consensus_packed(flat, offs, length):
         est = new
         if same:
             break
+    if n >= 3:
+        est = polish(est, flat, offs)
     return est
 
 
@@ -291,3 +306,310 @@ def consensus(reads: list[str], length: int) -> str:
     Characters other than A/C/G/T (such as N) never win a vote.
     """
     return dna.decode(consensus_arrays([dna.encode(r) for r in reads], length))
+
+
+# -- polishing: local search for the estimate closest to the reads in (weighted) edit distance --
+
+POLISH_BAND = 5       # diagonals each side of the reads' length difference
+POLISH_ROUNDS = 12    # at most this many rounds (one edit each)
+POLISH_TRIES = 4      # length-keeping insertion + deletion pairs tried per round
+POLISH_MAX_READS = 12  # the polishing uses the reads closest to the estimate, at most this many
+
+
+@nb.njit(cache=True, nogil=True)
+def _pband(E, R, w):
+    lo = min(0, R - E) - w
+    hi = max(0, R - E) + w
+    return lo, hi - lo + 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _fwd(est, read, lo, W, F):
+    """F[j, i-j-lo] = edit distance of est[:j] and read[:i] (banded; _INF outside)."""
+    E = est.shape[0]
+    R = read.shape[0]
+    for j in range(E + 1):
+        for d in range(W):
+            i = j + lo + d
+            if i < 0 or i > R:
+                F[j, d] = _INF
+                continue
+            if j == 0:
+                F[j, d] = i
+                continue
+            best = _INF
+            if i >= 1:
+                best = F[j - 1, d] + (0 if read[i - 1] == est[j - 1] else 1)
+            if d + 1 < W:
+                v = F[j - 1, d + 1] + 1
+                if v < best:
+                    best = v
+            if d >= 1 and i >= 1:
+                v = F[j, d - 1] + 1
+                if v < best:
+                    best = v
+            F[j, d] = best
+    d = R - E - lo
+    return F[E, d]
+
+
+@nb.njit(cache=True, nogil=True)
+def _bwd(est, read, lo, W, B):
+    """B[j, i-j-lo] = edit distance of est[j:] and read[i:] (banded; _INF outside)."""
+    E = est.shape[0]
+    R = read.shape[0]
+    for j in range(E, -1, -1):
+        for d in range(W - 1, -1, -1):
+            i = j + lo + d
+            if i < 0 or i > R:
+                B[j, d] = _INF
+                continue
+            if j == E:
+                B[j, d] = R - i
+                continue
+            best = _INF
+            if i < R:
+                best = B[j + 1, d] + (0 if read[i] == est[j] else 1)
+            if d >= 1:
+                v = B[j + 1, d - 1] + 1
+                if v < best:
+                    best = v
+            if d + 1 < W and i < R:
+                v = B[j, d + 1] + 1
+                if v < best:
+                    best = v
+            B[j, d] = best
+    return B[0, -lo]
+
+
+@nb.njit(cache=True, nogil=True)
+def _edit_costs(est, read, lo, W, F, B, S, wt, Tdel, Tsub, Tins):
+    """Adds ``wt`` x the edit distance of ``read`` to every one-edit variant of ``est``: deleting
+    position j (Tdel[j]), substituting base x at j (Tsub[j, x]), inserting x before j (Tins[j, x])."""
+    E = est.shape[0]
+    R = read.shape[0]
+    cap = S + 1             # one edit changes the distance by at most one
+    sb = np.empty(4, dtype=np.int64)
+    ib = np.empty(4, dtype=np.int64)
+    for j in range(E + 1):
+        dl = cap
+        for x in range(4):
+            sb[x] = cap
+            ib[x] = cap
+        for d in range(W):
+            f = F[j, d]
+            if f >= _INF:
+                continue
+            i = j + lo + d
+            c = read[i] if i < R else 255
+            if j < E:
+                if d >= 1:
+                    v = f + B[j + 1, d - 1]
+                    if v < dl:
+                        dl = v
+                if c != 255:
+                    v = f + B[j + 1, d]     # read[i] matches (or substitutes) the new base
+                    for x in range(4):
+                        vv = v + (0 if c == x else 1)
+                        if vv < sb[x]:
+                            sb[x] = vv
+            if c != 255 and d + 1 < W:
+                v = f + B[j, d + 1]
+                for x in range(4):
+                    vv = v + (0 if c == x else 1)
+                    if vv < ib[x]:
+                        ib[x] = vv
+        if j < E:
+            Tdel[j] += wt * dl
+            for x in range(4):
+                if dl + 1 < sb[x]:        # the new base deleted in the read
+                    sb[x] = dl + 1
+                Tsub[j, x] += wt * sb[x]
+        for x in range(4):
+            Tins[j, x] += wt * ib[x]
+
+
+@nb.njit(cache=True, nogil=True)
+def _score(est, flat, offs, use, wts, F):
+    """Weighted edit distance of the reads ``use`` to ``est``."""
+    n = offs.shape[0] - 1
+    E = est.shape[0]
+    tot = 0.0
+    for r in range(n):
+        if not use[r]:
+            continue
+        read = flat[offs[r]:offs[r + 1]]
+        lo, W = _pband(E, read.shape[0], POLISH_BAND)
+        tot += wts[r] * min(_fwd(est, read, lo, W, F), read.shape[0] + E)
+    return tot
+
+
+@nb.njit(cache=True, nogil=True)
+def _with_edits(est, j_del, k_ins, x_ins):
+    """est without position j_del (-1: none) and with x_ins inserted before position k_ins."""
+    E = est.shape[0]
+    out = np.empty(E - (1 if j_del >= 0 else 0) + (1 if k_ins >= 0 else 0), dtype=np.uint8)
+    p = 0
+    for j in range(E + 1):
+        if j == k_ins:
+            out[p] = x_ins
+            p += 1
+        if j < E and j != j_del:
+            out[p] = est[j]
+            p += 1
+    return out
+
+
+POLISH_WEIGHT = 8.0  # a read weighs 1 / (1 + its distance / POLISH_WEIGHT); 0: all weigh 1
+
+
+@nb.njit(cache=True, nogil=True)
+def polish(est, flat, offs):
+    return _polish(est, flat, offs, POLISH_WEIGHT)
+
+
+@nb.njit(cache=True, nogil=True)
+def _polish(est, flat, offs, wscale):
+    """Local search from ``est`` (length kept) for a sequence closer to the reads: each round
+    aligns every read forward and backward to the estimate, which gives at once the distance of
+    every read to every one-edit variant; the best substitution, or the best pair of a deletion
+    and an insertion (a homopolymer run one base too long and another one too short, a base
+    shifted), is taken when the reads' total weighted distance falls.  Reads weigh 1 / (1 + their
+    distance / 4): noisier reads count less; reads far from the others (another oligo, chimeras)
+    not at all."""
+    n = offs.shape[0] - 1
+    E = est.shape[0]
+    Wmax = 2 * POLISH_BAND + MAX_BAND + 1
+    F = np.empty((E + 2, Wmax), dtype=np.int32)
+    B = np.empty((E + 2, Wmax), dtype=np.int32)
+    Fs = np.empty((n, E + 2, Wmax), dtype=np.int32)
+    use = np.zeros(n, dtype=np.bool_)
+    wts = np.zeros(n, dtype=np.float64)
+    dists = np.zeros(n, dtype=np.int64)
+    est = est.copy()
+    for _ in range(POLISH_ROUNDS):
+        # distances, voters and weights of this round
+        for r in range(n):
+            read = flat[offs[r]:offs[r + 1]]
+            R = read.shape[0]
+            if abs(R - E) > MAX_BAND:
+                dists[r] = _INF
+                continue
+            lo, W = _pband(E, R, POLISH_BAND)
+            dists[r] = _fwd(est, read, lo, W, Fs[r])
+        med = np.median(dists.astype(np.float64))
+        limit = max(3.0 * med + 4.0, 0.15 * E)
+        m = 0
+        for r in range(n):
+            use[r] = dists[r] <= limit and dists[r] < _INF
+            m += use[r]
+        if m < 3:
+            return est
+        if m > POLISH_MAX_READS:        # the closest reads only (ties: the first ones)
+            srt = np.sort(dists[use])
+            thr = srt[POLISH_MAX_READS - 1]
+            below = 0
+            for r in range(n):
+                below += use[r] and dists[r] < thr
+            room = POLISH_MAX_READS - below
+            for r in range(n):
+                if use[r] and dists[r] >= thr:
+                    if dists[r] == thr and room > 0:
+                        room -= 1
+                    else:
+                        use[r] = False
+        for r in range(n):
+            wts[r] = (1.0 / (1.0 + dists[r] / wscale) if wscale > 0 else 1.0) if use[r] else 0.0
+        Tdel = np.zeros(E, dtype=np.float64)
+        Tsub = np.zeros((E, 4), dtype=np.float64)
+        Tins = np.zeros((E + 1, 4), dtype=np.float64)
+        S = 0.0
+        for r in range(n):
+            if not use[r]:
+                continue
+            read = flat[offs[r]:offs[r + 1]]
+            lo, W = _pband(E, read.shape[0], POLISH_BAND)
+            _bwd(est, read, lo, W, B)
+            _edit_costs(est, read, lo, W, Fs[r], B, dists[r], wts[r], Tdel, Tsub, Tins)
+            S += wts[r] * dists[r]
+        eps = 1e-9
+        # best substitution
+        bs, bsj, bsx = 0.0, -1, 0
+        for j in range(E):
+            for x in range(4):
+                if x != est[j] and Tsub[j, x] - S < bs - eps:
+                    bs, bsj, bsx = Tsub[j, x] - S, j, x
+        # best deletions and insertions (a run's positions are one variant: keep its first)
+        nd = min(POLISH_TRIES, E)
+        dj = np.full(nd, -1, dtype=np.int64)
+        dg = np.full(nd, 1e18)
+        for j in range(E):
+            if j > 0 and est[j] == est[j - 1]:
+                continue
+            g = Tdel[j] - S
+            for t in range(nd):
+                if g < dg[t]:
+                    for u in range(nd - 1, t, -1):
+                        dg[u], dj[u] = dg[u - 1], dj[u - 1]
+                    dg[t], dj[t] = g, j
+                    break
+        ik = np.full(nd, -1, dtype=np.int64)
+        ix = np.zeros(nd, dtype=np.int64)
+        ig = np.full(nd, 1e18)
+        for k in range(E + 1):
+            for x in range(4):
+                if k > 0 and est[k - 1] == x:       # the same as inserting it after the run
+                    continue
+                g = Tins[k, x] - S
+                for t in range(nd):
+                    if g < ig[t]:
+                        for u in range(nd - 1, t, -1):
+                            ig[u], ik[u], ix[u] = ig[u - 1], ik[u - 1], ix[u - 1]
+                        ig[t], ik[t], ix[t] = g, k, x
+                        break
+        done = False
+        tried = np.zeros((nd, nd), dtype=np.bool_)
+        # pairs in order of their estimated gain, while it beats the best substitution
+        for _t in range(POLISH_TRIES):
+            bp, bt, bu = 0.0, -1, -1
+            for t in range(nd):
+                for u in range(nd):
+                    if not tried[t, u] and dj[t] >= 0 and ik[u] >= 0 and dg[t] + ig[u] < bp - eps:
+                        bp, bt, bu = dg[t] + ig[u], t, u
+            if bt < 0 or bp >= bs:
+                break
+            tried[bt, bu] = True
+            cand = _with_edits(est, dj[bt], ik[bu], ix[bu])
+            if _score(cand, flat, offs, use, wts, F) < S - eps:
+                est = cand
+                done = True
+                break
+        if not done and bsj >= 0:
+            # every substitution that pays, far enough apart to add up, checked together;
+            # otherwise the best one alone (its gain is exact)
+            gap = 2 * POLISH_BAND + 2
+            cand = est.copy()
+            cand[bsj] = bsx
+            tot = bs
+            last = -gap
+            k = 0
+            for j in range(E):
+                if abs(j - bsj) < gap or j - last < gap:
+                    continue
+                bx, bgain = -1, -eps
+                for x in range(4):
+                    if x != est[j] and Tsub[j, x] - S < bgain:
+                        bx, bgain = x, Tsub[j, x] - S
+                if bx >= 0:
+                    cand[j] = bx
+                    tot += bgain
+                    last = j
+                    k += 1
+            if k > 0 and _score(cand, flat, offs, use, wts, F) < S + bs - eps:
+                est = cand
+            else:
+                est[bsj] = bsx
+            done = True
+        if not done:
+            break
+    return est

@@ -358,9 +358,11 @@ def classify_in_parallel(reads: ReadBatches, sorter, progress: Callable[[int], N
             file_next()
 
 
-def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None) -> ReadSorter:
-    """Orient, trim and index every read; the groups it returns are the consensus' input."""
-    sorter = ReadSorter(layout.primer_f, layout.primer_r)
+def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] | None = None,
+               trimmed: bool | None = None) -> ReadSorter:
+    """Orient, trim and index every read; the groups it returns are the consensus' input.
+    ``trimmed``: the reads' primers were trimmed off (None: detected)."""
+    sorter = ReadSorter(layout.primer_f, layout.primer_r, trimmed=trimmed)
     if isinstance(reads, ReadBatches):
         # a reader thread parses blocks; two workers classify them side by side (numba, without
         # the GIL); this thread files them in file order, so the result is that of a serial run
@@ -378,10 +380,40 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     sorter.finish()
     if sorter.stats.seen == 0:
         raise ContainerError("no reads in the input")
+    if not sorter.n_slots and trimmed:
+        raise ContainerError(f"none of the {sorter.stats.seen} reads starts with a readable index, as reads whose "
+                             f"primers were trimmed off do (--trimmed) ({describe_reads(sorter.stats, layout)})")
     if not sorter.n_slots:
         raise ContainerError(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
-                             "(wrong primers? use --primer-f/--primer-r)")
+                             f"({describe_reads(sorter.stats, layout)}; wrong primers? use --primer-f/--primer-r)")
     return sorter
+
+
+def describe_reads(stats, layout: Layout | None = None, oligo_length: int | None = None) -> str:
+    """What the reads look like, for an error message: their lengths against the oligos' (the
+    header's ``oligo_length``, else the layout's, which is only the default), and how many
+    carried the primers, e.g. "reads are 230-260 nt, oligos are 200 nt: adapters?"."""
+    parts = []
+    rng = stats.length_range() if hasattr(stats, "length_range") else None
+    known = oligo_length is not None
+    olen = oligo_length if known else (layout.oligo_length if layout is not None else None)
+    primers = len(layout.primer_f) + len(layout.primer_r) if layout is not None else 0
+    if rng is not None:
+        lo, hi, mode = rng
+        what = f"reads are {lo}-{hi} nt" if lo != hi else f"reads are {lo} nt"
+        if olen:
+            what += f", oligos are {olen} nt" + ("" if known else " (the default length)")
+            if lo > olen + 5:
+                what += ": adapters or flanks?"
+            elif primers and abs(mode - (olen - primers)) <= 5:
+                what += ": primers trimmed off? (--trimmed)"
+            elif hi < olen - 10:
+                what += ": partial reads? (paired-end mates: give R1 and R2 together, --paired)"
+        parts.append(what)
+    if stats.seen and not getattr(stats, "bare", False):
+        with_primers = stats.seen - stats.no_primer - stats.too_short
+        parts.append(f"{with_primers / stats.seen:.0%} of them with the primers")
+    return ", ".join(parts)
 
 
 def rescue_missing_oligos(sorter: ReadSorter, tag: int, n_oligos: int, insert_len: int) -> None:

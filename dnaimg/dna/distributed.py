@@ -105,7 +105,7 @@ def _classify(batches, pairs: list[PrimerPair], shards: int) -> dict:
         n, npair, parts = ps.classify(flat, offs)
         seen += n
         no_pair += npair
-        for p, (counts, n_rep, keys, okbuf, oklens, badbuf, badlens) in parts:
+        for p, (counts, n_rep, keys, okbuf, oklens, badbuf, badlens, *_) in parts:
             status += counts
             repaired += int(n_rep)
             if len(badlens):

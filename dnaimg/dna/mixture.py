@@ -7,9 +7,11 @@ would blend them.  Nothing in the index can tell them apart, so this looks at th
 
 For every oligo number of a tag, up to :data:`READS_PER_SLOT` reads of each seed are clustered
 greedily by shared k-mers (k = :data:`K`): a read joins the first cluster whose first read shares
-at least :data:`MIN_SHARED` of its k-mers.  Reads of one oligo, even at nanopore error rates
-(~6 %), share about a third of their 8-mers; reads of two different oligos share almost none.  An
-oligo number is
+at least :data:`MIN_SHARED` of its k-mers; where that leaves two clusters of 2 or more reads,
+clusters are then joined by single linkage (any read of one sharing as much with any read of the
+other: a noisy first read no longer splits its own oligo).  Reads of one oligo, even at nanopore
+error rates (~6 %), share about a third of their 8-mers; reads of two different oligos share
+almost none.  An oligo number is
 
 - **split in two** if its two largest clusters hold at least 2 reads each: two sequences, each
   read several times (a misread index sends a read to a random place, never two reads of the
@@ -88,6 +90,53 @@ def _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes):
     return nc, tick
 
 
+@nb.njit(cache=True, nogil=True)
+def _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes, nc):
+    """Single linkage over the clusters of :func:`_cluster`: two clusters become one when any read
+    of one shares at least ``min_shared`` of its k-mers with any read of the other (a noisy first
+    read can leave reads of its own oligo out of its cluster; reads of two different oligos share
+    almost no k-mers, whichever read is compared).  Only run where a split was found.  Returns
+    (clusters, tick); ``sizes`` holds the merged sizes."""
+    parent = np.arange(nc)
+    for i in range(n):
+        tick += 1
+        a0, a1 = offs[rows[i]], offs[rows[i] + 1]
+        for p in range(a0, a1 - k + 1):
+            c = _kmer_code(flat, p, k)
+            if c >= 0:
+                stamp[c] = tick
+        li = a1 - a0 - k + 1
+        for j in range(i + 1, n):
+            ri = assign[i]
+            while parent[ri] != ri:
+                ri = parent[ri]
+            rj = assign[j]
+            while parent[rj] != rj:
+                rj = parent[rj]
+            if ri == rj:
+                continue
+            b0, b1 = offs[rows[j]], offs[rows[j] + 1]
+            m = min(li, b1 - b0 - k + 1)
+            if m < 1:
+                continue
+            shared = 0
+            for p in range(b0, b1 - k + 1):
+                c = _kmer_code(flat, p, k)
+                if c >= 0 and stamp[c] == tick:
+                    shared += 1
+            if shared >= min_shared * m:
+                parent[max(ri, rj)] = min(ri, rj)
+    merged = np.zeros(nc, dtype=np.int64)
+    for c in range(nc):
+        r = c
+        while parent[r] != r:
+            r = parent[r]
+        merged[r] += sizes[c]
+    for c in range(nc):
+        sizes[c] = merged[c]
+    return nc, tick
+
+
 @nb.njit(cache=True, nogil=True, parallel=True)
 def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_slot, max_reads, min_shared):
     """Per group of slots (one oligo number, its seeds): (reads looked at, largest cluster, second
@@ -116,6 +165,11 @@ def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_s
                 out[g, 1] = n
                 continue
             nc, tick = _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes)
+            big = 0
+            for c in range(nc):
+                big += sizes[c] >= 2
+            if big >= 2:
+                nc, tick = _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes, nc)
             b1 = 0
             b2 = 0
             for c in range(nc):

@@ -220,24 +220,25 @@ def read_stats(seen: int, no_pair: int, status: np.ndarray, repaired: int, tag_c
 class _Sorters(dict):
     """Pair index -> its ReadSorter, made when the pair first gets reads."""
 
-    def __init__(self, pairs: list[PrimerPair]):
+    def __init__(self, pairs: list[PrimerPair], trimmed: bool | None = None):
         super().__init__()
         self._pairs = {p.index: p for p in pairs}
+        self._trimmed = trimmed
 
     def __missing__(self, index: int) -> ReadSorter:
         p = self._pairs[index]
-        return self.setdefault(index, ReadSorter(p.forward, p.reverse))
+        return self.setdefault(index, ReadSorter(p.forward, p.reverse, trimmed=self._trimmed))
 
 
 class PoolSorter:
     """One :class:`ReadSorter` per primer pair; reads are sent to their pair's (demultiplexed
     when there are several pairs) and filed in read order."""
 
-    def __init__(self, pairs: list[PrimerPair]):
+    def __init__(self, pairs: list[PrimerPair], trimmed: bool | None = None):
         if not pairs:
             raise LayoutError("no primer pair to look for")
         self.pairs = list(pairs)
-        self.sorters = _Sorters(self.pairs)
+        self.sorters = _Sorters(self.pairs, trimmed)
         self.demux = Demux(self.pairs) if len(self.pairs) > 1 else None
         self.stats = PoolStats()
         self.tag_counts: Counter = Counter()      # (pair, tag) -> reads with a decoded index, before the cap
@@ -287,10 +288,13 @@ class PoolSorter:
         return self
 
 
-def sort_pool(reads: Iterable, pairs: list[PrimerPair], progress: Callable[[int], None] | None = None) -> PoolSorter:
+def sort_pool(reads: Iterable, pairs: list[PrimerPair], progress: Callable[[int], None] | None = None,
+              trimmed: bool | None = None) -> PoolSorter:
     """Reads (a :class:`ReadBatches`, or str / uint8 arrays) -> a :class:`PoolSorter`.  A reader
-    thread parses blocks; worker threads classify them; they are filed in read order."""
-    ps = PoolSorter(pairs)
+    thread parses blocks; worker threads classify them; they are filed in read order.
+    ``trimmed``: the reads' primers were trimmed off (None: detected; with several primer pairs
+    only reads that kept their primers can be told apart)."""
+    ps = PoolSorter(pairs, trimmed)
     if isinstance(reads, ReadBatches):
         ps.reserve_nt = min(reads.size_hint(), 1 << 34)     # address space only: pages are used as filled
         classify_in_parallel(reads, ps, progress)

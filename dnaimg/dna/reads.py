@@ -3,7 +3,15 @@
 For each read the forward primer is searched at the start of the read and of its reverse
 complement (semi-global edit distance, up to ``MAX_LEAD`` junk nt before it and about a third
 of the primer in errors); the better strand wins.  The reverse primer is searched the same way
-at the end.  What lies between is the insert: index, then payload.  The index is read with
+at the end.  A primer that matches there with more than ``SEARCH_ABOVE`` (4) errors is also looked
+for anywhere in the read (the reverse one: after the forward one), and taken where it matches
+with at most a fifth of its length in errors and ``ANYWHERE_MARGIN`` fewer than at the end
+(a noisy primer in place, as nanopore reads have, stays the one): what lies outside the
+primers (adapters, barcodes, random flanks) is ignored, and the common case (primers at the
+read's ends) costs nothing more.  What lies between is the insert:
+index, then payload.  Reads whose primers were trimmed off are taken as bare inserts (index at
+the start, either strand): always with ``trimmed=True``, and with ``trimmed=None`` for the
+reads without primers of a block where most reads have none.  The index is read with
 indel hypotheses (:func:`dnaimg.index.read_index`); the payload that follows is kept, grouped
 by (tag, oligo number, scrambling seed), for the consensus.
 """
@@ -142,6 +150,10 @@ def _ends_with(seq, pat):
 
 
 HAMMING_FAST = 2   # a primer in place with at most this many substitutions skips the alignment
+SEARCH_ABOVE = 4   # a primer that matches the read's end worse than this is also looked for anywhere
+ANYWHERE_PART = 5  # ... and taken there with at most 1/5 of its length in errors (a 20-nt primer: 4,
+                   # which a random 160-nt read matches 0.2 % of the time; 6 errors: 22 %)
+ANYWHERE_MARGIN = 3  # ... and this many fewer than at the end (a noisy primer in place stays the one)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -193,6 +205,16 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
         else:
             d1, e1 = _find(pf, read, MAX_LEAD, False, prev, cur)
             d2, e2 = _find(pf_rc, read, MAX_LEAD, True, prev, cur)   # pf at the start of rc(read)
+            if min(d1, d2) > SEARCH_ABOVE and m <= 64:
+                # not near either end: anywhere in the read (adapters, barcodes, random flanks
+                # before it), on either strand; only where it matches better
+                d3, e3 = _find(pf, read, L, False, prev, cur)
+                d4, e4 = _find(pf_rc, read, L, True, prev, cur)
+                lim = min(max(2, m // ANYWHERE_PART), min(d1, d2) - ANYWHERE_MARGIN)
+                if d3 <= lim and d3 <= d4:
+                    d1, e1, d2 = d3, e3, L + 1
+                elif d4 <= lim:
+                    d2, e2, d1 = d4, e4, L + 1
             if d1 <= d2:
                 seq, d, start = read, d1, e1
             else:
@@ -204,12 +226,20 @@ def orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur):
         if L - mr > start:
             return 2, seq, start, L - mr, flipped
     dr, er = _find(pr_rc, seq, MAX_LEAD, True, prev, cur)
+    if dr > SEARCH_ABOVE and mr <= 64 and L - start > mr:
+        # not at the end: anywhere after the forward primer (what follows it is ignored)
+        tail = seq[start:]
+        d5, e5 = _find(pr_rc, tail, tail.shape[0], True, prev, cur)
+        if d5 <= min(max(2, mr // ANYWHERE_PART), dr - ANYWHERE_MARGIN):
+            dr, er = d5, e5
     if dr <= max_err and L - er > start:
         return 2, seq, start, L - er, flipped
     return 1, seq, start, max(start, L - mr), flipped
 
 
 ST_OK, ST_SHORT, ST_NO_PRIMER, ST_BAD_INDEX = 0, 1, 2, 3
+TRIMMED_SHARE = 0.5     # a block with more reads than this without primers is tried as trimmed reads
+LEN_HIST = 4096         # read lengths counted up to this (longer ones in the last bin)
 CHUNK = 262144          # reads processed per numba call
 MAX_READS_PER_OLIGO = 40  # reads kept per oligo for the consensus (more add nothing but time)
 RESCUE_CAP_NT = 64_000_000  # nt of unreadable-index reads kept for the second pass
@@ -220,10 +250,28 @@ NEAREST_MAX_WORK = 4e8      # reads x candidate indexes above which the nearest 
 
 
 @nb.njit(cache=True, nogil=True)
-def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, w2n, exp, log, masks, maxlen,
-                   status, tag, number, scramble, repaired, flip, pstart, pend):
+def _valid_words(seq, w2n):
+    """How many of the index's 12 words are valid words at the start of ``seq``."""
+    v = 0
+    for k in range(12):
+        if _word_at(seq, 3 * k, k, w2n) >= 0:
+            v += 1
+    return v
+
+
+BARE_MIN_WORDS = 6   # a bare insert whose index does not decode is kept if this many of its words are
+                     # valid (a random read: 5 % of the time), else counted as a read without primers
+TRIM_NO, TRIM_FALLBACK, TRIM_ALL = 0, 1, 2   # primers searched only / then bare inserts / bare inserts only
+
+
+@nb.njit(cache=True, nogil=True)
+def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, trim_mode, w2n, exp, log, masks,
+                   maxlen, status, tag, number, scramble, repaired, flip, pstart, pend):
     """Orient, trim and index reads ``lo:hi`` (see :func:`process_chunk`), into its outputs;
-    reads from the reverse strand are reverse-complemented in ``flat`` itself."""
+    reads from the reverse strand are reverse-complemented in ``flat`` itself.  ``trim_mode``
+    TRIM_FALLBACK: a read without primers, or whose index does not decode after them, is also
+    tried as a bare insert (primers trimmed off), on either strand; TRIM_ALL: every read is
+    taken so, without looking for primers."""
     w = 2 * max(pf.shape[0], pr_rc.shape[0]) + MAX_LEAD + 2
     scratch = np.empty(maxlen + 1, dtype=np.uint8)
     prev = np.empty(w, dtype=np.int64)
@@ -235,30 +283,79 @@ def _process_range(flat, offs, lo, hi, pf, pf_rc, pr_rc, max_err, min_len, w2n, 
         if read.shape[0] < min_len:
             status[r] = ST_SHORT
             continue
-        st, seq, start, end, flipped = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
-        if st == 0:
+        st, seq, start, end, flipped = 0, read, 0, 0, False
+        if trim_mode != TRIM_ALL:
+            st, seq, start, end, flipped = orient(read, pf, pf_rc, pr_rc, max_err, scratch, prev, cur)
+        if st != 0:
+            flip[r] = flipped
+            if flipped:          # the read, turned to the forward strand in place
+                read[:] = seq
+                seq = read
+            ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
+            consumed = INDEX_NT
+            rep = False
+            if not ok:
+                ok, nb_, sc, tg, consumed, rep = read_index_ws(seq[start:end], w2n, exp, log, masks, ws, ibuf)
+            if ok:
+                tag[r] = tg
+                number[r] = nb_
+                scramble[r] = sc
+                repaired[r] = rep
+                pstart[r] = start + consumed
+                pend[r] = max(end, start + consumed)
+                continue
+            if trim_mode == TRIM_NO:
+                status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
+                pstart[r] = start
+                pend[r] = end
+                continue
+        elif trim_mode == TRIM_NO:
             status[r] = ST_NO_PRIMER
             continue
-        flip[r] = flipped
-        if flipped:          # the read, turned to the forward strand in place
-            read[:] = seq
-            seq = read
-        ok, nb_, sc, tg = quick_index(seq, start, end, w2n, exp, log, masks)
-        consumed = INDEX_NT
-        rep = False
+        # a bare insert (primers trimmed off): the index at its start, on this strand or the other
+        stat, fl, tg, nb_, sc, rep, ps, pe = _bare_insert(read, scratch, st, start, end, w2n, exp, log, masks,
+                                                          ws, ibuf)
+        status[r] = stat
+        if stat == ST_OK:
+            flip[r] = fl != flipped
+            tag[r] = tg
+            number[r] = nb_
+            scramble[r] = sc
+            repaired[r] = rep
+        pstart[r] = ps
+        pend[r] = pe
+
+
+@nb.njit(cache=True, nogil=True)
+def _bare_insert(read, scratch, st, start, end, w2n, exp, log, masks, ws, ibuf):
+    """A read as a bare insert (primers trimmed off): its index at the start, on this strand or
+    the other (then ``read`` is turned in place).  (status, flipped, tag, number, scramble,
+    repaired, payload start, payload end); a read whose primers were found (``st`` != 0,
+    insert ``start:end``) keeps that insert when it fails."""
+    L = read.shape[0]
+    ok, nb_, sc, tg = quick_index(read, 0, L, w2n, exp, log, masks)
+    consumed, rep, bare_flip = INDEX_NT, False, False
+    if not ok:
+        rc = _rc_into(read, scratch)
+        ok, nb_, sc, tg = quick_index(rc, 0, L, w2n, exp, log, masks)
+        bare_flip = ok
         if not ok:
-            ok, nb_, sc, tg, consumed, rep = read_index_ws(seq[start:end], w2n, exp, log, masks, ws, ibuf)
-        if not ok:
-            status[r] = ST_BAD_INDEX     # kept (whole insert) for a second chance
-            pstart[r] = start
-            pend[r] = end
-            continue
-        tag[r] = tg
-        number[r] = nb_
-        scramble[r] = sc
-        repaired[r] = rep
-        pstart[r] = start + consumed
-        pend[r] = max(end, start + consumed)
+            ok, nb_, sc, tg, consumed, rep = read_index_ws(read, w2n, exp, log, masks, ws, ibuf)
+            if not ok:
+                ok, nb_, sc, tg, consumed, rep = read_index_ws(rc, w2n, exp, log, masks, ws, ibuf)
+                bare_flip = ok
+    if not ok:               # a second chance, as the whole insert
+        if st != 0:          # primers found after all, the index unreadable
+            return ST_BAD_INDEX, False, 0, 0, 0, False, start, end
+        if L >= INDEX_NT and max(_valid_words(scratch, w2n), _valid_words(read, w2n)) >= BARE_MIN_WORDS:
+            # an index with errors, on the strand where more of its words are valid
+            if _valid_words(scratch, w2n) > _valid_words(read, w2n):
+                read[:] = scratch[:L]
+            return ST_BAD_INDEX, False, 0, 0, 0, False, 0, L
+        return ST_NO_PRIMER, False, 0, 0, 0, False, 0, 0
+    if bare_flip:
+        read[:] = scratch[:L]
+    return ST_OK, bare_flip, tg, nb_, sc, rep, consumed, max(L, consumed)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -274,7 +371,7 @@ def _outputs(offs):
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
+def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, trim_mode, w2n, exp, log, masks):
     """Orient, trim and index a chunk of reads packed as ``flat[offs[r]:offs[r+1]]`` (0..3, 255),
     in parallel over blocks of reads.
 
@@ -290,19 +387,19 @@ def process_chunk(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks)
     bs = (n + nblocks - 1) // nblocks
     for blk in nb.prange(nblocks):
         _process_range(flat, offs, blk * bs, min(n, (blk + 1) * bs), pf, pf_rc, pr_rc, max_err, min_len,
-                       w2n, exp, log, masks, maxlen, status, tag, number, scramble, repaired, flip, pstart, pend)
+                       trim_mode, w2n, exp, log, masks, maxlen, status, tag, number, scramble, repaired, flip, pstart, pend)
     return status, tag, number, scramble, repaired, flip, pstart, pend
 
 
 @nb.njit(cache=True, nogil=True)
-def process_block(flat, offs, pf, pr_rc, max_err, min_len, w2n, exp, log, masks):
+def process_block(flat, offs, pf, pr_rc, max_err, min_len, trim_mode, w2n, exp, log, masks):
     """:func:`process_chunk` on one thread (for callers that run several blocks side by side;
     releases the GIL)."""
     n = offs.shape[0] - 1
     status, tag, number, scramble, repaired, flip, pstart, pend, maxlen = _outputs(offs)
     pf_rc = np.empty(pf.shape[0], dtype=np.uint8)
     _rc_into(pf, pf_rc)
-    _process_range(flat, offs, 0, n, pf, pf_rc, pr_rc, max_err, min_len, w2n, exp, log, masks, maxlen,
+    _process_range(flat, offs, 0, n, pf, pf_rc, pr_rc, max_err, min_len, trim_mode, w2n, exp, log, masks, maxlen,
                    status, tag, number, scramble, repaired, flip, pstart, pend)
     return status, tag, number, scramble, repaired, flip, pstart, pend
 
@@ -318,6 +415,22 @@ class ReadStats:
     unknown_oligo: int = 0
     capped: int = 0
     rescued: int = 0
+    lengths: np.ndarray | None = None       # reads per length (the last bin: that long or longer)
+    bare: bool = False                      # primers not looked for (--trimmed)
+
+    def add_lengths(self, hist: np.ndarray) -> None:
+        self.lengths = hist.copy() if self.lengths is None else self.lengths + hist
+
+    def length_range(self, share: float = 0.9) -> tuple[int, int, int] | None:
+        """(low, high, most common) read length, ``low``-``high`` holding the middle ``share`` of
+        the reads; None if no lengths were counted."""
+        h = self.lengths
+        if h is None or h.sum() == 0:
+            return None
+        c = np.cumsum(h) / h.sum()
+        lo = int(np.searchsorted(c, (1 - share) / 2))
+        hi = int(np.searchsorted(c, 1 - (1 - share) / 2))
+        return lo, hi, int(h.argmax())
 
     @property
     def rejected(self) -> int:
@@ -460,13 +573,14 @@ class ReadSorter:
     maps each key to a slot, reads over the cap are counted and dropped, and the kept reads
     are sorted by slot once, when the groups are first asked for."""
 
-    def __init__(self, primer_f: str, primer_r: str, cap: int = MAX_READS_PER_OLIGO):
+    def __init__(self, primer_f: str, primer_r: str, cap: int = MAX_READS_PER_OLIGO, trimmed: bool | None = None):
+        self.trimmed = trimmed     # primers trimmed off the reads: True, False, None (per block, detected)
         self.pf = dna.encode(primer_f.upper())
+        self.stats = ReadStats(bare=bool(trimmed))
         self.pr_rc = dna.revcomp(dna.encode(primer_r.upper()))
         self.max_err = max(2, len(self.pf) // 3)
         self.min_len = len(self.pf) + 10
         self.cap = cap
-        self.stats = ReadStats()
         self._pending: list = []
         self.rescue = _Pending()       # inserts of reads whose index did not decode
         self.rescue_cap_nt = RESCUE_CAP_NT
@@ -518,19 +632,32 @@ class ReadSorter:
     def add_packed(self, flat: np.ndarray, offs: np.ndarray) -> None:
         """Reads packed as ``flat[offs[r]:offs[r+1]]`` (codes 0..3, 255; turned to the forward
         strand in place)."""
-        classified = process_chunk(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
-        self.file_classified(compact_block(flat, offs, *classified))
+        self.file_classified(self._classify(process_chunk, flat, offs))
 
     def classify(self, flat: np.ndarray, offs: np.ndarray) -> tuple:
         """Orient, trim and index a block on the calling thread, and pack what is kept of it
         (no state touched: several blocks may be classified side by side); file the result
         with :meth:`file_classified`, in file order."""
-        classified = process_block(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, *TABLES)
-        return compact_block(flat, offs, *classified)
+        return self._classify(process_block, flat, offs)
+
+    def _classify(self, kernel, flat: np.ndarray, offs: np.ndarray) -> tuple:
+        """``kernel`` on a block in the trimming mode asked for; detected (``trimmed`` None): a
+        block where most reads carry no primer is done again with the reads without primers
+        also tried as bare inserts (primers trimmed off)."""
+        mode = TRIM_ALL if self.trimmed else TRIM_NO
+        classified = kernel(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, mode, *TABLES)
+        if self.trimmed is None and len(offs) > 1 and \
+                np.count_nonzero(classified[0] == ST_NO_PRIMER) > TRIMMED_SHARE * (len(offs) - 1):
+            classified = kernel(flat, offs, self.pf, self.pr_rc, self.max_err, self.min_len, TRIM_FALLBACK, *TABLES)
+        lens = np.diff(offs)
+        return compact_block(flat, offs, *classified) + (np.bincount(np.minimum(lens, LEN_HIST - 1),
+                                                                     minlength=LEN_HIST),)
 
     def file_classified(self, compact: tuple) -> None:
-        counts, n_repaired, keys, okbuf, oklens, badbuf, badlens = compact
+        counts, n_repaired, keys, okbuf, oklens, badbuf, badlens = compact[:7]
         st = self.stats
+        if len(compact) > 7:
+            st.add_lengths(compact[7])
         st.seen += int(counts.sum())
         st.too_short += int(counts[ST_SHORT])
         st.no_primer += int(counts[ST_NO_PRIMER])

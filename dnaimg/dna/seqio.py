@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -209,6 +210,8 @@ def parse_fasta_block(buf, n, final, codes):
                 p = _line_end(buf, p, n) + 1
                 continue
             return flat[:q], offs[:nrec + 1], p, p
+        if c == 64:                                    # '@' line: FASTQ after FASTA
+            return flat[:q], offs[:nrec + 1], p, p
         j = p
         while j < n:
             x = buf[j]
@@ -232,50 +235,156 @@ def parse_fasta_block(buf, n, final, codes):
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
 
+STDIN = "-"
+
+
+def is_stdin(path) -> bool:
+    return str(path) == STDIN
+
+
+def first_names(path: str | Path, k: int = 4) -> list[str]:
+    """The names of the first ``k`` records of a file ([] if it cannot be read so)."""
+    try:
+        with dnaio.open(str(path), open_threads=0) as f:
+            return [rec.name for rec in islice(f, k)]
+    except Exception:       # noqa: BLE001 - unreadable here: the reading proper says why
+        return []
+
+
+def pair_files(paths: list[Path], paired: bool | None) -> list:
+    """The files as sources: a path, or (R1, R2) for the mates of a paired-end run (see
+    :class:`ReadBatches` for ``paired``)."""
+    if not paired and paired is not None:
+        return list(paths)
+    if paired:
+        if any(is_stdin(p) for p in paths):
+            raise InputError("paired-end reads are read from files (R1 R2), not from standard input")
+        if len(paths) % 2:
+            raise InputError(f"paired-end reads come as R1 and R2 files, two by two: {len(paths)} files given")
+        return [(paths[i], paths[i + 1]) for i in range(0, len(paths), 2)]
+    from dnaimg.dna.runs import are_mates
+    out, i = [], 0
+    while i < len(paths):
+        if i + 1 < len(paths) and not is_stdin(paths[i]) and not is_stdin(paths[i + 1]) and \
+                are_mates(first_names(paths[i]), first_names(paths[i + 1])):
+            out.append((paths[i], paths[i + 1]))
+            i += 2
+        else:
+            out.append(paths[i])
+            i += 1
+    return out
+
+
 class ReadBatches:
-    """The reads of one or more FASTA/FASTQ files (format and compression detected per file) as
-    batches of ``(flat, offs)``: read ``r`` is ``flat[offs[r]:offs[r+1]]``, coded A/C/G/T = 0..3
-    (either case) and anything else 255.  Iterable more than once; errors are :class:`InputError`.
+    """The reads of one or more FASTA/FASTQ files (format and compression detected per file;
+    ``-`` is standard input) as batches of ``(flat, offs)``: read ``r`` is ``flat[offs[r]:offs[r+1]]``,
+    coded A/C/G/T = 0..3 (either case) and anything else 255.  Iterable more than once (unless
+    it reads standard input); errors are :class:`InputError`.
+
+    ``paired``: paired-end runs, R1 and R2 files, are merged mate by mate
+    (:func:`dnaimg.dna.runs.merge_mates`).  True: the files are taken two by two (R1 R2 R1 R2
+    ...); None: two files side by side pair up when their first reads' names do (the same
+    names up to "/1" "/2" or Illumina's " 1:" " 2:"); False: never.
 
     ``byte_range=(start, end)`` (one uncompressed file): only the records that *start* in that
     byte range (see :func:`record_start`); ranges that tile a file give every record once."""
 
-    def __init__(self, path, block_bytes: int = READ_BLOCK_BYTES, byte_range: tuple[int, int] | None = None):
+    def __init__(self, path, block_bytes: int = READ_BLOCK_BYTES, byte_range: tuple[int, int] | None = None,
+                 paired: bool | None = False):
         paths = [path] if isinstance(path, (str, Path)) else list(path)
         if not paths:
             raise InputError("no read files given")
+        if sum(is_stdin(p) for p in paths) > 1:
+            raise InputError("standard input (-) given more than once")
         self.paths = [Path(p) for p in paths]
         self.path = self.paths[0]
         self.block_bytes = block_bytes
         for p in self.paths:
-            _check_readable(p)
-        if byte_range is not None and (len(self.paths) != 1 or is_compressed(self.path)):
+            if not is_stdin(p):
+                _check_readable(p)
+        if byte_range is not None and (len(self.paths) != 1 or is_compressed(self.path) or is_stdin(self.path)):
             raise ValueError("a byte range is for one uncompressed file")
         self.byte_range = byte_range
+        self.sources = pair_files(self.paths, paired)
+        self.pairs_seen = 0         # read pairs (paired files), and how many merged
+        self.pairs_merged = 0
+        self._stdin_read = False
+
+    @property
+    def paired(self) -> bool:
+        return any(isinstance(s, tuple) for s in self.sources)
 
     def size_hint(self) -> int:
         """A generous guess of the nt in the files (their size, or 4x that when compressed)."""
         if self.byte_range is not None:
             return self.byte_range[1] - self.byte_range[0]
-        return sum(p.stat().st_size * (4 if is_compressed(p) else 1) for p in self.paths)
+        return sum(p.stat().st_size * (4 if is_compressed(p) else 1) for p in self.paths if not is_stdin(p))
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for path in self.paths:
-            try:
-                if self.byte_range is not None:
-                    a, b = record_start(path, self.byte_range[0]), record_start(path, self.byte_range[1])
-                    if a >= b:
-                        continue
-                    with open(path, "rb") as raw:
-                        raw.seek(a)
-                        yield from self._blocks(_Window(raw, b - a), path, allow_empty=True)
-                    continue
-                with xopen(str(path), "rb", threads=0) as f:
-                    yield from self._blocks(f, path)
-            except EOFError:
-                raise InputError(f"{path}: file ends early (truncated or incomplete gzip)") from None
-            except OSError as e:
-                raise InputError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+        self.pairs_seen = self.pairs_merged = 0
+        for src in self.sources:
+            if isinstance(src, tuple):
+                yield from self._mates(*src)
+            else:
+                yield from self._file(src)
+
+    def _file(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        name = "standard input" if is_stdin(path) else path
+        try:
+            if self.byte_range is not None:
+                a, b = record_start(path, self.byte_range[0]), record_start(path, self.byte_range[1])
+                if a >= b:
+                    return
+                with open(path, "rb") as raw:
+                    raw.seek(a)
+                    yield from self._blocks(_Window(raw, b - a), path, allow_empty=True)
+                return
+            if is_stdin(path):
+                if self._stdin_read:
+                    raise InputError("standard input was read already (reads from - can be read once)")
+                self._stdin_read = True
+                import sys
+                with xopen(getattr(sys.stdin, "buffer", sys.stdin), "rb", threads=0) as f:
+                    yield from self._blocks(f, name)
+                return
+            with xopen(str(path), "rb", threads=0) as f:
+                yield from self._blocks(f, name)
+        except EOFError:
+            raise InputError(f"{name}: file ends early (truncated or incomplete gzip)") from None
+        except OSError as e:
+            raise InputError(f"{name}: cannot read ({e.__class__.__name__}: {e})") from None
+
+    def _mates(self, p1: Path, p2: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The merged pairs of R1 file ``p1`` and R2 file ``p2``, read side by side."""
+        from dnaimg.dna.runs import MAX_MISMATCH, MIN_OVERLAP, merge_mates
+        g1, g2 = self._file(p1), self._file(p2)
+        b1 = b2 = None          # (flat, offs, first read not yet used)
+        n1 = n2 = 0
+        while True:
+            if b1 is None or b1[2] == len(b1[1]) - 1:
+                nxt = next(g1, None)
+                b1 = None if nxt is None else (*nxt, 0)
+                n1 += 0 if nxt is None else len(nxt[1]) - 1
+            if b2 is None or b2[2] == len(b2[1]) - 1:
+                nxt = next(g2, None)
+                b2 = None if nxt is None else (*nxt, 0)
+                n2 += 0 if nxt is None else len(nxt[1]) - 1
+            if b1 is None and b2 is None:
+                return
+            if b1 is None or b2 is None:
+                extra = sum(len(o) - 1 for _, o in (g1 if b1 is not None else g2))    # the rest of the longer
+                n1, n2 = (n1 + extra, n2) if b1 is not None else (n1, n2 + extra)
+                raise InputError(f"{p1} has {n1} reads and {p2} {n2}: not the two mates of one paired-end run "
+                                 "(give --no-paired if they are separate runs)")
+            k = min(len(b1[1]) - 1 - b1[2], len(b2[1]) - 1 - b2[2])
+            parts = []
+            for f, o, a in (b1, b2):
+                parts += [f[o[a]:o[a + k]], o[a:a + k + 1] - o[a]]
+            flat, offs, merged = merge_mates(*parts, MIN_OVERLAP, MAX_MISMATCH)
+            self.pairs_seen += k
+            self.pairs_merged += int(merged)
+            b1, b2 = (b1[0], b1[1], b1[2] + k), (b2[0], b2[1], b2[2] + k)
+            yield flat, offs
 
     def _blocks(self, f, path: Path, allow_empty: bool = False):
         buf = np.empty(self.block_bytes, dtype=np.uint8)
@@ -461,6 +570,10 @@ def _raise_block_error(path: Path, text: bytes, fastq: bool, before: int):
     """The kernel found a fault at the start of ``text`` (after ``before`` good records): let dnaio
     name it, else say where it is."""
     what = f"after record {before}" if before else "in the first record"
+    mixed = {(False, b"@"): "FASTQ records after FASTA ones", (True, b">"): "FASTA records after FASTQ ones"}
+    if (fastq, text[:1]) in mixed:
+        raise InputError(f"{path}: {mixed[fastq, text[:1]]} ({what}): one format per file; give them as "
+                         "separate files")
     try:
         with dnaio.open(io.BytesIO(text), fileformat="fastq" if fastq else "fasta") as f:
             for _ in f:

@@ -35,6 +35,9 @@ class CompactConfig:
     M: int = 192                 # latent channels
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     gray: bool = False           # one input channel (microscopy, X-ray)
+    # how GDN keeps its weights >= 0: "relu" (gamma = relu(p), compact-ms-v1; its cross-channel terms
+    # start at 0, where relu has no gradient, so they never train), "square" (gamma = p^2, every term trains)
+    gdn: str = "relu"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -52,20 +55,29 @@ class CompactConfig:
         return 1 if self.gray else 3
 
 
+GDN_OFF_DIAGONAL = 1e-3        # "square" GDN: the cross-channel parameters start here (gamma = 1e-6)
+
+
 class GDN(nn.Module):
     """Generalized divisive normalisation (Ballé 2016), simplified form of Johnston et al. 2019
-    (y = x / (beta + gamma |x|)), reparametrised to stay positive."""
+    (y = x / (beta + gamma |x|)), reparametrised to stay positive (see CompactConfig.gdn)."""
 
-    def __init__(self, C: int, inverse: bool = False):
+    def __init__(self, C: int, inverse: bool = False, param: str = "relu"):
         super().__init__()
-        self.inverse = inverse
+        if param not in ("relu", "square"):
+            raise ValueError(f"unknown GDN parametrisation {param!r}")
+        self.inverse, self.param = inverse, param
         self.beta = nn.Parameter(torch.ones(C))
-        self.gamma = nn.Parameter(0.1 * torch.eye(C))
+        if param == "relu":
+            self.gamma = nn.Parameter(0.1 * torch.eye(C))
+        else:
+            eye = torch.eye(C)
+            self.gamma = nn.Parameter(math.sqrt(0.1) * eye + GDN_OFF_DIAGONAL * (1 - eye))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         C = x.shape[1]
         beta = F.softplus(self.beta * 4.0) / 4.0 + 1e-4     # > 0, starts near 1
-        gamma = F.relu(self.gamma)
+        gamma = F.relu(self.gamma) if self.param == "relu" else self.gamma * self.gamma
         norm = F.conv2d(torch.abs(x), gamma.view(C, C, 1, 1).to(x.dtype), beta.to(x.dtype))
         return x * norm if self.inverse else x / norm
 
@@ -143,9 +155,11 @@ class CompactHyperprior(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or CompactConfig()
         N, M, C = cfg.N, cfg.M, cfg.in_channels
-        self.g_a = nn.Sequential(conv(C, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
-        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, N),
-                                 GDN(N, True), deconv(N, C))
+        p = cfg.gdn
+        self.g_a = nn.Sequential(conv(C, N), GDN(N, False, p), conv(N, N), GDN(N, False, p), conv(N, N),
+                                 GDN(N, False, p), conv(N, M))
+        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True, p), deconv(N, N), GDN(N, True, p), deconv(N, N),
+                                 GDN(N, True, p), deconv(N, C))
         self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
         # ReLU, not leaky: the integer version of h_s (dnaimg.zoo.exact) must stay exact
         self.h_s = nn.Sequential(deconv(N, M), nn.ReLU(), deconv(M, M * 3 // 2), nn.ReLU(),

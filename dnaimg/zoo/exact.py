@@ -215,7 +215,12 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     wpath = out / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in export_tensors(model).items()}, str(wpath))
-    data = Path(state["data"])
+    if isinstance(state["data"], list):        # several folders: name each by its last parts
+        data_desc = ["/".join(Path(d).parts[-3:]) for d in state["data"]]
+    else:
+        data = Path(state["data"])
+        data_desc = ([str(p.relative_to(data)) for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir()
+                     else str(data))
     card = {
         "name": name,
         "codec": "compact",
@@ -225,8 +230,11 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
                                       "Cui et al. 2021 (gain units); integer h_s after Balle, Johnston & Minnen 2019"},
         "rate_points": [{"index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)],
         "training": {
-            "data": [str(p.relative_to(data)) for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir() else str(data),
-            "preprocessing": "downscaled by 2 (Lanczos) when >= 2x crop; random crops and flips",
+            "data": data_desc,
+            "preprocessing": ("downscaled by 2 (Lanczos) when >= 2x crop; random crops and flips"
+                              if state.get("downscale", True) else "full-size random crops and flips")
+                             + ("; colour images converted to luma" if cfg.gray else ""),
+            **({"initialised_from": state["init"]} if state.get("init") else {}),
             "steps": int(state["step"]), "planned_steps": int(state["steps"]), "batch": int(state["batch"]),
             "crop": int(state["crop"]), "seed": int(state["seed"]), "lr": float(state["lr"]),
             "loss": "lambda[r] * 255^2 * MSE + bits per pixel, r drawn per sample; uniform noise for the rate, "

@@ -27,9 +27,11 @@ from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_training_images(folder: str | Path, min_side: int, downscale: bool = True) -> list[np.ndarray]:
-    """All images below ``folder`` as uint8 HxWx3 arrays, at least ``min_side`` on each side."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+def load_training_images(folder: str | Path | list, min_side: int, downscale: bool = True) -> list[np.ndarray]:
+    """All images below ``folder`` (or below each of a list of folders) as uint8 HxWx3 arrays, at
+    least ``min_side`` on each side."""
+    folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    paths = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     images = []
     for p in paths:
         with Image.open(p) as im:

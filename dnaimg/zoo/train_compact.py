@@ -34,6 +34,64 @@ def _to_gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
+LUMA = (0.299, 0.587, 0.114)
+
+
+def init_state(model: CompactHyperprior, source: str | Path) -> str:
+    """Start ``model`` from a compact model's weights: a checkpoint file or a shipped model's name.
+    An RGB source starts a gray model exactly as the RGB network would code a gray image (R = G = B
+    in, luma out): the first layer's weights are summed over the colours and the last layer's
+    outputs combined with the luma weights.  Returns a line for the model card."""
+    src = Path(source)
+    state = None
+    if src.suffix == ".pt" and src.exists():
+        state = torch.load(src, weights_only=True)
+        sd, what = state["model"], f"checkpoint {src.name} at step {int(state.get('step', 0))}"
+    else:
+        from dnaimg.codecs.compact import load
+        m, _, c = load(str(source))
+        sd, what = m.state_dict(), f"shipped model {source} ({c['training'].get('steps', '?')} steps)"
+    sd = dict(sd)
+    first, last, last_b = "g_a.0.weight", f"g_s.{len(model.g_s) - 1}.weight", f"g_s.{len(model.g_s) - 1}.bias"
+    want = model.cfg.in_channels
+    if sd[first].shape[1] != want:
+        if not (sd[first].shape[1] == 3 and want == 1):
+            raise ValueError(f"cannot start a {want}-channel model from a {sd[first].shape[1]}-channel one")
+        luma = torch.tensor(LUMA, dtype=sd[last].dtype)
+        sd[first] = sd[first].sum(dim=1, keepdim=True)
+        sd[last] = (sd[last] * luma.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        sd[last_b] = (sd[last_b] * luma).sum().view(1)
+        what += ", folded from RGB to one channel"
+    src_gdn = (state["config"] if state is not None else c["architecture"]).get("gdn", "relu")
+    if src_gdn != model.cfg.gdn:
+        if (src_gdn, model.cfg.gdn) != ("relu", "square"):
+            raise ValueError(f"cannot start a {model.cfg.gdn} GDN from a {src_gdn} one")
+        from dnaimg.zoo.compact import GDN_OFF_DIAGONAL
+        for k in [k for k in sd if k.endswith(".gamma")]:
+            g = torch.sqrt(torch.relu(sd[k]))
+            sd[k] = torch.where(g > 0, g, torch.full_like(g, GDN_OFF_DIAGONAL))
+        what += ", GDN weights as squares (cross-channel terms now train)"
+    src_l = (state["config"] if state is not None else c["architecture"])["lambdas"]
+    if list(src_l) != list(model.cfg.lambdas):
+        for k in ("log_gain", "log_inv_gain"):
+            sd[k] = _regain(sd[k], src_l, model.cfg.lambdas)
+        what += f", gains moved from lambdas {list(src_l)}"
+    model.load_state_dict(sd)
+    return what
+
+
+def _regain(rows: torch.Tensor, old: list[float], new: tuple[float, ...]) -> torch.Tensor:
+    """Per-rate log-gain rows for other rate points: linear in log(lambda) between the trained
+    points, and beyond them along the end segments' slopes."""
+    lo, ln = torch.log(torch.tensor(list(old), dtype=torch.float64)), torch.log(torch.tensor(list(new), dtype=torch.float64))
+    out = []
+    for x in ln:
+        i = int(torch.searchsorted(lo, x).clamp(1, len(lo) - 1))
+        t = float((x - lo[i - 1]) / (lo[i] - lo[i - 1]))
+        out.append((1 - t) * rows[i - 1] + t * rows[i])
+    return torch.stack(out).to(rows.dtype)
+
+
 def slim_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
     """The run's checkpoint without the optimiser's moments (a third of the size): what is
     committed so that a later session resumes the run (Adam re-estimates its moments)."""
@@ -60,6 +118,7 @@ def train_compact(
     erasures: ErasureTraining | None = None,
     progress: bool = False,
     downscale: bool = True,
+    init: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a compact model in folder ``out``; returns the checkpoint path."""
     erasures = erasures if erasures is not None else ErasureTraining()
@@ -73,19 +132,32 @@ def train_compact(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
     step, wall = 0, 0.0
     rng = random.Random(seed)
+    init_from = None
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
+        was = CompactConfig.from_dict(state["config"])
+        if was != cfg:            # a run keeps the network it started with
+            print(f"resuming with the run's own configuration {was.to_dict()}", flush=True)
+            cfg = was
+            model = CompactHyperprior(cfg)
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
         model.load_state_dict(state["model"])
         if "opt" in state:          # a slim checkpoint (committed to resume from) has no optimiser moments
             opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, wall = int(state["step"]), float(state["wall"])
+        init_from = state.get("init")
         sched.base_lrs = [lr]                  # the learning rate (and plan) of this call
         for g in opt.param_groups:
             g["initial_lr"] = lr
         rng.seed(seed + step)
         torch.manual_seed(seed + step)
         print(f"resumed at step {step}", flush=True)
+    elif init is not None:
+        init_from = init_state(model, init)
+        print(f"started from {init_from}", flush=True)
     images = load_training_images(data, crop, downscale=downscale)
     lambdas = torch.tensor(cfg.lambdas)
     R = len(cfg.lambdas)
@@ -95,9 +167,10 @@ def train_compact(
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "step": step, "wall": wall, "config": cfg.to_dict(), "data": str(data), "batch": batch,
+                    "step": step, "wall": wall, "config": cfg.to_dict(),
+                    "data": str(data) if isinstance(data, (str, Path)) else [str(d) for d in data], "batch": batch,
                     "crop": crop, "seed": seed, "steps": steps, "lr": lr, "arch": "CompactHyperprior",
-                    "erasures": asdict(erasures), "bf16": bf16}, tmp)
+                    "erasures": asdict(erasures), "bf16": bf16, "init": init_from, "downscale": downscale}, tmp)
         os.replace(tmp, ckpt_path)
 
     bar = None
@@ -146,7 +219,7 @@ def train_compact(
             t0 = now
             pts = " ".join(f"{acc['bpp'][i] / acc['n'][i]:.3f}/{psnr_from_mse(acc['mse'][i] / acc['n'][i]):.2f}"
                            for i in range(R) if acc["n"][i])
-            msg = f"step {step} loss {float(loss):.4f} bpp/psnr {pts} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min"
+            msg = f"step {step} loss {float(loss.detach()):.4f} bpp/psnr {pts} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min"
             if bar is not None:
                 bar.set_postfix_str(pts)
             else:

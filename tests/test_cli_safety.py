@@ -1,0 +1,162 @@
+"""What a new user hit (issue 12, item 6): inputs overwritten, image files of the wrong format,
+--reference checked too late, a closed pipe, the model list, mixed FASTA/FASTQ files."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dnaimg.cli import main
+
+from conftest import EXAMPLE, ROOT
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def one_line_error(r, *fragments):
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dnaimg: error:"), r.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("safety")
+    img = d / "photo.png"
+    Image.open(EXAMPLE).convert("RGB").crop((100, 80, 164, 144)).save(img)
+    fa = d / "photo.fasta"
+    r = run("encode", img, "-o", fa, "--codec", "png", "-q")
+    assert r.exit_code == 0, r.output
+    fq = d / "reads.fastq"
+    r = run("simulate", fa, "-o", fq, "--preset", "miseq", "--coverage", "6", "-q")
+    assert r.exit_code == 0, r.output
+    return d, img, fa, fq
+
+
+def test_encode_refuses_to_overwrite_its_image(work, tmp_path):
+    _, img, _, _ = work
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(img.read_bytes())
+    before = victim.read_bytes()
+    for out in (victim, tmp_path / "." / "victim.png"):
+        one_line_error(run("encode", victim, "-o", out, "-q"), "is an input")
+    link = tmp_path / "link.png"
+    link.symlink_to(victim)
+    one_line_error(run("encode", victim, "-o", link, "-q"), "is an input")
+    assert victim.read_bytes() == before
+
+
+def test_simulate_and_decode_refuse_to_overwrite_their_inputs(work, tmp_path):
+    _, img, fa, fq = work
+    oligos = tmp_path / "o.fasta"
+    oligos.write_bytes(fa.read_bytes())
+    one_line_error(run("simulate", oligos, "-o", tmp_path / "." / "o.fasta", "-q"), "is an input")
+    one_line_error(run("simulate", oligos, "-o", tmp_path / "r1.fastq", "--paired", oligos, "-q"), "is an input")
+    assert oligos.read_bytes() == fa.read_bytes()
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(img.read_bytes())
+    one_line_error(run("decode", fq, "-o", ref, "--reference", ref, "-q"), "is an input")
+    assert ref.read_bytes() == img.read_bytes()
+    reads = tmp_path / "reads.png"          # reads under an image's name: still never overwritten
+    reads.write_bytes(fq.read_bytes())
+    one_line_error(run("decode", reads, "-o", reads, "-q"), "is an input")
+    one_line_error(run("decode", reads, "-o", reads, "--only", "x", "-q"), "is an input")     # the pool path
+    assert reads.read_bytes() == fq.read_bytes()
+
+
+@pytest.mark.parametrize("suffix,fmt,exact", [(".png", "PNG", True), (".tif", "TIFF", True),
+                                              (".webp", "WEBP", True), (".jpg", "JPEG", False)])
+def test_decode_writes_the_format_its_suffix_names(work, tmp_path, suffix, fmt, exact):
+    _, img, _, fq = work
+    out = tmp_path / f"out{suffix}"
+    r = run("decode", fq, "-o", out, "-q")
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.format == fmt
+        px = np.asarray(im.convert("RGB"))
+    orig = np.asarray(Image.open(img).convert("RGB"))
+    if exact:
+        assert np.array_equal(px, orig)            # png codec: lossless, and so is the file
+        assert "warning" not in r.output
+    else:
+        assert "lossy" in r.output and "warning" in r.output
+        assert 30 < 10 * np.log10(255 ** 2 / np.mean((px.astype(float) - orig) ** 2))
+
+
+def test_decode_refuses_an_unknown_suffix_before_decoding(work, tmp_path):
+    _, _, _, fq = work
+    for name in ("out.xyz", "out"):
+        one_line_error(run("decode", fq, "-o", tmp_path / name, "-q"), "unknown image suffix")
+        assert not (tmp_path / name).exists()
+
+
+def test_reference_missing_is_reported_before_decoding(work, tmp_path):
+    _, _, _, fq = work
+    out = tmp_path / "out.png"
+    missing = tmp_path / "nope.png"
+    broken = tmp_path / "broken.fastq"            # would fail the decode: the reference must fail first
+    broken.write_text("@r1\nACGT\n+\nIIII\n")
+    one_line_error(run("decode", broken, "-o", out, "--reference", missing, "-q"), "nope.png", "no such file")
+    assert not out.exists()
+
+
+def test_reference_of_another_size_leaves_no_image(work, tmp_path):
+    _, img, _, fq = work
+    other = tmp_path / "other.png"
+    Image.open(img).crop((0, 0, 32, 32)).save(other)
+    out = tmp_path / "out.png"
+    one_line_error(run("decode", fq, "-o", out, "--reference", other, "-q"), "32x32", "64x64", "nothing written")
+    assert not out.exists()
+
+
+def test_closed_pipe_is_quiet(work, tmp_path):
+    _, _, fa, _ = work
+    big = tmp_path / "many.fasta"
+    text = fa.read_text()
+    big.write_text(text * 400)                   # ~13,000 lines of output: more than a pipe holds
+    exe = Path(sys.executable).parent / "dnaimg"
+    cmd = [str(exe), "check", str(big)] if exe.exists() else [sys.executable, "-m", "dnaimg.cli", "check", str(big)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    first = p.stdout.readline()
+    p.stdout.close()                            # as `| head -1` does
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert first.startswith(b"name\t")
+    assert "BrokenPipe" not in err and "unexpected" not in err and "Traceback" not in err, err
+    assert p.returncode in (0, 141)
+
+
+def test_models_show_the_cards_numbers():
+    r = run("models")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    noise = [ln for ln in lines if ln.startswith("  cae32-mr-noise:")]
+    assert noise and not any("not measured" in ln for ln in noise), "\n".join(noise)
+    assert all("Kodak" in ln and "nt/px" in ln for ln in noise)
+    assert any(ln.strip().startswith("substitutions 1 %") for ln in lines)
+    if any(ln.rstrip().endswith("*") for ln in lines):
+        assert any(ln.startswith("* ") and "default point" in ln for ln in lines)
+
+
+def test_fasta_then_fastq_refused_by_every_reader(work, tmp_path):
+    _, _, fa, fq = work
+    mixed = tmp_path / "mixed.fasta"
+    mixed.write_text(fa.read_text() + fq.read_text())
+    one_line_error(run("decode", mixed, "-o", tmp_path / "x.png", "-q"), "FASTQ records after FASTA ones")
+    one_line_error(run("info", mixed), "FASTQ records after FASTA ones")
+
+
+def test_readme_says_how_to_run_dnaimg_and_on_which_cpu():
+    text = (ROOT / "README.md").read_text()
+    assert "source .venv/bin/activate" in text and ".venv/bin/dnaimg" in text
+    assert "../shared" not in text and "DESIGN.md" not in text
+    assert "AMD EPYC" in text
+    assert "## Decoding a real sequencing run" in text
