@@ -898,15 +898,20 @@ def models(as_json):
         return
     if not cards and not compact_cards:
         raise UserError("no model installed")
+    from dnaimg.codecs.compact import DEFAULT_GRAY_MODEL as COMPACT_GRAY
     from dnaimg.codecs.compact import DEFAULT_MODEL as COMPACT_DEFAULT
     for c in compact_cards:
         a, t = c["architecture"], c.get("training", {})
-        star = " (default for --codec compact)" if c["name"] == COMPACT_DEFAULT else ""
+        star = (" (default for --codec compact)" if c["name"] == COMPACT_DEFAULT else
+                " (one channel: gray images' default for --codec compact)" if c["name"] == COMPACT_GRAY else "")
         click.echo(f"{c['name']}{star}: compact codec, {a.get('type', 'learned')}, N={a['N']} M={a['M']}, "
                    f"{t.get('steps', '?')} training steps; rate index 0..{len(a['lambdas']) - 1} (1/8 steps)")
         for k in c.get("kodak", []):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")
+        for k in c.get("medical", []):
+            click.echo(f"  {k['folder']}: {k['psnr_db']:.2f} dB at {k['total_nt_per_pixel']:.3f} total nt/px "
+                       f"(cap {k['cap']}; AVIF {k['avif_psnr_db']:.2f} dB)")
     twins = {(p.model, p.name): p.kodak for c in cards for p in operating_points(c)}
     starred = robust_shown = False
     for c in cards:

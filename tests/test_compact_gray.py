@@ -132,3 +132,16 @@ def test_export_card_names_the_data_and_the_start(models):
     assert c["training"]["data"] == ["medical/xray/train"]
     assert c["training"]["preprocessing"] == "full-size random crops and flips; colour images converted to luma"
     assert c["training"]["initialised_from"].startswith("shipped model compact-tiny")
+
+
+def test_gray_image_falls_back_to_the_rgb_model_when_the_gray_one_cannot_fit(models):
+    from dnaimg.codecs import compact
+    from dnaimg.codecs.base import RateError
+    img = _gray_image()
+    # a cap only the RGB model's encodings meet (as when the one-channel model's lowest rate costs more)
+    enc = compact.encode(img, packet_bytes=52, fits=lambda e: e.info["model"] == "compact-tiny")
+    assert enc.info["model"] == "compact-tiny"
+    assert compact.CompactParams.unpack(enc.meta).gray            # R = G = B, flagged: decodes gray
+    with pytest.raises(RateError, match="even the lowest rate does not fit"):
+        compact.encode(img, packet_bytes=52, model="compact-gray-v1",
+                       fits=lambda e: e.info["model"] == "compact-tiny")

@@ -60,10 +60,19 @@ def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS
     cfg = {"folders": [f.name if f.name not in ("eval", "train") else "/".join(f.parts[-2:]) for f in folders],
            "caps": list(caps), "systems": [s[0] for s in systems], "parity": parity,
            "format_version": api.LATEST_VERSION}
+    cfg["limit"] = limit
     store = Store(out, {"bench": "medical", "config": cfg, "channel": "none (the oligos as written)"}, fresh)
     summ = lambda rows: summarise(rows)  # noqa: E731
+    chosen = {}
+    for folder in folders:
+        paths = image_paths(folder)
+        if limit and limit < len(paths):      # evenly spread over the folder (its families are in runs)
+            paths = [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)]
+        chosen[folder] = paths
+    store.restrict({(lab, p.name, c) for ps in chosen.values() for p in ps for lab in ["png"] + [s[0] for s in systems]
+                    for c in ["lossless"] + [f"cap {cap}" for cap in caps]})
     for folder, name in zip(folders, cfg["folders"]):
-        for path in image_paths(folder, limit):
+        for path in chosen[folder]:
             img = load_pixels(path)
             base = {"folder": name, "image": path.name, "pixels": int(img.shape[0] * img.shape[1]),
                     "mode": "I;16" if img.dtype == np.uint16 else ("L" if img.ndim == 2 else "colour")}
@@ -137,7 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--codecs", default=",".join(CODECS))
     ap.add_argument("--models", default=",".join(MODELS), help="Compact models (none: no compact).")
     ap.add_argument("--parity", type=float, default=0.15)
-    ap.add_argument("--limit", type=int, default=None, help="First N images of each folder.")
+    ap.add_argument("--limit", type=int, default=None, help="N images of each folder, evenly spread.")
     ap.add_argument("--fresh", action="store_true", help="Forget earlier rows.")
     a = ap.parse_args(argv)
     split = lambda s: [x for x in s.split(",") if x and x != "none"]  # noqa: E731

@@ -245,8 +245,17 @@ def default_model(img: np.ndarray) -> str:
 def encode(img: np.ndarray, *, packet_bytes: int, rate_index: float | None = None, model: str | None = None,
            redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``rate_index``: the model's rate (0 .. points-1, 1/8
-    steps); with ``fits`` instead, the highest rate whose streams fit."""
-    an = Analysis(img, model or default_model(img))
+    steps); with ``fits`` instead, the highest rate whose streams fit.  No ``model``: the default
+    for the image (:func:`default_model`); a gray image whose one-channel model cannot fit even at
+    its lowest rate is coded by the RGB model (R = G = B, flagged), whose lowest rate costs less."""
+    name = model or default_model(img)
+    if model is None and name != DEFAULT_MODEL and fits is not None:
+        try:
+            return encode(img, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
+                          redundancy=redundancy, fits=fits)
+        except RateError:
+            name = DEFAULT_MODEL
+    an = Analysis(img, name)
     zr = z_redundancy(redundancy)
     if fits is None:
         r = DEFAULT_RATE_INDEX if rate_index is None else float(rate_index)
