@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray wheel-check setup clean
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray wheel-check setup clean clean-cache
 
 setup: $(STAMP)
 
@@ -86,5 +86,10 @@ train-gray: $(STAMP)
 wheel-check:
 	bash scripts/check_wheel.sh
 
-clean:
+clean: clean-cache
 	rm -rf $(VENV) out
+
+# numba's on-disk cache checks only a kernel's own file: after changing a kernel that others inline
+# (consensus, words, index), drop every compiled cache so that no caller keeps the old code
+clean-cache:
+	find dnaimg -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -19,9 +19,7 @@ import numpy as np
 from PIL import Image
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+from dnaimg.image import psnr
 
 
 def main(argv=None):
