@@ -108,6 +108,17 @@ def preset(name: str, **overrides) -> Channel:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}).validate()
 
 
+@nb.njit(cache=True, nogil=True)
+def _revcomp_prefix(row, n):
+    """Reverse-complement ``row[:n]`` (0..3 codes) in place: a read from the other strand."""
+    for j in range(n // 2):
+        a = row[j]
+        row[j] = 3 - row[n - 1 - j]
+        row[n - 1 - j] = 3 - a
+    if n % 2 == 1:
+        row[n // 2] = 3 - row[n // 2]
+
+
 @nb.njit(cache=True)
 def _corrupt(oligos, lengths, which, flip, sub, ins, dels, long_del, seed, out, out_len):
     np.random.seed(seed)
@@ -134,12 +145,7 @@ def _corrupt(oligos, lengths, which, flip, sub, ins, dels, long_del, seed, out, 
             pos += 1
             i += 1
         if flip[r]:
-            for j in range(pos // 2):
-                a = out[r, j]
-                out[r, j] = 3 - out[r, pos - 1 - j]
-                out[r, pos - 1 - j] = 3 - a
-            if pos % 2 == 1:
-                out[r, pos // 2] = 3 - out[r, pos // 2]
+            _revcomp_prefix(out[r], pos)
         out_len[r] = pos
 
 
@@ -198,12 +204,7 @@ def _corrupt_profiled(oligos, lengths, which, flip, sub, ins, dels, long_del, en
             pos += 1
             i += 1
         if flip[r]:
-            for j in range(pos // 2):
-                a = out[r, j]
-                out[r, j] = 3 - out[r, pos - 1 - j]
-                out[r, pos - 1 - j] = 3 - a
-            if pos % 2 == 1:
-                out[r, pos // 2] = 3 - out[r, pos // 2]
+            _revcomp_prefix(out[r], pos)
         out_len[r] = pos
 
 
