@@ -58,9 +58,9 @@ import reedsolo
 
 from dnaimg.dna.consensus import consensus_packed
 from dnaimg.dna.index import HEADER_BASE, INDEX_NT, NIBBLE_WORDS
-from dnaimg.dna.prng import unwhiten, whitening_keys
+from dnaimg.dna.prng import SIGMAS_INV, unwhiten, whitening_keys
 from dnaimg.dna.repair import Repairer
-from dnaimg.dna.words import assemble
+from dnaimg.dna.words import RESYNC_DRIFT, RESYNC_INDEL_COST, _resync, assemble
 
 FORMAT_VERSION = 2      # what a single image is written in
 POOL_VERSION = 3        # a member of a pool (version 2 + the pool record)
@@ -368,6 +368,29 @@ def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
     return nib, valid
 
 
+FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer is read word by word, each read on its own
+
+
+def resync_nibbles(reads: list[np.ndarray], number: int, scramble: int, tag: int, per_part: int,
+                   length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reads of one header oligo, too few for a consensus to outvote an indel -> (nibbles, whether
+    each word was valid): each read decoded by the resynchronising codeword decoder (it follows
+    insertions and deletions), then per word a vote of the reads, a valid word counting twice
+    (ties to the earlier read)."""
+    keys = whitening_keys(tag, number, scramble, per_part)
+    rep = _NIBBLE_REPAIR
+    votes = np.zeros((per_part, 16))
+    valid = np.zeros((per_part, 16), dtype=bool)
+    rows = np.arange(per_part)
+    for i, r in enumerate(reads):
+        v, bad = _resync(np.ascontiguousarray(r, dtype=np.uint8), 3, per_part, length, keys, SIGMAS_INV,
+                         rep.table, rep.dist, RESYNC_INDEL_COST, RESYNC_DRIFT)
+        np.add.at(votes, (rows, v), np.where(bad, 1.0, 2.0) + 1e-3 * (len(reads) - i))
+        valid[rows, v] |= ~bad
+    nib = votes.argmax(axis=1)
+    return nib, valid[rows, nib]
+
+
 def nibbles_to_bytes(nib: np.ndarray) -> bytes:
     nib = np.asarray(nib, dtype=np.int64)
     m = len(nib) // 2
@@ -439,6 +462,11 @@ def decode_header(sorter, tag: int) -> tuple[Header | HeaderV1 | None, str, set]
         for off in sorted(hgroups):
             c, p = off // 16, off % 16
             s, g = hgroups[off]
+            if g.count <= FEW_HEADER_READS:
+                nib, ok = resync_nibbles(g.reads(), HEADER_BASE + off, s, tag, per_part, L)
+                copies[c][p] = (nib, ok)
+                words[p].append(NIBBLE_WORDS[nib])
+                continue
             est = consensus_packed(*g.packed(), L)
             copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
             words[p].append(header_words(est, HEADER_BASE + off, s, tag, per_part))

@@ -25,6 +25,7 @@ import numpy as np
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.index import (INDEX_BUF_LEN, INDEX_NT, INDEX_WS_LEN, N_SCRAMBLE, TABLES, _word_at, all_index_patterns,
                               quick_index, read_index_ws, rescue_batch)
+from dnaimg.dna.payload_rescue import match_to_consensus
 
 MAX_LEAD = 4
 
@@ -807,6 +808,36 @@ class ReadSorter:
         which = best[rows]
         return self._file_rescued(tag, rows, numbers[which // N_SCRAMBLE], which % N_SCRAMBLE,
                                   np.full(len(offs) - 1, INDEX_NT, dtype=np.int64))
+
+    def rescue_by_payload(self, tag: int, est: np.ndarray, numbers: np.ndarray, seeds: np.ndarray) -> int:
+        """Fourth pass, for reads whose index is beyond repair (nanopore indels): a still unused
+        read whose payload matches one of the consensuses ``est`` (one row per oligo: its
+        number in ``numbers``, its seed in ``seeds``) clearly (:mod:`dnaimg.dna.payload_rescue`)
+        is filed under that oligo, its payload from where the match places it."""
+        if self.rescue.count == 0 or len(numbers) == 0:
+            return 0
+        flat, offs, used = self._rescue_pool()
+        skip = used.copy()
+        if self._scope is not None:
+            skip |= ~self._scope
+        if skip.all():
+            return 0
+        row, start = match_to_consensus(flat, offs, skip, est)
+        rows = np.flatnonzero(row >= 0)
+        if rows.size == 0:
+            return 0
+        which = row[rows]
+        consumed = np.zeros(len(offs) - 1, dtype=np.int64)
+        consumed[rows] = np.minimum(start[rows], (offs[1:] - offs[:-1])[rows])
+        return self._file_rescued(tag, rows, np.asarray(numbers)[which], np.asarray(seeds)[which], consumed)
+
+    def free_rescue_reads(self) -> int:
+        """Set-aside reads not yet filed by a rescue (within the rescue scope, if one is set)."""
+        if self.rescue.count == 0:
+            return 0
+        _, _, used = self._rescue_pool()
+        free = ~used if self._scope is None else (~used & self._scope)
+        return int(np.count_nonzero(free))
 
     def _file_rescued(self, tag, rows, numbers, seeds, consumed) -> int:
         """File rescue-pool reads ``rows`` (their payload after ``consumed[row]`` nt) under
