@@ -368,7 +368,7 @@ def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
     return nib, valid
 
 
-FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer is read word by word, each read on its own
+FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer, one with an indel, is read word by word
 
 
 def resync_nibbles(reads: list[np.ndarray], number: int, scramble: int, tag: int, per_part: int,
@@ -462,7 +462,7 @@ def decode_header(sorter, tag: int) -> tuple[Header | HeaderV1 | None, str, set]
         for off in sorted(hgroups):
             c, p = off // 16, off % 16
             s, g = hgroups[off]
-            if g.count <= FEW_HEADER_READS:
+            if g.count <= FEW_HEADER_READS and (np.diff(g.offs) != L).any():     # few reads, indels
                 nib, ok = resync_nibbles(g.reads(), HEADER_BASE + off, s, tag, per_part, L)
                 copies[c][p] = (nib, ok)
                 words[p].append(NIBBLE_WORDS[nib])
