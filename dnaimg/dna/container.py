@@ -429,17 +429,21 @@ def rescue_missing_oligos(sorter: ReadSorter, tag: int, n_oligos: int, insert_le
 
 
 PAYLOAD_RESCUE_SHARE = 0.02   # set-aside reads, as a share of the filed ones, worth a payload rescue
+PAYLOAD_RESCUE_BELOW = 8      # ... for the oligos with fewer reads than this (the others have enough)
 
 
 def rescue_by_payload(sorter: ReadSorter, tag: int, n_oligos: int, payload_nt: int) -> int:
     """Reads whose index is beyond repair, filed by their payload against a first consensus of
-    each oligo 0..n_oligos-1 of image ``tag`` that has reads (:meth:`ReadSorter.rescue_by_payload`);
-    skipped when few reads were set aside.  Returns how many were filed."""
+    each oligo 0..n_oligos-1 of image ``tag`` that has reads, but fewer than ``PAYLOAD_RESCUE_BELOW``
+    (:meth:`ReadSorter.rescue_by_payload`; at high coverage the consensus has enough reads, and
+    two consensus passes over every oligo would double the decode's time); skipped when few
+    reads were set aside.  Returns how many were filed."""
     free = sorter.free_rescue_reads()
     if free == 0 or free < PAYLOAD_RESCUE_SHARE * max(sorter.stats.used, 1):
         return 0
     slot, seed = sorter.best_slots(tag, n_oligos)
-    have = np.flatnonzero(slot >= 0)
+    counts = sorter.slot_fields()[3]
+    have = np.flatnonzero((slot >= 0) & (counts[np.maximum(slot, 0)] < PAYLOAD_RESCUE_BELOW))
     if have.size == 0:
         return 0
     flat, offs, order, first = sorter.store()
