@@ -53,6 +53,30 @@ def _kmer_code(flat, a, k):
 
 
 @nb.njit(cache=True, nogil=True)
+def _stamp_read(flat, a0, a1, k, stamp, tick):
+    """Mark every k-mer of read ``flat[a0:a1]`` with ``tick``."""
+    for p in range(a0, a1 - k + 1):
+        c = _kmer_code(flat, p, k)
+        if c >= 0:
+            stamp[c] = tick
+
+
+@nb.njit(cache=True, nogil=True)
+def _shares_enough(flat, b0, b1, li, k, min_shared, stamp, tick):
+    """Whether read ``flat[b0:b1]`` has at least ``min_shared`` of the k-mers of the shorter of it
+    and the stamped read (``li`` k-mers) among the stamped ones."""
+    m = min(li, b1 - b0 - k + 1)
+    if m < 1:
+        return False
+    shared = 0
+    for p in range(b0, b1 - k + 1):
+        c = _kmer_code(flat, p, k)
+        if c >= 0 and stamp[c] == tick:
+            shared += 1
+    return shared >= min_shared * m
+
+
+@nb.njit(cache=True, nogil=True)
 def _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes):
     """Greedy clustering of reads ``rows[:n]``; fills ``sizes``; returns (clusters, tick)."""
     for i in range(n):
@@ -63,27 +87,14 @@ def _cluster(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes):
             continue
         tick += 1
         a0, a1 = offs[rows[i]], offs[rows[i] + 1]
-        for p in range(a0, a1 - k + 1):
-            c = _kmer_code(flat, p, k)
-            if c >= 0:
-                stamp[c] = tick
+        _stamp_read(flat, a0, a1, k, stamp, tick)
         assign[i] = nc
         sizes[nc] = 1
         li = a1 - a0 - k + 1
         for j in range(i + 1, n):
             if assign[j] >= 0:
                 continue
-            b0, b1 = offs[rows[j]], offs[rows[j] + 1]
-            lj = b1 - b0 - k + 1
-            m = min(li, lj)
-            if m < 1:
-                continue
-            shared = 0
-            for p in range(b0, b1 - k + 1):
-                c = _kmer_code(flat, p, k)
-                if c >= 0 and stamp[c] == tick:
-                    shared += 1
-            if shared >= min_shared * m:
+            if _shares_enough(flat, offs[rows[j]], offs[rows[j] + 1], li, k, min_shared, stamp, tick):
                 assign[j] = nc
                 sizes[nc] += 1
         nc += 1
@@ -101,10 +112,7 @@ def _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes
     for i in range(n):
         tick += 1
         a0, a1 = offs[rows[i]], offs[rows[i] + 1]
-        for p in range(a0, a1 - k + 1):
-            c = _kmer_code(flat, p, k)
-            if c >= 0:
-                stamp[c] = tick
+        _stamp_read(flat, a0, a1, k, stamp, tick)
         li = a1 - a0 - k + 1
         for j in range(i + 1, n):
             ri = assign[i]
@@ -115,16 +123,7 @@ def _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes
                 rj = parent[rj]
             if ri == rj:
                 continue
-            b0, b1 = offs[rows[j]], offs[rows[j] + 1]
-            m = min(li, b1 - b0 - k + 1)
-            if m < 1:
-                continue
-            shared = 0
-            for p in range(b0, b1 - k + 1):
-                c = _kmer_code(flat, p, k)
-                if c >= 0 and stamp[c] == tick:
-                    shared += 1
-            if shared >= min_shared * m:
+            if _shares_enough(flat, offs[rows[j]], offs[rows[j] + 1], li, k, min_shared, stamp, tick):
                 parent[max(ri, rj)] = min(ri, rj)
     merged = np.zeros(nc, dtype=np.int64)
     for c in range(nc):
