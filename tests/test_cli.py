@@ -10,6 +10,7 @@ from PIL import Image
 from dnaimg.cli import main
 
 from conftest import EXAMPLE
+from helpers import cli
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,7 @@ def fasta(small_image, tmp_path_factory):
     return out
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = cli
 
 
 def assert_one_line_error(r, *fragments):

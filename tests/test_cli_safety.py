@@ -1,22 +1,19 @@
 """What a new user hit (issue 12, item 6): inputs overwritten, image files of the wrong format,
 --reference checked too late, a closed pipe, the model list, mixed FASTA/FASTQ files."""
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from dnaimg.cli import main
 
 from conftest import EXAMPLE, ROOT
+from helpers import cli
 
 
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+run = cli
 
 
 def one_line_error(r, *fragments):

@@ -2,11 +2,9 @@
 image id, pool id) are refused with a clear error; no image is written from them."""
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from dnaimg import api, pool
-from dnaimg.cli import main
 from dnaimg.codecs import codec_id
 from dnaimg.codecs.base import DecodeError
 from dnaimg.dna import alphabet as dna
@@ -15,10 +13,11 @@ from dnaimg.dna.channel import preset, simulate
 from dnaimg.dna.container import Layout, sort_reads
 
 from test_pool import EXAMPLE, fasta_records
+from helpers import cli
 
 
 def run(*args):
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
 @pytest.fixture(scope="module")

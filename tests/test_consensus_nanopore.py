@@ -8,6 +8,7 @@ import pytest
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.channel import PRESETS, preset, simulate
 from dnaimg.dna.consensus import consensus, consensus_packed, pack, polish
+from helpers import align_ops
 
 
 def _digest(name):
@@ -32,34 +33,10 @@ def test_other_presets_keep_their_reads(name, want):
     assert _digest(name) == want
 
 
-def _align_ops(a, b):
-    """Per position of oligo a: (substituted, deleted, insertion before it) turning a into b."""
-    n, m = len(a), len(b)
-    D = np.zeros((n + 1, m + 1), int)
-    D[:, 0] = np.arange(n + 1)
-    D[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            D[i, j] = min(D[i - 1, j - 1] + (a[i - 1] != b[j - 1]), D[i - 1, j] + 1, D[i, j - 1] + 1)
-    ops = np.zeros((n + 1, 3), int)
-    i, j = n, m
-    while i or j:
-        if i and j and D[i, j] == D[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
-            ops[i - 1, 0] += a[i - 1] != b[j - 1]
-            i, j = i - 1, j - 1
-        elif i and D[i, j] == D[i - 1, j] + 1:
-            ops[i - 1, 1] += 1
-            i -= 1
-        else:
-            ops[i, 2] += 1
-            j -= 1
-    return ops
-
-
 def _profile(name, oligos, L):
     ch = preset(name, coverage=10, exact_coverage=True, sigma=0.0, reverse_fraction=0.0)
     reads, which, _ = simulate(oligos, ch, seed=2)
-    ops = sum(_align_ops(oligos[k], r) for r, k in zip(reads, which)) / len(reads)
+    ops = sum(align_ops(oligos[k], r) for r, k in zip(reads, which)) / len(reads)
     run = np.zeros(L, bool)
     for s in (30, 45, 60):
         run[s:s + 5] = True            # the run and the gap after it (where a repeat lands)

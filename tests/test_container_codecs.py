@@ -1,22 +1,17 @@
 """Every codec on the one container, as a user runs it: encode -> simulate -> decode."""
-import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from conftest import EXAMPLE
-from dnaimg.cli import main
+from helpers import cli, cli_json
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+run = cli
 
 
-def _json(r):
-    assert r.exit_code == 0, r.output
-    return json.loads(r.output[r.output.index("{"):])
+_json = cli_json
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@ Also: byte ranges of a read file give every record once (what the cluster's task
 import gzip
 import random
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from dnaimg import pool
-from dnaimg.cli import main
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.channel import preset, simulate
 from dnaimg.dna.distributed import dask_client, decode_images_dask
@@ -19,10 +16,11 @@ from dnaimg.dna.pool import decode_images, pairs_for, sort_pool
 from dnaimg.dna.seqio import ReadBatches, byte_ranges, iter_sequences, write_fastq
 
 from test_pool import EXAMPLE
+from helpers import cli
 
 
 def run(*args):
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,21 @@ import json
 import imagecodecs
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from conftest import EXAMPLE
-from dnaimg.cli import main
 from dnaimg.image import flatten, read_source, save_pixels, to_8bit
+from helpers import cli, cli_json
 
 LOSSY = ["jpeg", "webp", "jpeg2000", "avif", "jxl"]
 LOSSLESS = ["png", "jxl-lossless"]
 
 
 def run(*args):
-    """DNAIMG_DEBUG=1: a bug raises instead of passing as a one-line "unexpected" error."""
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
-def _json(r):
-    assert r.exit_code == 0, r.output
-    return json.loads(r.output[r.output.index("{"):])
+_json = cli_json
 
 
 def one_line_error(r, *fragments):

@@ -9,6 +9,7 @@ from dnaimg.dna.container import Layout, LayoutError, read_streams, sort_reads, 
 from dnaimg.dna.header import Header, HeaderV1, StreamInfo, find_headers
 from dnaimg.dna.prng import interleaver
 from dnaimg.dna.streams import Encoded, Stream
+from helpers import align_ops
 
 
 def _words(sym, levels=9, n=2):
@@ -138,29 +139,6 @@ def test_consensus_beats_plain_majority():
     assert plain < 30 and ours > 85
 
 
-def _align_counts(a, b):
-    """(substitutions, insertions, deletions) turning oligo a into read b, by edit distance."""
-    n, m = len(a), len(b)
-    D = np.zeros((n + 1, m + 1), int)
-    D[:, 0] = np.arange(n + 1)
-    D[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            D[i, j] = min(D[i - 1, j - 1] + (a[i - 1] != b[j - 1]), D[i - 1, j] + 1, D[i, j - 1] + 1)
-    i, j, s, ins, dl = n, m, 0, 0, 0
-    while i or j:
-        if i and j and D[i, j] == D[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
-            s += a[i - 1] != b[j - 1]
-            i, j = i - 1, j - 1
-        elif i and D[i, j] == D[i - 1, j] + 1:
-            dl += 1
-            i -= 1
-        else:
-            ins += 1
-            j -= 1
-    return s, ins, dl
-
-
 def test_simulated_error_rates_match_parameters():
     rng = np.random.default_rng(0)
     oligos = [rng.integers(0, 4, 150).astype(np.uint8) for _ in range(40)]
@@ -170,7 +148,7 @@ def test_simulated_error_rates_match_parameters():
     tot = np.zeros(3)
     for r, k, f in zip(reads, which, flip):
         r = dna.revcomp(r) if f else r
-        tot += _align_counts(oligos[k], r)
+        tot += align_ops(oligos[k], r).sum(0)[[0, 2, 1]]   # subs, ins, dels
     rates = tot / (400 * 150)
     # the alignment finds the cheapest explanation, a little under the truth
     assert rates[0] == pytest.approx(0.02, rel=0.15)

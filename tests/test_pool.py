@@ -5,20 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from dnaimg import pool
-from dnaimg.cli import main
 from dnaimg.dna.header import NO_PAIR, PoolRecord
 from dnaimg.dna.primers import primer_pairs
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "coffee.png"
 
 
 def run(*args):
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
 def fasta_records(path):

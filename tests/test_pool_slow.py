@@ -4,9 +4,8 @@ the same files.  Minutes: ``pytest -m slow``."""
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from dnaimg.cli import main
+from helpers import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT.parent / "shared" / "data" / "train" / "imagenet-sample-images"
@@ -14,7 +13,7 @@ N = 50
 
 
 def run(*args):
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
 @pytest.mark.slow
