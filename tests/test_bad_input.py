@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import EXAMPLE
 from dnaimg.dna import alphabet as dna
-from dnaimg.cli import main
+from helpers import cli
 from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image
 from dnaimg.image import load_image
 from dnaimg.dna.container import Layout
@@ -20,9 +20,7 @@ from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 
 
 def run(*args):
-    """The CLI with DNAIMG_DEBUG=1: an unexpected exception (a bug, which a user sees as
-    "dnaimg: error: unexpected ...") propagates and fails the test instead of passing as exit 1."""
-    return CliRunner(env={"DNAIMG_DEBUG": "1"}).invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return cli(*args, debug=True)
 
 
 def one_line_error(r, fragment=""):
@@ -121,9 +119,9 @@ def test_contradictory_headers(two_images):
 
 def test_unknown_format_version(two_images):
     a, _ = two_images
-    v4 = dataclasses.replace(a.header, version=4)     # (3 is the pool format, read since dnaimg 0.3)
-    with pytest.raises(DecodeError, match="format version 4"):
-        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), v4.pack(), v4.tag))
+    v5 = dataclasses.replace(a.header, version=5)     # (3: pools, 4: markers, both read since dnaimg 0.3)
+    with pytest.raises(DecodeError, match="format version 5"):
+        decode_reads(a.oligos[a.n_header:] + header_oligos(Layout(), v5.pack(), v5.tag))
 
 
 def test_unknown_model_id(two_images):

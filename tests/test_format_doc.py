@@ -312,7 +312,7 @@ def parse_header_v2(d: bytes) -> dict:
     version, n = d[2], d[3]
     assert 8 <= n <= len(d)
     assert zlib.crc32(d[:n - 4]) == struct.unpack_from("<I", d, n - 4)[0]
-    assert version in (2, 3)
+    assert version in (2, 3, 4)
     codec, image_id, olen, pf, pr, S, m = struct.unpack_from("<BIHBBBB", d, 4)
     end = 15 + 28 * S + m
     pool = {}
@@ -326,6 +326,8 @@ def parse_header_v2(d: bytes) -> dict:
         f = struct.unpack_from("<BIIIBHIBHBI", d, 15 + 28 * i)
         streams.append(dict(zip(["kind", "first", "n_data", "length", "n", "levels", "key", "inner",
                                  "blocks", "parity", "crc"], f)))
+    assert all(st["kind"] in ((0, 1, 2) if version == 4 else (0, 1)) for st in streams)      # 11.2
+    assert version != 4 or any(st["kind"] == 2 for st in streams)
     meta = bytes(d[15 + 28 * S:15 + 28 * S + m])
     return {"version": version, "codec": codec, "image_id": image_id, "oligo_length": olen, "pf": pf, "pr": pr,
             "streams": streams, "meta": meta, **pool}
@@ -422,12 +424,34 @@ def read_bytes_stream(olis, tag, st, payload_nt, drop=()) -> bytes:
     return bytes(itertools.chain.from_iterable(rows))[:st["length"]]
 
 
+MARKER_PAIRS = ["AC", "GT", "CA", "TG"]
+
+
+def marked_segments(payload_nt, n):
+    """Section 7.6: the payload's segments, ("w", start) for a codeword, ("m", start) for a marker."""
+    K = -(-8 // n)
+    segs, pos = [], 0
+    while pos + n <= payload_nt:
+        for _ in range(K):
+            if pos + n > payload_nt:
+                break
+            segs.append(("w", pos))
+            pos += n
+        if pos + 2 + n > payload_nt:
+            break
+        segs.append(("m", pos))
+        pos += 2
+    return segs
+
+
 def read_words_stream(olis, tag, st, payload_nt, table, drop=()):
-    """Sections 7.4, 7.5, 9 and 10.3: -> values in stream order."""
+    """Sections 7.4, 7.5, 7.6 (kind 2: markers), 9 and 10.3: -> values in stream order."""
     n, levels, total = st["n"], st["levels"], st["length"]
     assert len(table) == levels and all(len(w) == n for w in table)
     lookup = {w: v for v, w in enumerate(table)}
-    V = payload_nt // n
+    segs = marked_segments(payload_nt, n) if st.get("kind") == 2 else [("w", j * n) for j in range(payload_nt // n)]
+    starts = [p for kind, p in segs if kind == "w"]
+    V = len(starts)
     first, n_data = st["first"], st["n_data"]
     assert n_data == math.ceil(total / V)
     rows = []
@@ -438,7 +462,9 @@ def read_words_stream(olis, tag, st, payload_nt, table, drop=()):
             continue
         seed, payload = olis[k]
         keys = whitening_keys(tag, k, seed, V)
-        rows.append([lookup[unwhiten(payload[j * n:(j + 1) * n], keys[j])] for j in range(V)])
+        markers = [p for kind, p in segs if kind == "m"]
+        assert [payload[p:p + 2] for p in markers] == [MARKER_PAIRS[(i + seed) % 4] for i in range(len(markers))]
+        rows.append([lookup[unwhiten(payload[p:p + n], keys[j])] for j, p in enumerate(starts)])
     if st.get("blocks"):
         B = (payload_nt - 3) // 4
         C = B - st["inner"]
@@ -933,6 +959,29 @@ def test_robust_words_stream(point, k, L, n):
     assert h["image_id"] == zlib.crc32(st["crc"].to_bytes(4, "little") + b"robust" + h["meta"])
     assert np.array_equal(np.asarray(values), enc.robust.symbols.reshape(-1))
     assert enc.robust.symbols.shape == (k, math.ceil(H / 8), math.ceil(W / 8))
+
+
+@pytest.mark.parametrize("point,n,V", [("r050", 2, 50), ("r098", 3, 34), ("r200", 4, 25)])
+def test_robust_marked_words_stream(point, n, V):
+    """Format version 4: a words stream of kind 2 (markers, section 7.6), with an outer code; read by
+    the document alone, also with two data oligos lost."""
+    from dnaimg import api
+    img = small_image()
+    enc = api.encode(img, "robust", model=f"cae32-mr:{point}", markers=True, redundancy=0.5)
+    by_tag = sort_oligos(parse_fasta(fasta_of(enc)))
+    tag, olis = next(iter(by_tag.items()))
+    h = read_header(olis, tag)
+    assert h["version"] == 4
+    (st,) = h["streams"]
+    assert st["kind"] == 2 and st["n"] == n and st["blocks"] >= 1
+    P = h["oligo_length"] - h["pf"] - h["pr"] - 36
+    assert sum(kind == "w" for kind, _ in marked_segments(P, n)) == V
+    assert st["n_data"] == math.ceil(st["length"] / V)
+    table = doc_codebooks()[(n, st["levels"])]
+    want = enc.robust.symbols.reshape(-1)
+    assert np.array_equal(read_words_stream(olis, tag, st, P, table), want)
+    assert np.array_equal(read_words_stream(olis, tag, st, P, table, drop={0, 1}), want)
+    assert crc_values(want) == st["crc"]
 
 
 def test_words_stream_outer_code_with_filler_values():

@@ -85,3 +85,24 @@ def test_compact_golden_file_decodes(name, tmp_path, monkeypatch):
     got = np.asarray(Image.open(out))
     assert list(got.shape) == meta["shape"]
     assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
+
+
+V4 = json.loads((GOLDEN / "v4" / "golden.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(V4))
+def test_version4_markers_golden_file_decodes(name, tmp_path):
+    """The robust codec with markers (format version 4, FORMAT.md 7.6): the same latent, the same image."""
+    d = GOLDEN / "v4"
+    meta = V4[name]
+    out = tmp_path / "out.png"
+    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q",
+                                  "--precision", "fp32", "--strict"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output[r.output.index("{"):])
+    assert rep["exact"] is True and rep["header"]["version"] == 4 and rep["header"]["streams"][0]["kind"] == 2
+    assert rep["header"]["streams"][0]["crc"] == meta["symbols_crc"]
+    assert f"{rep['header']['image_id']:08x}" == meta["image_id"]
+    got = np.asarray(Image.open(out))
+    assert list(got.shape) == meta["shape"]
+    assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0

@@ -3,25 +3,20 @@ paired-end R1/R2 files, several files and standard input.  Each must decode as w
 plain reads of the same simulation (the same pixels), and every failure must say what the
 reads look like."""
 import gzip
-import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from dnaimg.cli import main
 
 from conftest import EXAMPLE
+from helpers import cli, cli_json
 
 
-def run(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+run = cli
 
 
-def _json(r):
-    assert r.exit_code == 0, r.output
-    return json.loads(r.output[r.output.index("{"):])
+_json = cli_json
 
 
 @pytest.fixture(scope="module")

@@ -124,18 +124,19 @@ class RobustParams:
         return (self.channels, -(-self.height // 8), -(-self.width // 8))
 
 
-def _encoded(symbols: np.ndarray, point: OperatingPoint, height: int, width: int, gray: bool = False) -> Encoded:
+def _encoded(symbols: np.ndarray, point: OperatingPoint, height: int, width: int, gray: bool = False,
+             markers: bool = False) -> Encoded:
     params = RobustParams(model_id(point.model), point.channels, point.levels, point.codeword_nt, height, width, gray)
     return Encoded(CODEC, [Stream("words", np.asarray(symbols, dtype=np.int64).reshape(-1), point.codeword_nt,
-                                  point.levels)], params.pack(), {"model": point.label})
+                                  point.levels, markers=markers)], params.pack(), {"model": point.label})
 
 
 def total_nt_per_pixel(point: OperatingPoint, height: int, width: int, layout: Layout,
                        redundancy: float | None = None, copies: int = DEFAULT_HEADER_COPIES,
-                       inner: int = DEFAULT_INNER, gray: bool = False) -> float:
+                       inner: int = DEFAULT_INNER, gray: bool = False, markers: bool = False) -> float:
     """Everything synthesised per pixel at this point (no need to run the network)."""
     n = point.channels * -(-height // 8) * -(-width // 8)
-    enc = _encoded(np.zeros(n, dtype=np.int64), point, height, width, gray)
+    enc = _encoded(np.zeros(n, dtype=np.int64), point, height, width, gray, markers)
     return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length / (height * width)
 
 
@@ -189,13 +190,15 @@ def encode_image(image: str | Path | np.ndarray, model: str | None = None, layou
                  header_copies: int = DEFAULT_HEADER_COPIES,
                  progress: Callable[[int], None] | None = None, rate: float | None = None,
                  noise_trained: bool = False, redundancy: float | None = None,
-                 inner: int = DEFAULT_INNER) -> EncodeResult:
+                 inner: int = DEFAULT_INNER, markers: bool = False) -> EncodeResult:
     """Image -> oligos.  ``model`` names a shipped model (``NAME:POINT`` one of its operating
     points); ``rate`` picks the best operating point at or under that many *total* nt/pixel
     (everything synthesised), see :func:`dnaimg.zoo.registry.select_point`.  ``redundancy``:
     the outer code's parity oligos per data oligo (default 0: none).  A gray array (HxW uint8) is
     coded as RGB with R = G = B and flagged in the metadata, so that it decodes to one channel (a file
-    path is read as RGB: :func:`dnaimg.api.encode` reads files keeping gray)."""
+    path is read as RGB: :func:`dnaimg.api.encode` reads files keeping gray).  ``markers``: a marker
+    code in every data oligo (format version 4, :mod:`dnaimg.dna.words`): ~25 % more oligos, for
+    nanopore runs at low coverage."""
     layout = layout or Layout()
     img = load_image(image) if not isinstance(image, np.ndarray) else image
     gray = img.ndim == 2
@@ -203,11 +206,12 @@ def encode_image(image: str | Path | np.ndarray, model: str | None = None, layou
         img = np.repeat(np.asarray(img, dtype=np.uint8)[:, :, None], 3, axis=2)
     H, W = img.shape[:2]
     point = select_point(model, rate, noise_trained,
-                         cost=lambda p: total_nt_per_pixel(p, H, W, layout, redundancy, header_copies, inner, gray))
+                         cost=lambda p: total_nt_per_pixel(p, H, W, layout, redundancy, header_copies, inner, gray,
+                                                           markers))
     net, _ = load_model(point.model)
     with torch.no_grad():
         symbols = net.compress(to_tensor(img), point.levels, point.channels)[0].numpy().astype(np.int64)
-    enc = _encoded(symbols, point, H, W, gray)
+    enc = _encoded(symbols, point, H, W, gray, markers)
     written = container.write(enc, CODEC_ID, layout, redundancy, inner, header_copies, progress=progress)
     return EncodeResult(written, RobustParams.unpack(enc.meta), point.model, symbols, point)
 

@@ -38,14 +38,14 @@ from dnaimg.dna import bytecode, outer
 from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
 from dnaimg.dna.constraints import report
-from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, POOL_VERSION, Header, HeaderError,
-                               PoolRecord, StreamInfo, header_oligos, n_parts)
+from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, KIND_BYTES, KIND_WORDS, KIND_WORDS_MARKED, MARKER_VERSION,
+                               POOL_VERSION, Header, HeaderError, PoolRecord, StreamInfo, header_oligos, n_parts)
 from dnaimg.dna.index import HEADER_BASE, INDEX_NT
 from dnaimg.dna.prng import SIGMAS_INV, interleaver
 from dnaimg.dna.reads import CHUNK, ReadSorter, gather_reads
 from dnaimg.dna.seqio import ReadBatches, prefetched
 from dnaimg.dna.words import (RESYNC_DRIFT, RESYNC_INDEL_COST, data_oligos, n_data_oligos, payload_values_batch,
-                              values_per_oligo)
+                              segments, values_per_oligo)
 
 DEFAULT_PRIMER_F = "AGTGCACGCGCAGTTATATG"
 DEFAULT_PRIMER_R = "CTAACGGCAATGAGTTGCAC"
@@ -125,10 +125,10 @@ class StreamPlan:
         return self.n_data + self.parity_oligos
 
 
-def parity_chunks(layout: Layout, codeword_nt: int, inner: int) -> int:
+def parity_chunks(layout: Layout, codeword_nt: int, inner: int, marked: bool = False) -> int:
     """Bytes payloads per outer parity row of a words stream (a row holds one byte per value slot
     of a data oligo; one chunk holds a bytes payload's data bytes)."""
-    return -(-values_per_oligo(layout, codeword_nt) // bytecode.data_bytes_per_payload(layout.payload_nt, inner))
+    return -(-values_per_oligo(layout, codeword_nt, marked) // bytecode.data_bytes_per_payload(layout.payload_nt, inner))
 
 
 def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = DEFAULT_INNER) -> StreamPlan:
@@ -139,14 +139,15 @@ def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = 
         op = outer.plan(n, redundancy)
         return StreamPlan("bytes", n, bd, op, op.parity_rows, inner)
     get_codebook(stream.codeword_nt, stream.levels)        # raises for an impossible (n, L)
-    V = values_per_oligo(layout, stream.codeword_nt)
+    V = values_per_oligo(layout, stream.codeword_nt, stream.markers)
     if V < 1:
         raise LayoutError(f"a {P}-nt payload holds no {stream.codeword_nt}-nt codeword")
-    n = n_data_oligos(layout, stream.codeword_nt, len(stream.data))
+    n = n_data_oligos(layout, stream.codeword_nt, len(stream.data), stream.markers)
     op = outer.plan(n, redundancy)
     if op.blocks and stream.levels > 256:
         raise LayoutError("the outer code takes values of at most 256 levels")
-    return StreamPlan("words", n, V, op, op.parity_rows * parity_chunks(layout, stream.codeword_nt, inner), inner)
+    return StreamPlan("words", n, V, op,
+                      op.parity_rows * parity_chunks(layout, stream.codeword_nt, inner, stream.markers), inner)
 
 
 def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
@@ -196,7 +197,8 @@ def _interleaver_key(stream: Stream) -> int:
 def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], image_id: int, codec_id: int) -> Header:
     infos, first = [], 0
     for s, p in zip(encoded.streams, plans):
-        infos.append(StreamInfo(kind=KIND_BYTES if s.kind == "bytes" else KIND_WORDS, first=first, n_data=p.n_data,
+        kind = KIND_BYTES if s.kind == "bytes" else KIND_WORDS_MARKED if s.markers else KIND_WORDS
+        infos.append(StreamInfo(kind=kind, first=first, n_data=p.n_data,
                                 length=len(s.data), codeword_nt=s.codeword_nt, levels=s.levels,
                                 key=_interleaver_key(s) if s.kind == "words" else 0, inner=p.inner,
                                 blocks=p.outer.blocks, parity=p.outer.parity, crc=_crc(s)))
@@ -204,11 +206,23 @@ def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], imag
     if first > HEADER_BASE:
         raise LayoutError(f"the image needs {first} oligos; at most {HEADER_BASE} are addressable")
     rec = _POOL_RECORD.get()
+    marked = any(s.markers for s in encoded.streams)
+    if rec is not None and marked:
+        raise LayoutError("markers are not available for an image in a pool (format version 3)")
     pool = {} if rec is None else {"version": POOL_VERSION, "pool_id": rec.pool_id, "primer_pair": rec.primer_pair,
                                    "name": rec.name}
+    if marked:
+        pool = {"version": MARKER_VERSION}
     return Header(codec_id=codec_id, image_id=image_id, oligo_length=layout.oligo_length,
                   primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r), streams=infos,
                   meta=bytes(encoded.meta), **pool)
+
+
+def segments_nt(layout: Layout, codeword_nt: int) -> int:
+    """Nucleotides of a marked payload's codewords and markers."""
+    from dnaimg.dna.words import segments_end
+    starts, kinds, _ = segments(layout.payload_nt, codeword_nt, True)
+    return segments_end(starts, kinds, codeword_nt)
 
 
 def stream_bits(header: Header) -> int:
@@ -218,10 +232,14 @@ def stream_bits(header: Header) -> int:
 
 
 def mapping_bits_per_nt(header: Header, layout: Layout) -> float:
-    """Density of the mapping into DNA: log2(L)/n of the first words stream, else of bytes payloads."""
-    words = [s for s in header.streams if s.kind == KIND_WORDS]
+    """Density of the mapping into DNA: log2(L)/n of the first words stream (with markers: over the
+    payload's codewords and markers), else of bytes payloads."""
+    words = [s for s in header.streams if s.kind in (KIND_WORDS, KIND_WORDS_MARKED)]
     if words:
-        return float(np.log2(words[0].levels) / words[0].codeword_nt)
+        w = words[0]
+        V = values_per_oligo(layout, w.codeword_nt, w.kind == KIND_WORDS_MARKED)
+        used = V * w.codeword_nt if w.kind == KIND_WORDS else segments_nt(layout, w.codeword_nt)
+        return float(np.log2(w.levels) * V / used)
     return bytecode.bits_per_payload_nt(layout.payload_nt)
 
 
@@ -298,11 +316,12 @@ def write(encoded: Encoded, codec_id: int, layout: Layout | None = None, redunda
             vals = np.asarray(s.data, dtype=np.int64)
             if vals.size and (vals.min() < 0 or vals.max() >= s.levels):
                 raise LayoutError(f"words stream {si}: values outside 0..{s.levels - 1}")
-            olis = data_oligos(layout, tag, info.key, vals, cb.words, first=info.first, progress=progress)
+            olis = data_oligos(layout, tag, info.key, vals, cb.words, first=info.first, progress=progress,
+                               marked=s.markers)
             blocks.append(np.stack(olis))
             if p.outer.blocks:
                 par = outer.encode(_words_rows(vals, info.key, s.levels, p), p.outer)
-                chunks = _words_parity_chunks(par, layout, s.codeword_nt, inner)
+                chunks = _words_parity_chunks(par, layout, s.codeword_nt, inner, s.markers)
                 pol, _ = bytecode.encode_oligos(layout, tag, info.first + p.n_data + np.arange(len(chunks)),
                                                 bytecode.inner_encode(chunks, inner))
                 blocks.append(pol)
@@ -322,12 +341,13 @@ def _words_rows(vals: np.ndarray, key: int, levels: int, p: StreamPlan) -> np.nd
     return slots.reshape(p.n_data, p.row_width)
 
 
-def _words_parity_chunks(par: np.ndarray, layout: Layout, codeword_nt: int, inner: int) -> np.ndarray:
+def _words_parity_chunks(par: np.ndarray, layout: Layout, codeword_nt: int, inner: int,
+                         marked: bool = False) -> np.ndarray:
     """Parity rows (R, V) -> (R * per, bd) bytes payload rows (zero padded), ``per`` the
     :func:`parity_chunks` of a row."""
     bd = bytecode.data_bytes_per_payload(layout.payload_nt, inner)
     R, V = par.shape
-    per = parity_chunks(layout, codeword_nt, inner)
+    per = parity_chunks(layout, codeword_nt, inner, marked)
     pad = np.zeros((R, per * bd), dtype=np.int64)
     pad[:, :V] = par
     return pad.reshape(R * per, bd)
@@ -500,28 +520,34 @@ def _bytes_rows(sorter: ReadSorter, tag: int, first: int, count: int, payload_nt
 
 
 def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_nt: int, cb, count: int,
-                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 progress: Callable[[int], None] | None = None,
+                 marked: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values (n_data, count) of the words payloads ``first..first+n_data-1`` of image ``tag``
     (-1 where none could be read), per value whether its codeword needed repair, and the slots.
 
     From 3 reads up: nucleotide consensus, then the resynchronising codeword decoder.  With 1 or 2
     reads a consensus cannot outvote an indel, so each read is decoded on its own (the
     codeword-aware alignment follows its frame shifts) and, with two, each value is taken from
-    the read whose codeword was valid.  One numba call per block of oligos, in parallel."""
+    the read whose codeword was valid.  One numba call per block of oligos, in parallel.
+    ``marked``: the payloads carry markers (:mod:`dnaimg.dna.words`)."""
     flat, offs, order, firsts = sorter.store()
+    starts, kinds, n_words = segments(payload_nt, cb.n, marked)
+    if n_words != count:
+        raise ContainerError("header is inconsistent: values per oligo")
     slot, seed = sorter.best_slots(tag, first + n_data)
     slot, seed = slot[first:], seed[first:]
     rep = cb.repairer
     vals = np.empty((n_data, count), dtype=np.int64)
     bad = np.empty((n_data, count), dtype=np.bool_)
+    trust = np.empty((n_data, count), dtype=np.bool_)
     for k0 in range(0, n_data, OLIGO_BLOCK):
         k1 = min(n_data, k0 + OLIGO_BLOCK)
-        vals[k0:k1], bad[k0:k1] = payload_values_batch(
-            flat, offs, order, firsts, slot[k0:k1], seed[k0:k1], first + k0, tag, payload_nt, rep.n, count,
+        vals[k0:k1], bad[k0:k1], trust[k0:k1] = payload_values_batch(
+            flat, offs, order, firsts, slot[k0:k1], seed[k0:k1], first + k0, tag, payload_nt, rep.n, starts, kinds,
             rep.table, rep.dist, SIGMAS_INV, FEW_READS, RESYNC_INDEL_COST, RESYNC_DRIFT)
         if progress is not None:
             progress(k1 - k0)
-    unsure = unsure_values(offs, order, firsts, slot, payload_nt, bad)
+    unsure = unsure_values(offs, order, firsts, slot, payload_nt, bad, trust if marked else None)
     vals[unsure] = -1
     bad[unsure] = False
     return vals, bad, slot
@@ -530,7 +556,7 @@ def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_
 UNSURE_REPAIRS = 2     # a consensus of indel-carrying reads with this many repaired codewords: the rest is erased
 
 
-def unsure_values(offs, order, firsts, slot, payload_nt, bad) -> np.ndarray:
+def unsure_values(offs, order, firsts, slot, payload_nt, bad, trust=None) -> np.ndarray:
     """Values to erase rather than guess (n_data, count), only on oligos with a read that is not
     ``payload_nt`` long (an indel; substitution-only reads keep every value): every value of an
     oligo read by at most ``FEW_READS`` reads (a consensus cannot outvote an indel, and on
@@ -539,7 +565,11 @@ def unsure_values(offs, order, firsts, slot, payload_nt, bad) -> np.ndarray:
     first repaired one on (a frame slip the consensus kept).  Measured on training photographs
     (r050, nanopore 10x with 2 % lost, 3 images x 2 seeds), erasing costs less than guessing:
     e.g. 27.86 -> 28.63 (few) -> 28.73 dB (and the slips), clean 29.46; 2 repairs and 3 do the
-    same.  The outer code, when there is one, also rebuilds erasures more cheaply than errors."""
+    same.  The outer code, when there is one, also rebuilds erasures more cheaply than errors.
+
+    With markers (``trust``: per value, does its block lie between two matched markers at one
+    drift, :func:`dnaimg.dna.words._trusted_blocks`), the same oligos keep their trusted values:
+    only the others are erased."""
     wrong_len = (offs[1:] - offs[:-1]) != payload_nt
     cs = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(wrong_len[order], out=cs[1:])
@@ -549,6 +579,8 @@ def unsure_values(offs, order, firsts, slot, payload_nt, bad) -> np.ndarray:
     indel = has & (cs[firsts[s + 1]] - cs[firsts[s]] > 0)
     few = indel & (count <= FEW_READS)
     slipped = indel & (count > FEW_READS) & (bad.sum(axis=1) >= UNSURE_REPAIRS)
+    if trust is not None:
+        return (few | slipped)[:, None] & ~trust
     tail = np.arange(bad.shape[1])[None, :] >= np.argmax(bad, axis=1)[:, None]
     return few[:, None] | (slipped[:, None] & tail)
 
@@ -590,15 +622,16 @@ def read_stream(sorter: ReadSorter, header: Header, si: int, layout: Layout,
         cb = get_codebook(info.codeword_nt, info.levels)
     except ValueError:
         raise ContainerError(f"the header's {info.levels} levels do not fit {info.codeword_nt}-nt codewords") from None
-    V = values_per_oligo(layout, info.codeword_nt)
-    if n_data_oligos(layout, info.codeword_nt, info.length) != info.n_data:
+    marked = info.kind == KIND_WORDS_MARKED
+    V = values_per_oligo(layout, info.codeword_nt, marked)
+    if V < 1 or n_data_oligos(layout, info.codeword_nt, info.length, marked) != info.n_data:
         raise ContainerError(f"header is inconsistent: stream {si} oligo count does not match its length")
-    vals, bad, slot = words_values(sorter, tag, info.first, info.n_data, P, cb, V, progress)
+    vals, bad, slot = words_values(sorter, tag, info.first, info.n_data, P, cb, V, progress, marked)
     rep = {"oligos": info.n_data, "missing": int((slot < 0).sum()), "codewords_repaired": int(bad.sum())}
     if info.blocks:
         pl = outer.Plan(info.n_data, info.blocks, info.parity)
         bd = bytecode.data_bytes_per_payload(P, info.inner)
-        per = parity_chunks(layout, info.codeword_nt, info.inner)
+        per = parity_chunks(layout, info.codeword_nt, info.inner, marked)
         rows, ok, readable, prep = _bytes_rows(sorter, tag, info.first + info.n_data, pl.parity_rows * per, P,
                                                info.inner)
         par = rows.reshape(pl.parity_rows, per * bd)[:, :V]
@@ -628,7 +661,7 @@ def parity_oligos(s: StreamInfo, layout: Layout) -> int:
     rows = s.blocks * s.parity
     if s.kind == KIND_BYTES or rows == 0:
         return rows
-    return rows * parity_chunks(layout, s.codeword_nt, s.inner)
+    return rows * parity_chunks(layout, s.codeword_nt, s.inner, s.kind == KIND_WORDS_MARKED)
 
 
 def n_oligos(header: Header, layout: Layout) -> int:

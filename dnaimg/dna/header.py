@@ -15,7 +15,8 @@ the header data first, zero padding, then the parity.
     version 2 body   codec id (1) | image id (4; its low byte is the tag in every index)
                      | oligo length (2) | forward primer nt (1) | reverse primer nt (1)
                      | streams (1) | codec metadata length m (1)
-                     | per stream, 28 bytes: kind (1: 0 bytes, 1 words) | first oligo number (4)
+                     | per stream, 28 bytes: kind (1: 0 bytes, 1 words, 2 words with markers: version 4)
+                       | first oligo number (4)
                        | data oligos (4) | length (4: bytes, or values) | codeword nt (1)
                        | levels (2) | interleaver key (4) | inner parity bytes (1)
                        | outer blocks (2) | outer parity rows per block (1) | CRC32 of the stream (4)
@@ -34,6 +35,10 @@ reads the version: junk never reads as "another format version".
 In a pool the image id is chosen by the encoder and unique in the pool (0, 1, 2, ... in the
 order the images were added); its low byte, the tag in every index, is unique among the images
 that share a primer pair.
+
+**Format version 4** is version 2 with at least one words stream of kind 2 (its payloads carry
+markers, :mod:`dnaimg.dna.words`); a dnaimg that reads only versions 1-3 then says which version
+it found instead of misreading the payloads.
 
 **Format version 1** (robust codec only, written by dnaimg 0.1): :class:`HeaderV1`, magic "DI",
 a fixed 37-byte header (53 with parity).  Still decoded.
@@ -64,7 +69,8 @@ from dnaimg.dna.words import RESYNC_DRIFT, RESYNC_INDEL_COST, _resync, assemble
 
 FORMAT_VERSION = 2      # what a single image is written in
 POOL_VERSION = 3        # a member of a pool (version 2 + the pool record)
-LATEST_VERSION = 3      # the newest version this dnaimg reads
+MARKER_VERSION = 4      # version 2 with a words stream that carries markers (stream kind 2)
+LATEST_VERSION = 4      # the newest version this dnaimg reads
 MAGIC = b"DN"
 MAGIC_V1 = b"DI"
 DEFAULT_HEADER_COPIES = 3
@@ -93,7 +99,9 @@ class HeaderVersionError(HeaderError):
 # ---------------------------------------------------------------------------------------------
 # format version 2
 
-KIND_BYTES, KIND_WORDS = 0, 1
+KIND_BYTES, KIND_WORDS, KIND_WORDS_MARKED = 0, 1, 2
+KINDS = {FORMAT_VERSION: (KIND_BYTES, KIND_WORDS), POOL_VERSION: (KIND_BYTES, KIND_WORDS),
+         MARKER_VERSION: (KIND_BYTES, KIND_WORDS, KIND_WORDS_MARKED)}
 _PREFIX = "<2sBB"
 _BODY = "<BIHBBBB"
 _STREAM = "<BIIIBHIBHBI"
@@ -132,7 +140,7 @@ class PoolRecord:
 @dataclass
 class StreamInfo:
     """One stream's entry in the header's stream table."""
-    kind: int              # KIND_BYTES or KIND_WORDS
+    kind: int              # KIND_BYTES, KIND_WORDS or KIND_WORDS_MARKED (version 4)
     first: int             # first oligo number
     n_data: int            # data oligos
     length: int            # bytes, or values
@@ -204,7 +212,7 @@ class Header:
             raise HeaderError("not a dnaimg header")
         if zlib.crc32(data[:n - 4]) != struct.unpack_from("<I", data, n - 4)[0]:
             raise HeaderError("header checksum mismatch")
-        if version not in (FORMAT_VERSION, POOL_VERSION):
+        if version not in KINDS:
             raise HeaderVersionError(version)
         codec_id, image_id, olen, pf, pr, ns, m = struct.unpack_from(_BODY, data, p)
         off = p + struct.calcsize(_BODY)
@@ -222,6 +230,9 @@ class Header:
         if end + 4 != n or ns == 0:
             raise HeaderError("header fields inconsistent")
         streams = [StreamInfo(*struct.unpack_from(_STREAM, data, off + i * ss)) for i in range(ns)]
+        if any(st.kind not in KINDS[version] for st in streams) or \
+                (version == MARKER_VERSION and not any(st.kind == KIND_WORDS_MARKED for st in streams)):
+            raise HeaderError("header fields inconsistent")
         meta = bytes(data[off + ns * ss:off + ns * ss + m])
         return cls(codec_id, image_id, olen, pf, pr, streams, meta, version, *pool)
 

@@ -20,10 +20,13 @@ class Stream:
     codeword_nt: int = 0                # words: nucleotides per value
     levels: int = 0                     # words: number of distinct values
     redundancy: float | None = None     # outer code for this stream (None: the one asked for the image)
+    markers: bool = False               # words: known marker nucleotides between codewords (format version 4)
 
     def __post_init__(self):
         if self.kind not in ("bytes", "words"):
             raise ValueError(f"unknown stream kind {self.kind!r}")
+        if self.markers and self.kind != "words":
+            raise ValueError("markers are for words streams")
 
     @property
     def size(self) -> int:
