@@ -36,6 +36,18 @@ def test_version1_robust_decodes(tmp_path):
     assert _psnr(got, want) > 50.0      # the same latent through the same net (fp32 may differ in the last bit)
 
 
+def _decode(d: Path, meta: dict, tmp_path, *extra):
+    """``dnaimg decode`` of a golden FASTA as a user runs it: (the JSON report, the decoded pixels)."""
+    out = tmp_path / "out.png"
+    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q", "--strict", *extra])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output[r.output.index("{"):])
+    assert rep["exact"] is True and f"{rep['header']['image_id']:08x}" == meta["image_id"]
+    got = np.asarray(Image.open(out))
+    assert list(got.shape) == meta["shape"]
+    return rep, got
+
+
 V2 = json.loads((GOLDEN / "v2" / "golden.json").read_text())
 
 
@@ -44,15 +56,9 @@ def test_version2_golden_file_decodes(name, tmp_path):
     """Per codec, DNA written by dnaimg 0.2 (format version 2) decodes to exactly what it did then."""
     d = GOLDEN / "v2"
     meta = V2[name]
-    out = tmp_path / "out.png"
-    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q",
-                                  "--precision", "fp32", "--strict"])
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.output[r.output.index("{"):])
-    assert rep["exact"] is True and rep["image"]["codec"] == meta["codec"] and rep["header"]["version"] == 2
-    assert f"{rep['header']['image_id']:08x}" == meta["image_id"]
-    got = np.asarray(Image.open(out))
-    assert list(got.shape) == meta["shape"] and str(got.dtype) == meta["dtype"]
+    rep, got = _decode(d, meta, tmp_path, "--precision", "fp32")
+    assert rep["image"]["codec"] == meta["codec"] and rep["header"]["version"] == 2
+    assert str(got.dtype) == meta["dtype"]
     if meta.get("lossless"):
         assert np.array_equal(got, np.asarray(Image.open(d / meta["source"])))      # bit for bit
     elif meta["codec"] == "robust":
@@ -74,16 +80,12 @@ def test_compact_golden_file_decodes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("DNAIMG_MODELS", str(GOLDEN / "compact-model"))
     from dnaimg.codecs import compact
     compact._CACHE.clear()
-    out = tmp_path / "out.png"
-    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q", "--strict"])
-    compact._CACHE.clear()
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.output[r.output.index("{"):])
-    assert rep["exact"] is True and rep["image"]["codec"] == "compact" and rep["header"]["version"] == 2
+    try:
+        rep, got = _decode(d, meta, tmp_path)
+    finally:
+        compact._CACHE.clear()
+    assert rep["image"]["codec"] == "compact" and rep["header"]["version"] == 2
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
-    assert f"{rep['header']['image_id']:08x}" == meta["image_id"]
-    got = np.asarray(Image.open(out))
-    assert list(got.shape) == meta["shape"]
     assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
 
 
@@ -95,14 +97,7 @@ def test_version4_markers_golden_file_decodes(name, tmp_path):
     """The robust codec with markers (format version 4, FORMAT.md 7.6): the same latent, the same image."""
     d = GOLDEN / "v4"
     meta = V4[name]
-    out = tmp_path / "out.png"
-    r = CliRunner().invoke(main, ["decode", str(d / meta["fasta"]), "-o", str(out), "--json", "-q",
-                                  "--precision", "fp32", "--strict"])
-    assert r.exit_code == 0, r.output
-    rep = json.loads(r.output[r.output.index("{"):])
-    assert rep["exact"] is True and rep["header"]["version"] == 4 and rep["header"]["streams"][0]["kind"] == 2
+    rep, got = _decode(d, meta, tmp_path, "--precision", "fp32")
+    assert rep["header"]["version"] == 4 and rep["header"]["streams"][0]["kind"] == 2
     assert rep["header"]["streams"][0]["crc"] == meta["symbols_crc"]
-    assert f"{rep['header']['image_id']:08x}" == meta["image_id"]
-    got = np.asarray(Image.open(out))
-    assert list(got.shape) == meta["shape"]
     assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0

@@ -30,128 +30,22 @@ import argparse
 import json
 from pathlib import Path
 
-import numba as nb
 import numpy as np
 from PIL import Image
 
+from dnaimg.dna.words import _resync_segments, _trusted_blocks
 from dnaimg.image import psnr
 
 HEADER_OLIGOS = 12
-MARKERS = np.array([[0, 1, 2], [2, 3, 0], [1, 0, 3], [3, 2, 1]], dtype=np.uint8)   # ACG, GTA, CAT, TGC in turn (first m)
+MARKERS = np.array([[0, 1, 2], [2, 3, 0], [1, 0, 3], [3, 2, 1]], dtype=np.uint8)   # ACG, GTA, CAT, TGC in turn
+# (the first m of each; with m = 2 the format's AC, GT, CA, TG of a scrambling seed 0)
 
 
 def segments(payload_nt: int, n: int, K: int, m: int):
-    """Segment starts, lengths and marker flags of one payload; codewords per oligo."""
-    starts, lens, mark = [], [], []
-    pos = 0
-    while pos + n <= payload_nt:
-        for _ in range(K if K else 1 << 30):
-            if pos + n > payload_nt:
-                break
-            starts.append(pos), lens.append(n), mark.append(0)
-            pos += n
-        if not K or pos + m + n > payload_nt:
-            break
-        starts.append(pos), lens.append(m), mark.append(1)
-        pos += m
-    mark = np.array(mark, dtype=np.uint8)
-    return np.array(starts, dtype=np.int64), np.array(lens, dtype=np.int64), mark, int((mark == 0).sum())
-
-
-@nb.njit(cache=True, nogil=True)
-def resync_segments(read, starts, lens, is_marker, marker_nt, wkeys, expected_len, sig_inv, table, dist,
-                    indel_cost, dmax):
-    """:func:`dnaimg.dna.words._resync` over a payload of segments: codewords (``wkeys[s]``: whitening
-    key) and markers (``marker_nt[s]``: known nucleotides, cost = Hamming distance).  With no marker
-    segment it is the format's decoder.  Returns per segment (value or -1, repaired)."""
-    S = starts.shape[0]
-    R = read.shape[0]
-    W = 2 * dmax + 1
-    INF = 1e18
-    cost = np.full((S + 1, W), INF)
-    back = np.zeros((S + 1, W), dtype=np.int64)
-    cost[0, dmax] = 0.0
-    cost[0, dmax - 1] = indel_cost
-    cost[0, dmax + 1] = indel_cost
-    wcost = np.empty(W)
-    wval = np.full((S, W), -1, dtype=np.int64)
-    wbad = np.zeros((S, W), dtype=np.int64)
-    for s in range(S):
-        ln = lens[s]
-        for di in range(W):
-            pos = starts[s] + di - dmax
-            if pos < 0 or pos + ln > R:
-                wcost[di] = ln
-                wbad[s, di] = 1
-                continue
-            if is_marker[s]:
-                d = 0
-                for t in range(ln):
-                    if read[pos + t] != marker_nt[s, t]:
-                        d += 1
-                wcost[di] = d
-                wbad[s, di] = 1 if d > 0 else 0
-            else:
-                sinv = sig_inv[wkeys[s]]
-                code = 0
-                extra = 0
-                for t in range(ln):
-                    x = read[pos + t]
-                    if x > 3:
-                        x = 0
-                        extra += 1
-                    code = code * 4 + sinv[x]
-                dd = dist[code] + extra
-                wcost[di] = dd
-                wval[s, di] = table[code]
-                wbad[s, di] = 1 if dd > 0 else 0
-        for di in range(W):
-            best = INF
-            bi = di
-            for dp in range(max(0, di - 2), min(W, di + 3)):
-                c = cost[s, dp] + indel_cost * abs(di - dp)
-                if c < best:
-                    best = c
-                    bi = dp
-            cost[s + 1, di] = best + wcost[di]
-            back[s + 1, di] = bi
-    target = R - expected_len
-    bd = 0
-    best = INF
-    for di in range(W):
-        c = cost[S, di] + indel_cost * abs(di - dmax - target)
-        if c < best:
-            best = c
-            bd = di
-    vals = np.full(S, -1, dtype=np.int64)
-    bad = np.zeros(S, dtype=np.bool_)
-    drift = np.zeros(S, dtype=np.int64)
-    di = bd
-    for s in range(S, 0, -1):
-        vals[s - 1] = wval[s - 1, di]
-        bad[s - 1] = wbad[s - 1, di] > 0
-        drift[s - 1] = di - dmax
-        di = back[s, di]
-    return vals, bad, drift
-
-
-def clean_blocks(bad, drift, mark):
-    """Per codeword segment: does it lie in a clean block, i.e. between two markers (or an oligo
-    end) that the resync matched exactly at the same drift, with no repaired codeword between?"""
-    S = len(mark)
-    ok = np.zeros(S, dtype=bool)
-    bounds = [-1] + [s for s in range(S) if mark[s]] + [S]
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        inner = range(lo + 1, hi)
-        if not len(inner):
-            continue
-        d_lo = drift[lo] if lo >= 0 else 0
-        d_hi = drift[hi] if hi < S else drift[hi - 1]
-        good = (lo < 0 or not bad[lo]) and (hi >= S or not bad[hi]) and d_lo == d_hi
-        good = good and not any(bad[t] for t in inner)
-        for t in inner:
-            ok[t] = good
-    return ok
+    """Segment starts, kinds and codeword count of one payload with ``m`` marker nt after every ``K``
+    codewords (``K = 0``: none), by the format's rule (:func:`dnaimg.dna.words.segments`)."""
+    from dnaimg.dna.words import segments as fmt_segments
+    return fmt_segments(payload_nt, n, K > 0, every=K or None, marker_nt=max(m, 1))
 
 
 def clean_ends(bad, drift, mark, margin=3):
@@ -175,21 +69,26 @@ def clean_ends(bad, drift, mark, margin=3):
 def oligo_values(reads, seg, keys, marker_nt, payload_nt, rep, policy):
     """Values of one oligo from its payload reads (-1 = erased), by the rules of the format's words
     decoder.  ``policy`` for reads with indels, where the format erases (1-2 reads: every value;
-    a consensus with 2+ repaired codewords: from the first on): "erase" (the format's rule),
-    "keep" (keep what the resync gives) or "blocks" (with markers: erase only the codewords
-    outside clean marker blocks, :func:`clean_blocks`)."""
+    a consensus with 2+ repaired codewords: from the first on): "erase" (the format's rule without
+    markers), "keep" (keep what the resync gives), "blocks" (the format's rule with markers: erase
+    only the codewords outside trusted blocks, :func:`dnaimg.dna.words._trusted_blocks`) or "ends"
+    (without markers, the best a rule can do: :func:`clean_ends`)."""
     from dnaimg.dna.consensus import consensus_packed, pack
     from dnaimg.dna.container import FEW_READS, UNSURE_REPAIRS
     from dnaimg.dna.prng import SIGMAS_INV
     from dnaimg.dna.words import RESYNC_DRIFT, RESYNC_INDEL_COST
-    starts, lens, mark, count = seg
+    starts, mark, count = seg
     cw = mark == 0
 
-    trust = clean_ends if policy == "ends" else clean_blocks
+    def trust(bad, drift, read_len):
+        if policy == "ends":
+            return clean_ends(bad, drift, mark)
+        return _trusted_blocks(bad, drift, mark, read_len - payload_nt)
 
     def one(read):
-        return resync_segments(read, starts, lens, mark, marker_nt, keys, payload_nt, SIGMAS_INV, rep.table,
-                               rep.dist, RESYNC_INDEL_COST, RESYNC_DRIFT)
+        v, b, d = _resync_segments(read, rep.n, starts, mark, keys, marker_nt, payload_nt, SIGMAS_INV, rep.table,
+                                   rep.dist, RESYNC_INDEL_COST, RESYNC_DRIFT)
+        return v, b, d, len(read)
 
     m = len(reads)
     if m == 0:
@@ -197,23 +96,23 @@ def oligo_values(reads, seg, keys, marker_nt, payload_nt, rep, policy):
     indel = any(len(r) != payload_nt for r in reads)
     if m > FEW_READS:
         flat, offs = pack(reads)
-        v, b, d = one(consensus_packed(flat, offs, payload_nt))
+        v, b, d, ln = one(consensus_packed(flat, offs, payload_nt))
         vc, bc = v[cw].copy(), b[cw]
         if indel and bc.sum() >= UNSURE_REPAIRS:
             if policy in ("blocks", "ends"):
-                vc[~trust(b, d, mark)[cw]] = -1
+                vc[~trust(b, d, ln)[cw]] = -1
             elif policy == "erase":
                 vc[np.argmax(bc):] = -1
         return vc
     outs = [one(r) for r in reads[:2]]
     if m == 1:
-        v, b, d = outs[0]
+        v, b, d, ln = outs[0]
         vc = v[cw].copy()
-        keep = trust(b, d, mark)[cw]
+        keep = trust(b, d, ln)[cw]
     else:
-        (v1, b1, d1), (v2, b2, d2) = outs
+        (v1, b1, d1, l1), (v2, b2, d2, l2) = outs
         vc = np.where(b1[cw] & ~b2[cw], v2[cw], v1[cw])
-        k1, k2 = trust(b1, d1, mark)[cw], trust(b2, d2, mark)[cw]
+        k1, k2 = trust(b1, d1, l1)[cw], trust(b2, d2, l2)[cw]
         vc = np.where(~k1 & k2, v2[cw], vc)
         keep = k1 | k2
     if indel and policy == "erase":
@@ -228,7 +127,10 @@ def channel_values(symbols_flat, levels, n, layout, seg, coverage, dropout, seed
     from dnaimg.dna.channel import _corrupt_profiled, preset, reads_per_oligo
     from dnaimg.dna.codebook import get_codebook
     from dnaimg.dna.prng import interleaver, whiten, whitening_keys
-    starts, lens, mark, count = seg
+    starts, mark, count = seg
+    first_marker = np.flatnonzero(mark == 1)
+    M = int(starts[first_marker[0] + 1] - starts[first_marker[0]]) if len(first_marker) else 1
+    lens = np.where(mark == 1, M, n)
     cb = get_codebook(n, levels)
     total = symbols_flat.size
     N = -(-total // count)
@@ -240,11 +142,11 @@ def channel_values(symbols_flat, levels, n, layout, seg, coverage, dropout, seed
     rng = np.random.default_rng(seed)
     nreads = reads_per_oligo(N, ch, rng)
     P = layout.payload_nt
-    marker_nt = np.zeros((len(starts), 3), dtype=np.uint8)
+    marker_nt = np.zeros((len(starts), M), dtype=np.uint8)
     mi = 0
     for s in range(len(starts)):
         if mark[s]:
-            marker_nt[s, :lens[s]] = MARKERS[mi % 4, :lens[s]]
+            marker_nt[s] = MARKERS[mi % 4, :M]
             mi += 1
     out_vals = np.full(N * count, -1, dtype=np.int64)
     for k in range(N):
@@ -322,7 +224,7 @@ def main(argv=None):
                             s2 = fill_erasures(s2, erased, centre)
                         p = psnr(reconstruct(s2, point.model, (H, W), point.levels), img)
                         rows.append({"image": Path(path).name, "point": point.label, "K": K, "m": m,
-                                     "codewords_per_oligo": seg[3], "coverage": cov, "seed": seed,
+                                     "codewords_per_oligo": seg[2], "coverage": cov, "seed": seed,
                                      "total_nt_per_pixel": (N + HEADER_OLIGOS) * layout.oligo_length / (H * W),
                                      "clean_psnr": clean, "psnr": p, "erased": float(erased.mean()),
                                      "wrong": float(wrong.mean())})

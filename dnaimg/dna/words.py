@@ -63,15 +63,17 @@ def marker_every(n: int) -> int:
     return -(-8 // n)
 
 
-def segments(payload_nt: int, n: int, marked: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+def segments(payload_nt: int, n: int, marked: bool = False, every: int | None = None,
+             marker_nt: int = MARKER_NT) -> tuple[np.ndarray, np.ndarray, int]:
     """The payload's segments in order: start (nt) and kind (0 codeword, 1 marker) of each, and the
     number of codewords.  Unmarked: ``payload_nt // n`` codewords back to back.  Marked: groups of
     :func:`marker_every` codewords, each followed by a marker while another codeword still fits
-    after it.  What is left after the last segment is filler."""
+    after it.  What is left after the last segment is filler.  (``every``, ``marker_nt``: other
+    spacings, for measurements only; the format has the defaults.)"""
     if not marked:
         count = payload_nt // n
         return np.arange(count, dtype=np.int64) * n, np.zeros(count, dtype=np.uint8), count
-    K = marker_every(n)
+    K = every or marker_every(n)
     starts, kinds = [], []
     pos = 0
     while pos + n <= payload_nt:
@@ -81,11 +83,11 @@ def segments(payload_nt: int, n: int, marked: bool = False) -> tuple[np.ndarray,
             starts.append(pos)
             kinds.append(0)
             pos += n
-        if pos + MARKER_NT + n > payload_nt:
+        if pos + marker_nt + n > payload_nt:
             break
         starts.append(pos)
         kinds.append(1)
-        pos += MARKER_NT
+        pos += marker_nt
     kinds = np.array(kinds, dtype=np.uint8)
     return np.array(starts, dtype=np.int64), kinds, int((kinds == 0).sum())
 
@@ -175,12 +177,14 @@ def _resync_segments(read, n, starts, kinds, wkeys, mnt, expected_len, sig_inv, 
     """Codeword-aware alignment of a payload read to its segments (Viterbi over the frame drift
     d): segment s is read at ``starts[s] + d``; a codeword's cost (``kinds[s] == 0``, whitening key
     ``wkeys[s]``) is its Hamming distance to the nearest valid codeword after un-whitening, a
-    marker's (``kinds[s] == 1``) its Hamming distance to the known ``mnt[s]``; each nt of drift
+    marker's (``kinds[s] == 1``) its Hamming distance to the known ``mnt[s]`` (markers are
+    ``mnt.shape[1]`` nt long); each nt of drift
     change between segments costs ``indel_cost``; the final drift should match the read's
     length.  Returns per segment: value (codewords; -1 for markers), repaired (codeword) or
     mismatched (marker), and drift."""
     S = starts.shape[0]
     R = read.shape[0]
+    M = mnt.shape[1]
     vals = np.full(S, -1, dtype=np.int64)
     bad = np.zeros(S, dtype=np.bool_)
     drift = np.zeros(S, dtype=np.int64)
@@ -191,7 +195,7 @@ def _resync_segments(read, n, starts, kinds, wkeys, mnt, expected_len, sig_inv, 
         for s in range(S):
             p = starts[s]
             if kinds[s] == 1:
-                for t in range(MARKER_NT):
+                for t in range(M):
                     if read[p + t] != mnt[s, t]:
                         clean = False
                         break
@@ -226,7 +230,7 @@ def _resync_segments(read, n, starts, kinds, wkeys, mnt, expected_len, sig_inv, 
     wval = np.full((S, W), -1, dtype=np.int64)
     wbad = np.zeros((S, W), dtype=np.bool_)
     for s in range(S):
-        ln = MARKER_NT if kinds[s] == 1 else n
+        ln = M if kinds[s] == 1 else n
         for di in range(W):
             pos = starts[s] + di - dmax
             if pos < 0 or pos + ln > R:
