@@ -224,8 +224,8 @@ def _codec_of_model(model, noise_trained) -> str:
                    "nanopore runs at 1-5x coverage (not worth it from 10x, nor on Illumina runs).")
 @click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
 @with_primers
-@click.option("--header-copies", type=click.IntRange(1, 15), default=3, show_default=True,
-              help="Copies of the header oligos.")
+@click.option("--header-copies", type=click.IntRange(1, 15), default=None,
+              help="Copies of the header oligos (each copy is 4 oligos at 200 nt).  [default: 3; 9 with --markers]")
 @click.option("--pool", "as_pool", is_flag=True,
               help="Write a pool (format version 3: an id, the file name and the primer pair in the DNA, a "
                    "manifest beside the FASTA) even for one image.  Several images or a folder always make a pool.")
@@ -259,6 +259,8 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     from dnaimg.codecs import canonical
     from dnaimg.dna.seqio import check_writable, write_fasta
     from pathlib import Path
+    if header_copies is None:
+        header_copies = api.header_copies_for(markers)
     if as_pool or append or group_size or pool_id or len(image) > 1 or Path(image[0]).is_dir():
         if markers:
             from dnaimg.codecs.base import CodecError

@@ -91,6 +91,7 @@ def test_marked_round_trip_exact_and_constrained(image):
     assert h.version == 4 and h.streams[0].kind == 2
     plain = api.encode(image, "robust", model="cae32-mr:r050")
     assert h.streams[0].n_data == -(-plain.written.header.streams[0].length // 50)
+    assert enc.written.n_header == 3 * plain.written.n_header          # 9 header copies by default, not 3
     assert all(oligo_ok(o) for o in enc.oligos)
     dec = api.decode([dna.decode(o) for o in enc.oligos], precision="fp32")
     assert dec.exact and np.array_equal(dec.symbols, enc.robust.symbols)
