@@ -17,7 +17,10 @@ almost none.  An oligo number is
   read several times (a misread index sends a read to a random place, never two reads of the
   same other oligo to the same place);
 - **in doubt** if it has 2 or more reads, all mutually unlike (e.g. one read of each image, as
-  in a clean FASTA of two colliding images).
+  in a clean FASTA of two colliding images): no two of them share :data:`DOUBT_SHARED` of their
+  k-mers.  (Two noisy nanopore reads of one oligo can fall under :data:`MIN_SHARED` yet still
+  share a few per cent, against ~0.2 % for two unrelated payloads: at nanopore 1-2x, a single
+  image was once taken for two by 3 such oligos.)
 
 A tag is *mixed* when at least 2 of its oligo numbers are split, or when split and doubtful
 numbers together are at least 3 and at least :data:`DOUBT_FRACTION` of its numbers with 2 or
@@ -39,6 +42,7 @@ READS_PER_SLOT = 12
 MAX_READS = 24
 MIN_SHARED = 0.12
 DOUBT_FRACTION = 0.005
+DOUBT_SHARED = 0.025     # reads "unlike" for doubt: no pair shares this much (random payloads: ~0.2 %)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -62,18 +66,45 @@ def _stamp_read(flat, a0, a1, k, stamp, tick):
 
 
 @nb.njit(cache=True, nogil=True)
+def _shared(flat, b0, b1, k, stamp, tick):
+    """How many k-mers of read ``flat[b0:b1]`` are among the stamped ones."""
+    shared = 0
+    for p in range(b0, b1 - k + 1):
+        c = _kmer_code(flat, p, k)
+        if c >= 0 and stamp[c] == tick:
+            shared += 1
+    return shared
+
+
+@nb.njit(cache=True, nogil=True)
 def _shares_enough(flat, b0, b1, li, k, min_shared, stamp, tick):
     """Whether read ``flat[b0:b1]`` has at least ``min_shared`` of the k-mers of the shorter of it
     and the stamped read (``li`` k-mers) among the stamped ones."""
     m = min(li, b1 - b0 - k + 1)
     if m < 1:
         return False
-    shared = 0
-    for p in range(b0, b1 - k + 1):
-        c = _kmer_code(flat, p, k)
-        if c >= 0 and stamp[c] == tick:
-            shared += 1
-    return shared >= min_shared * m
+    return _shared(flat, b0, b1, k, stamp, tick) >= min_shared * m
+
+
+@nb.njit(cache=True, nogil=True)
+def _most_shared(flat, offs, rows, n, k, stamp, tick):
+    """The largest fraction of shared k-mers over the pairs of reads ``rows[:n]`` (of the shorter
+    read's k-mers), in thousandths; returns (it, tick)."""
+    best = 0
+    for i in range(n):
+        tick += 1
+        a0, a1 = offs[rows[i]], offs[rows[i] + 1]
+        _stamp_read(flat, a0, a1, k, stamp, tick)
+        li = a1 - a0 - k + 1
+        for j in range(i + 1, n):
+            b0, b1 = offs[rows[j]], offs[rows[j] + 1]
+            m = min(li, b1 - b0 - k + 1)
+            if m < 1:
+                continue
+            f = (1000 * _shared(flat, b0, b1, k, stamp, tick)) // m
+            if f > best:
+                best = f
+    return best, tick
 
 
 @nb.njit(cache=True, nogil=True)
@@ -139,9 +170,11 @@ def _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes
 @nb.njit(cache=True, nogil=True, parallel=True)
 def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_slot, max_reads, min_shared):
     """Per group of slots (one oligo number, its seeds): (reads looked at, largest cluster, second
-    largest cluster).  ``grp_slots[grp_start[g]:grp_start[g+1]]`` are the slots of group g."""
+    largest cluster, and where every cluster is a single read: the largest fraction of k-mers any
+    two of them share, in thousandths).  ``grp_slots[grp_start[g]:grp_start[g+1]]`` are the slots
+    of group g."""
     G = grp_start.shape[0] - 1
-    out = np.zeros((G, 3), dtype=np.int64)
+    out = np.zeros((G, 4), dtype=np.int64)
     nblocks = 16
     bs = (G + nblocks - 1) // nblocks
     for blk in nb.prange(nblocks):
@@ -180,6 +213,8 @@ def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_s
             out[g, 0] = n
             out[g, 1] = b1
             out[g, 2] = b2
+            if b1 == 1:
+                out[g, 3], tick = _most_shared(flat, offs, rows, n, k, stamp, tick)
     return out
 
 
@@ -237,7 +272,7 @@ def scan(sorter, tags) -> dict[int, Mixture]:
     gnum = numbers[o[starts]]
     n, b1, b2 = res[:, 0], res[:, 1], res[:, 2]
     split = b2 >= 2
-    doubt = (n >= 2) & (b1 == 1)
+    doubt = (n >= 2) & (b1 == 1) & (res[:, 3] < 1000 * DOUBT_SHARED)
     for t in tags:
         m = gtag == t
         if not m.any():
