@@ -888,7 +888,8 @@ def info(file, primer_f, primer_r, as_json):
                 click.echo(f"  image            {d['width']}x{d['height']} px, latent {d['channels']} channels x "
                            f"{d['levels']} levels")
             for i, s in enumerate(d["streams"]):
-                kind = "bytes" if s["kind"] == 0 else f"words ({s['codeword_nt']} nt, {s['levels']} levels)"
+                kind = "bytes" if s["kind"] == 0 else (f"words ({s['codeword_nt']} nt, {s['levels']} levels"
+                                                          + (", markers)" if s["kind"] == 2 else ")"))
                 click.echo(f"  stream {i}         {kind}: {s['length']} {'bytes' if s['kind'] == 0 else 'values'}, "
                            f"{s['n_data']} data oligos, outer {s['blocks']}x{s['parity']} parity rows, "
                            f"CRC32 {s['crc']:#010x}")
