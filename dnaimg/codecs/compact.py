@@ -33,7 +33,7 @@ from dnaimg.codecs.base import CodecError, DecodeError, Encoded, RateError, Rece
 from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
-DEFAULT_MODEL = "compact-ms-v2"
+DEFAULT_MODEL = "compact-ms-v3"
 DEFAULT_GRAY_MODEL = "compact-gray-v1"     # one channel, trained on microscopy and X-rays: gray images' default
 DEFAULT_RATE_INDEX = 3.0
 META = ">BIIIHB"
