@@ -1,6 +1,6 @@
 """Reads whose index is beyond repair are filed by their payload (nanopore reads: about half of
-them at 10x), and an oligo read only by one or two reads with an indel is erased rather than
-guessed."""
+them at 10x), and an oligo read only by one or two reads with an indel keeps only its trusted
+values (the rest is erased rather than guessed)."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,14 +110,26 @@ def test_reads_without_a_readable_index_are_filed_and_rebuild_the_image(robust_s
     assert np.array_equal(res.image, clean.image)
 
 
-def test_one_read_with_an_indel_is_erased_not_guessed(robust_small):
+def test_one_read_with_an_indel_keeps_only_its_trusted_ends(robust_small):
+    """One read per oligo, one deletion 50 nt into its payload (in codeword 25 of 62): the values
+    3 codewords clear of it on both sides are kept (nearly all right), the ones around it erased."""
     enc, clean = robust_small
     rng = np.random.default_rng(4)
     res = api.decode(_reads(enc, rng, good_indel=True, rescued_copies=0))
     stream = res.report["streams"][0]
     n_data = enc.written.oligos.shape[0] - enc.written.n_header
     assert stream["missing"] == 0
-    assert stream["values_erased"] == stream["values"]       # every oligo: one read, one deletion
+    assert 0.05 * stream["values"] < stream["values_erased"] < 0.3 * stream["values"]
+    from dnaimg.dna.container import read_streams
+    lay, sorter, headers, _, _ = api.open_reads(_reads(enc, np.random.default_rng(4), good_indel=True,
+                                                       rescued_copies=0))
+    (got,) = read_streams(sorter, headers[enc.written.header.tag], lay)
+    kept = ~got.erased
+    assert kept.sum() == got.data.size - stream["values_erased"]
+    wrong = kept & (got.data != clean.symbols.reshape(-1))
+    # the resync may place the deletion a few codewords early (2-nt codewords read one nt off are
+    # often valid too): a few kept values are wrong, far fewer than the erasing rule lost
+    assert wrong.sum() <= 0.01 * kept.sum(), (wrong.sum(), kept.sum())
     # the same reads without the deletion keep every value
     res2 = api.decode(_reads(enc, np.random.default_rng(4), good_indel=False, rescued_copies=0))
     assert res2.report["streams"][0]["values_erased"] == 0
@@ -137,10 +149,11 @@ def test_unsure_values_only_where_reads_carry_indels():
     slot = np.array([0, 1, 2, 3, 4, 5, -1])
     bad = np.zeros((7, 8), dtype=bool)
     bad[3, [2, 5]] = bad[4, [2, 5]] = bad[5, 1] = True
-    got = C.unsure_values(offs, order, firsts, slot, 124, bad)
-    assert got[:3].all(axis=1).tolist() == [False, True, True]
-    assert not got[0].any()
-    assert got[3].tolist() == [False, False, True, True, True, True, True, True]
+    trust = np.zeros((7, 8), dtype=bool)
+    trust[:, 0] = True                                       # e.g. the trusted end before a repair
+    got = C.unsure_values(offs, order, firsts, slot, 124, bad, trust)
+    assert got[:3].any(axis=1).tolist() == [False, True, True]
+    assert got[1].tolist() == got[2].tolist() == got[3].tolist() == [False] + [True] * 7
     assert not got[4].any() and not got[5].any() and not got[6].any()
 
 

@@ -14,8 +14,9 @@ lost, per-read rates, errors in homopolymer runs), and decoded by the rules of
 :func:`dnaimg.dna.container.words_values`: from 3 reads the nucleotide consensus, with 1-2 reads
 each read on its own; then the resynchronising codeword decoder, here with the markers as
 segments of known nucleotides (with no markers it is the decoder of the format); then the
-unsure-values rule (``--policy``: ``erase``, the format's; ``keep``, what the resync gives;
-``blocks``, erase only the codewords outside clean marker blocks).
+unsure-values rule (``--policy``: ``erase``, every value (the rule before the trusted ends); ``keep``, what the resync gives;
+``blocks`` = ``ends``, erase only what the format does not trust: outside trusted marker blocks, or
+without markers outside the trusted ends of the payload).
 Erased values are filled as the robust codec fills them and the image is synthesised.
 
 What it leaves out, the same for every layout: the primers and index (the reads are filed to
@@ -48,31 +49,14 @@ def segments(payload_nt: int, n: int, K: int, m: int):
     return fmt_segments(payload_nt, n, K > 0, every=K or None, marker_nt=max(m, 1))
 
 
-def clean_ends(bad, drift, mark, margin=3):
-    """Without markers, the best a decoder can trust: the codewords before the first repaired
-    one (less ``margin``: an indel is often noticed a few codewords late) at drift 0, and those
-    after the last repaired one (plus ``margin``) at the final drift."""
-    S = len(mark)
-    ok = np.zeros(S, dtype=bool)
-    badi = np.flatnonzero(bad)
-    if not len(badi):
-        ok[:] = True
-        return ok
-    first, last = badi[0], badi[-1]
-    head = max(0, first - margin)
-    ok[:head] = drift[:head] == 0
-    tail = min(S, last + 1 + margin)
-    ok[tail:] = drift[tail:] == drift[-1]
-    return ok
-
-
 def oligo_values(reads, seg, keys, marker_nt, payload_nt, rep, policy):
     """Values of one oligo from its payload reads (-1 = erased), by the rules of the format's words
     decoder.  ``policy`` for reads with indels, where the format erases (1-2 reads: every value;
-    a consensus with 2+ repaired codewords: from the first on): "erase" (the format's rule without
-    markers), "keep" (keep what the resync gives), "blocks" (the format's rule with markers: erase
-    only the codewords outside trusted blocks, :func:`dnaimg.dna.words._trusted_blocks`) or "ends"
-    (without markers, the best a rule can do: :func:`clean_ends`)."""
+    a consensus with 2+ repaired codewords: from the first on): "erase" (every value; the slipped
+    consensus from its first repair on: the format's rule before the trusted ends), "keep" (keep
+    what the resync gives), "blocks" or "ends" (the same: the format's rule, erase only what
+    :func:`dnaimg.dna.words._trusted_blocks` does not trust: trusted marker blocks, or without
+    markers the trusted ends of the payload)."""
     from dnaimg.dna.consensus import consensus_packed, pack
     from dnaimg.dna.container import FEW_READS, UNSURE_REPAIRS
     from dnaimg.dna.prng import SIGMAS_INV
@@ -81,8 +65,6 @@ def oligo_values(reads, seg, keys, marker_nt, payload_nt, rep, policy):
     cw = mark == 0
 
     def trust(bad, drift, read_len):
-        if policy == "ends":
-            return clean_ends(bad, drift, mark)
         return _trusted_blocks(bad, drift, mark, read_len - payload_nt)
 
     def one(read):
@@ -122,8 +104,8 @@ def oligo_values(reads, seg, keys, marker_nt, payload_nt, rep, policy):
     return vc
 
 
-def channel_values(symbols_flat, levels, n, layout, seg, coverage, dropout, seed, policy, tag=7):
-    """The symbols (stream order) after writing, the nanopore channel and reading; -1 = erased."""
+def channel_values(symbols_flat, levels, n, layout, seg, coverage, dropout, seed, policy, tag=7, channel="nanopore"):
+    """The symbols (stream order) after writing, the channel (a preset) and reading; -1 = erased."""
     from dnaimg.dna.channel import _corrupt_profiled, preset, reads_per_oligo
     from dnaimg.dna.codebook import get_codebook
     from dnaimg.dna.prng import interleaver, whiten, whitening_keys
@@ -138,7 +120,7 @@ def channel_values(symbols_flat, levels, n, layout, seg, coverage, dropout, seed
     slots = np.empty(N * count, dtype=np.int64)
     slots[:total] = symbols_flat[perm]
     slots[total:] = np.arange(N * count - total) % levels
-    ch = preset("nanopore", coverage=coverage, dropout=dropout)
+    ch = preset(channel, coverage=coverage, dropout=dropout)
     rng = np.random.default_rng(seed)
     nreads = reads_per_oligo(N, ch, rng)
     P = layout.payload_nt
@@ -187,10 +169,11 @@ def main(argv=None):
     ap.add_argument("--layouts", default="0:0,4:2,8:2")
     ap.add_argument("--coverages", default="1,2,3,5,10")
     ap.add_argument("--dropout", type=float, default=0.02)
+    ap.add_argument("--preset", default="nanopore", help="channel preset (the reads' error profile)")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--policy", default="erase", choices=["erase", "keep", "blocks", "ends"],
-                    help="values from reads with indels: erase as the format does, keep, or erase only "
-                         "outside clean marker blocks, or (no markers) outside the clean ends")
+    ap.add_argument("--policy", default="ends", choices=["erase", "keep", "blocks", "ends"],
+                    help="values from reads with indels: erase them all, keep them, or erase only what the "
+                         "format does not trust (blocks = ends)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     import torch
@@ -216,7 +199,7 @@ def main(argv=None):
                 for cov in [float(c) for c in a.coverages.split(",")]:
                     for seed in [int(s) for s in a.seeds.split(",")]:
                         got, N = channel_values(sym.reshape(-1), point.levels, point.codeword_nt, layout, seg, cov,
-                                                a.dropout, seed, a.policy)
+                                                a.dropout, seed, a.policy, channel=a.preset)
                         erased = (got < 0).reshape(sym.shape)
                         wrong = (~erased) & (got.reshape(sym.shape) != sym)
                         s2 = np.where(erased, centre, got.reshape(sym.shape))

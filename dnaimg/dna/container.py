@@ -547,7 +547,7 @@ def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_
             rep.table, rep.dist, SIGMAS_INV, FEW_READS, RESYNC_INDEL_COST, RESYNC_DRIFT)
         if progress is not None:
             progress(k1 - k0)
-    unsure = unsure_values(offs, order, firsts, slot, payload_nt, bad, trust if marked else None)
+    unsure = unsure_values(offs, order, firsts, slot, payload_nt, bad, trust)
     vals[unsure] = -1
     bad[unsure] = False
     return vals, bad, slot
@@ -556,20 +556,23 @@ def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_
 UNSURE_REPAIRS = 2     # a consensus of indel-carrying reads with this many repaired codewords: the rest is erased
 
 
-def unsure_values(offs, order, firsts, slot, payload_nt, bad, trust=None) -> np.ndarray:
+def unsure_values(offs, order, firsts, slot, payload_nt, bad, trust) -> np.ndarray:
     """Values to erase rather than guess (n_data, count), only on oligos with a read that is not
-    ``payload_nt`` long (an indel; substitution-only reads keep every value): every value of an
-    oligo read by at most ``FEW_READS`` reads (a consensus cannot outvote an indel, and on
-    nanopore-like reads the codeword resync then guesses a third of the values wrong), and on a
-    consensus whose codewords needed ``UNSURE_REPAIRS`` repairs or more, the values from the
-    first repaired one on (a frame slip the consensus kept).  Measured on training photographs
-    (r050, nanopore 10x with 2 % lost, 3 images x 2 seeds), erasing costs less than guessing:
-    e.g. 27.86 -> 28.63 (few) -> 28.73 dB (and the slips), clean 29.46; 2 repairs and 3 do the
-    same.  The outer code, when there is one, also rebuilds erasures more cheaply than errors.
+    ``payload_nt`` long (an indel; substitution-only reads keep every value): on an oligo read by
+    at most ``FEW_READS`` reads (a consensus cannot outvote an indel), and on a consensus whose
+    codewords needed ``UNSURE_REPAIRS`` repairs or more (a frame slip the consensus kept), the
+    values that are not *trusted* (``trust``, :func:`dnaimg.dna.words._trusted_blocks`): without
+    markers, those before the first repair or frame shift and after the last one, 3 codewords
+    clear of it; with markers, those of blocks whose two markers matched at one drift.
 
-    With markers (``trust``: per value, does its block lie between two matched markers at one
-    drift, :func:`dnaimg.dna.words._trusted_blocks`), the same oligos keep their trusted values:
-    only the others are erased."""
+    Measured on training photographs (bsds500 100075, 2092, 8049; r050, 2 % of oligos lost;
+    ``python -m dnaimg.bench.markers ... --layouts 0:0 --policy erase|ends|keep [--preset
+    nextseq]``; clean 29.41 dB): at nanopore 1x / 2x / 3x / 5x / 10x, erasing every value of a
+    few-read oligo (the rule before) gives 17.73 / 20.90 / 22.93 / 26.38 / 28.65 dB, guessing
+    16.79 / 18.34 / 20.03 / 23.96 / 27.98, the trusted ends 19.64 / 22.12 / 23.72 / 26.70 / 28.65;
+    at NextSeq 2x / 3x / 5x / 10x (reads with one indel, which the resync follows) 23.46 / 24.79 /
+    27.40 / 28.79, 24.90 / 25.93 / 27.92 / 28.87 and 25.77 / 26.90 / 28.33 / 28.92.  The outer
+    code, when there is one, also rebuilds erasures more cheaply than errors."""
     wrong_len = (offs[1:] - offs[:-1]) != payload_nt
     cs = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(wrong_len[order], out=cs[1:])
@@ -579,10 +582,7 @@ def unsure_values(offs, order, firsts, slot, payload_nt, bad, trust=None) -> np.
     indel = has & (cs[firsts[s + 1]] - cs[firsts[s]] > 0)
     few = indel & (count <= FEW_READS)
     slipped = indel & (count > FEW_READS) & (bad.sum(axis=1) >= UNSURE_REPAIRS)
-    if trust is not None:
-        return (few | slipped)[:, None] & ~trust
-    tail = np.arange(bad.shape[1])[None, :] >= np.argmax(bad, axis=1)[:, None]
-    return few[:, None] | (slipped[:, None] & tail)
+    return (few | slipped)[:, None] & ~trust
 
 
 @nb.njit(cache=True, nogil=True)

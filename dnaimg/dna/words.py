@@ -297,14 +297,51 @@ def _resync(read, n, count, expected_len, keys, sig_inv, table, dist, indel_cost
     return v, bad
 
 
+TRUST_MARGIN = 3    # unmarked payloads: codewords distrusted on each side of an indel or repair
+
+
+@nb.njit(cache=True, nogil=True)
+def _trusted_ends(bad, drift, end, margin):
+    """Per codeword of an unmarked payload: trusted when it lies before the first repaired codeword
+    or frame shift (at drift 0), or after the last one (at the read's final drift ``end``), and at
+    least ``margin`` codewords away from it (an indel is often noticed a few codewords late)."""
+    S = bad.shape[0]
+    ok = np.zeros(S, dtype=np.bool_)
+    first = S
+    last = -1
+    for t in range(S):
+        if bad[t] or drift[t] != 0:
+            first = t
+            break
+    for t in range(S - 1, -1, -1):
+        if bad[t] or drift[t] != end:
+            last = t
+            break
+    if first == S and end == 0:
+        ok[:] = True
+        return ok
+    for t in range(0, min(S, first - margin)):
+        ok[t] = True
+    for t in range(max(0, last + 1 + margin), S):
+        ok[t] = True
+    return ok
+
+
 @nb.njit(cache=True, nogil=True)
 def _trusted_blocks(bad, drift, kinds, end):
     """Per segment of a marked payload: does it lie in a block whose two bounding markers (or the
     payload's start, at drift 0) the resync matched exactly at the same drift, with no repaired
     codeword in it?  The codewords after the last marker: when that marker matched, they are not
     repaired and their drift is the marker's and the read's (``end`` = read length - payload
-    length).  Unmarked payloads: nothing is trusted."""
+    length).  Unmarked payloads: :func:`_trusted_ends`."""
     S = kinds.shape[0]
+    marked = False
+    for t in range(S):
+        if kinds[t] == 1:
+            marked = True
+            break
+    if not marked:
+        return _trusted_ends(bad, drift, end, TRUST_MARGIN)
     ok = np.zeros(S, dtype=np.bool_)
     lo = -1
     for hi in range(S + 1):
@@ -359,7 +396,7 @@ def payload_values_batch(flat, offs, order, first, slot, seed, k0, tag, payload_
     decoded on its own and, with two, each value is taken from the read whose codeword was valid
     (the first read where both or neither were; with markers, first the read whose block was
     trusted).  Returns per value: the value (-1 for unreadable or missing), whether its codeword
-    had to be repaired, and (markers) whether its block is trusted (:func:`_trusted_blocks`)."""
+    had to be repaired, and whether it is trusted on a read with indels (:func:`_trusted_blocks`)."""
     K = slot.shape[0]
     S = starts.shape[0]
     count = 0
