@@ -45,7 +45,7 @@ from dnaimg.dna.prng import SIGMAS_INV, interleaver
 from dnaimg.dna.reads import CHUNK, ReadSorter, gather_reads
 from dnaimg.dna.seqio import ReadBatches, prefetched
 from dnaimg.dna.words import (RESYNC_DRIFT, RESYNC_INDEL_COST, data_oligos, n_data_oligos, payload_values_batch,
-                              segments, values_per_oligo)
+                              segments, segments_end, values_per_oligo)
 
 DEFAULT_PRIMER_F = "AGTGCACGCGCAGTTATATG"
 DEFAULT_PRIMER_R = "CTAACGGCAATGAGTTGCAC"
@@ -209,20 +209,13 @@ def _make_header(layout: Layout, encoded: Encoded, plans: list[StreamPlan], imag
     marked = any(s.markers for s in encoded.streams)
     if rec is not None and marked:
         raise LayoutError("markers are not available for an image in a pool (format version 3)")
-    pool = {} if rec is None else {"version": POOL_VERSION, "pool_id": rec.pool_id, "primer_pair": rec.primer_pair,
-                                   "name": rec.name}
+    extra = {} if rec is None else {"version": POOL_VERSION, "pool_id": rec.pool_id, "primer_pair": rec.primer_pair,
+                                    "name": rec.name}
     if marked:
-        pool = {"version": MARKER_VERSION}
+        extra = {"version": MARKER_VERSION}
     return Header(codec_id=codec_id, image_id=image_id, oligo_length=layout.oligo_length,
                   primer_f_nt=len(layout.primer_f), primer_r_nt=len(layout.primer_r), streams=infos,
-                  meta=bytes(encoded.meta), **pool)
-
-
-def segments_nt(layout: Layout, codeword_nt: int) -> int:
-    """Nucleotides of a marked payload's codewords and markers."""
-    from dnaimg.dna.words import segments_end
-    starts, kinds, _ = segments(layout.payload_nt, codeword_nt, True)
-    return segments_end(starts, kinds, codeword_nt)
+                  meta=bytes(encoded.meta), **extra)
 
 
 def stream_bits(header: Header) -> int:
@@ -237,9 +230,8 @@ def mapping_bits_per_nt(header: Header, layout: Layout) -> float:
     words = [s for s in header.streams if s.kind in (KIND_WORDS, KIND_WORDS_MARKED)]
     if words:
         w = words[0]
-        V = values_per_oligo(layout, w.codeword_nt, w.kind == KIND_WORDS_MARKED)
-        used = V * w.codeword_nt if w.kind == KIND_WORDS else segments_nt(layout, w.codeword_nt)
-        return float(np.log2(w.levels) * V / used)
+        starts, kinds, V = segments(layout.payload_nt, w.codeword_nt, w.kind == KIND_WORDS_MARKED)
+        return float(np.log2(w.levels) * V / segments_end(starts, kinds, w.codeword_nt))
     return bytecode.bits_per_payload_nt(layout.payload_nt)
 
 
@@ -531,9 +523,7 @@ def words_values(sorter: ReadSorter, tag: int, first: int, n_data: int, payload_
     the read whose codeword was valid.  One numba call per block of oligos, in parallel.
     ``marked``: the payloads carry markers (:mod:`dnaimg.dna.words`)."""
     flat, offs, order, firsts = sorter.store()
-    starts, kinds, n_words = segments(payload_nt, cb.n, marked)
-    if n_words != count:
-        raise ContainerError("header is inconsistent: values per oligo")
+    starts, kinds, _ = segments(payload_nt, cb.n, marked)      # count: their codewords (values_per_oligo)
     slot, seed = sorter.best_slots(tag, first + n_data)
     slot, seed = slot[first:], seed[first:]
     rep = cb.repairer
