@@ -44,11 +44,16 @@ it found instead of misreading the payloads.
 a fixed 37-byte header (53 with parity).  Still decoded.
 
 **Reading** (:func:`find_headers`): per image tag, the reads of each header oligo are combined
-(consensus), each copy is corrected on its own, then a nibble-wise majority over the copies,
-then a soft vote (per word the nibble nearest in Hamming distance summed over the copies, with the
-least sure bytes erased more and more), then mixes of parts from different copies; Reed-Solomon
-and the CRC32 check every candidate.  Header oligos whose index did not decode get a second
-chance (relaxed index decoding, then nearest index).
+(a header oligo with at most 4 reads: each read decoded word by word by the resynchronising
+codeword decoder, which follows indels, then a vote; with more, a consensus), each copy is
+corrected on its own, then a nibble-wise majority over the copies, then the pooled vote (every
+read of a part votes, whatever its copy), then soft votes (per word the nibble nearest in
+Hamming distance summed over the copies, and the pooled vote, each with the least sure bytes
+erased more and more), then mixes of parts from different copies; Reed-Solomon and the CRC32
+check every candidate.  Every part seen is tried as the last one (a stray read filed under a
+high part number must not hide the header).  Header oligos whose index did not decode get a
+second chance (relaxed index decoding, then nearest index, then alignment of the read's start
+to every header index, for indexes that took several indels).
 """
 from __future__ import annotations
 
@@ -379,15 +384,16 @@ def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
     return nib, valid
 
 
-FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer, one with an indel, is read word by word
+FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer is read read by read
+CONSENSUS_VOTES = 3     # a consensus of more reads votes as this many reads in the vote over copies
 
 
-def resync_nibbles(reads: list[np.ndarray], number: int, scramble: int, tag: int, per_part: int,
-                   length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reads of one header oligo, too few for a consensus to outvote an indel -> (nibbles, whether
-    each word was valid): each read decoded by the resynchronising codeword decoder (it follows
-    insertions and deletions), then per word a vote of the reads, a valid word counting twice
-    (ties to the earlier read)."""
+def resync_votes(reads: list[np.ndarray], number: int, scramble: int, tag: int, per_part: int,
+                 length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reads of one header oligo, too few for a consensus to outvote an indel -> per word, votes
+    for each nibble (per_part, 16) and whether a read held it as a valid word: each read decoded
+    by the resynchronising codeword decoder (it follows insertions and deletions), a valid word
+    counting twice, a repaired one once (ties to the earlier read)."""
     keys = whitening_keys(tag, number, scramble, per_part)
     rep = _NIBBLE_REPAIR
     votes = np.zeros((per_part, 16))
@@ -398,8 +404,16 @@ def resync_nibbles(reads: list[np.ndarray], number: int, scramble: int, tag: int
                          rep.table, rep.dist, RESYNC_INDEL_COST, RESYNC_DRIFT)
         np.add.at(votes, (rows, v), np.where(bad, 1.0, 2.0) + 1e-3 * (len(reads) - i))
         valid[rows, v] |= ~bad
-    nib = votes.argmax(axis=1)
-    return nib, valid[rows, nib]
+    return votes, valid
+
+
+def decide(votes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Votes (m, 16) -> per word the nibble with the most, whether a read held it as a valid word,
+    and its margin over the runner-up."""
+    rows = np.arange(len(votes))
+    order = np.argsort(-votes, axis=1, kind="stable")
+    nib = order[:, 0]
+    return nib, valid[rows, nib], votes[rows, nib] - votes[rows, order[:, 1]]
 
 
 def nibbles_to_bytes(nib: np.ndarray) -> bytes:
@@ -452,6 +466,20 @@ def parse_codeword(nib: np.ndarray, valid: np.ndarray | None, parts: int, per_pa
 # ---------------------------------------------------------------------------------------------
 # reading headers back from sorted reads
 
+def _erasure_ladder(nib: np.ndarray, margin: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A soft vote's nibbles with 0, 2, 4, ... of its least sure bytes erased (Reed-Solomon: 2
+    errors + erasures <= parity)."""
+    m2 = len(nib) // 2 * 2
+    order = np.argsort(np.minimum(margin[0:m2:2], margin[1:m2:2]), kind="stable")
+    out = []
+    for k in range(0, HEADER_PARITY + 1, 2):
+        ok = np.ones(len(nib), dtype=bool)
+        ok[2 * order[:k]] = False
+        ok[2 * order[:k] + 1] = False
+        out.append((nib, ok))
+    return out
+
+
 def _insert_len(h) -> int:
     return h.oligo_length - h.primer_f_nt - h.primer_r_nt - INDEX_NT
 
@@ -470,26 +498,41 @@ def decode_header(sorter, tag: int) -> tuple[Header | HeaderV1 | None, str, set]
         per_part = L // 3
         copies: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
         words: dict[int, list[np.ndarray]] = defaultdict(list)
+        # every read of a part, whatever its copy, also votes in one pool: a part read once in
+        # each copy is then read three times over, not three times once
+        pooled: dict[int, list[np.ndarray]] = {}
         for off in sorted(hgroups):
             c, p = off // 16, off % 16
             s, g = hgroups[off]
-            if g.count <= FEW_HEADER_READS and (np.diff(g.offs) != L).any():     # few reads, indels
-                nib, ok = resync_nibbles(g.reads(), HEADER_BASE + off, s, tag, per_part, L)
+            pv = pooled.setdefault(p, [np.zeros((per_part, 16)), np.zeros((per_part, 16), dtype=bool)])
+            if g.count <= FEW_HEADER_READS:
+                votes, ok = resync_votes(g.reads(), HEADER_BASE + off, s, tag, per_part, L)
+                pv[0] += votes
+                pv[1] |= ok
+                nib, ok, _ = decide(votes, ok)
                 copies[c][p] = (nib, ok)
-                words[p].append(NIBBLE_WORDS[nib])
+                if (np.diff(g.offs) == L).all():    # no indel in sight: the raw words, for the soft vote
+                    words[p].append(header_words(consensus_packed(*g.packed(), L), HEADER_BASE + off, s, tag,
+                                                 per_part))
+                else:
+                    words[p].append(NIBBLE_WORDS[nib])
                 continue
             est = consensus_packed(*g.packed(), L)
-            copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
+            nib, ok = copies[c][p] = header_nibbles(est, HEADER_BASE + off, s, tag, per_part)
             words[p].append(header_words(est, HEADER_BASE + off, s, tag, per_part))
+            rows = np.arange(per_part)
+            pv[0][rows, nib] += CONSENSUS_VOTES * np.where(ok, 2.0, 1.0)
+            pv[1][rows, nib] |= ok
         if not copies:
             continue
-        seen_parts = max(p for c in copies for p in copies[c]) + 1
-        # version 2 fills its parts: the number of parts is the highest part seen; version 1
-        # has 53 bytes whatever the oligo length
-        options_parts = sorted({seen_parts, -(-_V1_NIBBLES // per_part)})
+        seen = {p for c in copies for p in copies[c]}
+        # version 2 fills its parts: the number of parts is the highest part seen, unless that
+        # part is a stray read (an index misread as another header oligo's), so every part seen
+        # is tried as the last, highest first; version 1 has 53 bytes whatever the oligo length
+        options_parts = sorted({p + 1 for p in seen} | {-(-_V1_NIBBLES // per_part)}, reverse=True)
         valid: list = []
         for parts in options_parts:
-            if parts > seen_parts:
+            if not all(p in seen for p in range(parts)):
                 continue
             candidates = []
             for c in sorted(copies):
@@ -510,20 +553,18 @@ def decode_header(sorter, tag: int) -> tuple[Header | HeaderV1 | None, str, set]
             if len(maj_nib) == parts:
                 candidates.append((np.concatenate(maj_nib), np.concatenate(maj_ok)))
             soft = []
+            if all(p in pooled for p in range(parts)):
+                # the pooled vote, then its least sure bytes erased, more and more
+                voted = [decide(*pooled[p]) for p in range(parts)]
+                nib = np.concatenate([v[0] for v in voted])
+                candidates.append((nib, np.concatenate([v[1] for v in voted])))
+                soft += _erasure_ladder(nib, np.concatenate([v[2] for v in voted]))
             if all(words[p] for p in range(parts)):
                 # soft vote: per word the nibble nearest in Hamming distance summed over the copies;
                 # then the least sure bytes erased, more and more (RS: 2 errors + erasures <= parity)
                 voted = [soft_nibble_vote(words[p]) for p in range(parts)]
-                nib = np.concatenate([v[0] for v in voted])
-                margin = np.concatenate([v[1] for v in voted])
-                m2 = len(nib) // 2 * 2
-                byte_margin = np.minimum(margin[0:m2:2], margin[1:m2:2])
-                order = np.argsort(byte_margin, kind="stable")
-                for k in range(0, HEADER_PARITY + 1, 2):
-                    ok = np.ones(len(nib), dtype=bool)
-                    ok[2 * order[:k]] = False
-                    ok[2 * order[:k] + 1] = False
-                    soft.append((nib, ok))
+                soft += _erasure_ladder(np.concatenate([v[0] for v in voted]),
+                                        np.concatenate([v[1] for v in voted]))
             options = [[copies[c][p] for c in copies if p in copies[c]] for p in range(parts)]
             if all(options):
                 for combo in islice(product(*options), 64):
@@ -565,6 +606,12 @@ def rescue_header_oligos(sorter, tag: int) -> bool:
     # for every header oligo (seen or not) help the vote (a wrong one is outvoted, and the
     # header's Reed-Solomon code and CRC check the result)
     found += sorter.rescue_nearest(tag, np.arange(HEADER_BASE, HEADER_BASE + 256))
+    # then by alignment, for reads with several indels in the index (nanopore): every header
+    # oligo of the copies seen (at least the default number) and one part past the last seen
+    offs = np.asarray(sorter.numbers(tag, HEADER_BASE), dtype=np.int64) - HEADER_BASE
+    copies = max(DEFAULT_HEADER_COPIES, int(offs.max()) // 16 + 1 if offs.size else 0)
+    parts = min(MAX_PARTS, int((offs % 16).max()) + 2 if offs.size else MAX_PARTS)
+    found += sorter.rescue_aligned(tag, (HEADER_BASE + 16 * np.arange(copies)[:, None] + np.arange(parts)).ravel())
     return bool(found)
 
 

@@ -248,6 +248,9 @@ POOL_START_BYTES = 1 << 20  # the store of kept payloads starts at this size and
 NEAREST_MAX_DIST = 9        # substitutions allowed in an index matched by nearest search
 NEAREST_MARGIN = 3          # ... and how much closer than the second nearest it must be
 NEAREST_MAX_WORK = 4e8      # reads x candidate indexes above which the nearest search is skipped
+ALIGNED_MAX_DIST = 7        # edits allowed in an index matched by alignment (rescue_aligned)
+ALIGNED_SLACK = 8           # ... within the first INDEX_NT + this many nt of the insert
+ALIGNED_WORK = 8            # an alignment costs about this many Hamming comparisons
 
 
 @nb.njit(cache=True, nogil=True)
@@ -809,6 +812,27 @@ class ReadSorter:
         return self._file_rescued(tag, rows, numbers[which // N_SCRAMBLE], which % N_SCRAMBLE,
                                   np.full(len(offs) - 1, INDEX_NT, dtype=np.int64))
 
+    def rescue_aligned(self, tag: int, numbers: np.ndarray, max_work: float = NEAREST_MAX_WORK) -> int:
+        """Another pass for the reads of a few oligos (the header's) whose index took several
+        indels: a still unused read whose first nt match the index of one of oligos ``numbers``
+        of image ``tag`` (any seed) within ``ALIGNED_MAX_DIST`` edits, ``NEAREST_MARGIN`` fewer
+        than any other of them, is filed under it, its payload starting where the match ends.
+        Skipped (returns 0) when reads x candidates exceeds ``max_work``."""
+        numbers = np.asarray(numbers, dtype=np.int64)
+        if self.rescue.count == 0 or numbers.size == 0:
+            return 0
+        flat, offs, used = self._rescue_pool()
+        skip = used if self._scope is None else used | ~self._scope
+        if int(np.count_nonzero(~skip)) * numbers.size * N_SCRAMBLE * ALIGNED_WORK > max_work:
+            return 0
+        best, took = aligned_index(flat, offs, skip, all_index_patterns(numbers, tag), ALIGNED_MAX_DIST,
+                                   NEAREST_MARGIN, ALIGNED_SLACK)
+        rows = np.flatnonzero(best >= 0)
+        if rows.size == 0:
+            return 0
+        which = best[rows]
+        return self._file_rescued(tag, rows, numbers[which // N_SCRAMBLE], which % N_SCRAMBLE, took)
+
     def rescue_by_payload(self, tag: int, est: np.ndarray, numbers: np.ndarray, seeds: np.ndarray) -> int:
         """Fourth pass, for reads whose index is beyond repair (nanopore indels): a still unused
         read whose payload matches one of the consensuses ``est`` (one row per oligo: its
@@ -1007,6 +1031,79 @@ def nearest_index(flat, offs, used, patterns, max_dist, margin):
         if b1 <= max_dist and b2 - b1 >= margin:
             best[r] = bi
     return best
+
+
+@nb.njit(cache=True, nogil=True)
+def _myers_start(peq, m, flat, a, n_text):
+    """Edit distance of an ``m``-nt pattern (``peq``: per base the bit mask of its positions,
+    m <= 63) to its best match in ``flat[a:a + n_text]``, and where that match ends (the first
+    such end): Myers' bit-parallel approximate matching."""
+    one = np.uint64(1)
+    mask = (one << np.uint64(m)) - one
+    high = one << np.uint64(m - 1)
+    pv = mask
+    mv = np.uint64(0)
+    score = m
+    best = m
+    end = 0
+    for j in range(n_text):
+        c = flat[a + j]
+        eq = peq[c] if c < 4 else np.uint64(0)
+        xv = eq | mv
+        xh = ((((eq & pv) + pv) & mask) ^ pv) | eq
+        ph = mv | (~(xh | pv) & mask)
+        mh = pv & xh
+        if ph & high:
+            score += 1
+        elif mh & high:
+            score -= 1
+        ph = (ph << one) & mask
+        mh = (mh << one) & mask
+        pv = mh | (~(xv | ph) & mask)
+        mv = ph & xv
+        if score < best:
+            best = score
+            end = j + 1
+    return best, end
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def aligned_index(flat, offs, used, patterns, max_dist, margin, slack):
+    """Per read (not ``used``): the pattern that best matches its first ``m + slack`` nt in edit
+    distance (insertions and deletions too) if at most ``max_dist`` edits and ``margin`` fewer
+    than any other pattern, and the nt the match takes; else -1.  For reads whose index is
+    beyond the per-word decoder (several indels in it)."""
+    n = offs.shape[0] - 1
+    P, m = patterns.shape
+    peq = np.zeros((P, 4), dtype=np.uint64)
+    for p in range(P):
+        for t in range(m):
+            if patterns[p, t] < 4:
+                peq[p, patterns[p, t]] |= np.uint64(1) << np.uint64(t)
+    best = np.full(n, -1, dtype=np.int64)
+    took = np.zeros(n, dtype=np.int64)
+    for r in nb.prange(n):
+        R = offs[r + 1] - offs[r]
+        if used[r] or R < m - max_dist:
+            continue
+        T = min(R, m + slack)
+        b1 = m + 1
+        b2 = m + 1
+        bi = -1
+        be = 0
+        for p in range(P):
+            d, e = _myers_start(peq[p], m, flat, offs[r], T)
+            if d < b1:
+                b2 = b1
+                b1 = d
+                bi = p
+                be = e
+            elif d < b2:
+                b2 = d
+        if b1 <= max_dist and b2 - b1 >= margin:
+            best[r] = bi
+            took[r] = be
+    return best, took
 
 
 @nb.njit(cache=True, nogil=True)
