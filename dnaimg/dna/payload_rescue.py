@@ -6,9 +6,11 @@ used to be set aside, halving the coverage the consensus saw.  Their payload is 
 right.  Once every oligo that has reads has a first consensus, each set-aside read is matched
 to those consensuses by shared k-mers (``K`` nt, exact): the oligo with the most hits on
 one diagonal, at least ``MIN_HITS`` of them and ``MARGIN`` times as many as any other
-oligo, gets the read, its payload taken from where the hits place the payload's start.  A
-random 12-mer hits a given 160-nt payload with probability ~1e-5: a read with no business
-there does not reach ``MIN_HITS`` hits on one oligo.
+oligo, and not all within one stretch of ``2 K`` nt of the read, gets the read, its payload
+taken from where the hits place the payload's start.  A random 12-mer hits a given 160-nt
+payload with probability ~1e-5; but ``MIN_HITS`` overlapping hits are one chance match of
+``K + MIN_HITS - 1`` nt, which a random 170-nt read found in a table of 300 random
+consensuses once in ~3,000 reads (more often in a larger table): hence the spread.
 
 Knows nothing of images: consensuses in, (read -> oligo row, payload start) out.
 """
@@ -68,14 +70,25 @@ def kmer_table(est, k):
 
 
 @nb.njit(cache=True, nogil=True)
-def _match_one(read, codes, rows, pos, k, min_hits, margin, max_occ, slack, hrow, hdiag):
-    """(row, payload start in the read) of the read's oligo, or (-1, 0)."""
+def _match_one(read, codes, present, rows, pos, k, min_hits, margin, max_occ, slack, hrow, hdiag, hpos):
+    """(row, payload start in the read) of the read's oligo, or (-1, 0).  ``present``: a bit per
+    k-mer code, set for the codes in ``codes`` (most of a read's k-mers are in no consensus: one
+    bit tested instead of a search)."""
     h = 0
-    km = _kmers(read, k)
-    for p in range(read.shape[0]):
-        code = km[p]
-        if code < 0:
+    mask = (1 << (2 * k)) - 1
+    code = 0
+    valid = 0
+    for q in range(read.shape[0]):
+        b = read[q]
+        if b > 3:
+            valid = 0
+            code = 0
             continue
+        code = ((code << 2) | b) & mask
+        valid += 1
+        if valid < k or not (present[code >> 6] >> np.uint64(code & 63)) & np.uint64(1):
+            continue
+        p = q - k + 1
         lo = np.searchsorted(codes, code)
         hi = lo
         while hi < codes.shape[0] and codes[hi] == code:
@@ -86,6 +99,7 @@ def _match_one(read, codes, rows, pos, k, min_hits, margin, max_occ, slack, hrow
             if h < hrow.shape[0]:
                 hrow[h] = rows[j]
                 hdiag[h] = p - pos[j]
+                hpos[h] = p
                 h += 1
     if h < min_hits:
         return -1, 0
@@ -115,21 +129,29 @@ def _match_one(read, codes, rows, pos, k, min_hits, margin, max_occ, slack, hrow
         i = j
     if best_n < min_hits or best_n < margin * second_n:
         return -1, 0
-    # the payload's start: the diagonal of the first hits (indels drift it along the read)
+    # the payload's start: the diagonal of the first hits (indels drift it along the read); the
+    # hits must not all come from one stretch of k + a few nt: MIN_HITS overlapping k-mers are a
+    # single chance match of k + MIN_HITS - 1 nt, which a large table meets in a random read
     first_d = 0
     seen = 0
+    lo_p = -1
+    hi_p = -1
     for q in range(h):
         if hrow[q] == best_row and abs(hdiag[q] - best_diag) <= 2 * slack:
-            first_d += hdiag[q]
+            if seen < 3:
+                first_d += hdiag[q]
             seen += 1
-            if seen == 3:
-                break
-    start = int(round(first_d / seen))
+            if lo_p < 0:
+                lo_p = hpos[q]
+            hi_p = hpos[q]
+    if hi_p - lo_p < k:
+        return -1, 0
+    start = int(round(first_d / min(seen, 3)))
     return best_row, max(start, 0)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def match_reads(flat, offs, skip, codes, rows, pos, k, min_hits, margin, max_occ, slack):
+def match_reads(flat, offs, skip, codes, present, rows, pos, k, min_hits, margin, max_occ, slack):
     """For each read ``flat[offs[r]:offs[r+1]]`` not in ``skip``: the consensus row it belongs to
     (-1: none, or not clear) and where its payload starts in it."""
     n = offs.shape[0] - 1
@@ -143,11 +165,12 @@ def match_reads(flat, offs, skip, codes, rows, pos, k, min_hits, margin, max_occ
             maxlen = max(maxlen, offs[r + 1] - offs[r])
         hrow = np.empty(maxlen * max_occ + 1, dtype=np.int64)
         hdiag = np.empty(maxlen * max_occ + 1, dtype=np.int64)
+        hpos = np.empty(maxlen * max_occ + 1, dtype=np.int64)
         for r in range(blk * bs, min(n, (blk + 1) * bs)):
             if skip[r]:
                 continue
-            row[r], start[r] = _match_one(flat[offs[r]:offs[r + 1]], codes, rows, pos, k, min_hits, margin,
-                                          max_occ, slack, hrow, hdiag)
+            row[r], start[r] = _match_one(flat[offs[r]:offs[r + 1]], codes, present, rows, pos, k, min_hits,
+                                          margin, max_occ, slack, hrow, hdiag, hpos)
     return row, start
 
 
@@ -158,4 +181,14 @@ def match_to_consensus(flat: np.ndarray, offs: np.ndarray, skip: np.ndarray,
     if codes.size == 0:
         n = len(offs) - 1
         return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    return match_reads(flat, offs, skip, codes, rows, pos, K, MIN_HITS, MARGIN, MAX_OCC, DIAG_SLACK)
+    return match_reads(flat, offs, skip, codes, _present(codes, K), rows, pos, K, MIN_HITS, MARGIN, MAX_OCC,
+                       DIAG_SLACK)
+
+
+@nb.njit(cache=True, nogil=True)
+def _present(codes, k):
+    """A bit per k-mer code (4**k bits), set for each of ``codes``."""
+    bits = np.zeros(max(1, (1 << (2 * k)) >> 6), dtype=np.uint64)
+    for c in codes:
+        bits[c >> 6] |= np.uint64(1) << np.uint64(c & 63)
+    return bits
