@@ -402,7 +402,8 @@ def resync_votes(reads: list[np.ndarray], number: int, scramble: int, tag: int, 
     for i, r in enumerate(reads):
         v, bad = _resync(np.ascontiguousarray(r, dtype=np.uint8), 3, per_part, length, keys, SIGMAS_INV,
                          rep.table, rep.dist, RESYNC_INDEL_COST, RESYNC_DRIFT)
-        np.add.at(votes, (rows, v), np.where(bad, 1.0, 2.0) + 1e-3 * (len(reads) - i))
+        q = max(0.05, 1.0 - bad.mean())   # a read misaligned somewhere repairs many words: it weighs less
+        np.add.at(votes, (rows, v), q * np.where(bad, 1.0, 2.0) + 1e-3 * (len(reads) - i))
         valid[rows, v] |= ~bad
     return votes, valid
 
