@@ -26,6 +26,15 @@ MAX_OCC = 4       # k-mers found in more consensus positions than this are not u
 DIAG_SLACK = 6    # nt of indel drift allowed between hits on one diagonal
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _roll(code, valid, b, mask):
+    """The rolling k-mer code and the count of valid bases behind it, one base further (a base
+    > 3 starts over)."""
+    if b > 3:
+        return 0, 0
+    return ((code << 2) | b) & mask, valid + 1
+
+
 @nb.njit(cache=True, nogil=True)
 def _kmers(seq, k):
     """The 2-bit code of the k-mer starting at each position of ``seq`` (-1 where it runs past
@@ -35,13 +44,7 @@ def _kmers(seq, k):
     code = 0
     valid = 0
     for p in range(seq.shape[0]):
-        b = seq[p]
-        if b > 3:
-            valid = 0
-            code = 0
-            continue
-        code = ((code << 2) | b) & mask
-        valid += 1
+        code, valid = _roll(code, valid, seq[p], mask)
         if valid >= k:
             out[p - k + 1] = code
     return out
@@ -79,13 +82,7 @@ def _match_one(read, codes, present, rows, pos, k, min_hits, margin, max_occ, sl
     code = 0
     valid = 0
     for q in range(read.shape[0]):
-        b = read[q]
-        if b > 3:
-            valid = 0
-            code = 0
-            continue
-        code = ((code << 2) | b) & mask
-        valid += 1
+        code, valid = _roll(code, valid, read[q], mask)
         if valid < k or not (present[code >> 6] >> np.uint64(code & 63)) & np.uint64(1):
             continue
         p = q - k + 1
