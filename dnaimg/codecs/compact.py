@@ -121,18 +121,20 @@ def tiled(net, x: torch.Tensor, down: float, tile: int, halo: int) -> torch.Tens
     H, W = x.shape[-2:]
     if H <= tile + 2 * halo and W <= tile + 2 * halo:
         return net(x)
-    rows = []
+    out = None          # filled tile by tile (no list of tiles and concatenated copies of it)
     for y0 in range(0, H, tile):
-        cols = []
         for x0 in range(0, W, tile):
             a0, b0 = max(0, y0 - halo), max(0, x0 - halo)
             a1, b1 = min(H, y0 + tile + halo), min(W, x0 + tile + halo)
             o = net(x[..., a0:a1, b0:b1])
             oy, ox = round((y0 - a0) / down), round((x0 - b0) / down)
             th, tw = round((min(H, y0 + tile) - y0) / down), round((min(W, x0 + tile) - x0) / down)
-            cols.append(o[..., oy:oy + th, ox:ox + tw])
-        rows.append(torch.cat(cols, dim=-1))
-    return torch.cat(rows, dim=-2)
+            if out is None:
+                out = o.new_empty(o.shape[0], o.shape[1], round(H / down), round(W / down))
+            Y, X = round(y0 / down), round(x0 / down)
+            out[..., Y:Y + th, X:X + tw] = o[..., oy:oy + th, ox:ox + tw]
+            del o
+    return out
 
 
 def weights_id(card: dict) -> int:
@@ -320,20 +322,27 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     sym[flat] = vals
     kn = np.zeros(M * h * w, dtype=bool)
     kn[flat] = known
+    values_lost = int((~kn).sum())
     yg = sym.reshape(1, M, h, w).astype(np.float32) + (mu_g / float(1 << FA)).astype(np.float32)
+    # the coder's int64 arrays (~8 bytes a latent value each) go before the synthesis runs
+    del mu, sigma, mu_g, idx, flat, tabs, expected, vals, known, sym, kn
     y_hat = torch.from_numpy(yg) * torch.from_numpy(t.inv_gain[p.rate_row]).view(1, -1, 1, 1)
+    del yg
     y_hat = y_hat.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, HALO_PX // 16)[..., :p.height, :p.width].float()
-    img = x[0].clamp(0, 1).mul(255.0).add(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, HALO_PX // 16)[..., :p.height, :p.width].float()
+        del y_hat
+        img = x[0].clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        del x
     if img.shape[2] == 1:
         img = img[..., 0]
     elif p.gray:
         from dnaimg.image import gray_of_rgb
         img = gray_of_rgb(img)
     report = {"model": name, "rate_index": p.rate_row / 8, "packets": int(len(packets)),
-              "packets_lost": int(lost.sum()), "latent_values_lost": int((~kn).sum()),
-              "latent_values": int(kn.size), "z_exact": bool(received[0].exact)}
+              "packets_lost": int(lost.sum()), "latent_values_lost": values_lost,
+              "latent_values": M * h * w, "z_exact": bool(received[0].exact)}
     return np.ascontiguousarray(img), report
 
 

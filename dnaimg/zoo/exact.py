@@ -107,6 +107,40 @@ def gain_tables(model: CompactHyperprior) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(g[:, :, 0, 0].double() * 2 ** GAIN_BITS).to(torch.int32), ig[:, :, 0, 0].float()
 
 
+# The integer h_s's convolutions, one matrix product per kernel tap added into the output: the
+# same integers as F.conv2d / F.conv_transpose2d (every partial sum is exact), without their
+# unfolded copy of the input (taps x channels x positions: ~1 GB of float64 on a 12-Mpx image).
+
+def _conv_exact(a: torch.Tensor, W: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """F.conv2d(a, W, stride=stride, padding=pad) for a (1, Ci, H, W) float64 of integers."""
+    co, ci, k, _ = W.shape
+    ap = F.pad(a[0], (pad, pad, pad, pad))
+    ho = (a.shape[2] + 2 * pad - k) // stride + 1
+    wo = (a.shape[3] + 2 * pad - k) // stride + 1
+    out = torch.zeros(co, ho * wo, dtype=torch.float64)
+    for dy in range(k):
+        for dx in range(k):
+            x = ap[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
+            out.addmm_(W[:, :, dy, dx], x.reshape(ci, ho * wo))
+    return out.view(1, co, ho, wo)
+
+
+def _deconv_exact(a: torch.Tensor, W: torch.Tensor, stride: int, pad: int, out_pad: int) -> torch.Tensor:
+    """F.conv_transpose2d(a, W, stride=stride, padding=pad, output_padding=out_pad) for a (1, Ci,
+    H, W) float64 of integers (W: (Ci, Co, k, k))."""
+    ci, co, k, _ = W.shape
+    h, w = a.shape[2], a.shape[3]
+    x = a[0].reshape(ci, h * w)
+    full = torch.zeros(co, (h - 1) * stride + k + out_pad, (w - 1) * stride + k + out_pad, dtype=torch.float64)
+    for dy in range(k):
+        for dx in range(k):
+            t = (W[:, :, dy, dx].T @ x).view(co, h, w)
+            full[:, dy:dy + stride * (h - 1) + 1:stride, dx:dx + stride * (w - 1) + 1:stride] += t
+    ho = (h - 1) * stride - 2 * pad + k + out_pad
+    wo = (w - 1) * stride - 2 * pad + k + out_pad
+    return full[None, :, pad:pad + ho, pad:pad + wo]
+
+
 @dataclass
 class ExactTables:
     """Everything the coder needs, as loaded from a weights file (numpy int64)."""
@@ -142,9 +176,9 @@ class ExactTables:
         last = len(self.hs) - 1
         for i, (kind, W, B, fw, stride, pad) in enumerate(self.hs):
             if kind == "deconv":
-                o = F.conv_transpose2d(a, W, None, stride=stride, padding=pad, output_padding=stride - 1)
+                o = _deconv_exact(a, W, stride, pad, stride - 1)
             else:
-                o = F.conv2d(a, W, None, stride=stride, padding=pad)
+                o = _conv_exact(a, W, stride, pad)
             o = torch.floor((o + B.view(1, -1, 1, 1)) / float(1 << fw))
             if i < last:
                 o = torch.relu(o)
