@@ -231,3 +231,20 @@ def test_info_names_the_weights(tiny_models):
     assert r.exit_code == 0, r.output
     assert "codec            compact, model compact-tiny" in r.output
     assert "96x64 px, rate index 5, weights b03decd7, packets of 1 oligos" in r.output
+
+
+def test_integer_h_s_products_equal_the_convolutions():
+    """The integer hyper-synthesis runs one matrix product per kernel tap (no unfolded copy of its
+    input): the same integers as F.conv2d / F.conv_transpose2d, at the extremes of its ranges."""
+    import torch
+    import torch.nn.functional as F
+
+    from dnaimg.zoo.exact import ACT_MAX, W_BITS, _conv_exact, _deconv_exact
+    g = torch.Generator().manual_seed(0)
+    for ci, co, k, s, p, h, w in [(16, 24, 5, 2, 2, 7, 9), (24, 20, 3, 1, 1, 11, 6), (8, 8, 5, 2, 2, 1, 1)]:
+        a = torch.randint(-ACT_MAX, ACT_MAX + 1, (1, ci, h, w), generator=g).double()
+        wd = torch.randint(-2 ** W_BITS + 1, 2 ** W_BITS, (ci, co, k, k), generator=g).double()
+        assert torch.equal(_deconv_exact(a, wd, s, p, s - 1),
+                           F.conv_transpose2d(a, wd, None, stride=s, padding=p, output_padding=s - 1))
+        wc = torch.randint(-2 ** W_BITS + 1, 2 ** W_BITS, (co, ci, k, k), generator=g).double()
+        assert torch.equal(_conv_exact(a, wc, s, p), F.conv2d(a, wc, None, stride=s, padding=p))
