@@ -44,7 +44,11 @@ ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
 PACKET_ROWS = 2                 # data oligos per packet: 4.4 % over one stream (1: 9.2 %, 4: 2.2 %)
 MAX_SIDE = 1 << 16
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels ...
-HALO_PX = 64                    # ... with 64 pixels (4 latent positions) of context around each
+HALO_PX = 32                    # ... with 32 pixels (2 latent positions) of context around each:
+                                # the transforms' whole reach (four stride-2 layers of 5 taps: a
+                                # latent value reaches 1 + 1/2 + 1/4 + 1/8 positions; g_a's pixels
+                                # 30 px), so the tiles compute what the whole image would
+                                # (g_s: bit for bit, measured; g_a: to float rounding)
 
 
 @dataclass
