@@ -79,6 +79,9 @@ class GDN(nn.Module):
         beta = F.softplus(self.beta * 4.0) / 4.0 + 1e-4     # > 0, starts near 1
         gamma = F.relu(self.gamma) if self.param == "relu" else self.gamma * self.gamma
         norm = F.conv2d(torch.abs(x), gamma.view(C, C, 1, 1).to(x.dtype), beta.to(x.dtype))
+        if self.inverse and norm.dtype == x.dtype and not (torch.is_grad_enabled() and
+                                                           (x.requires_grad or norm.requires_grad)):
+            return norm.mul_(x)         # decoding: the same products, one tensor fewer
         return x * norm if self.inverse else x / norm
 
 

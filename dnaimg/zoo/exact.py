@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -195,11 +196,30 @@ class ExactTables:
 
     def gained(self, mu: np.ndarray, sigma: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
         """Means (FA fixed point) and scale-table indexes of the gained latent."""
-        g = self.gain[row].reshape(1, -1, 1, 1)
-        mu_g = np.floor_divide(mu * g, 1 << GAIN_BITS)
-        s_g = np.floor_divide(sigma * g, 1 << GAIN_BITS)
-        idx = np.searchsorted(self.thresholds, s_g.ravel(), side="left").reshape(s_g.shape)
-        return mu_g, np.minimum(idx, len(self.thresholds) - 1)
+        B, M, h, w = mu.shape
+        mu_g, idx = _gained(np.ascontiguousarray(mu, dtype=np.int64).reshape(B * M, h * w),
+                            np.ascontiguousarray(sigma, dtype=np.int64).reshape(B * M, h * w),
+                            np.tile(self.gain[row].astype(np.int64), B), np.ascontiguousarray(self.thresholds))
+        return mu_g.reshape(B, M, h, w), idx.reshape(B, M, h, w)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _gained(mu, sigma, gain, thresholds):
+    """Per row c (a channel): floor(mu * gain[c] / 2**GAIN_BITS), and the index in ``thresholds``
+    of floor(sigma * gain[c] / 2**GAIN_BITS) (the first threshold >= it, at most the last one);
+    integers only (floor division as numpy's), in one pass and in parallel."""
+    C, P = mu.shape
+    mu_g = np.empty((C, P), dtype=np.int64)
+    idx = np.empty((C, P), dtype=np.int64)
+    last = thresholds.shape[0] - 1
+    div = 1 << GAIN_BITS
+    for c in nb.prange(C):
+        g = gain[c]
+        for q in range(P):
+            mu_g[c, q] = (mu[c, q] * g) // div
+            i = np.searchsorted(thresholds, (sigma[c, q] * g) // div)
+            idx[c, q] = i if i < last else last
+    return mu_g, idx
 
 
 def export_tensors(model: CompactHyperprior) -> dict[str, torch.Tensor]:
