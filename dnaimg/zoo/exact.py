@@ -116,8 +116,20 @@ def _conv_exact(a: torch.Tensor, W: torch.Tensor, stride: int, pad: int) -> torc
     """F.conv2d(a, W, stride=stride, padding=pad) for a (1, Ci, H, W) float64 of integers."""
     co, ci, k, _ = W.shape
     ap = F.pad(a[0], (pad, pad, pad, pad))
-    ho = (a.shape[2] + 2 * pad - k) // stride + 1
-    wo = (a.shape[3] + 2 * pad - k) // stride + 1
+    hp, wp = ap.shape[1], ap.shape[2]
+    ho = (hp - k) // stride + 1
+    wo = (wp - k) // stride + 1
+    if stride == 1:
+        # on the padded rows' full width: each tap's input is then one contiguous stretch of
+        # the flattened rows (no copy); the k - 1 columns past each row's end are dropped
+        flat = ap.reshape(ci, hp * wp)
+        n = (ho - 1) * wp + wo
+        out = torch.zeros(co, ho * wp, dtype=torch.float64)
+        for dy in range(k):
+            for dx in range(k):
+                off = dy * wp + dx
+                out[:, :n].addmm_(W[:, :, dy, dx], flat[:, off:off + n])
+        return out.view(co, ho, wp)[None, :, :, :wo]
     out = torch.zeros(co, ho * wo, dtype=torch.float64)
     for dy in range(k):
         for dx in range(k):
@@ -180,9 +192,9 @@ class ExactTables:
                 o = _deconv_exact(a, W, stride, pad, stride - 1)
             else:
                 o = _conv_exact(a, W, stride, pad)
-            o = torch.floor((o + B.view(1, -1, 1, 1)) / float(1 << fw))
+            o = o.add_(B.view(1, -1, 1, 1)).div_(float(1 << fw)).floor_()      # in place: the same values
             if i < last:
-                o = torch.relu(o)
+                o = o.relu_()
             a = o.clamp_(-ACT_MAX, ACT_MAX)
         out = a.numpy().astype(np.int64)
         M = out.shape[1] // 2
