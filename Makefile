@@ -49,16 +49,17 @@ bench-compact: $(STAMP)
 	    --codecs compact,avif --presets nextseq,miseq --coverages 5 $(QUICK)
 	$(VENV)/bin/dnaimg bench report --results docs/results --out docs/results/tables.md
 
-# the compact model's training (40,000 steps planned; ~0.3 s a step on 2 cores): the second run starts from
-# the first run's checkpoint (step 14,065, relu GDN) with its GDN turned into the "square" one whose
-# cross-channel terms train, and resumes from checkpoints/compact-ms2 once one is committed
-COMPACT_RUN ?= runs/compact-ms2
+# the compact model's training. compact-ms-v3 (the default) is runs/compact-ms2 at the end of its
+# 40,000-step schedule (checkpoints/compact-ms2). Its continuation, runs/compact-ms3: 16,000 more
+# steps from there at a lower learning rate (~0.3 s a step on 2 idle cores), resumed from
+# checkpoints/compact-ms3 once one is committed
+COMPACT_RUN ?= runs/compact-ms3
 train-compact: $(STAMP)
 	mkdir -p $(COMPACT_RUN)
-	test -f $(COMPACT_RUN)/checkpoint.pt || test ! -f checkpoints/compact-ms2/checkpoint.pt || \
-	    cp checkpoints/compact-ms2/checkpoint.pt $(COMPACT_RUN)/
-	$(VENV)/bin/dnaimg train --arch compact --data ../shared/data/train --out $(COMPACT_RUN) --steps 40000 \
-	    --init checkpoints/compact-ms/checkpoint.pt --lr 4e-4 --seed 1 --threads 2
+	test -f $(COMPACT_RUN)/checkpoint.pt || test ! -f checkpoints/compact-ms3/checkpoint.pt || \
+	    cp checkpoints/compact-ms3/checkpoint.pt $(COMPACT_RUN)/
+	$(VENV)/bin/dnaimg train --arch compact --data ../shared/data/train --out $(COMPACT_RUN) --steps 16000 \
+	    --init checkpoints/compact-ms2/checkpoint.pt --lr 6e-5 --seed 5 --threads 2
 
 # fully connected AE vs convolutional AE vs CAE with a GAN-trained decoder on 128x128 microscopy crops, each
 # latent through the DNA channel (README "Autoencoders on microscopy crops"; ~35 min on 2 shared CPU cores)
