@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numba as nb
 import numpy as np
 import torch
 
@@ -322,17 +323,12 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     lost = np.zeros(len(packets), dtype=bool) if er is None else er.reshape(-1, bd).any(axis=1)
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
     vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected)
-    sym = np.zeros(M * h * w, dtype=np.int64)
-    sym[flat] = vals
-    kn = np.zeros(M * h * w, dtype=bool)
-    kn[flat] = known
-    values_lost = int((~kn).sum())
-    yg = sym.reshape(1, M, h, w).astype(np.float32) + (mu_g / float(1 << FA)).astype(np.float32)
+    values_lost = int(len(known) - np.count_nonzero(known))
+    yl = _latent_hat(vals, flat, mu_g.reshape(M, h * w), np.ascontiguousarray(t.inv_gain[p.rate_row]),
+                     float(1 << FA))
     # the coder's int64 arrays (~8 bytes a latent value each) go before the synthesis runs
-    del mu, sigma, mu_g, idx, flat, tabs, expected, vals, known, sym, kn
-    y_hat = torch.from_numpy(yg) * torch.from_numpy(t.inv_gain[p.rate_row]).view(1, -1, 1, 1)
-    del yg
-    y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+    del mu, sigma, mu_g, idx, flat, tabs, expected, vals, known
+    y_hat = torch.from_numpy(yl).view(1, h, w, M).permute(0, 3, 1, 2)     # channels-last, no copy
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, HALO_PX // 16)[..., :p.height, :p.width].float()
@@ -348,6 +344,21 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
               "packets_lost": int(lost.sum()), "latent_values_lost": values_lost,
               "latent_values": M * h * w, "z_exact": bool(received[0].exact)}
     return np.ascontiguousarray(img), report
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _latent_hat(vals, flat, mu_g, inv_gain, scale):
+    """The decoded latent in channels-last order (h*w, M), float32: value ``i`` of the coding
+    order (position ``flat[i]`` of the (M, h*w) latent) is ``(f32(vals[i]) + f32(mu_g / scale)) *
+    inv_gain[c]``, exactly the float32 operations of FORMAT.md (one pass instead of six)."""
+    M, P = mu_g.shape
+    out = np.empty((P, M), dtype=np.float32)
+    for i in nb.prange(flat.shape[0]):
+        k = flat[i]
+        c = k // P
+        q = k - c * P
+        out[q, c] = (np.float32(vals[i]) + np.float32(mu_g[c, q] / scale)) * inv_gain[c]
+    return out
 
 
 def _packet_bytes_from(r: Received, p: CompactParams) -> int:

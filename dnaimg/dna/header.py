@@ -384,7 +384,7 @@ def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
     return nib, valid
 
 
-FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer is read read by read
+FEW_HEADER_READS = 4    # a header oligo with this many reads or fewer is decoded read by read
 CONSENSUS_VOTES = 3     # a consensus of more reads votes as this many reads in the vote over copies
 
 
