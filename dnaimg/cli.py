@@ -179,6 +179,8 @@ def main():
       dnaimg simulate photo.fasta -o reads.fastq --sub-rate 0.03
       dnaimg decode reads.fastq -o out.png
     """
+    from dnaimg.runtime import keep_freed_memory
+    keep_freed_memory()         # the networks' large tensors reuse freed memory (glibc)
 
 
 def _codec_of_model(model, noise_trained) -> str:

@@ -17,6 +17,8 @@ import sys
 
 _CHILD = r"""
 import json, resource, sys, time
+from dnaimg.runtime import keep_freed_memory
+keep_freed_memory()         # as the command line does
 import numpy as np
 from PIL import Image
 from dnaimg import api
