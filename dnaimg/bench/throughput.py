@@ -25,6 +25,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "coffee.png"
 
 _DECODE = r"""
 import json, sys, time
+from dnaimg.runtime import keep_freed_memory
+keep_freed_memory()         # as the command line does
 def status_mb(key):
     # VmHWM is this address space's peak (ru_maxrss would carry the parent's size over fork + exec)
     for line in open("/proc/self/status"):
