@@ -369,10 +369,16 @@ def soft_nibble_vote(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     d = np.zeros((len(words[0]), 16), dtype=np.int64)
     for w in words:
         d += (w[:, None, :] != NIBBLE_WORDS[None, :, :]).sum(axis=2)
-    order = np.argsort(d, axis=1, kind="stable")
-    nib = order[:, 0]
-    rows = np.arange(len(d))
-    return nib, d[rows, order[:, 1]] - d[rows, nib]
+    return _best_and_margin(-d)
+
+
+def _best_and_margin(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``score`` (m, 16): the column with the highest score (ties: the lowest column)
+    and its lead over the runner-up."""
+    order = np.argsort(-score, axis=1, kind="stable")
+    best = order[:, 0]
+    rows = np.arange(len(score))
+    return best, score[rows, best] - score[rows, order[:, 1]]
 
 
 def header_nibbles(payload: np.ndarray, number: int, scramble: int, tag: int,
@@ -411,10 +417,8 @@ def resync_votes(reads: list[np.ndarray], number: int, scramble: int, tag: int, 
 def decide(votes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Votes (m, 16) -> per word the nibble with the most, whether a read held it as a valid word,
     and its margin over the runner-up."""
-    rows = np.arange(len(votes))
-    order = np.argsort(-votes, axis=1, kind="stable")
-    nib = order[:, 0]
-    return nib, valid[rows, nib], votes[rows, nib] - votes[rows, order[:, 1]]
+    nib, margin = _best_and_margin(votes)
+    return nib, valid[np.arange(len(votes)), nib], margin
 
 
 def nibbles_to_bytes(nib: np.ndarray) -> bytes:

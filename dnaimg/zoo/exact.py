@@ -113,29 +113,24 @@ def gain_tables(model: CompactHyperprior) -> tuple[torch.Tensor, torch.Tensor]:
 # unfolded copy of the input (taps x channels x positions: ~1 GB of float64 on a 12-Mpx image).
 
 def _conv_exact(a: torch.Tensor, W: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
-    """F.conv2d(a, W, stride=stride, padding=pad) for a (1, Ci, H, W) float64 of integers."""
+    """F.conv2d(a, W, stride=stride, padding=pad) for a (1, Ci, H, W) float64 of integers.  A
+    stride-1 convolution (h_s's only one) runs on the padded rows' full width: each tap's input
+    is then one contiguous stretch of the flattened rows (no copy), and the k - 1 columns past
+    each row's end are dropped; any other stride is left to F.conv2d."""
+    if stride != 1:
+        return F.conv2d(a, W, None, stride=stride, padding=pad)
     co, ci, k, _ = W.shape
     ap = F.pad(a[0], (pad, pad, pad, pad))
     hp, wp = ap.shape[1], ap.shape[2]
-    ho = (hp - k) // stride + 1
-    wo = (wp - k) // stride + 1
-    if stride == 1:
-        # on the padded rows' full width: each tap's input is then one contiguous stretch of
-        # the flattened rows (no copy); the k - 1 columns past each row's end are dropped
-        flat = ap.reshape(ci, hp * wp)
-        n = (ho - 1) * wp + wo
-        out = torch.zeros(co, ho * wp, dtype=torch.float64)
-        for dy in range(k):
-            for dx in range(k):
-                off = dy * wp + dx
-                out[:, :n].addmm_(W[:, :, dy, dx], flat[:, off:off + n])
-        return out.view(co, ho, wp)[None, :, :, :wo]
-    out = torch.zeros(co, ho * wo, dtype=torch.float64)
+    ho, wo = hp - k + 1, wp - k + 1
+    flat = ap.reshape(ci, hp * wp)
+    n = (ho - 1) * wp + wo
+    out = torch.zeros(co, ho * wp, dtype=torch.float64)
     for dy in range(k):
         for dx in range(k):
-            x = ap[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
-            out.addmm_(W[:, :, dy, dx], x.reshape(ci, ho * wo))
-    return out.view(1, co, ho, wo)
+            off = dy * wp + dx
+            out[:, :n].addmm_(W[:, :, dy, dx], flat[:, off:off + n])
+    return out.view(co, ho, wp)[None, :, :, :wo]
 
 
 def _deconv_exact(a: torch.Tensor, W: torch.Tensor, stride: int, pad: int, out_pad: int) -> torch.Tensor:
