@@ -127,3 +127,30 @@ def test_noisy_reads_of_one_oligo_are_not_taken_for_two_images():
     tag = enc.written.header.tag
     mx = mixture.scan(sort_reads(reads, Layout()), [tag])[tag]
     assert mx.multi > 100 and mx.doubt == 0 and not mx.mixed, mx
+
+
+def test_kmer_sharing_counts_match_a_plain_count():
+    """The scan's rolling k-mer counts (k-mers holding an N skipped) equal a count from sets, and
+    the early-stopping threshold test agrees with the full count."""
+    rng = np.random.default_rng(4)
+    k = mixture.K
+    stamp = np.zeros(1 << (2 * k), dtype=np.int64)
+
+    def kmers(seq):
+        return {tuple(seq[p:p + k]) for p in range(len(seq) - k + 1) if (seq[p:p + k] < 4).all()}
+
+    for t in range(1, 200):
+        a = rng.integers(0, 4, rng.integers(5, 60)).astype(np.uint8)
+        b = a.copy() if t % 3 else rng.integers(0, 4, rng.integers(5, 60)).astype(np.uint8)
+        b[rng.random(len(b)) < 0.08] = rng.integers(0, 4)
+        for s in (a, b):
+            s[rng.random(len(s)) < 0.03] = 255
+        flat = np.concatenate([a, b])
+        mixture._stamp_read(flat, 0, len(a), k, stamp, t)
+        ka = kmers(a)
+        want = sum(1 for p in range(len(b) - k + 1) if (b[p:p + k] < 4).all() and tuple(b[p:p + k]) in ka)
+        assert mixture._shared(flat, len(a), len(flat), k, stamp, t) == want
+        li = len(a) - k + 1
+        m = min(li, len(b) - k + 1)
+        assert mixture._shares_enough(flat, len(a), len(flat), li, k, mixture.MIN_SHARED, stamp, t) == \
+            (m >= 1 and want >= mixture.MIN_SHARED * m)

@@ -140,3 +140,50 @@ def test_noisy_reads_of_one_oligo_are_not_taken_for_two_oligos():
     pair = which // 2
     out2 = _scan(reads, pair, G // 2)
     assert (out2[:, 2] >= 2).all()
+
+
+def _edit_distance(a, b):
+    D = np.arange(len(b) + 1)
+    for i in range(1, len(a) + 1):
+        prev, D[0] = D.copy(), i
+        for j in range(1, len(b) + 1):
+            D[j] = min(prev[j] + 1, D[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+    return int(D[-1])
+
+
+def test_edit_costs_are_the_distances_of_every_one_edit_variant():
+    """What the polishing pass reads off one forward and one backward alignment equals the edit
+    distance of the read to each variant (a deletion, a substitution, an insertion) computed
+    from scratch (short sequences: the band holds every path that matters)."""
+    from dnaimg.dna.consensus import POLISH_BAND, _bwd, _edit_costs, _fwd, _pband
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        E = int(rng.integers(6, 14))
+        est = rng.integers(0, 4, E).astype(np.uint8)
+        read = est.copy()
+        for _e in range(int(rng.integers(0, 3))):
+            p = int(rng.integers(0, len(read)))
+            op = rng.integers(0, 3)
+            if op == 0:
+                read[p] = rng.integers(0, 4)
+            elif op == 1:
+                read = np.insert(read, p, rng.integers(0, 4)).astype(np.uint8)
+            elif len(read) > 1:
+                read = np.delete(read, p)
+        lo, W = _pband(E, len(read), POLISH_BAND)
+        F = np.empty((E + 2, W), dtype=np.int32)
+        B = np.empty((E + 2, W), dtype=np.int32)
+        S = _fwd(est, read, lo, W, F)
+        _bwd(est, read, lo, W, B)
+        assert S == _edit_distance(est, read)
+        Td, Ts, Ti = np.zeros(E), np.zeros((E, 4)), np.zeros((E + 1, 4))
+        _edit_costs(est, read, lo, W, F, B, S, 1.0, Td, Ts, Ti)
+        for j in range(E):
+            assert Td[j] == _edit_distance(np.delete(est, j), read)
+            for x in range(4):
+                v = est.copy()
+                v[j] = x
+                assert Ts[j, x] == _edit_distance(v, read)
+        for j in range(E + 1):
+            for x in range(4):
+                assert Ti[j, x] == _edit_distance(np.insert(est, j, x), read)

@@ -389,13 +389,17 @@ def _edit_costs(est, read, lo, W, F, B, S, wt, Tdel, Tsub, Tins):
     E = est.shape[0]
     R = read.shape[0]
     cap = S + 1             # one edit changes the distance by at most one
-    sb = np.empty(4, dtype=np.int64)
-    ib = np.empty(4, dtype=np.int64)
+    # min over the cells of (f + B) + (read base != x) is min(the least f + B where the read
+    # base is x, the least f + B anywhere + 1): two minima per cell instead of four
+    sm = np.empty(4, dtype=np.int64)
+    im = np.empty(4, dtype=np.int64)
     for j in range(E + 1):
         dl = cap
+        sa = cap
+        ia = cap
         for x in range(4):
-            sb[x] = cap
-            ib[x] = cap
+            sm[x] = cap
+            im[x] = cap
         for d in range(W):
             f = F[j, d]
             if f >= _INF:
@@ -409,24 +413,25 @@ def _edit_costs(est, read, lo, W, F, B, S, wt, Tdel, Tsub, Tins):
                         dl = v
                 if c != 255:
                     v = f + B[j + 1, d]     # read[i] matches (or substitutes) the new base
-                    for x in range(4):
-                        vv = v + (0 if c == x else 1)
-                        if vv < sb[x]:
-                            sb[x] = vv
+                    if v < sa:
+                        sa = v
+                    if c < 4 and v < sm[c]:
+                        sm[c] = v
             if c != 255 and d + 1 < W:
                 v = f + B[j, d + 1]
-                for x in range(4):
-                    vv = v + (0 if c == x else 1)
-                    if vv < ib[x]:
-                        ib[x] = vv
+                if v < ia:
+                    ia = v
+                if c < 4 and v < im[c]:
+                    im[c] = v
         if j < E:
             Tdel[j] += wt * dl
             for x in range(4):
-                if dl + 1 < sb[x]:        # the new base deleted in the read
-                    sb[x] = dl + 1
-                Tsub[j, x] += wt * sb[x]
+                sb = min(sm[x], sa + 1, cap)
+                if dl + 1 < sb:        # the new base deleted in the read
+                    sb = dl + 1
+                Tsub[j, x] += wt * sb
         for x in range(4):
-            Tins[j, x] += wt * ib[x]
+            Tins[j, x] += wt * min(im[x], ia + 1, cap)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -46,34 +46,49 @@ DOUBT_SHARED = 0.025     # reads "unlike" for doubt: no pair shares this much (r
 
 
 @nb.njit(cache=True, nogil=True)
-def _kmer_code(flat, a, k):
+def _stamp_read(flat, a0, a1, k, stamp, tick):
+    """Mark every k-mer of read ``flat[a0:a1]`` with ``tick`` (k-mers with an N are skipped)."""
+    mask = (1 << (2 * k)) - 1
     c = 0
-    for t in range(k):
-        x = flat[a + t]
+    run = 0
+    for p in range(a0, a1):
+        x = flat[p]
         if x > 3:
-            return -1
-        c = (c << 2) | x
-    return c
+            run = 0
+            c = 0
+            continue
+        c = ((c << 2) | x) & mask
+        run += 1
+        if run >= k:
+            stamp[c] = tick
 
 
 @nb.njit(cache=True, nogil=True)
-def _stamp_read(flat, a0, a1, k, stamp, tick):
-    """Mark every k-mer of read ``flat[a0:a1]`` with ``tick``."""
-    for p in range(a0, a1 - k + 1):
-        c = _kmer_code(flat, p, k)
-        if c >= 0:
-            stamp[c] = tick
+def _shared_upto(flat, b0, b1, k, stamp, tick, need):
+    """How many k-mers of read ``flat[b0:b1]`` are among the stamped ones, counting stops at ``need``."""
+    mask = (1 << (2 * k)) - 1
+    shared = 0
+    c = 0
+    run = 0
+    for p in range(b0, b1):
+        x = flat[p]
+        if x > 3:
+            run = 0
+            c = 0
+            continue
+        c = ((c << 2) | x) & mask
+        run += 1
+        if run >= k and stamp[c] == tick:
+            shared += 1
+            if shared >= need:
+                break
+    return shared
 
 
 @nb.njit(cache=True, nogil=True)
 def _shared(flat, b0, b1, k, stamp, tick):
     """How many k-mers of read ``flat[b0:b1]`` are among the stamped ones."""
-    shared = 0
-    for p in range(b0, b1 - k + 1):
-        c = _kmer_code(flat, p, k)
-        if c >= 0 and stamp[c] == tick:
-            shared += 1
-    return shared
+    return _shared_upto(flat, b0, b1, k, stamp, tick, b1 - b0 + 1)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -83,7 +98,8 @@ def _shares_enough(flat, b0, b1, li, k, min_shared, stamp, tick):
     m = min(li, b1 - b0 - k + 1)
     if m < 1:
         return False
-    return _shared(flat, b0, b1, k, stamp, tick) >= min_shared * m
+    need = int(np.ceil(min_shared * m))
+    return _shared_upto(flat, b0, b1, k, stamp, tick, need) >= need
 
 
 @nb.njit(cache=True, nogil=True)
