@@ -1030,10 +1030,15 @@ def _point_robustness(p) -> str:
               help="Crop the training images at full size (default: halve those at least twice the crop, "
                    "which hides JPEG artefacts of photographs).")
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
+@click.option("--device", default="cpu", show_default=True,
+              help="compact: where to train (cpu, cuda, cuda:1, ...); the images and batches live there.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+              help="compact: stop after this much wall time (checkpoint saved); the learning-rate plan "
+                   "ends with it (--steps lowered to what fits once the pace is measured).")
 @friendly
 def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
               noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16,
-              lambdas, gray, erasure_samples, erasure_max, no_downscale, export_name):
+              lambdas, gray, erasure_samples, erasure_max, no_downscale, export_name, device, minutes):
     """Train (or resume) a model; checkpoints every 5 minutes."""
     import torch
 
@@ -1049,14 +1054,23 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
         if sorted(lams) != list(lams) or lams[0] <= 0:
             raise UserError("--lambdas must be positive and increasing")
         ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray, gdn="square")
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise UserError(f"--device: unknown device {device!r} (cpu, cuda, cuda:1, ...)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: this torch sees no CUDA device")
         train_compact(data[0] if len(data) == 1 else list(data), out, ccfg, steps=steps, batch=batch or 8, crop=crop, lr=lr, seed=seed,
                       bf16=not no_bf16, erasures=ErasureTraining(erasure_samples, erasure_max),
-                      progress=sys.stderr.isatty(), downscale=not no_downscale, init=init)
+                      progress=sys.stderr.isatty(), downscale=not no_downscale, init=init, device=device,
+                      minutes=minutes)
         if export_name:
             from dnaimg.zoo.exact import export_compact
             path = export_compact(out, export_name)
             click.echo(f"exported {path}")
         return
+    if device != "cpu" or minutes is not None:
+        raise UserError("--device and --minutes are for --arch compact")
     batch = batch or 16
     channels = channels or 32
 

@@ -103,3 +103,46 @@ def test_train_command_with_exact_noise_and_entropy(tmp_path):
     assert float(soft_entropy(torch.zeros(1, 2, 8, 8), cfg)) < 0.2
     u = torch.linspace(-1, 1, 9).repeat(64)[: 2 * 16 * 16].reshape(1, 2, 16, 16)
     assert float(soft_entropy(u, cfg)) > 1.3
+
+
+def test_compact_training_stops_with_its_time_budget(tmp_path):
+    """``--minutes``: the run stops by the clock (not at --steps), saves its checkpoint, and its
+    learning-rate plan was shortened to the steps that fit."""
+    from click.testing import CliRunner
+    from dnaimg.cli import main
+    data = _random_images(tmp_path / "data", 2, (64, 64, 3), seed=2)
+    threads = torch.get_num_threads()
+    try:    # one thread: the run's pace stays sane beside other jobs on a small machine
+        r = CliRunner().invoke(main, ["train", "--arch", "compact", "--data", str(data), "--out",
+                                      str(tmp_path / "run"), "--width", "8", "--channels", "8", "--steps", "100000000",
+                                      "--batch", "1", "--crop", "64", "--minutes", "0.1", "--no-bf16", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    s = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert 0 < s["step"] < 100000000
+    assert s["steps"] < 100000000          # the plan, lowered once the pace was measured
+    assert "ms a step" in r.output and "CPU threads" in s["hardware"]
+
+
+def test_compact_training_device_errors_and_batches(tmp_path):
+    """An unknown or absent device is a one-line error; the batch cut on a device is the one cut
+    from the same arrays on the CPU (same crops and flips for the same seed)."""
+    import random
+    from click.testing import CliRunner
+    from dnaimg.cli import main
+    from dnaimg.zoo.train import sample_batch
+    from dnaimg.zoo.train_compact import _device_batch
+    data = _random_images(tmp_path / "data", 1, (64, 64, 3), seed=3)
+    base = ["train", "--arch", "compact", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1"]
+    r = CliRunner().invoke(main, base + ["--device", "tpu9"])
+    assert r.exit_code != 0 and "unknown device 'tpu9'" in r.output
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(main, base + ["--device", "cuda"])
+        assert r.exit_code != 0 and "sees no CUDA device" in r.output
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--minutes", "1"])
+    assert r.exit_code != 0 and "for --arch compact" in r.output
+    imgs = [np.random.default_rng(k).integers(0, 255, (40 + k, 50, 3), dtype=np.uint8) for k in range(3)]
+    a = sample_batch(imgs, 6, 16, random.Random(5))
+    b = _device_batch([torch.from_numpy(i) for i in imgs], 6, 16, random.Random(5))
+    assert torch.equal(a, b)

@@ -57,6 +57,7 @@ to every header index, for indexes that took several indels).
 """
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections import Counter, defaultdict
@@ -439,10 +440,19 @@ def _rs_candidates(nib: np.ndarray, valid: np.ndarray | None, n_nib: int):
             tries.append(erased)
     tries.append(None)
     for erase_pos in tries:
-        try:
-            yield bytes(_HEADER_RS.decode(bytearray(data), erase_pos=erase_pos)[0])
-        except reedsolo.ReedSolomonError:
-            continue
+        body = _rs_decode(bytes(data), None if erase_pos is None else tuple(erase_pos))
+        if body is not None:
+            yield body
+
+
+@functools.lru_cache(maxsize=4096)
+def _rs_decode(data: bytes, erase_pos: tuple | None) -> bytes | None:
+    """The Reed-Solomon decoding of a header codeword (None where it fails), remembered: the
+    header search meets the same codeword many times (copies, erasure ladder, part counts)."""
+    try:
+        return bytes(_HEADER_RS.decode(bytearray(data), erase_pos=None if erase_pos is None else list(erase_pos))[0])
+    except reedsolo.ReedSolomonError:
+        return None
 
 
 def parse_codeword(nib: np.ndarray, valid: np.ndarray | None, parts: int, per_part: int):

@@ -267,7 +267,7 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
 
     from dnaimg.zoo.registry import models_dir, sha256_file
 
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True, map_location="cpu")
     cfg = CompactConfig.from_dict(state["config"])
     model = CompactHyperprior(cfg)
     model.load_state_dict(state["model"])
@@ -303,7 +303,7 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
             "erasures": state.get("erasures"),
             "optimizer": "Adam, cosine learning-rate decay, gradient norm clipped at 1",
             "precision": "bf16 autocast on CPU" if state.get("bf16", True) else "fp32",
-            "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": "2 CPU cores (AMD EPYC)",
+            "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": state.get("hardware", "2 CPU cores (AMD EPYC)"),
         },
         "weights_sha256": sha256_file(wpath),
     }

@@ -30,6 +30,37 @@ class ErasureTraining:
     max_fraction: float = 0.3    # each such sample loses U(0, max_fraction) of its values
 
 
+PACE_WARM = 5       # with a time budget: steps before the pace is measured (first-call set-up) ...
+PACE_STEPS = 40     # ... and over how many steps
+
+
+def _device_batch(images: list[torch.Tensor], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
+    """:func:`dnaimg.zoo.train.sample_batch` for images already on an accelerator (HxWx3 uint8
+    tensors): the same crops and flips for the same ``rng``, cut there."""
+    out = []
+    for _ in range(batch):
+        img = images[rng.randrange(len(images))]
+        y = rng.randrange(img.shape[0] - crop + 1)
+        x = rng.randrange(img.shape[1] - crop + 1)
+        c = img[y:y + crop, x:x + crop]
+        if rng.random() < 0.5:
+            c = c.flip(1)
+        if rng.random() < 0.5:
+            c = c.flip(0)
+        out.append(c)
+    return torch.stack(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def _to_gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
@@ -45,7 +76,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
     src = Path(source)
     state = None
     if src.suffix == ".pt" and src.exists():
-        state = torch.load(src, weights_only=True)
+        state = torch.load(src, weights_only=True, map_location="cpu")
         sd, what = state["model"], f"checkpoint {src.name} at step {int(state.get('step', 0))}"
     else:
         from dnaimg.codecs.compact import load
@@ -95,7 +126,7 @@ def _regain(rows: torch.Tensor, old: list[float], new: tuple[float, ...]) -> tor
 def slim_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
     """The run's checkpoint without the optimiser's moments (a third of the size): what is
     committed so that a later session resumes the run (Adam re-estimates its moments)."""
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True, map_location="cpu")
     state.pop("opt", None)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -119,30 +150,42 @@ def train_compact(
     progress: bool = False,
     downscale: bool = True,
     init: str | Path | None = None,
+    device: str = "cpu",
+    minutes: float | None = None,
 ) -> Path:
-    """Train (or resume) a compact model in folder ``out``; returns the checkpoint path."""
+    """Train (or resume) a compact model in folder ``out``; returns the checkpoint path.
+
+    ``device``: "cpu" or an accelerator ("cuda"): the model, the training images and every batch
+    live there, bf16 autocast runs there.  ``minutes``: stop after this much wall time (the
+    checkpoint is saved); the learning-rate plan then ends where the time does: after a few
+    steps the pace is measured and ``steps`` lowered to what fits."""
     erasures = erasures if erasures is not None else ErasureTraining()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(seed)
-    model = CompactHyperprior(cfg)
+    dev = torch.device(device)
+    deadline = None if minutes is None else time.time() + 60.0 * minutes
+    plan = {"steps": steps}          # the cosine plan's length (lowered to fit ``minutes``)
+
+    def cosine(s):
+        return 0.5 * (1 + math.cos(math.pi * min(s, plan["steps"]) / plan["steps"])) * 0.95 + 0.05
+
+    model = CompactHyperprior(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
     step, wall = 0, 0.0
     rng = random.Random(seed)
     init_from = None
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         was = CompactConfig.from_dict(state["config"])
         if was != cfg:            # a run keeps the network it started with
             print(f"resuming with the run's own configuration {was.to_dict()}", flush=True)
             cfg = was
-            model = CompactHyperprior(cfg)
+            model = CompactHyperprior(cfg).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=lr)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)) * 0.95 + 0.05)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
         model.load_state_dict(state["model"])
         if "opt" in state:          # a slim checkpoint (committed to resume from) has no optimiser moments
             opt.load_state_dict(state["opt"])
@@ -159,7 +202,9 @@ def train_compact(
         init_from = init_state(model, init)
         print(f"started from {init_from}", flush=True)
     images = load_training_images(data, crop, downscale=downscale)
-    lambdas = torch.tensor(cfg.lambdas)
+    if dev.type != "cpu":        # the images on the device, cropped there
+        images = [torch.from_numpy(im).to(dev) for im in images]
+    lambdas = torch.tensor(cfg.lambdas, device=dev)
     R = len(cfg.lambdas)
     print(f"{len(images)} training images, config {cfg.to_dict()}, batch {batch}, crop {crop}, "
           f"erasures {erasures}, bf16 {bf16}", flush=True)
@@ -170,9 +215,12 @@ def train_compact(
                     "step": step, "wall": wall, "config": cfg.to_dict(),
                     "data": str(data) if isinstance(data, (str, Path)) else [str(d) for d in data], "batch": batch,
                     "crop": crop, "seed": seed, "steps": steps, "lr": lr, "arch": "CompactHyperprior",
-                    "erasures": asdict(erasures), "bf16": bf16, "init": init_from, "downscale": downscale}, tmp)
+                    "erasures": asdict(erasures), "bf16": bf16, "init": init_from, "downscale": downscale,
+                    "hardware": hardware}, tmp)
         os.replace(tmp, ckpt_path)
 
+    hardware = (f"1 GPU ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else
+                f"{torch.get_num_threads()} CPU threads ({_cpu_name()})")
     bar = None
     if progress:
         from tqdm import tqdm
@@ -181,19 +229,27 @@ def train_compact(
     last_ckpt = time.time()
     t0 = time.time()
     acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
-    while step < steps:
-        x = sample_batch(images, batch, crop, rng)
+    paced_from, first = None, step
+    while step < steps and (deadline is None or time.time() < deadline):
+        if deadline is not None:
+            if step == first + PACE_WARM:
+                paced_from = (step, time.time())
+            elif paced_from is not None and step == paced_from[0] + PACE_STEPS:   # the pace known: end the plan with the time
+                per_step = (time.time() - paced_from[1]) / PACE_STEPS
+                plan["steps"] = steps = min(steps, step + int((deadline - time.time()) / per_step))
+                print(f"{per_step * 1e3:.1f} ms a step: {steps} steps in the time given", flush=True)
+        x = sample_batch(images, batch, crop, rng) if dev.type == "cpu" else _device_batch(images, batch, crop, rng)
         if cfg.gray:
             x = _to_gray(x)
-        r = torch.tensor([rng.randrange(R) for _ in range(batch)])
+        r = torch.tensor([rng.randrange(R) for _ in range(batch)], device=dev)
         erase = None
         if erasures.p_sample > 0:
             h, w = crop // 16, crop // 16
             frac = torch.tensor([rng.random() * erasures.max_fraction if rng.random() < erasures.p_sample else 0.0
                                  for _ in range(batch)]).view(batch, 1, 1, 1)
             # whole latent positions, as a lost oligo takes (its packet holds runs of positions)
-            erase = (torch.rand(batch, 1, h, w) < frac).expand(batch, cfg.M, h, w)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            erase = (torch.rand(batch, 1, h, w) < frac).expand(batch, cfg.M, h, w).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             o = model(x, r.float(), erase)
         mse = torch.mean((o["x_hat"].float() - x) ** 2, dim=(1, 2, 3))
         npx = x.shape[-1] * x.shape[-2]
