@@ -46,9 +46,11 @@ DOUBT_SHARED = 0.025     # reads "unlike" for doubt: no pair shares this much (r
 
 
 @nb.njit(cache=True, nogil=True)
-def _stamp_read(flat, a0, a1, k, stamp, tick):
-    """Mark every k-mer of read ``flat[a0:a1]`` with ``tick`` (k-mers with an N are skipped)."""
+def _kmers(flat, a0, a1, k, stamp, tick, mark, need):
+    """Walk the k-mers of read ``flat[a0:a1]`` (rolling code; k-mers with an N skipped): with
+    ``mark``, stamp each with ``tick``; else count those already stamped, stopping at ``need``."""
     mask = (1 << (2 * k)) - 1
+    shared = 0
     c = 0
     run = 0
     for p in range(a0, a1):
@@ -59,30 +61,27 @@ def _stamp_read(flat, a0, a1, k, stamp, tick):
             continue
         c = ((c << 2) | x) & mask
         run += 1
-        if run >= k:
+        if run < k:
+            continue
+        if mark:
             stamp[c] = tick
+        elif stamp[c] == tick:
+            shared += 1
+            if shared >= need:
+                break
+    return shared
+
+
+@nb.njit(cache=True, nogil=True)
+def _stamp_read(flat, a0, a1, k, stamp, tick):
+    """Mark every k-mer of read ``flat[a0:a1]`` with ``tick`` (k-mers with an N are skipped)."""
+    _kmers(flat, a0, a1, k, stamp, tick, True, 0)
 
 
 @nb.njit(cache=True, nogil=True)
 def _shared_upto(flat, b0, b1, k, stamp, tick, need):
     """How many k-mers of read ``flat[b0:b1]`` are among the stamped ones, counting stops at ``need``."""
-    mask = (1 << (2 * k)) - 1
-    shared = 0
-    c = 0
-    run = 0
-    for p in range(b0, b1):
-        x = flat[p]
-        if x > 3:
-            run = 0
-            c = 0
-            continue
-        c = ((c << 2) | x) & mask
-        run += 1
-        if run >= k and stamp[c] == tick:
-            shared += 1
-            if shared >= need:
-                break
-    return shared
+    return _kmers(flat, b0, b1, k, stamp, tick, False, need)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -45,18 +45,22 @@ def load_training_images(folder: str | Path | list, min_side: int, downscale: bo
     return images
 
 
+def crop_plan(images: list, batch: int, crop: int, rng: random.Random) -> list[tuple[int, int, int, bool, bool]]:
+    """Per sample of a batch: (image, top, left, flip left-right, flip up-down)."""
+    plan = []
+    for _ in range(batch):
+        i = rng.randrange(len(images))
+        y = rng.randrange(images[i].shape[0] - crop + 1)
+        x = rng.randrange(images[i].shape[1] - crop + 1)
+        plan.append((i, y, x, rng.random() < 0.5, rng.random() < 0.5))
+    return plan
+
+
 def sample_batch(images: list[np.ndarray], batch: int, crop: int, rng: random.Random) -> torch.Tensor:
     out = np.empty((batch, crop, crop, 3), dtype=np.uint8)
-    for i in range(batch):
-        img = images[rng.randrange(len(images))]
-        y = rng.randrange(img.shape[0] - crop + 1)
-        x = rng.randrange(img.shape[1] - crop + 1)
-        c = img[y:y + crop, x:x + crop]
-        if rng.random() < 0.5:
-            c = c[:, ::-1]
-        if rng.random() < 0.5:
-            c = c[::-1]
-        out[i] = c
+    for k, (i, y, x, lr, ud) in enumerate(crop_plan(images, batch, crop, rng)):
+        c = images[i][y:y + crop, x:x + crop]
+        out[k] = c[::-1 if ud else 1, ::-1 if lr else 1]
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 

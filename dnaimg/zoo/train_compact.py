@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
-from dnaimg.zoo.train import load_training_images, psnr_from_mse, sample_batch
+from dnaimg.zoo.train import crop_plan, load_training_images, psnr_from_mse, sample_batch
 
 
 @dataclass
@@ -38,16 +38,10 @@ def _device_batch(images: list[torch.Tensor], batch: int, crop: int, rng: random
     """:func:`dnaimg.zoo.train.sample_batch` for images already on an accelerator (HxWx3 uint8
     tensors): the same crops and flips for the same ``rng``, cut there."""
     out = []
-    for _ in range(batch):
-        img = images[rng.randrange(len(images))]
-        y = rng.randrange(img.shape[0] - crop + 1)
-        x = rng.randrange(img.shape[1] - crop + 1)
-        c = img[y:y + crop, x:x + crop]
-        if rng.random() < 0.5:
-            c = c.flip(1)
-        if rng.random() < 0.5:
-            c = c.flip(0)
-        out.append(c)
+    for i, y, x, lr, ud in crop_plan(images, batch, crop, rng):
+        c = images[i][y:y + crop, x:x + crop]
+        dims = ([1] if lr else []) + ([0] if ud else [])
+        out.append(c.flip(dims) if dims else c)
     return torch.stack(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
