@@ -1057,9 +1057,13 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
         try:
             dev = torch.device(device)
         except RuntimeError:
-            raise UserError(f"--device: unknown device {device!r} (cpu, cuda, cuda:1, ...)") from None
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise UserError(f"--device: unknown device {device!r} (cpu, cuda, cuda:1, ...)")
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: this torch sees no CUDA device")
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         train_compact(data[0] if len(data) == 1 else list(data), out, ccfg, steps=steps, batch=batch or 8, crop=crop, lr=lr, seed=seed,
                       bf16=not no_bf16, erasures=ErasureTraining(erasure_samples, erasure_max),
                       progress=sys.stderr.isatty(), downscale=not no_downscale, init=init, device=device,

@@ -229,3 +229,26 @@ def test_bit_parallel_primer_search_equals_the_table():
             text[rng.integers(0, len(text), int(rng.integers(0, 4)))] = rng.integers(0, 4)
         lead, from_end = int(rng.integers(0, 6)), bool(rng.random() < 0.5)
         assert _match_bits(pat, text, lead, from_end) == _match(pat, text, lead, from_end, prev, cur)
+
+
+def test_slot_table_files_like_a_dict():
+    """The key -> slot table (open addressing, grown as it fills) gives every key the slot a plain
+    dict would, over many blocks, and caps the reads per slot."""
+    from dnaimg.dna.reads import SLOT_TABLE_START, _assign_slots
+    rng = np.random.default_rng(6)
+    cap = 3
+    table = np.full(SLOT_TABLE_START, -1, dtype=np.int64)
+    n_keys = 5 * SLOT_TABLE_START                   # several doublings
+    slot_keys = np.zeros(n_keys + 10, dtype=np.int64)
+    counts = np.zeros(n_keys + 10, dtype=np.int64)
+    universe = rng.integers(0, 1 << 40, n_keys)
+    ref, ref_counts, n = {}, {}, 0
+    for _ in range(12):
+        keys = universe[rng.integers(0, n_keys, 4000)]
+        out, n, table = _assign_slots(keys, table, slot_keys, counts, n, cap)
+        for k, s in zip(keys.tolist(), out.tolist()):
+            want = ref.setdefault(k, len(ref))
+            ref_counts[k] = ref_counts.get(k, 0) + 1
+            assert s == (want if ref_counts[k] <= cap else -1)
+    assert n == len(ref) and len(table) >= 2 * n
+    assert [slot_keys[s] for s in range(n)] == sorted(ref, key=ref.get)

@@ -170,6 +170,8 @@ def test_edit_costs_are_the_distances_of_every_one_edit_variant():
                 read = np.insert(read, p, rng.integers(0, 4)).astype(np.uint8)
             elif len(read) > 1:
                 read = np.delete(read, p)
+        if rng.random() < 0.3:      # an unreadable base (N as 4, or 255): a mismatch for every base
+            read[int(rng.integers(0, len(read)))] = rng.choice([4, 255])
         lo, W = _pband(E, len(read), POLISH_BAND)
         F = np.empty((E + 2, W), dtype=np.int32)
         B = np.empty((E + 2, W), dtype=np.int32)

@@ -113,3 +113,24 @@ def test_nanopore_3x_header_found_whenever_every_header_oligo_was_read(encoded):
         res = api.decode([dna.decode(r) for r in reads])
         assert res.header == clean.header
     assert runs >= 3          # seeds 6, 8, 10 and 15
+
+
+def test_remembered_reed_solomon_decodings_equal_fresh_ones():
+    """A header codeword decoded twice (the second time from the remembered result), with and
+    without erasures, gives what reedsolo gives on its own; an uncorrectable one stays None."""
+    import reedsolo
+    from dnaimg.dna import header as H
+    rng = np.random.default_rng(8)
+    rs = reedsolo.RSCodec(nsym=H.HEADER_PARITY)
+    data = bytes(rng.integers(0, 256, 40, dtype=np.uint8).tolist())
+    code = bytearray(rs.encode(data))
+    for p in (3, 17, 30):
+        code[p] ^= 0x5A
+    for erase in (None, (3, 17, 30)):
+        first = H._rs_decode(bytes(code), erase)
+        again = H._rs_decode(bytes(code), erase)
+        assert first == again == data
+    bad = bytearray(code)
+    for p in range(0, 2 * H.HEADER_PARITY, 2):
+        bad[p] ^= 0xFF
+    assert H._rs_decode(bytes(bad), None) is None and H._rs_decode(bytes(bad), None) is None

@@ -146,3 +146,13 @@ def test_compact_training_device_errors_and_batches(tmp_path):
     a = sample_batch(imgs, 6, 16, random.Random(5))
     b = _device_batch([torch.from_numpy(i) for i in imgs], 6, 16, random.Random(5))
     assert torch.equal(a, b)
+    # ... and the batches the runs so far were trained on (the draws in the order they were made)
+    rng, old = random.Random(5), []
+    for _ in range(6):
+        img = imgs[rng.randrange(len(imgs))]
+        y, x = rng.randrange(img.shape[0] - 16 + 1), rng.randrange(img.shape[1] - 16 + 1)
+        c = img[y:y + 16, x:x + 16]
+        c = c[:, ::-1] if rng.random() < 0.5 else c
+        c = c[::-1] if rng.random() < 0.5 else c
+        old.append(c)
+    assert torch.equal(a, torch.from_numpy(np.stack(old)).permute(0, 3, 1, 2).float() / 255.0)

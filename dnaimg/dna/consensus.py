@@ -405,19 +405,20 @@ def _edit_costs(est, read, lo, W, F, B, S, wt, Tdel, Tsub, Tins):
             if f >= _INF:
                 continue
             i = j + lo + d
-            c = read[i] if i < R else 255
+            inside = i < R          # read[i] exists (an N in it, 4 or 255, matches no base)
+            c = read[i] if inside else 255
             if j < E:
                 if d >= 1:
                     v = f + B[j + 1, d - 1]
                     if v < dl:
                         dl = v
-                if c != 255:
+                if inside:
                     v = f + B[j + 1, d]     # read[i] matches (or substitutes) the new base
                     if v < sa:
                         sa = v
                     if c < 4 and v < sm[c]:
                         sm[c] = v
-            if c != 255 and d + 1 < W:
+            if inside and d + 1 < W:
                 v = f + B[j, d + 1]
                 if v < ia:
                     ia = v

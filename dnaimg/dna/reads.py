@@ -500,18 +500,46 @@ class _Pending:
         return self.pieces[0], offs
 
 
+SLOT_TABLE_START = 1 << 12     # the key -> slot table (open addressing) starts at this size (a power of 2) ...
+_HASH_MUL = 0x9E3779B97F4A7C15  # ... and keys are spread by Fibonacci hashing
+
+
 @nb.njit(cache=True, nogil=True)
-def _assign_slots(keys, slot_of, slot_keys, counts, n_slots, cap):
+def _slot_find(table, slot_keys, k, shift):
+    """(table position, slot) of key ``k``: the slot, or -1 and the free position to put it."""
+    m = table.shape[0] - 1
+    h = np.int64((np.uint64(k) * np.uint64(_HASH_MUL)) >> np.uint64(shift))
+    while True:
+        s = table[h]
+        if s < 0 or slot_keys[s] == k:
+            return h, s
+        h = (h + 1) & m
+
+
+@nb.njit(cache=True, nogil=True)
+def _assign_slots(keys, table, slot_keys, counts, n_slots, cap):
     """File each read under the slot of its key (a new slot for a new key); reads past ``cap``
-    per slot get -1.  Returns (slot per read, number of slots)."""
+    per slot get -1.  ``table``: key -> slot, open addressing over ``slot_keys`` (doubled when
+    half full).  Returns (slot per read, number of slots, the table)."""
     out = np.empty(keys.shape[0], dtype=np.int64)
+    shift = 64
+    size = table.shape[0]
+    while size > 1:
+        size >>= 1
+        shift -= 1
     for r in range(keys.shape[0]):
         k = keys[r]
-        if k in slot_of:
-            s = slot_of[k]
-        else:
+        h, s = _slot_find(table, slot_keys, k, shift)
+        if s < 0:
+            if 2 * (n_slots + 1) > table.shape[0]:
+                table = np.full(2 * table.shape[0], -1, dtype=np.int64)
+                shift -= 1
+                for t in range(n_slots):
+                    ht, _ = _slot_find(table, slot_keys, slot_keys[t], shift)
+                    table[ht] = t
+                h, s = _slot_find(table, slot_keys, k, shift)
             s = n_slots
-            slot_of[k] = s
+            table[h] = s
             slot_keys[s] = k
             counts[s] = 0
             n_slots += 1
@@ -520,7 +548,7 @@ def _assign_slots(keys, slot_of, slot_keys, counts, n_slots, cap):
             out[r] = s
         else:
             out[r] = -1
-    return out, n_slots
+    return out, n_slots, table
 
 
 @nb.njit(cache=True, nogil=True)
@@ -573,9 +601,9 @@ def _key(tag, number, scramble):
 class ReadSorter:
     """Streams reads into groups keyed by (tag, number, scramble), in chunks through numba.
 
-    Memory holds at most ``cap`` reads per oligo, whatever the number of reads: a numba dict
-    maps each key to a slot, reads over the cap are counted and dropped, and the kept reads
-    are sorted by slot once, when the groups are first asked for."""
+    Memory holds at most ``cap`` reads per oligo, whatever the number of reads: a hash table
+    (open addressing, in numba) maps each key to a slot, reads over the cap are counted and
+    dropped, and the kept reads are sorted by slot once, when the groups are first asked for."""
 
     def __init__(self, primer_f: str, primer_r: str, cap: int = MAX_READS_PER_OLIGO, trimmed: bool | None = None):
         self.trimmed = trimmed     # primers trimmed off the reads: True, False, None (per block, detected)
@@ -591,7 +619,7 @@ class ReadSorter:
         self._rescue_used = np.zeros(0, dtype=np.bool_)
         self._scope = None             # rescue_scope: the set-aside reads a rescue may look at
         self._cands = None
-        self._slot_of = nb.typed.Dict.empty(key_type=nb.types.int64, value_type=nb.types.int64)
+        self._slot_table = np.full(SLOT_TABLE_START, -1, dtype=np.int64)
         self._slot_keys = np.zeros(1024, dtype=np.int64)
         self._counts = np.zeros(1024, dtype=np.int64)
         self.n_slots = 0
@@ -713,8 +741,8 @@ class ReadSorter:
             size = max(need, 2 * len(self._counts))
             self._counts = np.concatenate([self._counts, np.zeros(size - len(self._counts), np.int64)])
             self._slot_keys = np.concatenate([self._slot_keys, np.zeros(size - len(self._slot_keys), np.int64)])
-        slots, self.n_slots = _assign_slots(keys, self._slot_of, self._slot_keys, self._counts,
-                                            self.n_slots, self.cap)
+        slots, self.n_slots, self._slot_table = _assign_slots(keys, self._slot_table, self._slot_keys,
+                                                              self._counts, self.n_slots, self.cap)
         keep = slots >= 0
         n_keep = int(np.count_nonzero(keep))
         self.stats.capped += len(keys) - n_keep

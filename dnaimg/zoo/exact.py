@@ -302,7 +302,8 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
                     "straight-through rounding around the mean for the decoder",
             "erasures": state.get("erasures"),
             "optimizer": "Adam, cosine learning-rate decay, gradient norm clipped at 1",
-            "precision": "bf16 autocast on CPU" if state.get("bf16", True) else "fp32",
+            "precision": (f"bf16 autocast on {'GPU' if state.get('device', 'cpu') != 'cpu' else 'CPU'}"
+                          if state.get("bf16", True) else "fp32"),
             "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": state.get("hardware", "2 CPU cores (AMD EPYC)"),
         },
         "weights_sha256": sha256_file(wpath),

@@ -159,7 +159,7 @@ def train_compact(
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(seed)
     dev = torch.device(device)
-    deadline = None if minutes is None else time.time() + 60.0 * minutes
+    deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
     plan = {"steps": steps}          # the cosine plan's length (lowered to fit ``minutes``)
 
     def cosine(s):
@@ -185,6 +185,8 @@ def train_compact(
             opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, wall = int(state["step"]), float(state["wall"])
+        if deadline is not None:    # until this call's pace is measured, keep the plan the run had
+            plan["steps"] = max(step + 1, min(steps, int(state.get("steps", steps))))
         init_from = state.get("init")
         sched.base_lrs = [lr]                  # the learning rate (and plan) of this call
         for g in opt.param_groups:
@@ -210,7 +212,7 @@ def train_compact(
                     "data": str(data) if isinstance(data, (str, Path)) else [str(d) for d in data], "batch": batch,
                     "crop": crop, "seed": seed, "steps": steps, "lr": lr, "arch": "CompactHyperprior",
                     "erasures": asdict(erasures), "bf16": bf16, "init": init_from, "downscale": downscale,
-                    "hardware": hardware}, tmp)
+                    "hardware": hardware, "device": dev.type}, tmp)
         os.replace(tmp, ckpt_path)
 
     hardware = (f"1 GPU ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else
@@ -224,13 +226,16 @@ def train_compact(
     t0 = time.time()
     acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
     paced_from, first = None, step
-    while step < steps and (deadline is None or time.time() < deadline):
+    while step < steps and (deadline is None or time.monotonic() < deadline):
         if deadline is not None:
             if step == first + PACE_WARM:
-                paced_from = (step, time.time())
+                paced_from = (step, time.monotonic())
             elif paced_from is not None and step == paced_from[0] + PACE_STEPS:   # the pace known: end the plan with the time
-                per_step = (time.time() - paced_from[1]) / PACE_STEPS
-                plan["steps"] = steps = min(steps, step + int((deadline - time.time()) / per_step))
+                per_step = max((time.monotonic() - paced_from[1]) / PACE_STEPS, 1e-6)
+                fit = int(max(0.0, deadline - time.monotonic()) / per_step)
+                plan["steps"] = steps = max(step + 1, min(steps, step + fit))
+                if bar is not None:
+                    bar.total = steps
                 print(f"{per_step * 1e3:.1f} ms a step: {steps} steps in the time given", flush=True)
         x = sample_batch(images, batch, crop, rng) if dev.type == "cpu" else _device_batch(images, batch, crop, rng)
         if cfg.gray:
@@ -242,7 +247,7 @@ def train_compact(
             frac = torch.tensor([rng.random() * erasures.max_fraction if rng.random() < erasures.p_sample else 0.0
                                  for _ in range(batch)]).view(batch, 1, 1, 1)
             # whole latent positions, as a lost oligo takes (its packet holds runs of positions)
-            erase = (torch.rand(batch, 1, h, w) < frac).expand(batch, cfg.M, h, w).to(dev)
+            erase = (torch.rand(batch, 1, h, w) < frac).to(dev).expand(batch, cfg.M, h, w)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             o = model(x, r.float(), erase)
         mse = torch.mean((o["x_hat"].float() - x) ** 2, dim=(1, 2, 3))
@@ -255,12 +260,14 @@ def train_compact(
         opt.step()
         sched.step()
         step += 1
+        # one transfer per tensor and step (each element read alone would wait on a GPU each time)
+        rs, ms, bs = r.tolist(), mse.detach().tolist(), bpp.detach().tolist()
+        hit = [False] * batch if erase is None else erase[:, 0].flatten(1).any(dim=1).tolist()
         for i in range(batch):
-            ri = int(r[i])
-            if erase is None or not bool(erase[i].any()):
-                acc["mse"][ri] += float(mse[i].detach())
-                acc["bpp"][ri] += float(bpp[i].detach())
-                acc["n"][ri] += 1
+            if not hit[i]:
+                acc["mse"][rs[i]] += ms[i]
+                acc["bpp"][rs[i]] += bs[i]
+                acc["n"][rs[i]] += 1
         if bar is not None:
             bar.update(1)
         if step % log_every == 0:
