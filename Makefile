@@ -71,7 +71,7 @@ bench-microscopy: $(STAMP)
 # the one-channel compact model on gray medical images (microscopy and X-rays, eval folders), against the
 # classic codecs under caps of total nt/px, through the same container; and its training (resumable)
 MEDICAL ?= ../shared/data/medical
-GRAY_RUN ?= runs/compact-gray
+GRAY_RUN ?= runs/compact-gray2
 bench-medical: $(STAMP)
 	$(PY) -m dnaimg.bench.medical --images $(MEDICAL)/microscopy/eval --images $(MEDICAL)/xray/eval \
 	    --out docs/results/medical
@@ -79,9 +79,9 @@ bench-medical: $(STAMP)
 train-gray: $(STAMP)
 	mkdir -p $(GRAY_RUN)
 	test -f $(GRAY_RUN)/checkpoint.pt || cp checkpoints/compact-gray/checkpoint.pt $(GRAY_RUN)/
-	$(VENV)/bin/dnaimg train --arch compact --gray --lambdas 0.0035,0.0077,0.017,0.037,0.082,0.18,0.4 \
+	$(VENV)/bin/dnaimg train --arch compact --gray --lambdas 0.0016,0.0035,0.0077,0.017,0.037,0.082,0.18,0.4 \
 	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --out $(GRAY_RUN) \
-	    --steps 10000 --lr 2e-4 --seed 3 --threads 2
+	    --steps 14000 --lr 1e-4 --seed 11 --threads 2
 
 # build the wheel, install it in a fresh venv and encode/decode with it from outside the tree
 wheel-check:

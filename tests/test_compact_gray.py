@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from dnaimg.codecs import compact
 from dnaimg.image import psnr
 from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
 
@@ -102,7 +103,7 @@ def test_gray_image_gets_the_gray_model_and_decodes_gray(models):
     from dnaimg import api
     img = _gray_image()
     enc = api.encode(img, "compact", quality=4)
-    assert enc.info["model"] == "compact-gray-v1"
+    assert enc.info["model"] == compact.DEFAULT_GRAY_MODEL
     assert not any("coded as RGB" in n for n in enc.info["notes"])
     dec = api.decode([s for _, s in enc.fasta_records()])
     assert dec.exact and dec.image.shape == img.shape and dec.image.dtype == np.uint8
@@ -121,13 +122,13 @@ def test_gray_model_refuses_colour(models):
     from dnaimg import api
     from dnaimg.codecs.base import CodecError
     rgb = np.repeat(_gray_image()[:, :, None], 3, axis=2)
-    with pytest.raises(CodecError, match="model compact-gray-v1 takes 1-channel images"):
-        api.encode(rgb, "compact", quality=4, model="compact-gray-v1")
+    with pytest.raises(CodecError, match=f"model {compact.DEFAULT_GRAY_MODEL} takes 1-channel images"):
+        api.encode(rgb, "compact", quality=4, model=compact.DEFAULT_GRAY_MODEL)
 
 
 def test_export_card_names_the_data_and_the_start(models):
     import json
-    c = json.loads((models / "compact-gray-v1.json").read_text())
+    c = json.loads((models / f"{compact.DEFAULT_GRAY_MODEL}.json").read_text())
     assert c["architecture"]["gray"] is True and c["architecture"]["gdn"] == "square"
     assert c["training"]["data"] == ["medical/xray/train"]
     assert c["training"]["preprocessing"] == "full-size random crops and flips; colour images converted to luma"
@@ -143,5 +144,5 @@ def test_gray_image_falls_back_to_the_rgb_model_when_the_gray_one_cannot_fit(mod
     assert enc.info["model"] == "compact-tiny"
     assert compact.CompactParams.unpack(enc.meta).gray            # R = G = B, flagged: decodes gray
     with pytest.raises(RateError, match="even the lowest rate does not fit"):
-        compact.encode(img, packet_bytes=52, model="compact-gray-v1",
+        compact.encode(img, packet_bytes=52, model=compact.DEFAULT_GRAY_MODEL,
                        fits=lambda e: e.info["model"] == "compact-tiny")

@@ -35,8 +35,8 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v1"     # one channel, trained on microscopy and X-rays: gray images' default
-DEFAULT_RATE_INDEX = 3.0
+DEFAULT_GRAY_MODEL = "compact-gray-v2"     # one channel, trained on microscopy and X-rays: gray images' default
+DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
 FLAG_GRAY = 0x01                # the optional 17th metadata byte: a gray original coded as RGB
@@ -268,7 +268,7 @@ def encode(img: np.ndarray, *, packet_bytes: int, rate_index: float | None = Non
     an = Analysis(img, name)
     zr = z_redundancy(redundancy)
     if fits is None:
-        r = DEFAULT_RATE_INDEX if rate_index is None else float(rate_index)
+        r = float(an.card.get("default_rate_index", DEFAULT_RATE_INDEX)) if rate_index is None else float(rate_index)
         return an.encode(r, packet_bytes, PACKET_ROWS, zr)
     cands = rate_indexes(an.tables)
     if rate_index is not None:
