@@ -922,8 +922,10 @@ def models(as_json):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")
         for k in c.get("medical", []):
+            some = (f", the {k['images']} of {k['of_images']} images it fits"
+                    if k.get("of_images", k.get("images")) != k.get("images") else "")
             click.echo(f"  {k['folder']}: {k['psnr_db']:.2f} dB at {k['total_nt_per_pixel']:.3f} total nt/px "
-                       f"(cap {k['cap']}; AVIF {k['avif_psnr_db']:.2f} dB)")
+                       f"(cap {k['cap']}{some}; AVIF {k['avif_psnr_db']:.2f} dB on them)")
     twins = {(p.model, p.name): p.kodak for c in cards for p in operating_points(c)}
     starred = robust_shown = False
     for c in cards:

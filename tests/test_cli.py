@@ -110,6 +110,10 @@ def test_seed_preset_one_read_per_oligo(fasta, tmp_path):
 def test_models_lists_the_shipped_model():
     r = run("models")
     assert r.exit_code == 0 and "cae32-l9" in r.output and "cae32-mr:r050" in r.output
+    # a gray model's medical numbers say when they cover only the images it could fit
+    assert "microscopy/eval: 40.19 dB at 0.296 total nt/px (cap 0.3, the 3 of 5 images it fits; AVIF 50.13 dB on them)" \
+        in r.output
+    assert "microscopy/eval: 39.52 dB at 0.297 total nt/px (cap 0.3; AVIF 47.83 dB on them)" in r.output
 
 
 # ---- bad input: one line, non-zero exit, never a traceback -------------------------------
