@@ -205,6 +205,9 @@ def train_compact(
     print(f"{len(images)} training images, config {cfg.to_dict()}, batch {batch}, crop {crop}, "
           f"erasures {erasures}, bf16 {bf16}", flush=True)
 
+    hardware = (f"1 GPU ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else
+                f"{torch.get_num_threads()} CPU threads ({_cpu_name()})")
+
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -215,8 +218,6 @@ def train_compact(
                     "hardware": hardware, "device": dev.type}, tmp)
         os.replace(tmp, ckpt_path)
 
-    hardware = (f"1 GPU ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else
-                f"{torch.get_num_threads()} CPU threads ({_cpu_name()})")
     bar = None
     if progress:
         from tqdm import tqdm
