@@ -146,3 +146,26 @@ def test_gray_image_falls_back_to_the_rgb_model_when_the_gray_one_cannot_fit(mod
     with pytest.raises(RateError, match="even the lowest rate does not fit"):
         compact.encode(img, packet_bytes=52, model=compact.DEFAULT_GRAY_MODEL,
                        fits=lambda e: e.info["model"] == "compact-tiny")
+
+
+def test_a_shipped_model_carries_its_float_h_s(monkeypatch):
+    """The weights file holds h_s as integers only: a model loaded from it (and training started
+    from a shipped model's name) gets the float h_s those integers stand for, not a random one."""
+    from dnaimg.codecs import compact
+    from dnaimg.zoo.exact import FA
+    from dnaimg.zoo.train_compact import init_state
+    monkeypatch.setenv("DNAIMG_MODELS", str(TINY))
+    compact._CACHE.clear()
+    model, tables, _ = compact.load("compact-tiny")
+    z = np.random.default_rng(3).integers(-6, 7, size=(1, model.cfg.N, 3, 4))
+    mu_i, sigma_i = tables.h_s(z)
+    with torch.no_grad():
+        mu_f, s_f = model.entropy_parameters(torch.from_numpy(z).float())
+    scale = float(1 << FA)
+    assert np.abs(mu_f.numpy() - mu_i / scale).max() < 0.01
+    assert np.abs(np.abs(s_f.numpy()) - sigma_i / scale).max() < 0.01
+    started = CompactHyperprior(_tiny_cfg())
+    init_state(started, "compact-tiny")
+    for a, b in zip(started.h_s.parameters(), model.h_s.parameters()):
+        assert torch.equal(a, b)
+    compact._CACHE.clear()

@@ -246,7 +246,9 @@ def export_tensors(model: CompactHyperprior) -> dict[str, torch.Tensor]:
 
 
 def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactTables:
-    """Float weights into ``model`` (h_s stays unused: the integer one replaces it), tables out."""
+    """Float weights into ``model``, tables out.  The file holds h_s only as integers: the model's
+    float h_s gets their values (``W / 2**Fw``, ``B / 2**(Fw + FA)``), which the codec never runs
+    (the integer network replaces it) but training started from a shipped model does."""
     sd = model.state_dict()
     missing = [k for k in sd if not k.startswith("h_s.") and k not in t]
     if missing:
@@ -258,6 +260,13 @@ def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactT
             if tuple(t[k].shape) != tuple(v.shape):
                 raise ValueError(f"weights file: {k} has shape {tuple(t[k].shape)}, not {tuple(v.shape)}")
             v.copy_(t[k].to(v.dtype))
+        for i, (_, m) in enumerate(_layers(model)):
+            fw = int(t[f"hs_int.{i}.shift"][0])
+            if tuple(t[f"hs_int.{i}.weight"].shape) != tuple(m.weight.shape):
+                raise ValueError(f"weights file: hs_int.{i} has shape {tuple(t[f'hs_int.{i}.weight'].shape)}, "
+                                 f"not {tuple(m.weight.shape)}")
+            m.weight.copy_((t[f"hs_int.{i}.weight"].double() / 2 ** fw).to(m.weight.dtype))
+            m.bias.copy_((t[f"hs_int.{i}.bias"].double() / 2 ** (fw + FA)).to(m.bias.dtype))
     return ExactTables.from_tensors(t, model)
 
 
