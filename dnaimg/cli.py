@@ -25,19 +25,10 @@ def friendly(fn):
     traceback and all, instead of "dnaimg: error: unexpected ..." (the tests run so)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from dnaimg.api import DecodeError
-        from dnaimg.codecs.base import CodecError
-        from dnaimg.dna.container import LayoutError
-        from dnaimg.image import ImageError
-        from dnaimg.zoo.registry import ModelError
-        from dnaimg.dna.seqio import InputError
-        from dnaimg.pool import PoolError
         try:
             return fn(*args, **kwargs)
         except BrokenPipeError:
             _closed_pipe()
-        except (DecodeError, CodecError, ImageError, LayoutError, ModelError, InputError, PoolError) as e:
-            raise UserError(str(e)) from None
         except click.ClickException:
             raise
         except KeyboardInterrupt:
@@ -45,11 +36,30 @@ def friendly(fn):
         except MemoryError:
             raise UserError("out of memory") from None
         except Exception as e:  # never a traceback for the user
+            if isinstance(e, _user_errors()):
+                raise UserError(str(e)) from None
             import os
             if os.environ.get("DNAIMG_DEBUG") == "1":
                 raise
             raise UserError(f"unexpected {e.__class__.__name__}: {e}") from None
     return wrapper
+
+
+def _user_errors() -> tuple:
+    """The library's errors that mean bad input (a one-line message, no traceback).  Imported when
+    an error happens, not before: a command that never touches the DNA layer (``dnaimg train``)
+    then runs without its libraries (reedsolo, dnaio), e.g. on a training machine."""
+    import importlib
+    found = []
+    for mod, name in (("dnaimg.api", "DecodeError"), ("dnaimg.codecs.base", "CodecError"),
+                      ("dnaimg.dna.container", "LayoutError"), ("dnaimg.image", "ImageError"),
+                      ("dnaimg.zoo.registry", "ModelError"), ("dnaimg.dna.seqio", "InputError"),
+                      ("dnaimg.pool", "PoolError"), ("dnaimg.zoo.train", "TrainingDataError")):
+        try:
+            found.append(getattr(importlib.import_module(mod), name))
+        except ImportError:
+            pass
+    return tuple(found)
 
 
 def _closed_pipe():

@@ -27,6 +27,10 @@ from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+class TrainingDataError(ValueError):
+    """The training data cannot be used (no image, none large enough for the crop)."""
+
+
 def load_training_images(folder: str | Path | list, min_side: int, downscale: bool = True) -> list[np.ndarray]:
     """All images below ``folder`` (or below each of a list of folders) as uint8 HxWx3 arrays, at
     least ``min_side`` on each side."""
@@ -41,7 +45,7 @@ def load_training_images(folder: str | Path | list, min_side: int, downscale: bo
             if min(im.size) >= min_side:
                 images.append(np.asarray(im, dtype=np.uint8).copy())
     if not images:
-        raise ValueError(f"no usable training image (>= {min_side} px) under {folder}")
+        raise TrainingDataError(f"no usable training image (>= {min_side} px) under {folder}")
     return images
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
+from dnaimg.zoo.registry import ModelError
 from dnaimg.zoo.train import crop_plan, load_training_images, psnr_from_mse, sample_batch
 
 
@@ -81,7 +82,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
     want = model.cfg.in_channels
     if sd[first].shape[1] != want:
         if not (sd[first].shape[1] == 3 and want == 1):
-            raise ValueError(f"cannot start a {want}-channel model from a {sd[first].shape[1]}-channel one")
+            raise ModelError(f"cannot start a {want}-channel model from a {sd[first].shape[1]}-channel one")
         luma = torch.tensor(LUMA, dtype=sd[last].dtype)
         sd[first] = sd[first].sum(dim=1, keepdim=True)
         sd[last] = (sd[last] * luma.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
@@ -90,7 +91,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
     src_gdn = (state["config"] if state is not None else c["architecture"]).get("gdn", "relu")
     if src_gdn != model.cfg.gdn:
         if (src_gdn, model.cfg.gdn) != ("relu", "square"):
-            raise ValueError(f"cannot start a {model.cfg.gdn} GDN from a {src_gdn} one")
+            raise ModelError(f"cannot start a {model.cfg.gdn} GDN from a {src_gdn} one")
         from dnaimg.zoo.compact import GDN_OFF_DIAGONAL
         for k in [k for k in sd if k.endswith(".gamma")]:
             g = torch.sqrt(torch.relu(sd[k]))
