@@ -1029,7 +1029,7 @@ def _point_robustness(p) -> str:
                    "(an RGB model starts a --gray one).")
 @click.option("--decoder-only", is_flag=True, help="Freeze the encoder (noise-aware fine-tuning of the decoder).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=0, help="Torch threads (0: default).")
+@click.option("--threads", type=click.IntRange(0), default=0, help="Torch threads (0: default).")
 @click.option("--no-bf16", is_flag=True, help="Train in fp32 instead of bf16 autocast.")
 @click.option("--lambdas", default="", metavar="L1,L2,..",
               help="compact: the rate points (MSE weights at the 8-bit scale) [0.0009,0.0018,0.0035,0.0067,0.013,0.025,0.0483].")
@@ -1063,8 +1063,10 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
             lams = tuple(float(x) for x in lambdas.split(",") if x.strip()) or DEFAULT_LAMBDAS
         except ValueError:
             raise UserError(f"--lambdas takes comma-separated numbers, got {lambdas!r}") from None
-        if sorted(lams) != list(lams) or lams[0] <= 0:
-            raise UserError("--lambdas must be positive and increasing")
+        if sorted(lams) != list(lams) or not all(0 < x < float("inf") for x in lams):
+            raise UserError("--lambdas must be positive, finite and increasing")
+        if crop % 64:
+            raise UserError(f"--crop must be a multiple of 64 for --arch compact (the hyper-latent's stride), not {crop}")
         ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray, gdn="square")
         try:
             dev = torch.device(device)

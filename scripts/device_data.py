@@ -4,9 +4,10 @@
     python scripts/device_data.py --mb 24 DIR [DIR ...]        # -> .device/data/
 
 Images are drawn at random (seeded) from every DIR (searched recursively) until the size budget
-is spent, and copied as they are (their file names prefixed with their folder, so that two
-folders' same names do not collide).  The device call then names `.device` in `carry` and trains
-with `--data .device/data` (see scripts/device_train.sh).
+is spent, and copied as they are (numbered, so that no two names collide); SOURCES lists the
+folders, and a model card exported from a run on this folder names them.  The device call then
+names `.device` in `carry` and trains with `--data .device/data` (see scripts/device_train.sh).
+An existing output folder is replaced only if this script made it.
 """
 from __future__ import annotations
 
@@ -35,7 +36,16 @@ def main(argv=None) -> int:
     if not files:
         print("device_data: no image files in " + ", ".join(map(str, a.dirs)), file=sys.stderr)
         return 1
+    out = a.out.resolve()
+    for d in a.dirs:
+        d = d.resolve()
+        if out == d or d in out.parents or out in d.parents:
+            print(f"device_data: --out {a.out} and {d} overlap", file=sys.stderr)
+            return 1
     if a.out.exists():
+        if not (a.out / "SOURCES").is_file():
+            print(f"device_data: {a.out} exists and was not made by this script", file=sys.stderr)
+            return 1
         shutil.rmtree(a.out)
     a.out.mkdir(parents=True)
     random.Random(a.seed).shuffle(files)
@@ -44,8 +54,9 @@ def main(argv=None) -> int:
         size = p.stat().st_size
         if used + size > budget:
             continue
-        shutil.copyfile(p, a.out / f"{p.parent.name}_{p.name}")
+        shutil.copyfile(p, a.out / f"{n:06d}_{p.name}")
         used, n = used + size, n + 1
+    (a.out / "SOURCES").write_text("".join(f"{'/'.join(d.resolve().parts[-3:])}\n" for d in a.dirs))
     print(f"{n} of {len(files)} images, {used / 1048576:.1f} MiB, in {a.out}")
     return 0
 

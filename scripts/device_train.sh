@@ -11,13 +11,15 @@
 # nothing else.  Into $OUT (what the call sends back; files of at most 16 MiB): train.log, the
 # run's checkpoint as fp16 weights without the optimiser (checkpoint-fp16.pt, ~14 MB: a CPU
 # session resumes from it) and the exported model NAME.safetensors + NAME.json (its card).
-# DEVICE (default cuda) and RUN (default /tmp/dnaimg-run) may be set; DEVICE=cpu tries it here.
+# DEVICE (default cuda) and RUN (default: a new folder) may be set; DEVICE=cpu tries it here.
+# The files must stay under 16 MiB each to come back (N=128, M=192: 13.4 and 13.8 MiB): a wider
+# network does not fit.
 set -euo pipefail
 : "${OUT:?OUT (the folder that comes back) is not set}"
 (($# >= 2)) || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 minutes=$1 name=$2
 shift 2
-RUN=${RUN:-/tmp/dnaimg-run}
+RUN=${RUN:-$(mktemp -d /tmp/dnaimg-run.XXXXXX)}      # a fresh run each call (a warm machine keeps /tmp)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"
 python3 -m dnaimg.cli train --arch compact --device "${DEVICE:-cuda}" --minutes "$minutes" --out "$RUN" "$@" 2>&1 \

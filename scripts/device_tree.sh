@@ -19,9 +19,10 @@ EXCLUDE=$(git rev-parse --git-path info/exclude)
 HEAVY=(checkpoints 'dnaimg/zoo/models/*.safetensors')
 LIMIT=$((64 * 1024 * 1024))
 
-travelling() {       # bytes: tracked + untracked-not-ignored files, then the carried paths
+travelling() {       # bytes: tracked + untracked-not-ignored files (those on disk), then the carried paths
   local t c=0
-  t=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+  t=$({ git ls-files -z -co --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null || true; } \
+      | awk '{s += $1} END {print s + 0}')
   if (($#)); then c=$(du -cb "$@" | tail -1 | cut -f1); fi
   echo "tree $((t / 1048576)) MiB + carried $((c / 1048576)) MiB = $(((t + c) / 1048576)) MiB (limit 64 MiB)"
   ((t + c <= LIMIT))
@@ -30,8 +31,13 @@ travelling() {       # bytes: tracked + untracked-not-ignored files, then the ca
 case "${1:-}" in
   slim)
     if grep -qF "$MARK" "$EXCLUDE" 2>/dev/null; then echo "device_tree: already slim" >&2; exit 1; fi
+    if ! git diff --cached --quiet -- checkpoints dnaimg/zoo/models; then
+      echo "device_tree: changes to checkpoints/ or dnaimg/zoo/models/ are staged; commit or unstage them first" >&2
+      exit 1
+    fi
     git rm -r -q --cached --ignore-unmatch -- "${HEAVY[@]}"
     mkdir -p "$(dirname "$EXCLUDE")"
+    if [[ -s "$EXCLUDE" && -n "$(tail -c 1 "$EXCLUDE")" ]]; then echo >> "$EXCLUDE"; fi   # end its last line first
     printf '%s\n/checkpoints/\n/dnaimg/zoo/models/*.safetensors\n' "$MARK" >> "$EXCLUDE"
     travelling || { echo "device_tree: still over the limit" >&2; exit 1; }
     ;;

@@ -270,6 +270,20 @@ def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactT
     return ExactTables.from_tensors(t, model)
 
 
+def _data_description(data) -> list[str] | str:
+    """What a model card says the run trained on: each folder by its last parts, or the
+    subfolders of one folder; a folder made by scripts/device_data.py names its sources."""
+    if isinstance(data, list):
+        return ["/".join(Path(d).parts[-3:]) for d in data]
+    d = Path(data)
+    if not d.is_dir():
+        return str(data)
+    if (d / "SOURCES").is_file():
+        return [line.strip() for line in (d / "SOURCES").read_text().splitlines() if line.strip()]
+    subs = [str(p.relative_to(d)) for p in sorted(d.iterdir()) if p.is_dir()]
+    return subs or ["/".join(d.parts[-3:])]
+
+
 def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = None, notes: str = "") -> Path:
     """Checkpoint of a compact run -> models/NAME.safetensors + NAME.json card."""
     from safetensors.torch import save_file
@@ -285,12 +299,7 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     wpath = out / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in export_tensors(model).items()}, str(wpath))
-    if isinstance(state["data"], list):        # several folders: name each by its last parts
-        data_desc = ["/".join(Path(d).parts[-3:]) for d in state["data"]]
-    else:
-        data = Path(state["data"])
-        data_desc = ([str(p.relative_to(data)) for p in sorted(data.iterdir()) if p.is_dir()] if data.is_dir()
-                     else str(data))
+    data_desc = _data_description(state["data"])
     card = {
         "name": name,
         "codec": "compact",
@@ -317,6 +326,9 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
         },
         "weights_sha256": sha256_file(wpath),
     }
+    sessions = state.get("sessions") or []
+    if len({tuple(str(x.get(k)) for k in ("batch", "crop", "lr", "hardware")) for x in sessions}) > 1:
+        card["training"]["sessions"] = sessions        # the run changed machine or settings on the way
     if notes:
         card["training"]["notes"] = notes
     cpath = out / f"{name}.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,17 +34,26 @@ class TrainingDataError(ValueError):
 
 def load_training_images(folder: str | Path | list, min_side: int, downscale: bool = True) -> list[np.ndarray]:
     """All images below ``folder`` (or below each of a list of folders) as uint8 HxWx3 arrays, at
-    least ``min_side`` on each side."""
+    least ``min_side`` on each side, read as the codecs read them (:func:`dnaimg.image.load_image`:
+    16-bit scaled to 8 bits, gray and palette as RGB).  Unreadable files are skipped with a line
+    on standard error."""
+    from dnaimg.image import ImageError, load_image
     folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
     paths = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    images = []
+    images, bad = [], []
     for p in paths:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
-            if downscale and min(im.size) // 2 >= min_side:
-                im = im.resize((im.width // 2, im.height // 2), Image.LANCZOS)
-            if min(im.size) >= min_side:
-                images.append(np.asarray(im, dtype=np.uint8).copy())
+        try:
+            a = load_image(p)
+        except ImageError as e:
+            bad.append(str(e))
+            continue
+        if downscale and min(a.shape[:2]) // 2 >= min_side:
+            im = Image.fromarray(a)
+            a = np.asarray(im.resize((im.width // 2, im.height // 2), Image.LANCZOS), dtype=np.uint8)
+        if min(a.shape[:2]) >= min_side:
+            images.append(np.ascontiguousarray(a))
+    if bad:
+        print(f"skipped {len(bad)} unreadable file(s), e.g. {bad[0]}", file=sys.stderr, flush=True)
     if not images:
         raise TrainingDataError(f"no usable training image (>= {min_side} px) under {folder}")
     return images

@@ -71,7 +71,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
     src = Path(source)
     state = None
     if src.suffix == ".pt" and src.exists():
-        state = torch.load(src, weights_only=True, map_location="cpu")
+        state = _read_checkpoint(src)
         sd, what = state["model"], f"checkpoint {src.name} at step {int(state.get('step', 0))}"
     else:
         from dnaimg.codecs.compact import load
@@ -102,13 +102,42 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
         for k in ("log_gain", "log_inv_gain"):
             sd[k] = _regain(sd[k], src_l, model.cfg.lambdas)
         what += f", gains moved from lambdas {list(src_l)}"
-    model.load_state_dict(sd)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError:
+        raise ModelError(f"cannot start from {source}: its network is not this one's shape "
+                         f"(this one: {model.cfg.to_dict()})") from None
     return what
+
+
+SESSION_KEYS = ("batch", "crop", "lr", "bf16", "hardware", "device")
+
+
+def _session_of(settings: dict, start: int, end: int) -> dict:
+    """One call's share of a run: its steps and the settings it trained with."""
+    return {"steps": [int(start), int(end)],
+            **{k: settings.get(k, {"bf16": True, "device": "cpu"}.get(k)) for k in SESSION_KEYS}}
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """A compact training checkpoint (fp32, fp16 or slim), or a one-line ModelError."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch.load raises many kinds on a file that is not a checkpoint
+        raise ModelError(f"{path}: not a training checkpoint ({e.__class__.__name__})") from None
+    if (not isinstance(state, dict) or state.get("arch", "CompactHyperprior") != "CompactHyperprior"
+            or not isinstance(state.get("model"), dict) or "config" not in state
+            or "g_a.0.weight" not in state["model"]):
+        what = state.get("arch") if isinstance(state, dict) else None
+        raise ModelError(f"{path}: not a compact-codec training checkpoint" + (f" (it is a {what} one)" if what else ""))
+    return state
 
 
 def _regain(rows: torch.Tensor, old: list[float], new: tuple[float, ...]) -> torch.Tensor:
     """Per-rate log-gain rows for other rate points: linear in log(lambda) between the trained
     points, and beyond them along the end segments' slopes."""
+    if len(old) == 1:            # one trained point: every new point starts from its gains
+        return rows[:1].repeat(len(new), 1)
     lo, ln = torch.log(torch.tensor(list(old), dtype=torch.float64)), torch.log(torch.tensor(list(new), dtype=torch.float64))
     out = []
     for x in ln:
@@ -172,26 +201,37 @@ def train_compact(
     step, wall = 0, 0.0
     rng = random.Random(seed)
     init_from = None
+    if crop % 64:
+        raise ValueError(f"the crop must be a multiple of 64 px (the hyper-latent's stride), not {crop}")
+    sessions: list[dict] = []        # the settings of each call that trained the run (for its card)
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        was = CompactConfig.from_dict(state["config"])
+        state = _read_checkpoint(ckpt_path)
+        try:
+            was = CompactConfig.from_dict(state["config"])
+        except TypeError:
+            raise ModelError(f"{ckpt_path}: its network configuration is not a compact one") from None
         if was != cfg:            # a run keeps the network it started with
             print(f"resuming with the run's own configuration {was.to_dict()}", flush=True)
             cfg = was
             model = CompactHyperprior(cfg).to(dev)
             opt = torch.optim.Adam(model.parameters(), lr=lr)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ModelError(f"{ckpt_path}: its weights do not fit its own configuration") from None
         if "opt" in state:          # a slim checkpoint (committed to resume from) has no optimiser moments
             opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, wall = int(state["step"]), float(state["wall"])
+        sessions = list(state.get("sessions") or [_session_of(state, 0, step)])
         if deadline is not None:    # until this call's pace is measured, keep the plan the run had
             plan["steps"] = max(step + 1, min(steps, int(state.get("steps", steps))))
         init_from = state.get("init")
         sched.base_lrs = [lr]                  # the learning rate (and plan) of this call
         for g in opt.param_groups:
             g["initial_lr"] = lr
+            g["lr"] = lr * cosine(step)        # the first step's too (a slim checkpoint has no optimiser)
         rng.seed(seed + step)
         torch.manual_seed(seed + step)
         print(f"resumed at step {step}", flush=True)
@@ -208,15 +248,19 @@ def train_compact(
 
     hardware = (f"1 GPU ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else
                 f"{torch.get_num_threads()} CPU threads ({_cpu_name()})")
+    this = {"batch": batch, "crop": crop, "lr": lr, "bf16": bf16, "hardware": hardware, "device": dev.type}
 
     def save():
+        # the run's settings are this call's once it has trained a step, else the last call's
+        ran = sessions + ([_session_of(this, first, step)] if step > first else [])
+        last = ran[-1] if ran else this
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "step": step, "wall": wall, "config": cfg.to_dict(),
-                    "data": str(data) if isinstance(data, (str, Path)) else [str(d) for d in data], "batch": batch,
-                    "crop": crop, "seed": seed, "steps": steps, "lr": lr, "arch": "CompactHyperprior",
-                    "erasures": asdict(erasures), "bf16": bf16, "init": init_from, "downscale": downscale,
-                    "hardware": hardware, "device": dev.type}, tmp)
+                    "data": str(data) if isinstance(data, (str, Path)) else [str(d) for d in data],
+                    "seed": seed, "steps": steps, "arch": "CompactHyperprior",
+                    "erasures": asdict(erasures), "init": init_from, "downscale": downscale,
+                    **{k: last[k] for k in SESSION_KEYS}, "sessions": ran}, tmp)
         os.replace(tmp, ckpt_path)
 
     bar = None
@@ -228,67 +272,72 @@ def train_compact(
     t0 = time.time()
     acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
     paced_from, first = None, step
-    while step < steps and (deadline is None or time.monotonic() < deadline):
-        if deadline is not None:
-            if step == first + PACE_WARM:
-                paced_from = (step, time.monotonic())
-            elif paced_from is not None and step == paced_from[0] + PACE_STEPS:   # the pace known: end the plan with the time
-                per_step = max((time.monotonic() - paced_from[1]) / PACE_STEPS, 1e-6)
-                fit = int(max(0.0, deadline - time.monotonic()) / per_step)
-                plan["steps"] = steps = max(step + 1, min(steps, step + fit))
-                if bar is not None:
-                    bar.total = steps
-                print(f"{per_step * 1e3:.1f} ms a step: {steps} steps in the time given", flush=True)
-        x = sample_batch(images, batch, crop, rng) if dev.type == "cpu" else _device_batch(images, batch, crop, rng)
-        if cfg.gray:
-            x = _to_gray(x)
-        r = torch.tensor([rng.randrange(R) for _ in range(batch)], device=dev)
-        erase = None
-        if erasures.p_sample > 0:
-            h, w = crop // 16, crop // 16
-            frac = torch.tensor([rng.random() * erasures.max_fraction if rng.random() < erasures.p_sample else 0.0
-                                 for _ in range(batch)]).view(batch, 1, 1, 1)
-            # whole latent positions, as a lost oligo takes (its packet holds runs of positions)
-            erase = (torch.rand(batch, 1, h, w) < frac).to(dev).expand(batch, cfg.M, h, w)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            o = model(x, r.float(), erase)
-        mse = torch.mean((o["x_hat"].float() - x) ** 2, dim=(1, 2, 3))
-        npx = x.shape[-1] * x.shape[-2]
-        bpp = (torch.log2(o["y_lik"]).sum(dim=(1, 2, 3)) + torch.log2(o["z_lik"]).sum(dim=(1, 2, 3))) / -npx
-        loss = (lambdas[r] * 255.0 ** 2 * mse + bpp).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        step += 1
-        # one transfer per tensor and step (each element read alone would wait on a GPU each time)
-        rs, ms, bs = r.tolist(), mse.detach().tolist(), bpp.detach().tolist()
-        hit = [False] * batch if erase is None else erase[:, 0].flatten(1).any(dim=1).tolist()
-        for i in range(batch):
-            if not hit[i]:
-                acc["mse"][rs[i]] += ms[i]
-                acc["bpp"][rs[i]] += bs[i]
-                acc["n"][rs[i]] += 1
-        if bar is not None:
-            bar.update(1)
-        if step % log_every == 0:
-            now = time.time()
-            wall += now - t0
-            t0 = now
-            pts = " ".join(f"{acc['bpp'][i] / acc['n'][i]:.3f}/{psnr_from_mse(acc['mse'][i] / acc['n'][i]):.2f}"
-                           for i in range(R) if acc["n"][i])
-            msg = f"step {step} loss {float(loss.detach()):.4f} bpp/psnr {pts} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min"
+    try:
+        while step < steps and (deadline is None or time.monotonic() < deadline):
+            if deadline is not None:
+                if step == first + PACE_WARM:
+                    paced_from = (step, time.monotonic())
+                elif paced_from is not None and step == paced_from[0] + PACE_STEPS:   # the pace known: end the plan with the time
+                    per_step = max((time.monotonic() - paced_from[1]) / PACE_STEPS, 1e-6)
+                    fit = int(max(0.0, deadline - time.monotonic()) / per_step)
+                    plan["steps"] = steps = max(step + 1, min(steps, step + fit))
+                    if bar is not None:
+                        bar.total = steps
+                    print(f"{per_step * 1e3:.1f} ms a step: {steps} steps in the time given", flush=True)
+            x = sample_batch(images, batch, crop, rng) if dev.type == "cpu" else _device_batch(images, batch, crop, rng)
+            if cfg.gray:
+                x = _to_gray(x)
+            r = torch.tensor([rng.randrange(R) for _ in range(batch)], device=dev)
+            erase = None
+            if erasures.p_sample > 0:
+                h, w = crop // 16, crop // 16
+                frac = torch.tensor([rng.random() * erasures.max_fraction if rng.random() < erasures.p_sample else 0.0
+                                     for _ in range(batch)]).view(batch, 1, 1, 1)
+                # whole latent positions, as a lost oligo takes (its packet holds runs of positions)
+                erase = (torch.rand(batch, 1, h, w) < frac).to(dev).expand(batch, cfg.M, h, w)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                o = model(x, r.float(), erase)
+            mse = torch.mean((o["x_hat"].float() - x) ** 2, dim=(1, 2, 3))
+            npx = x.shape[-1] * x.shape[-2]
+            bpp = (torch.log2(o["y_lik"]).sum(dim=(1, 2, 3)) + torch.log2(o["z_lik"]).sum(dim=(1, 2, 3))) / -npx
+            loss = (lambdas[r] * 255.0 ** 2 * mse + bpp).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            # one transfer per tensor and step (each element read alone would wait on a GPU each time)
+            rs, ms, bs = r.tolist(), mse.detach().tolist(), bpp.detach().tolist()
+            hit = [False] * batch if erase is None else erase[:, 0].flatten(1).any(dim=1).tolist()
+            for i in range(batch):
+                if not hit[i]:
+                    acc["mse"][rs[i]] += ms[i]
+                    acc["bpp"][rs[i]] += bs[i]
+                    acc["n"][rs[i]] += 1
             if bar is not None:
-                bar.set_postfix_str(pts)
-            else:
-                print(msg, flush=True)
-            acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
-        if time.time() - last_ckpt > checkpoint_minutes * 60:
-            wall += time.time() - t0
-            t0 = time.time()
-            save()
-            last_ckpt = time.time()
+                bar.update(1)
+            if step % log_every == 0:
+                now = time.time()
+                wall += now - t0
+                t0 = now
+                pts = " ".join(f"{acc['bpp'][i] / acc['n'][i]:.3f}/{psnr_from_mse(acc['mse'][i] / acc['n'][i]):.2f}"
+                               for i in range(R) if acc["n"][i])
+                msg = f"step {step} loss {float(loss.detach()):.4f} bpp/psnr {pts} lr {sched.get_last_lr()[0]:.2e} wall {wall / 60:.1f} min"
+                if bar is not None:
+                    bar.set_postfix_str(pts)
+                else:
+                    print(msg, flush=True)
+                acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
+            if time.time() - last_ckpt > checkpoint_minutes * 60:
+                wall += time.time() - t0
+                t0 = time.time()
+                save()
+                last_ckpt = time.time()
+    except KeyboardInterrupt:        # keep what was trained since the last checkpoint
+        wall += time.time() - t0
+        save()
+        raise
     wall += time.time() - t0
     save()
     if bar is not None:
