@@ -127,3 +127,32 @@ def test_store_keeps_rows_of_an_older_file_without_newer_settings(tmp_path):
     assert kept.has("a", "x")                 # missing settings = their defaults: rows kept
     dropped = Store(out, {"bench": "noise", "config": {"seed": 0, "match": None, "parity": 0.3}})
     assert not dropped.has("a", "x")          # a real change of setting: rows dropped
+
+
+def test_image_paths_first_or_evenly_spread(tmp_path):
+    for i in range(10):
+        (tmp_path / f"{i:02d}.png").write_bytes(b"")
+    names = lambda ps: [p.stem for p in ps]  # noqa: E731
+    assert names(B.image_paths(tmp_path, 3)) == ["00", "01", "02"]
+    assert names(B.image_paths(tmp_path, 3, spread=True)) == ["00", "04", "09"]
+    assert len(B.image_paths(tmp_path, 20, spread=True)) == 10
+
+
+def test_ceiling_bench_bounds_the_codec(tiny, monkeypatch):
+    """The transforms with an unquantised latent (what no entropy coding can beat) against the
+    codec itself, per rate point, on the small test model."""
+    from pathlib import Path
+
+    from dnaimg.bench.ceiling import bench_ceiling
+    from dnaimg.codecs import compact
+    monkeypatch.setenv("DNAIMG_MODELS", str(Path(__file__).parent / "golden" / "compact-model"))
+    compact._CACHE.clear()
+    res = bench_ceiling(tiny, "compact-tiny", limit=1)
+    compact._CACHE.clear()
+    rates = [s["rate_index"] for s in res["summary"]]
+    assert res["n_images"] == 1 and len(res["rows"]) == len(rates) >= 2
+    s = res["summary"]
+    assert s[-1]["total_nt_per_pixel"] > s[0]["total_nt_per_pixel"]
+    for x in s:
+        assert x["ceiling_psnr_db"] > x["psnr_db"] - 0.3
+    assert s[-1]["ceiling_psnr_db"] - s[-1]["psnr_db"] < s[0]["ceiling_psnr_db"] - s[0]["psnr_db"]

@@ -65,10 +65,7 @@ def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS
     summ = lambda rows: summarise(rows)  # noqa: E731
     chosen = {}
     for folder in folders:
-        paths = image_paths(folder)
-        if limit and limit < len(paths):      # evenly spread over the folder (its families are in runs)
-            paths = [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)]
-        chosen[folder] = paths
+        chosen[folder] = image_paths(folder, limit, spread=True)
     store.restrict({(lab, p.name, c) for ps in chosen.values() for p in ps for lab in ["png"] + [s[0] for s in systems]
                     for c in ["lossless"] + [f"cap {cap}" for cap in caps]})
     for folder, name in zip(folders, cfg["folders"]):

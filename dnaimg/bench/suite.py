@@ -53,14 +53,20 @@ CHANNEL_DROPOUT = 0.02
 RELIABLE = 0.95
 
 
-def image_paths(folder: str | Path, limit: int | None = None) -> list[Path]:
+def image_paths(folder: str | Path, limit: int | None = None, spread: bool = False) -> list[Path]:
+    """The images of ``folder`` in name order; ``limit``: the first N, or with ``spread`` N evenly
+    spread over the folder (where its families of images come in runs)."""
     d = Path(folder)
     if not d.is_dir():
         raise ValueError(f"{folder}: not a folder of images")
     paths = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ValueError(f"{folder}: no images (.png, .jpg, ...) in it")
-    return paths[:limit] if limit else paths
+    if not limit or limit >= len(paths):
+        return paths
+    if spread:
+        return [paths[round(i * (len(paths) - 1) / max(1, limit - 1))] for i in range(limit)]
+    return paths[:limit]
 
 
 def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
