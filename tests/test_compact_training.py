@@ -110,3 +110,36 @@ def test_training_images_read_as_the_codecs_read_them(tmp_path, capsys):
     expect = np.clip(ramp / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)
     assert np.array_equal(imgs[0][..., 0], expect) and (imgs[0] == 255).mean() < 0.01
     assert "skipped 1 unreadable file(s)" in capsys.readouterr().err
+
+
+def test_a_wider_latent_starts_as_the_narrow_network(tmp_path):
+    """Widening the latent (Net2Net): the wider network codes the same symbols (the copies repeat
+    their sources) and draws the same image; training from a narrower run says so."""
+    from dnaimg.zoo.train_compact import widen_latent
+    torch.manual_seed(0)
+    narrow = CompactHyperprior(CompactConfig(N=16, M=24, gdn="square")).eval()
+    wide = CompactHyperprior(CompactConfig(N=16, M=40, gdn="square")).eval()
+    wide.load_state_dict(widen_latent(narrow.state_dict(), wide, noise=0.0))
+    x = torch.rand(1, 3, 64, 128)
+
+    def code(m):
+        with torch.no_grad():
+            y = m.g_a(x)
+            z = torch.round(m.h_a(y))
+            mu, s = m.entropy_parameters(z)
+            g, ig = m.gains(2.5)
+            q = torch.round(y * g - mu * g)
+            return m.g_s((q + mu * g) * ig), z, q, s.abs() * g
+    xn, zn, qn, sn = code(narrow)
+    xw, zw, qw, sw = code(wide)
+    assert torch.equal(zn, zw) and torch.allclose(xn, xw, atol=1e-6)
+    assert torch.equal(qw[:, :24], qn) and torch.equal(qw[:, 24:], qn[:, :16])
+    assert torch.allclose(sw[:, 24:], sn[:, :16], atol=1e-6)
+    data = _images(tmp_path / "data")
+    assert _train("--data", str(data), "--out", str(tmp_path / "n"), "--steps", "1").exit_code == 0
+    r = _train("--data", str(data), "--out", str(tmp_path / "w"), "--steps", "1", "--channels", "12",
+               "--init", str(tmp_path / "n" / "checkpoint.pt"))
+    assert r.exit_code == 0 and "latent widened from 8 to 12 channels" in r.output
+    r = _train("--data", str(data), "--out", str(tmp_path / "x"), "--steps", "1", "--channels", "6",
+               "--init", str(tmp_path / "n" / "checkpoint.pt"))
+    assert r.exit_code == 1 and "only wider" in r.output

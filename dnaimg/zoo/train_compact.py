@@ -102,12 +102,60 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
         for k in ("log_gain", "log_inv_gain"):
             sd[k] = _regain(sd[k], src_l, model.cfg.lambdas)
         what += f", gains moved from lambdas {list(src_l)}"
+    have_M, want_M = sd["g_a.6.weight"].shape[0], model.cfg.M
+    if have_M != want_M and sd["g_a.6.weight"].shape[1] == model.cfg.N:
+        if want_M < have_M:
+            raise ModelError(f"cannot start a {want_M}-channel latent from a {have_M}-channel one (only wider)")
+        sd = widen_latent(sd, model)
+        what += f", latent widened from {have_M} to {want_M} channels (copies of the first {want_M - have_M})"
     try:
         model.load_state_dict(sd)
     except RuntimeError:
         raise ModelError(f"cannot start from {source}: its network is not this one's shape "
                          f"(this one: {model.cfg.to_dict()})") from None
     return what
+
+
+def widen_latent(sd: dict, model: CompactHyperprior, noise: float = 1e-3, seed: int = 0) -> dict:
+    """``sd`` (a narrower latent) for ``model``'s wider one, the function kept (Net2Net: Chen,
+    Goodfellow & Shlens 2016).  Each new latent channel copies an old one (its analysis row, gains,
+    mean and scale, and so its symbols), and each layer that reads the latent reads a channel and
+    its copies at an equal share of the old weight: the same image and the same hyper-latent, the
+    copied channels coded twice until training parts them (``noise``, relative to each analysis
+    row's spread, starts that).  h_s's hidden layers widen the same way."""
+    want = {k: v.shape for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+
+    def groups(old: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.cat([torch.arange(old), torch.arange(new - old) % old])        # each unit's source
+        return g, torch.bincount(g, minlength=old).to(torch.float32)[g]          # and its share
+
+    sd = dict(sd)
+    M, M2 = sd["g_a.6.weight"].shape[0], want["g_a.6.weight"][0]
+    H, H2 = sd["h_s.2.weight"].shape[1], want["h_s.2.weight"][1]
+    g, share = groups(M, M2)
+    gh, share_h = groups(H, H2)
+
+    def split(w, dim, grp, sh):       # inputs: a unit and its copies share the old weight
+        shape = [1] * w.dim()
+        shape[dim] = -1
+        return w.index_select(dim, grp) / sh.view(shape).to(w.dtype)
+
+    w = sd["g_a.6.weight"].index_select(0, g).clone()
+    spread = w[:M].flatten(1).std(dim=1).repeat(-(-M2 // M))[:M2].view(-1, 1, 1, 1)
+    w[M:] += noise * spread[M:] * torch.randn(w[M:].shape, generator=gen).to(w.dtype)
+    sd["g_a.6.weight"], sd["g_a.6.bias"] = w, sd["g_a.6.bias"].index_select(0, g)
+    sd["g_s.0.weight"] = split(sd["g_s.0.weight"], 0, g, share)
+    sd["h_a.0.weight"] = split(sd["h_a.0.weight"], 1, g, share)
+    sd["h_s.0.weight"], sd["h_s.0.bias"] = sd["h_s.0.weight"].index_select(1, g), sd["h_s.0.bias"].index_select(0, g)
+    w2 = split(sd["h_s.2.weight"], 0, g, share)
+    sd["h_s.2.weight"], sd["h_s.2.bias"] = w2.index_select(1, gh), sd["h_s.2.bias"].index_select(0, gh)
+    out = torch.cat([g, M + g])                          # [means | scales], each for the wider latent
+    sd["h_s.4.weight"] = split(sd["h_s.4.weight"], 1, gh, share_h).index_select(0, out)
+    sd["h_s.4.bias"] = sd["h_s.4.bias"].index_select(0, out)
+    for k in ("log_gain", "log_inv_gain"):
+        sd[k] = sd[k].index_select(1, g)
+    return sd
 
 
 SESSION_KEYS = ("batch", "crop", "lr", "bf16", "hardware", "device")
