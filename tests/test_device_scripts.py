@@ -105,7 +105,9 @@ def test_data_subset_keeps_its_budget(tmp_path):
     assert bad.returncode == 1 and "is not a folder" in bad.stderr
 
 
-def test_train_runs_without_the_dna_libraries(tmp_path):
+def _gpu_machine_like(tmp_path: Path) -> tuple[Path, Path]:
+    """(a folder for PYTHONPATH whose sitecustomize hides the packages the GPU machine lacks,
+    a folder of two small training images)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
@@ -116,6 +118,11 @@ def test_train_runs_without_the_dna_libraries(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    return site, data
+
+
+def test_train_runs_without_the_dna_libraries(tmp_path):
+    site, data = _gpu_machine_like(tmp_path)
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
     env.pop("DNAIMG_DEBUG", None)
     cmd = [sys.executable, "-m", "dnaimg.cli", "train", "--arch", "compact", "--width", "8", "--channels", "8",
@@ -137,16 +144,7 @@ def test_train_runs_without_the_dna_libraries(tmp_path):
 def test_device_train_brings_back_model_card_and_checkpoint(tmp_path):
     """scripts/device_train.sh as the GPU machine runs it (here DEVICE=cpu, without the DNA
     layer's libraries): the exported model and card, an fp16 resume checkpoint and the log."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import sys\nfor n in ('dnaio', 'xopen', 'reedsolo', 'pytorch_msssim', 'imagecodecs', 'dask'):\n"
-        "    sys.modules[n] = None\n")
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    site, data = _gpu_machine_like(tmp_path)
     (data / "SOURCES").write_text("train/bsds500\n")
     out = tmp_path / "OUT"
     out.mkdir()
