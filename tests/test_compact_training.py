@@ -113,13 +113,14 @@ def test_training_images_read_as_the_codecs_read_them(tmp_path, capsys):
 
 
 def test_a_wider_latent_starts_as_the_narrow_network(tmp_path):
-    """Widening the latent (Net2Net): the wider network codes the same symbols (the copies repeat
-    their sources) and draws the same image; training from a narrower run says so."""
+    """Widening the latent: the wider network draws the same image from the same symbols, its new
+    channels all 0 at the smallest scale (no rate), and their analysis rows get gradients (they can
+    grow); training from a narrower run says so."""
     from dnaimg.zoo.train_compact import widen_latent
     torch.manual_seed(0)
     narrow = CompactHyperprior(CompactConfig(N=16, M=24, gdn="square")).eval()
     wide = CompactHyperprior(CompactConfig(N=16, M=40, gdn="square")).eval()
-    wide.load_state_dict(widen_latent(narrow.state_dict(), wide, noise=0.0))
+    wide.load_state_dict(widen_latent(narrow.state_dict(), wide))
     x = torch.rand(1, 3, 64, 128)
 
     def code(m):
@@ -133,13 +134,17 @@ def test_a_wider_latent_starts_as_the_narrow_network(tmp_path):
     xn, zn, qn, sn = code(narrow)
     xw, zw, qw, sw = code(wide)
     assert torch.equal(zn, zw) and torch.allclose(xn, xw, atol=1e-6)
-    assert torch.equal(qw[:, :24], qn) and torch.equal(qw[:, 24:], qn[:, :16])
-    assert torch.allclose(sw[:, 24:], sn[:, :16], atol=1e-6)
+    assert torch.equal(qw[:, :24], qn) and not qw[:, 24:].any()
+    assert torch.allclose(sw[:, :24], sn, atol=1e-6) and float(sw[:, 24:].max()) < 0.11
+    wide.train()
+    out = wide(x, torch.tensor([3.0]))
+    torch.mean((out["x_hat"] - x) ** 2).backward()
+    assert float(wide.g_a[6].weight.grad[24:].abs().sum()) > 0
     data = _images(tmp_path / "data")
     assert _train("--data", str(data), "--out", str(tmp_path / "n"), "--steps", "1").exit_code == 0
     r = _train("--data", str(data), "--out", str(tmp_path / "w"), "--steps", "1", "--channels", "12",
                "--init", str(tmp_path / "n" / "checkpoint.pt"))
-    assert r.exit_code == 0 and "latent widened from 8 to 12 channels" in r.output
+    assert r.exit_code == 0 and "latent widened from 8 to 12 channels (the new ones silent at first)" in r.output
     r = _train("--data", str(data), "--out", str(tmp_path / "x"), "--steps", "1", "--channels", "6",
                "--init", str(tmp_path / "n" / "checkpoint.pt"))
     assert r.exit_code == 1 and "only wider" in r.output

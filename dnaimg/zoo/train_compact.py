@@ -107,7 +107,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
         if want_M < have_M:
             raise ModelError(f"cannot start a {want_M}-channel latent from a {have_M}-channel one (only wider)")
         sd = widen_latent(sd, model)
-        what += f", latent widened from {have_M} to {want_M} channels (copies of the first {want_M - have_M})"
+        what += f", latent widened from {have_M} to {want_M} channels (the new ones silent at first)"
     try:
         model.load_state_dict(sd)
     except RuntimeError:
@@ -116,46 +116,50 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
     return what
 
 
-def widen_latent(sd: dict, model: CompactHyperprior, noise: float = 1e-3, seed: int = 0) -> dict:
-    """``sd`` (a narrower latent) for ``model``'s wider one, the function kept (Net2Net: Chen,
-    Goodfellow & Shlens 2016).  Each new latent channel copies an old one (its analysis row, gains,
-    mean and scale, and so its symbols), and each layer that reads the latent reads a channel and
-    its copies at an equal share of the old weight: the same image and the same hyper-latent, the
-    copied channels coded twice until training parts them (``noise``, relative to each analysis
-    row's spread, starts that).  h_s's hidden layers widen the same way."""
+def widen_latent(sd: dict, model: CompactHyperprior, seed: int = 0) -> dict:
+    """``sd`` (a narrower latent) for ``model``'s wider one, the function and the rate kept: the
+    new latent channels start silent (a zero analysis row, mean 0 and the smallest scale, so every
+    symbol is 0 and costs nothing) while the synthesis reads them with random weights, so that the
+    first gradients reach their analysis rows and they grow where they pay.  h_s's new hidden
+    units start with random inputs and zero outputs (alive, without effect); new gains are the old
+    channels' mean.  Everything else is the narrower network's."""
     want = {k: v.shape for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(seed)
-
-    def groups(old: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.cat([torch.arange(old), torch.arange(new - old) % old])        # each unit's source
-        return g, torch.bincount(g, minlength=old).to(torch.float32)[g]          # and its share
-
     sd = dict(sd)
     M, M2 = sd["g_a.6.weight"].shape[0], want["g_a.6.weight"][0]
     H, H2 = sd["h_s.2.weight"].shape[1], want["h_s.2.weight"][1]
-    g, share = groups(M, M2)
-    gh, share_h = groups(H, H2)
 
-    def split(w, dim, grp, sh):       # inputs: a unit and its copies share the old weight
-        shape = [1] * w.dim()
-        shape[dim] = -1
-        return w.index_select(dim, grp) / sh.view(shape).to(w.dtype)
+    def grow(t: torch.Tensor, dim: int, n: int, fill: str) -> torch.Tensor:
+        """``t`` with ``n`` more entries along ``dim``: zeros, or random at the spread of ``t``."""
+        shape = list(t.shape)
+        shape[dim] = n
+        if fill == "zero":
+            extra = torch.zeros(shape, dtype=t.dtype)
+        else:
+            extra = (t.float().std() * torch.randn(shape, generator=gen)).to(t.dtype)
+        return torch.cat([t, extra], dim=dim)
 
-    w = sd["g_a.6.weight"].index_select(0, g).clone()
-    spread = w[:M].flatten(1).std(dim=1).repeat(-(-M2 // M))[:M2].view(-1, 1, 1, 1)
-    w[M:] += noise * spread[M:] * torch.randn(w[M:].shape, generator=gen).to(w.dtype)
-    sd["g_a.6.weight"], sd["g_a.6.bias"] = w, sd["g_a.6.bias"].index_select(0, g)
-    sd["g_s.0.weight"] = split(sd["g_s.0.weight"], 0, g, share)
-    sd["h_a.0.weight"] = split(sd["h_a.0.weight"], 1, g, share)
-    sd["h_s.0.weight"], sd["h_s.0.bias"] = sd["h_s.0.weight"].index_select(1, g), sd["h_s.0.bias"].index_select(0, g)
-    w2 = split(sd["h_s.2.weight"], 0, g, share)
-    sd["h_s.2.weight"], sd["h_s.2.bias"] = w2.index_select(1, gh), sd["h_s.2.bias"].index_select(0, gh)
-    out = torch.cat([g, M + g])                          # [means | scales], each for the wider latent
-    sd["h_s.4.weight"] = split(sd["h_s.4.weight"], 1, gh, share_h).index_select(0, out)
-    sd["h_s.4.bias"] = sd["h_s.4.bias"].index_select(0, out)
+    sd["g_a.6.weight"] = grow(sd["g_a.6.weight"], 0, M2 - M, "zero")
+    sd["g_a.6.bias"] = grow(sd["g_a.6.bias"], 0, M2 - M, "zero")
+    sd["g_s.0.weight"] = grow(sd["g_s.0.weight"], 0, M2 - M, "random")
+    sd["h_a.0.weight"] = grow(sd["h_a.0.weight"], 1, M2 - M, "zero")
+    sd["h_s.0.weight"] = grow(sd["h_s.0.weight"], 1, M2 - M, "random")
+    sd["h_s.0.bias"] = grow(sd["h_s.0.bias"], 0, M2 - M, "random")
+    w = grow(sd["h_s.2.weight"], 0, M2 - M, "zero")                 # new hidden units 1: no effect ...
+    sd["h_s.2.weight"] = grow(w, 1, H2 - H, "random")               # ... new hidden units 2: alive
+    sd["h_s.2.bias"] = grow(sd["h_s.2.bias"], 0, H2 - H, "random")
+    w4, b4 = grow(sd["h_s.4.weight"], 1, H2 - H, "zero"), sd["h_s.4.bias"]
+    mu_w, s_w = w4[:M], w4[M:]
+    zeros_w = torch.zeros((M2 - M, *w4.shape[1:]), dtype=w4.dtype)
+    sd["h_s.4.weight"] = torch.cat([mu_w, zeros_w, s_w, zeros_w])          # [means | scales]
+    small = torch.full((M2 - M,), SILENT_SCALE, dtype=b4.dtype)
+    sd["h_s.4.bias"] = torch.cat([b4[:M], torch.zeros(M2 - M, dtype=b4.dtype), b4[M:], small])
     for k in ("log_gain", "log_inv_gain"):
-        sd[k] = sd[k].index_select(1, g)
+        sd[k] = torch.cat([sd[k], sd[k].mean(dim=1, keepdim=True).repeat(1, M2 - M)], dim=1)
     return sd
+
+
+SILENT_SCALE = 1e-3          # h_s's scale for a new latent channel: the coder's smallest scale at any gain
 
 
 SESSION_KEYS = ("batch", "crop", "lr", "bf16", "hardware", "device")
