@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray wheel-check setup clean clean-cache
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray train-gray-wave wheel-check setup clean clean-cache
 
 setup: $(STAMP)
 
@@ -72,6 +72,7 @@ bench-microscopy: $(STAMP)
 # classic codecs under caps of total nt/px, through the same container; and its training (resumable)
 MEDICAL ?= ../shared/data/medical
 GRAY_RUN ?= runs/compact-gray2
+WAVE_STEPS ?= 40000
 bench-medical: $(STAMP)
 	$(PY) -m dnaimg.bench.medical --images $(MEDICAL)/microscopy/eval --images $(MEDICAL)/xray/eval \
 	    --out docs/results/medical
@@ -82,6 +83,16 @@ train-gray: $(STAMP)
 	$(VENV)/bin/dnaimg train --arch compact --gray --lambdas 0.0016,0.0035,0.0077,0.017,0.037,0.082,0.18,0.4 \
 	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --out $(GRAY_RUN) \
 	    --steps 14000 --lr 1e-4 --seed 11 --threads 2
+
+# the one-channel wavelet model (transform cdf97): resumes the committed checkpoint
+WAVE_RUN ?= runs/gray-wave
+train-gray-wave: $(STAMP)
+	mkdir -p $(WAVE_RUN)
+	test -f $(WAVE_RUN)/checkpoint.pt || cp checkpoints/compact-gray-wave/checkpoint.pt $(WAVE_RUN)/
+	$(VENV)/bin/dnaimg train --arch compact --gray --transform cdf97 \
+	    --lambdas 0.0016,0.004,0.01,0.025,0.0625,0.156,0.39,0.977 \
+	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --crop 256 \
+	    --out $(WAVE_RUN) --steps $(WAVE_STEPS) --lr 2e-4 --seed 12 --threads 2 --no-bf16
 
 # build the wheel, install it in a fresh venv and encode/decode with it from outside the tree
 wheel-check:

@@ -998,7 +998,8 @@ def _point_robustness(p) -> str:
               help="Folder of training images (repeat for several).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder (checkpoint.pt); an existing checkpoint there is resumed.")
-@click.option("--channels", type=click.IntRange(1, 512), default=None, help="Latent channels [cae: 32, compact: 192].")
+@click.option("--channels", type=click.IntRange(1, 1024), default=None,
+              help="Latent channels [cae: 32, compact: 192; cdf97: 256 per plane].")
 @click.option("--width", type=click.IntRange(4, 1024), default=None, help="compact: transform width N [128].")
 @click.option("--levels", type=click.IntRange(3, 4097), default=9, show_default=True,
               help="Quantiser levels (odd; q = 2/(levels-1)).")
@@ -1034,6 +1035,9 @@ def _point_robustness(p) -> str:
 @click.option("--lambdas", default="", metavar="L1,L2,..",
               help="compact: the rate points (MSE weights at the 8-bit scale) [0.0009,0.0018,0.0035,0.0067,0.013,0.025,0.0483].")
 @click.option("--gray", is_flag=True, help="compact: one-channel model (images are converted to luma).")
+@click.option("--transform", type=click.Choice(["gdn", "cdf97"]), default="gdn", show_default=True,
+              help="compact: gdn (convolutions with GDN) or cdf97 (JPEG 2000's 9/7 wavelet with a learned "
+                   "post-filter, Laplacian conditionals; 256 latent channels per plane, trains in far fewer steps).")
 @click.option("--erasure-samples", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="compact: fraction of samples that lose latent values, as when oligos are lost.")
 @click.option("--erasure-max", type=click.FloatRange(0, 1), default=0.3, show_default=True,
@@ -1050,7 +1054,7 @@ def _point_robustness(p) -> str:
 @friendly
 def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
               noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16,
-              lambdas, gray, erasure_samples, erasure_max, no_downscale, export_name, device, minutes):
+              lambdas, gray, transform, erasure_samples, erasure_max, no_downscale, export_name, device, minutes):
     """Train (or resume) a model; checkpoints every 5 minutes."""
     import torch
 
@@ -1067,7 +1071,12 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
             raise UserError("--lambdas must be positive, finite and increasing")
         if crop % 64:
             raise UserError(f"--crop must be a multiple of 64 for --arch compact (the hyper-latent's stride), not {crop}")
-        ccfg = CompactConfig(N=width or 128, M=channels or 192, lambdas=lams, gray=gray, gdn="square")
+        planes = 1 if gray else 3
+        if transform == "cdf97" and channels not in (None, 256 * planes):
+            raise UserError(f"--transform cdf97 makes {256 * planes} latent channels (256 per plane), not {channels}")
+        M = channels or (256 * planes if transform == "cdf97" else 192)
+        ccfg = CompactConfig(N=width or 128, M=M, lambdas=lams, gray=gray, gdn="square", transform=transform,
+                             conditional="laplace" if transform == "cdf97" else "gaussian")
         try:
             dev = torch.device(device)
         except RuntimeError:

@@ -28,13 +28,13 @@ from dnaimg.image import psnr
 
 def ceiling_psnr(model, img: np.ndarray, rate_index: float) -> float:
     """PSNR of ``model``'s transforms on ``img`` at ``rate_index`` with an unquantised latent."""
-    from dnaimg.codecs.compact import HALO_PX, TILE_PX, _to_tensor, tiled
+    from dnaimg.codecs.compact import TILE_PX, _to_tensor, tiled
     from dnaimg.zoo.compact import pad_to
     x, _ = pad_to(_to_tensor(img), 64)
     g, ig = model.gains(rate_index)
     with torch.inference_mode():
-        y = tiled(model.g_a, x, 16, TILE_PX, HALO_PX)
-        out = tiled(model.g_s, y * g * ig, 1 / 16, TILE_PX // 16, HALO_PX // 16)[0, :, :img.shape[0], :img.shape[1]]
+        y = tiled(model.g_a, x, 16, TILE_PX, model.halo_px)
+        out = tiled(model.g_s, y * g * ig, 1 / 16, TILE_PX // 16, model.halo_px // 16)[0, :, :img.shape[0], :img.shape[1]]
     rec = out.clamp(0, 1).mul(255).add(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
     return psnr(img, rec[..., 0] if img.ndim == 2 else rec)
 

@@ -44,11 +44,11 @@ Z_REDUNDANCY_MIN = 0.5
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
 PACKET_ROWS = 2                 # data oligos per packet: 4.4 % over one stream (1: 9.2 %, 4: 2.2 %)
 MAX_SIDE = 1 << 16
-TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels ...
-HALO_PX = 32                    # ... with 32 pixels (2 latent positions) of context around each:
-                                # the transforms' whole reach (four stride-2 layers of 5 taps: a
-                                # latent value reaches 1 + 1/2 + 1/4 + 1/8 positions; g_a's pixels
-                                # 30 px), so the tiles compute what the whole image would
+TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
+                                # halo_px of context around each, the transforms' whole reach (gdn:
+                                # 32 px, 2 latent positions: four stride-2 layers of 5 taps, a latent
+                                # value reaches 1 + 1/2 + 1/4 + 1/8 positions, g_a's pixels 30 px;
+                                # cdf97: 64 px), so the tiles compute what the whole image would
                                 # (g_s: bit for bit, measured; g_a: to float rounding)
 
 
@@ -205,7 +205,7 @@ class Analysis:
         # the encoder's float work may differ between machines (bf16 where the CPU has it natively):
         # only what it decides, the symbols, travels, and decoding them is exact everywhere
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
-            y = tiled(self.model.g_a, x, 16, TILE_PX, HALO_PX).float()
+            y = tiled(self.model.g_a, x, 16, TILE_PX, self.model.halo_px).float()
             z = self.model.h_a(y).float()
         self.y = y[0].double().numpy()
         self.z = np.round(z.double().numpy()).astype(np.int64)
@@ -331,7 +331,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     y_hat = torch.from_numpy(yl).view(1, h, w, M).permute(0, 3, 1, 2)     # channels-last, no copy
     with torch.inference_mode():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, HALO_PX // 16)[..., :p.height, :p.width].float()
+            x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, model.halo_px // 16)[..., :p.height, :p.width].float()
         del y_hat
         img = x[0].clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
         del x

@@ -38,6 +38,13 @@ class CompactConfig:
     # how GDN keeps its weights >= 0: "relu" (gamma = relu(p), compact-ms-v1; its cross-channel terms
     # start at 0, where relu has no gradient, so they never train), "square" (gamma = p^2, every term trains)
     gdn: str = "relu"
+    # the transforms: "gdn" (convolutions and GDN, Ballé et al.) or "cdf97" (JPEG 2000's 9/7
+    # wavelet and a learned post-filter, :mod:`dnaimg.zoo.wavelet`; M = 256 per image plane)
+    transform: str = "gdn"
+    # the latent's conditional distribution given (mean, scale): "gaussian" (Minnen et al.) or
+    # "laplace" (the wavelet models: sparse subbands, whose rare values of 1 at the smallest scale a
+    # Gaussian prices at 18 bits and more, a Laplacian at under 8)
+    conditional: str = "gaussian"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -151,6 +158,17 @@ def gaussian_likelihood(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (hi - lo).clamp_min(LIKELIHOOD_MIN)
 
 
+def laplace_likelihood(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """P(V in [v - 1/2, v + 1/2]) for V ~ Laplace(0, scale); v already has the mean taken off."""
+    b = scale.clamp_min(SCALE_MIN)
+    v = torch.abs(v)
+    lo = (v - 0.5) / b
+    # the bin away from 0: 1/2 (exp(-lo) - exp(-lo - 1/b)); the bin holding 0: 1 - 1/2 (exp(-hi) + exp(lo))
+    away = 0.5 * torch.exp(-lo.clamp_min(0)) * -torch.expm1(-1.0 / b)
+    near = 1.0 - 0.5 * (torch.exp(-(v + 0.5) / b) + torch.exp(lo.clamp_max(0)))
+    return torch.where(v >= 0.5, away, near).clamp_min(LIKELIHOOD_MIN)
+
+
 class CompactHyperprior(nn.Module):
     """Mean-scale hyperprior with per-rate gain units; see the module docstring."""
 
@@ -159,22 +177,51 @@ class CompactHyperprior(nn.Module):
         self.cfg = cfg = cfg or CompactConfig()
         N, M, C = cfg.N, cfg.M, cfg.in_channels
         p = cfg.gdn
-        self.g_a = nn.Sequential(conv(C, N), GDN(N, False, p), conv(N, N), GDN(N, False, p), conv(N, N),
-                                 GDN(N, False, p), conv(N, M))
-        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True, p), deconv(N, N), GDN(N, True, p), deconv(N, N),
-                                 GDN(N, True, p), deconv(N, C))
+        if cfg.transform == "cdf97":
+            from dnaimg.zoo.wavelet import WaveletAnalysis, WaveletSynthesis
+            if M != 256 * C:
+                raise ValueError(f"the cdf97 transform makes {256 * C} latent channels, not {M}")
+            self.g_a, self.g_s = WaveletAnalysis(), WaveletSynthesis(C)
+        elif cfg.transform == "gdn":
+            self.g_a = nn.Sequential(conv(C, N), GDN(N, False, p), conv(N, N), GDN(N, False, p), conv(N, N),
+                                     GDN(N, False, p), conv(N, M))
+            self.g_s = nn.Sequential(deconv(M, N), GDN(N, True, p), deconv(N, N), GDN(N, True, p), deconv(N, N),
+                                     GDN(N, True, p), deconv(N, C))
+        else:
+            raise ValueError(f"unknown transform {cfg.transform!r} (gdn or cdf97)")
+        if cfg.conditional not in ("gaussian", "laplace"):
+            raise ValueError(f"unknown conditional {cfg.conditional!r} (gaussian or laplace)")
         self.h_a = nn.Sequential(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
         # ReLU, not leaky: the integer version of h_s (dnaimg.zoo.exact) must stay exact
         self.h_s = nn.Sequential(deconv(N, M), nn.ReLU(), deconv(M, M * 3 // 2), nn.ReLU(),
                                  conv(M * 3 // 2, 2 * M, 3, 1))
         self.z_prior = FactorizedPrior(N)
+        if cfg.transform == "cdf97":
+            # a wavelet detail's sign cannot be predicted: only the LL4 channels (one per plane) get
+            # a mean; the other means' output rows start at zero and, masked, stay there (so the
+            # integer h_s gives exactly 0 for them), and those values are rounded around 0
+            keep = torch.zeros(M)
+            keep[::256] = 1.0
+            self.register_buffer("mean_mask", keep.view(1, M, 1, 1), persistent=False)
+            with torch.no_grad():
+                self.h_s[-1].weight[:M][keep == 0] = 0.0
+                self.h_s[-1].bias[:M][keep == 0] = 0.0
+        else:
+            self.mean_mask = None
         # gains in the log domain, scaled so that Adam moves them GAIN_SCALE times faster than
         # the weights; initialised at GAIN_INIT * sqrt(lambda / middle lambda) (a finer quantiser for
         # more rate; an untrained analysis transform gives values ~0.3, far below the step of 1)
         lam = torch.tensor(cfg.lambdas, dtype=torch.float32)
         log_g = 0.5 * torch.log(lam / lam[len(lam) // 2]) + math.log(GAIN_INIT)
+        if cfg.transform == "cdf97":     # orthonormal units: the step 1/g whose error lambda pays for
+            log_g = torch.log(255.0 * torch.sqrt(lam / (6 * math.log(2))))
         self.log_gain = nn.Parameter((log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
         self.log_inv_gain = nn.Parameter((-log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
+
+    @property
+    def halo_px(self) -> int:
+        """Context each side of a tile for tiled transforms to compute what the whole image would."""
+        return getattr(self.g_a, "halo_px", 32)
 
     # -- gains (index may be fractional: geometric interpolation between trained points) --------------
     def gains(self, r: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,12 +231,20 @@ class CompactHyperprior(nn.Module):
         hi = (lo + 1).clamp(max=len(self.cfg.lambdas) - 1)
         t = (r - lo.float()).view(-1, 1)
         lg = GAIN_SCALE * ((1 - t) * self.log_gain[lo] + t * self.log_gain[hi])
-        lig = GAIN_SCALE * ((1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi])
+        if self.cfg.transform == "cdf97":
+            # the wavelet's synthesis is linear: a learned inverse gain (g * inv_gain != 1) only
+            # scales coefficients, and in training it drifted to values that cost 4-7 dB; the
+            # post-filter, which sees the image, does the denoising instead
+            lig = -lg
+        else:
+            lig = GAIN_SCALE * ((1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi])
         return torch.exp(lg)[..., None, None], torch.exp(lig)[..., None, None]
 
     def entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h_s in floating point (training; the codec uses the integer version)."""
         mu, s = self.h_s(z_hat).chunk(2, dim=1)
+        if self.mean_mask is not None:
+            mu = mu * self.mean_mask.to(mu.dtype)
         return mu, s
 
     def forward(self, x: torch.Tensor, r: torch.Tensor, erase: torch.Tensor | None = None) -> dict:
@@ -205,7 +260,8 @@ class CompactHyperprior(nn.Module):
         g, ig = self.gains(r)
         yg, mug, sg = y * g, mu * g, torch.abs(sigma) * g
         y_noisy = yg + torch.empty_like(yg).uniform_(-0.5, 0.5)
-        y_lik = gaussian_likelihood((y_noisy - mug).float(), sg.float())
+        lik = laplace_likelihood if self.cfg.conditional == "laplace" else gaussian_likelihood
+        y_lik = lik((y_noisy - mug).float(), sg.float())
         yq = mug + (torch.round(yg - mug) - (yg - mug)).detach() + (yg - mug)
         if erase is not None:
             yq = torch.where(erase, mug, yq)

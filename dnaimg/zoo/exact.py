@@ -49,16 +49,27 @@ def _normal_cdf(x: np.ndarray) -> np.ndarray:
     return 0.5 * np.array([math.erfc(-v / math.sqrt(2.0)) for v in np.ravel(x)]).reshape(np.shape(x))
 
 
-def gaussian_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cdf (S, W) int64, symbols per table incl. escape (S,), offset (S,))."""
+def _laplace_cdf(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x < 0, 0.5 * np.exp(np.minimum(x, 0.0)), 1.0 - 0.5 * np.exp(-np.maximum(x, 0.0)))
+
+
+def gaussian_tables(conditional: str = "gaussian") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cdf (S, W) int64, symbols per table incl. escape (S,), offset (S,)) of the latent's
+    conditional, a Gaussian (standard deviation s) or, with ``conditional="laplace"``, a Laplacian
+    (scale s), at each scale s of :func:`scale_table`."""
     S = scale_table()
-    halves = [int(min(Y_HALF_MAX, max(1, math.ceil(6 * s)))) for s in S]
+    if conditional not in ("gaussian", "laplace"):
+        raise ValueError(f"unknown conditional {conditional!r}")
+    laplace = conditional == "laplace"
+    halves = [int(min(Y_HALF_MAX, max(1, math.ceil((12 if laplace else 6) * s)))) for s in S]
     width = 2 * max(halves) + 3
     cdf = np.zeros((N_SCALES, width), dtype=np.int64)
     n = np.zeros(N_SCALES, dtype=np.int64)
     for j, (s, R) in enumerate(zip(S, halves)):
         v = np.arange(-R, R + 1, dtype=np.float64)
-        pmf = _normal_cdf((v + 0.5) / s) - _normal_cdf((v - 0.5) / s)
+        cdf_of = _laplace_cdf if laplace else _normal_cdf
+        pmf = cdf_of((v + 0.5) / s) - cdf_of((v - 0.5) / s)
         tail = max(1.0 - pmf.sum(), 0.0)
         c = quantized_cdf(np.append(pmf, tail))
         cdf[j, :c.size] = c
@@ -236,7 +247,7 @@ def export_tensors(model: CompactHyperprior) -> dict[str, torch.Tensor]:
     g, ig = gain_tables(model)
     t["tables.gain"] = g
     t["tables.inv_gain"] = ig
-    yc, yn, yo = gaussian_tables()
+    yc, yn, yo = gaussian_tables(model.cfg.conditional)
     zc, zn, zo = z_tables(model)
     t.update({"tables.y_cdf": torch.from_numpy(yc.astype(np.int32)), "tables.y_n": torch.from_numpy(yn.astype(np.int32)),
               "tables.y_off": torch.from_numpy(yo.astype(np.int32)), "tables.z_cdf": torch.from_numpy(zc.astype(np.int32)),

@@ -78,6 +78,31 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
         m, _, c = load(str(source))
         sd, what = m.state_dict(), f"shipped model {source} ({c['training'].get('steps', '?')} steps)"
     sd = dict(sd)
+    src_cfg = state["config"] if state is not None else c["architecture"]
+    src_t = src_cfg.get("transform", "gdn")
+    if src_t != model.cfg.transform:
+        raise ModelError(f"cannot start a {model.cfg.transform} model from a {src_t} one")
+    if src_t == "cdf97":
+        if src_cfg.get("gray", False) != model.cfg.gray:
+            raise ModelError("cannot start a cdf97 model from one with another number of image planes")
+    else:
+        sd, what = _gdn_from(model, sd, src_cfg, what)
+    src_l = src_cfg["lambdas"]
+    if list(src_l) != list(model.cfg.lambdas):
+        for k in ("log_gain", "log_inv_gain"):
+            sd[k] = _regain(sd[k], src_l, model.cfg.lambdas)
+        what += f", gains moved from lambdas {list(src_l)}"
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError:
+        raise ModelError(f"cannot start from {source}: its network is not this one's shape "
+                         f"(this one: {model.cfg.to_dict()})") from None
+    return what
+
+
+def _gdn_from(model: CompactHyperprior, sd: dict, src_cfg: dict, what: str) -> tuple[dict, str]:
+    """A gdn source's weights for ``model``: folded from RGB to gray, GDN reparametrised, the
+    latent widened, as ``model`` needs."""
     first, last, last_b = "g_a.0.weight", f"g_s.{len(model.g_s) - 1}.weight", f"g_s.{len(model.g_s) - 1}.bias"
     want = model.cfg.in_channels
     if sd[first].shape[1] != want:
@@ -88,7 +113,7 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
         sd[last] = (sd[last] * luma.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
         sd[last_b] = (sd[last_b] * luma).sum().view(1)
         what += ", folded from RGB to one channel"
-    src_gdn = (state["config"] if state is not None else c["architecture"]).get("gdn", "relu")
+    src_gdn = src_cfg.get("gdn", "relu")
     if src_gdn != model.cfg.gdn:
         if (src_gdn, model.cfg.gdn) != ("relu", "square"):
             raise ModelError(f"cannot start a {model.cfg.gdn} GDN from a {src_gdn} one")
@@ -97,23 +122,13 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
             g = torch.sqrt(torch.relu(sd[k]))
             sd[k] = torch.where(g > 0, g, torch.full_like(g, GDN_OFF_DIAGONAL))
         what += ", GDN weights as squares (cross-channel terms now train)"
-    src_l = (state["config"] if state is not None else c["architecture"])["lambdas"]
-    if list(src_l) != list(model.cfg.lambdas):
-        for k in ("log_gain", "log_inv_gain"):
-            sd[k] = _regain(sd[k], src_l, model.cfg.lambdas)
-        what += f", gains moved from lambdas {list(src_l)}"
     have_M, want_M = sd["g_a.6.weight"].shape[0], model.cfg.M
     if have_M != want_M and sd["g_a.6.weight"].shape[1] == model.cfg.N:
         if want_M < have_M:
             raise ModelError(f"cannot start a {want_M}-channel latent from a {have_M}-channel one (only wider)")
         sd = widen_latent(sd, model)
         what += f", latent widened from {have_M} to {want_M} channels (the new ones silent at first)"
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError:
-        raise ModelError(f"cannot start from {source}: its network is not this one's shape "
-                         f"(this one: {model.cfg.to_dict()})") from None
-    return what
+    return sd, what
 
 
 def widen_latent(sd: dict, model: CompactHyperprior, seed: int = 0) -> dict:
@@ -179,7 +194,7 @@ def _read_checkpoint(path: Path) -> dict:
         raise ModelError(f"{path}: not a training checkpoint ({e.__class__.__name__})") from None
     if (not isinstance(state, dict) or state.get("arch", "CompactHyperprior") != "CompactHyperprior"
             or not isinstance(state.get("model"), dict) or "config" not in state
-            or "g_a.0.weight" not in state["model"]):
+            or "log_gain" not in state["model"]):
         what = state.get("arch") if isinstance(state, dict) else None
         raise ModelError(f"{path}: not a compact-codec training checkpoint" + (f" (it is a {what} one)" if what else ""))
     return state

@@ -1,0 +1,179 @@
+"""The compact codec's wavelet transforms (transform "cdf97"): JPEG 2000's 9/7 wavelet in the
+latent grid of the convolutional transforms, a learned post-filter, the same codec around them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dnaimg.codecs import compact
+from dnaimg.zoo import wavelet
+from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
+
+LAMBDAS = (0.004, 0.025, 0.156, 0.977)
+
+
+def _gray_image(h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 90 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 2, (h, w))
+    img[30:60, 40:80] += 60
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_norms_are_the_synthesis_functions_norms():
+    ll, det = wavelet.synthesis_norms()
+    assert ll == pytest.approx(wavelet.NORM_LL, abs=1e-5)
+    for got, want in zip(det, wavelet.NORM_DETAIL):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_the_wavelet_is_inverted_exactly_and_lays_out_its_subbands():
+    g_a, g_s = wavelet.WaveletAnalysis(), wavelet.WaveletSynthesis(1)      # untrained post-filter: identity
+    x = torch.rand(2, 1, 64, 96, dtype=torch.float32)
+    y = g_a(x)
+    assert y.shape == (2, 256, 4, 6)
+    assert torch.allclose(g_s(y), x, atol=2e-6)
+    # a flat image is all LL4 (channel 0: its value times the norms), every detail 0
+    flat = torch.full((1, 1, 64, 64), 0.75)
+    yf = g_a(flat)
+    assert torch.allclose(yf[:, 0], torch.full_like(yf[:, 0], 0.25 * wavelet.NORM_LL), atol=1e-4)
+    assert float(yf[:, 1:].abs().max()) < 1e-5
+    # near orthonormal: the latent carries about the image's energy
+    e_x, e_y = float((x - 0.5).pow(2).sum()), float(y.pow(2).sum())
+    assert 0.9 < e_y / e_x < 1.1
+    # a one-pixel-period pattern along the rows is all finest-level detail (channels 64..255)
+    stripes = torch.zeros(1, 1, 64, 64)
+    stripes[..., ::2] = 1.0
+    ys = g_a(stripes)
+    assert float(ys[:, 64:].pow(2).sum()) > 0.99 * float(ys[:, 1:].pow(2).sum())
+
+
+def test_tiles_compute_what_the_whole_image_would():
+    torch.manual_seed(0)
+    g_a, g_s = wavelet.WaveletAnalysis(), wavelet.WaveletSynthesis(1)
+    torch.nn.init.normal_(g_s.post.net[-1].weight, std=0.05)         # a post-filter that does something
+    x = torch.rand(1, 1, 320, 384)
+    halo = g_a.halo_px
+    assert halo == 64
+    with torch.no_grad():
+        y = g_a(x)
+        assert torch.allclose(compact.tiled(g_a, x, 16, 128, halo), y, atol=1e-5)
+        assert torch.allclose(compact.tiled(g_s, y, 1 / 16, 8, halo // 16), g_s(y), atol=1e-5)
+        # half the halo is not enough: the tiles show
+        assert not torch.allclose(compact.tiled(g_s, y, 1 / 16, 8, 2), g_s(y), atol=1e-3)
+
+
+def test_the_latent_must_be_256_per_plane():
+    with pytest.raises(ValueError, match="cdf97 transform makes 256 latent channels, not 192"):
+        CompactHyperprior(CompactConfig(M=192, gray=True, transform="cdf97"))
+    with pytest.raises(ValueError, match="unknown transform 'dct'"):
+        CompactHyperprior(CompactConfig(transform="dct"))
+
+
+@pytest.fixture
+def wave_model(tmp_path, monkeypatch):
+    """An untrained one-channel cdf97 model (small hyperprior) exported as the gray default."""
+    from dnaimg.zoo.exact import export_compact
+    d = tmp_path / "models"
+    d.mkdir()
+    monkeypatch.setenv("DNAIMG_MODELS", str(d))
+    compact._CACHE.clear()
+    torch.manual_seed(3)
+    cfg = CompactConfig(N=16, M=256, lambdas=LAMBDAS, gray=True, gdn="square", transform="cdf97",
+                        conditional="laplace")
+    model = CompactHyperprior(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "step": 0, "steps": 0, "batch": 8, "crop": 64, "seed": 0, "lr": 1e-4,
+                "wall": 0.0, "config": cfg.to_dict(), "data": [str(tmp_path / "medical")], "init": None,
+                "downscale": False}, run / "checkpoint.pt")
+    export_compact(run, compact.DEFAULT_GRAY_MODEL, d)
+    yield d
+    compact._CACHE.clear()
+
+
+def test_a_wavelet_model_codes_through_the_container(wave_model):
+    """Even untrained (its gains at their initial steps), the wavelet model codes a gray image: the
+    finest rate near lossless, each lower rate fewer nucleotides and a lower PSNR, and the DNA
+    decodes to what the encoder's own reconstruction is."""
+    from dnaimg import api
+    from dnaimg.image import psnr
+    img = _gray_image()
+    got = []
+    for q in (0, 1, 2, 3):
+        enc = api.encode(img, "compact", quality=q)
+        assert enc.info["model"] == compact.DEFAULT_GRAY_MODEL
+        dec = api.decode([s for _, s in enc.fasta_records()])
+        assert dec.exact and dec.image.shape == img.shape and dec.image.dtype == np.uint8
+        got.append((enc.rates()["total_nt"], psnr(img, dec.image)))
+    nts, psnrs = zip(*got)
+    assert list(nts) == sorted(nts) and list(psnrs) == sorted(psnrs)
+    assert psnrs[-1] > 45.0 and psnrs[0] > 25.0
+
+
+def test_training_a_wavelet_model_and_what_it_refuses(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dnaimg.cli import main
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(_gray_image(128, 128, seed=i)).save(data / f"{i}.png")
+
+    def train(*args):
+        return CliRunner().invoke(main, ["train", "--arch", "compact", "--gray", "--data", str(data), "--crop", "64",
+                                         "--batch", "2", "--width", "16", "--threads", "1", *args])
+    r = train("--transform", "cdf97", "--out", str(tmp_path / "w"), "--steps", "2")
+    assert r.exit_code == 0, r.output
+    state = torch.load(tmp_path / "w" / "checkpoint.pt", weights_only=True)
+    assert state["config"]["transform"] == "cdf97" and state["config"]["M"] == 256
+    assert state["config"]["conditional"] == "laplace"
+    # only LL4 gets a predicted mean: the other mean rows of h_s stayed exactly zero in training
+    w, b = state["model"]["h_s.4.weight"][:256], state["model"]["h_s.4.bias"][:256]
+    assert not w[1:].any() and not b[1:].any() and w[0].any()
+    r = train("--transform", "cdf97", "--channels", "192", "--out", str(tmp_path / "x"), "--steps", "1")
+    assert r.exit_code == 1 and "--transform cdf97 makes 256 latent channels (256 per plane), not 192" in r.output
+    r = train("--out", str(tmp_path / "g"), "--steps", "1", "--init", str(tmp_path / "w" / "checkpoint.pt"))
+    assert r.exit_code == 1 and "cannot start a gdn model from a cdf97 one" in r.output
+
+
+def test_wavelet_inverse_gains_are_the_gains_inverse():
+    """The wavelet's synthesis is linear: the decoder divides by the very gain the encoder used
+    (a learned inverse gain drifted in training and cost 4-7 dB), at trained and interpolated rates."""
+    model = CompactHyperprior(CompactConfig(N=16, M=256, lambdas=LAMBDAS, gray=True, transform="cdf97"))
+    with torch.no_grad():
+        model.log_inv_gain.add_(0.3)            # whatever this parameter holds, it is not used
+        g, ig = model.gains(torch.tensor([0.0, 1.5, 3.0]))
+    assert torch.allclose(g * ig, torch.ones_like(g), rtol=1e-6)
+    from dnaimg.zoo.exact import GAIN_BITS, gain_tables
+    gi, inv = gain_tables(model)
+    assert torch.allclose(gi.double() / 2 ** GAIN_BITS * inv.double(), torch.ones_like(inv.double()), rtol=1e-3)
+
+
+def test_laplace_conditional_and_its_tables():
+    """The wavelet models' Laplacian: probabilities of the integer bins sum to 1, a rare value
+    costs under 8 bits, not the 18 or more a Gaussian of the same small scale charges, and the coder's stored
+    tables are that distribution."""
+    from dnaimg.zoo.compact import gaussian_likelihood, laplace_likelihood
+    from dnaimg.zoo.exact import gaussian_tables, scale_table
+    v = torch.arange(-600, 601, dtype=torch.float64)
+    for b in (0.11, 0.7, 4.0, 40.0):
+        p = laplace_likelihood(v, torch.full_like(v, b))
+        assert float(p.sum()) == pytest.approx(1.0, abs=1e-5)      # (each bin at least 1e-9)
+    one, small = torch.tensor([1.0]), torch.tensor([0.11])
+    assert -math.log2(float(laplace_likelihood(one, small))) < 8.0
+    assert -math.log2(float(gaussian_likelihood(one, small))) > 18.0
+    cdf, n, off = gaussian_tables("laplace")
+    S = scale_table()
+    for j in (0, 20, 40):
+        R = int(off[j])
+        w = torch.arange(-R, R + 1, dtype=torch.float64)
+        want = laplace_likelihood(w, torch.full_like(w, float(S[j]))).numpy()
+        got = np.diff(cdf[j, :n[j]].astype(np.float64)) / float(cdf[j, n[j]])
+        assert np.allclose(got, want, atol=2e-4)
+    with pytest.raises(ValueError, match="unknown conditional 'cauchy'"):
+        gaussian_tables("cauchy")
