@@ -1098,6 +1098,10 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
         return
     if device != "cpu" or minutes is not None:
         raise UserError("--device and --minutes are for --arch compact")
+    if transform != "gdn" or gray:
+        raise UserError("--transform and --gray are for --arch compact")
+    if channels is not None and channels > 512:
+        raise UserError(f"--channels: at most 512 for --arch cae, not {channels}")
     batch = batch or 16
     channels = channels or 32
 

@@ -177,3 +177,25 @@ def test_laplace_conditional_and_its_tables():
         assert np.allclose(got, want, atol=2e-4)
     with pytest.raises(ValueError, match="unknown conditional 'cauchy'"):
         gaussian_tables("cauchy")
+
+
+def test_masked_means_stay_zero_whatever_is_loaded():
+    """Weights with non-zero rows where a wavelet model has no mean (say, edited or from an older
+    run) load with those rows zero: the integer h_s the codec runs must give 0 there."""
+    cfg = CompactConfig(N=16, M=256, lambdas=LAMBDAS, gray=True, transform="cdf97", conditional="laplace")
+    src = CompactHyperprior(cfg)
+    sd = {k: v.clone() for k, v in src.state_dict().items()}
+    sd["h_s.4.weight"][5] += 1.0
+    sd["h_s.4.bias"][7] += 1.0
+    model = CompactHyperprior(cfg)
+    model.load_state_dict(sd)
+    assert not model.h_s[4].weight[1:256].any() and not model.h_s[4].bias[1:256].any()
+    from dnaimg.zoo.exact import integer_h_s
+    t = integer_h_s(model)
+    assert not t["hs_int.2.weight"][1:256].any() and not t["hs_int.2.bias"][1:256].any()
+
+
+def test_a_card_with_an_unknown_transform_is_a_model_error():
+    from dnaimg.zoo.registry import ModelError, build_model
+    with pytest.raises(ModelError, match="model odd: unknown transform 'dct'"):
+        build_model({"name": "odd", "architecture": {"class": "CompactHyperprior", "transform": "dct"}})

@@ -49,7 +49,7 @@ TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixel
                                 # 32 px, 2 latent positions: four stride-2 layers of 5 taps, a latent
                                 # value reaches 1 + 1/2 + 1/4 + 1/8 positions, g_a's pixels 30 px;
                                 # cdf97: 64 px), so the tiles compute what the whole image would
-                                # (g_s: bit for bit, measured; g_a: to float rounding)
+                                # (gdn g_s: bit for bit, measured; cdf97 g_s and g_a: to float rounding)
 
 
 @dataclass

@@ -165,7 +165,7 @@ def laplace_likelihood(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     lo = (v - 0.5) / b
     # the bin away from 0: 1/2 (exp(-lo) - exp(-lo - 1/b)); the bin holding 0: 1 - 1/2 (exp(-hi) + exp(lo))
     away = 0.5 * torch.exp(-lo.clamp_min(0)) * -torch.expm1(-1.0 / b)
-    near = 1.0 - 0.5 * (torch.exp(-(v + 0.5) / b) + torch.exp(lo.clamp_max(0)))
+    near = -0.5 * (torch.expm1(-(v + 0.5) / b) + torch.expm1(lo.clamp_max(0)))     # no cancellation at large b
     return torch.where(v >= 0.5, away, near).clamp_min(LIKELIHOOD_MIN)
 
 
@@ -203,9 +203,7 @@ class CompactHyperprior(nn.Module):
             keep = torch.zeros(M)
             keep[::256] = 1.0
             self.register_buffer("mean_mask", keep.view(1, M, 1, 1), persistent=False)
-            with torch.no_grad():
-                self.h_s[-1].weight[:M][keep == 0] = 0.0
-                self.h_s[-1].bias[:M][keep == 0] = 0.0
+            self._zero_masked_means()
         else:
             self.mean_mask = None
         # gains in the log domain, scaled so that Adam moves them GAIN_SCALE times faster than
@@ -213,10 +211,26 @@ class CompactHyperprior(nn.Module):
         # more rate; an untrained analysis transform gives values ~0.3, far below the step of 1)
         lam = torch.tensor(cfg.lambdas, dtype=torch.float32)
         log_g = 0.5 * torch.log(lam / lam[len(lam) // 2]) + math.log(GAIN_INIT)
-        if cfg.transform == "cdf97":     # orthonormal units: the step 1/g whose error lambda pays for
+        if cfg.transform == "cdf97":     # orthonormal units: a step 1/g of 1/ln 2 = 1.44 times finer than
+            # the high-rate optimum of lambda 255^2 step^2 / 12 + log2(1/step) (training moves it)
             log_g = torch.log(255.0 * torch.sqrt(lam / (6 * math.log(2))))
         self.log_gain = nn.Parameter((log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
         self.log_inv_gain = nn.Parameter((-log_g / GAIN_SCALE).view(-1, 1).repeat(1, M))
+
+    def _zero_masked_means(self) -> None:
+        M = self.cfg.M
+        off = self.mean_mask.view(-1) == 0
+        with torch.no_grad():
+            self.h_s[-1].weight[:M][off] = 0.0
+            self.h_s[-1].bias[:M][off] = 0.0
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's; a wavelet model's masked means stay exactly zero whatever was loaded
+        (the integer h_s the codec runs has no mask: it must give 0 there as training did)."""
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.mean_mask is not None:
+            self._zero_masked_means()
+        return out
 
     @property
     def halo_px(self) -> int:

@@ -116,7 +116,10 @@ def gain_tables(model: CompactHyperprior) -> tuple[torch.Tensor, torch.Tensor]:
     r = torch.arange((R - 1) * RATE_STEPS + 1, dtype=torch.float32) / RATE_STEPS
     with torch.no_grad():
         g, ig = model.gains(r)
-    return torch.round(g[:, :, 0, 0].double() * 2 ** GAIN_BITS).to(torch.int32), ig[:, :, 0, 0].float()
+    gi = torch.round(g[:, :, 0, 0].double() * 2 ** GAIN_BITS).to(torch.int32)
+    if model.cfg.transform == "cdf97":       # tied: the inverse of the very gain the encoder multiplies by
+        return gi, (2.0 ** GAIN_BITS / gi.double()).float()
+    return gi, ig[:, :, 0, 0].float()
 
 
 # The integer h_s's convolutions, one matrix product per kernel tap added into the output: the

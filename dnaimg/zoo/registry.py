@@ -98,7 +98,10 @@ def build_model(c: dict) -> torch.nn.Module:
         raise ModelError(f"model {c.get('name')}: unknown architecture {arch!r} "
                          f"(known: {', '.join(sorted(ARCHITECTURES))})")
     if arch == "CompactHyperprior":
-        return CompactHyperprior(CompactConfig.from_dict(c["architecture"]))
+        try:
+            return CompactHyperprior(CompactConfig.from_dict(c["architecture"]))
+        except (ValueError, TypeError) as e:
+            raise ModelError(f"model {c.get('name')}: {e}") from None
     return ARCHITECTURES[arch](config_from_card(c))
 
 
