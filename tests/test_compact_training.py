@@ -148,3 +148,27 @@ def test_a_wider_latent_starts_as_the_narrow_network(tmp_path):
     r = _train("--data", str(data), "--out", str(tmp_path / "x"), "--steps", "1", "--channels", "6",
                "--init", str(tmp_path / "n" / "checkpoint.pt"))
     assert r.exit_code == 1 and "only wider" in r.output
+
+
+def test_kill_saves_a_background_run(tmp_path):
+    """A background run stopped with "kill PID" (SIGTERM; a shell's background job ignores Ctrl-C's
+    SIGINT) saves its checkpoint as Ctrl-C does, and says it was interrupted."""
+    import signal
+    import subprocess
+    import sys
+    data = _images(tmp_path / "data")
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "dnaimg.cli", "train", "--arch", "compact", "--data", str(data),
+                          "--out", str(out), "--steps", "1000000", "--width", "8", "--channels", "8", "--crop", "64",
+                          "--batch", "1", "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in p.stdout:                       # the first progress line: some steps have run
+        lines.append(line)
+        if line.startswith("step "):
+            break
+    p.send_signal(signal.SIGTERM)
+    rest, _ = p.communicate(timeout=120)
+    assert p.returncode == 1 and "interrupted" in rest, "".join(lines) + rest
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 50

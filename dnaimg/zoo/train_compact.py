@@ -214,6 +214,10 @@ def _regain(rows: torch.Tensor, old: list[float], new: tuple[float, ...]) -> tor
     return torch.stack(out).to(rows.dtype)
 
 
+def _stop_on_term(signum, frame):
+    raise KeyboardInterrupt
+
+
 def slim_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
     """The run's checkpoint without the optimiser's moments (a third of the size): what is
     committed so that a later session resumes the run (Adam re-estimates its moments)."""
@@ -339,6 +343,11 @@ def train_compact(
     t0 = time.time()
     acc = {"mse": [0.0] * R, "bpp": [0.0] * R, "n": [0] * R}
     paced_from, first = None, step
+    import signal
+    import threading
+    on_main = threading.current_thread() is threading.main_thread()
+    # "kill PID" of a background run saves it as Ctrl-C does (a shell's background job ignores SIGINT)
+    was_term = signal.signal(signal.SIGTERM, _stop_on_term) if on_main else None
     try:
         while step < steps and (deadline is None or time.monotonic() < deadline):
             if deadline is not None:
@@ -405,6 +414,9 @@ def train_compact(
         wall += time.time() - t0
         save()
         raise
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, was_term)
     wall += time.time() - t0
     save()
     if bar is not None:
