@@ -91,6 +91,9 @@ def wave_model(tmp_path, monkeypatch):
                 "wall": 0.0, "config": cfg.to_dict(), "data": [str(tmp_path / "medical")], "init": None,
                 "downscale": False}, run / "checkpoint.pt")
     export_compact(run, compact.DEFAULT_GRAY_MODEL, d)
+    import json
+    card = json.loads((d / f"{compact.DEFAULT_GRAY_MODEL}.json").read_text())
+    assert card["architecture"]["transform"] == "cdf97" and "CDF 9/7 wavelet" in card["architecture"]["type"]
     yield d
     compact._CACHE.clear()
 

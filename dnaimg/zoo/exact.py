@@ -321,6 +321,13 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
                          **cfg.to_dict(),
                          "reference": "Minnen, Balle & Toderici 2018 (mean-scale, no context model); "
                                       "Cui et al. 2021 (gain units); integer h_s after Balle, Johnston & Minnen 2019"},
+    }
+    if cfg.transform == "cdf97":
+        card["architecture"]["type"] = ("JPEG 2000's CDF 9/7 wavelet (4 levels, 256 values per 16x16 block) with a learned "
+                                        "residual post-filter; hyperprior with Laplacian conditionals (mean for LL4 only) "
+                                        "and gain units (inverse gains tied)")
+        card["architecture"]["reference"] += "; ITU-T T.800 Annex F (the 9/7 lifting wavelet)"
+    card.update({
         "rate_points": [{"index": i, "lambda": lam} for i, lam in enumerate(cfg.lambdas)],
         "training": {
             "data": data_desc,
@@ -339,7 +346,7 @@ def export_compact(run_dir: str | Path, name: str, out_dir: str | Path | None = 
             "wall_time_min": round(float(state["wall"]) / 60, 1), "hardware": state.get("hardware", "2 CPU cores (AMD EPYC)"),
         },
         "weights_sha256": sha256_file(wpath),
-    }
+    })
     sessions = state.get("sessions") or []
     if len({tuple(str(x.get(k)) for k in ("batch", "crop", "lr", "hardware")) for x in sessions}) > 1:
         card["training"]["sessions"] = sessions        # the run changed machine or settings on the way
