@@ -89,6 +89,29 @@ def test_compact_golden_file_decodes(name, tmp_path, monkeypatch):
     assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
 
 
+WAVE = json.loads((GOLDEN / "compact-wave" / "golden.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(WAVE))
+def test_compact_wavelet_golden_file_decodes(name, tmp_path, monkeypatch):
+    """The shipped wavelet model compact-gray-v3 (transform cdf97, Laplacian tables): the streams
+    decode bit for bit (CRC32) to the same gray image, close to its source."""
+    d = GOLDEN / "compact-wave"
+    meta = WAVE[name]
+    monkeypatch.delenv("DNAIMG_MODELS", raising=False)
+    from dnaimg.codecs import compact
+    compact._CACHE.clear()
+    try:
+        rep, got = _decode(d, meta, tmp_path)
+    finally:
+        compact._CACHE.clear()
+    assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == "compact-gray-v3"
+    assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
+    assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
+    source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))
+    assert _psnr(got, source) > 30.0
+
+
 V4 = json.loads((GOLDEN / "v4" / "golden.json").read_text())
 
 
