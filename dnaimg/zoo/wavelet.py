@@ -80,10 +80,6 @@ def idwt2(ll, lh, hl, hh) -> torch.Tensor:
     return lift_inverse(lo.transpose(-1, -2), hi.transpose(-1, -2)).transpose(-1, -2)
 
 
-def _norms(level: int) -> tuple[float, float]:
-    return NORM_DETAIL[level]
-
-
 class WaveletAnalysis(nn.Module):
     """x (B, C, H, W) in [0, 1], H and W multiples of 16 -> y (B, 256 C, H/16, W/16)."""
 
@@ -95,7 +91,7 @@ class WaveletAnalysis(nn.Module):
         parts = []
         for lvl in range(LEVELS):
             a, lh, hl, hh = dwt2(a)
-            n_d, n_hh = _norms(lvl)
+            n_d, n_hh = NORM_DETAIL[lvl]
             f = 1 << (LEVELS - 1 - lvl)            # patch side at the latent grid
             bands = torch.stack([lh * n_d, hl * n_d, hh * n_hh], dim=2)          # (B, C, 3, h, w)
             bands = bands.reshape(B, C * 3, *bands.shape[-2:])
@@ -148,7 +144,7 @@ class WaveletSynthesis(nn.Module):
             if f > 1:
                 bands = F.pixel_shuffle(bands, f)
             bands = bands.reshape(B, C, 3, h * f, w * f)
-            n_d, n_hh = _norms(lvl)
+            n_d, n_hh = NORM_DETAIL[lvl]
             a = idwt2(a, bands[:, :, 0] / n_d, bands[:, :, 1] / n_d, bands[:, :, 2] / n_hh)
         return self.post(a) + 0.5
 
