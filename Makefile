@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray train-gray-wave wheel-check setup clean clean-cache
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray train-gray-wave context-gray wheel-check setup clean clean-cache
 
 setup: $(STAMP)
 
@@ -105,3 +105,10 @@ clean: clean-cache
 # (consensus, words, index), drop every compiled cache so that no caller keeps the old code
 clean-cache:
 	find dnaimg -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# fit a context model for the gray wavelet model's coder (dnaimg.zoo.context) under a new name
+# (compact-gray-v4 was made this way; a shipped model is never rewritten)
+CONTEXT_NAME ?= compact-gray-ctx
+context-gray: $(STAMP)
+	$(PY) -m dnaimg.zoo.context --base compact-gray-v3 --name $(CONTEXT_NAME) \
+	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --rows 0,8,16,24,32,40,48,56

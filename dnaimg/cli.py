@@ -222,7 +222,7 @@ def _codec_of_model(model, noise_trained) -> str:
                    "outer codes): the best operating point (robust) or the highest quality (classic) that fits.")
 @click.option("--quality", type=float, default=None,
               help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel); compact: the "
-                   "model's rate index (0 = lowest .. 6, in steps of 1/8).")
+                   "model's rate index (0 = lowest, in steps of 1/8; `dnaimg models` lists each model's range).")
 @click.option("--redundancy", type=click.FloatRange(0, 4), default=None, metavar="FRACTION",
               help="Outer code across oligos: parity rows per data row; lost oligos up to about this "
                    "fraction are rebuilt exactly.  [default: 0.15 for byte-stream codecs, 0 for robust]")
@@ -927,7 +927,8 @@ def models(as_json):
         star = (" (default for --codec compact)" if c["name"] == COMPACT_DEFAULT else
                 " (one channel: gray images' default for --codec compact)" if c["name"] == COMPACT_GRAY else "")
         click.echo(f"{c['name']}{star}: compact codec, {a.get('type', 'learned')}, N={a['N']} M={a['M']}, "
-                   f"{t.get('steps', '?')} training steps; rate index 0..{len(a['lambdas']) - 1} (1/8 steps)")
+                   f"{t.get('steps', '?')} training steps; rate index 0..{len(c.get('rate_points') or a['lambdas']) - 1} "
+                   "(1/8 steps)" + (f"; {c['extends']} with a context model" if c.get("extends") else ""))
         for k in c.get("kodak", []):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")
@@ -1038,6 +1039,9 @@ def _point_robustness(p) -> str:
 @click.option("--transform", type=click.Choice(["gdn", "cdf97"]), default="gdn", show_default=True,
               help="compact: gdn (convolutions with GDN) or cdf97 (JPEG 2000's 9/7 wavelet with a learned "
                    "post-filter, Laplacian conditionals; 256 latent channels per plane, trains in far fewer steps).")
+@click.option("--context", "context_rate", is_flag=True,
+              help="compact, cdf97: train with the coder's context in the rate (the hyperprior learns what the "
+                   "context cannot tell); fit the context table afterwards with python -m dnaimg.zoo.context.")
 @click.option("--erasure-samples", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="compact: fraction of samples that lose latent values, as when oligos are lost.")
 @click.option("--erasure-max", type=click.FloatRange(0, 1), default=0.3, show_default=True,
@@ -1054,7 +1058,8 @@ def _point_robustness(p) -> str:
 @friendly
 def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batch, crop, lr, lam, noise, noise_max, noise_ramp,
               noise_mix, noise_erasures, multi_channels, multi_levels, init, decoder_only, seed, threads, no_bf16,
-              lambdas, gray, transform, erasure_samples, erasure_max, no_downscale, export_name, device, minutes):
+              lambdas, gray, transform, context_rate, erasure_samples, erasure_max, no_downscale, export_name, device,
+              minutes):
     """Train (or resume) a model; checkpoints every 5 minutes."""
     import torch
 
@@ -1075,8 +1080,10 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
         if transform == "cdf97" and channels not in (None, 256 * planes):
             raise UserError(f"--transform cdf97 makes {256 * planes} latent channels (256 per plane), not {channels}")
         M = channels or (256 * planes if transform == "cdf97" else 192)
+        if context_rate and transform != "cdf97":
+            raise UserError("--context is for --transform cdf97 (the context follows the wavelet's layout)")
         ccfg = CompactConfig(N=width or 128, M=M, lambdas=lams, gray=gray, gdn="square", transform=transform,
-                             conditional="laplace" if transform == "cdf97" else "gaussian")
+                             conditional="laplace" if transform == "cdf97" else "gaussian", context=context_rate)
         try:
             dev = torch.device(device)
         except RuntimeError:
@@ -1098,8 +1105,8 @@ def train_cmd(arch, data, out, channels, width, levels, codeword_nt, steps, batc
         return
     if device != "cpu" or minutes is not None:
         raise UserError("--device and --minutes are for --arch compact")
-    if transform != "gdn" or gray:
-        raise UserError("--transform and --gray are for --arch compact")
+    if transform != "gdn" or gray or context_rate:
+        raise UserError("--transform, --gray and --context are for --arch compact")
     if channels is not None and channels > 512:
         raise UserError(f"--channels: at most 512 for --arch cae, not {channels}")
     batch = batch or 16

@@ -100,3 +100,99 @@ def test_any_values_round_trip(values, table, packet_bytes):
         exp = np.concatenate([[0.0], np.cumsum(BITS[tables])])
         got, known = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, tables, CDF, NSYM, OFF, exp)
     assert known.all() and got.tolist() == values
+
+
+# -- context (the wavelet models that extend a base model) ---------------------------------------
+
+def _context(M=12, seed=5):
+    """A random context over groups of M: each place's neighbours are earlier places."""
+    rng = np.random.default_rng(seed)
+    K = 3
+    nbr = np.full((M, K), -1, dtype=np.int64)
+    wts = np.zeros((M, K), dtype=np.int64)
+    for c in range(1, M):
+        js = rng.choice(c, size=min(K, c), replace=False)
+        nbr[c, :js.size] = js
+        wts[c, :js.size] = rng.integers(1, 4, js.size)
+    cls = rng.integers(0, 3, M)
+    edges = np.array([0, 1, 3, 6, 12], dtype=np.int64)
+    remap = rng.integers(0, len(SCALES), (3, len(SCALES), edges.size))
+    return nbr, wts, cls, edges, remap
+
+
+def _context_reference(vals, tables, ctx, firsts):
+    """The rule of the module docstring, plainly: value i's table from its group's values coded
+    before it in the same packet (``firsts``: each packet's first index)."""
+    nbr, wts, cls, edges, remap = ctx
+    M = cls.size
+    out = []
+    for i, t in enumerate(tables):
+        first = max(f for f in firsts if f <= i)
+        c, base = i % M, i - i % M
+        s = sum(int(w) * min(abs(int(vals[base + j])), A.CTX_CAP) for j, w in zip(nbr[c], wts[c])
+                if j >= 0 and base + j >= first)
+        b = sum(1 for e in edges[1:] if e <= s)
+        out.append(int(remap[cls[c], t, b]))
+    return np.array(out)
+
+
+def test_context_packets_round_trip_and_follow_the_rule():
+    ctx = _context()
+    A.check_context(ctx, len(SCALES))
+    vals, tables = _data(12 * 2000, seed=6)
+    pk, starts = A.encode_packets(vals, tables, CDF, NSYM, OFF, 26, 100000, ctx)
+    exp = np.concatenate([[0.0], np.cumsum(BITS[tables])])
+    got, known = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, tables, CDF, NSYM, OFF, exp, ctx)
+    assert known.all() and np.array_equal(got, vals)
+    # the coder used the documented tables: the packets decode without context, each value with
+    # the table the rule gives it
+    used = _context_reference(vals, tables, ctx, list(starts))
+    assert (used != tables).mean() > 0.5
+    got2, known2 = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, used, CDF, NSYM, OFF, exp)
+    assert known2.all() and np.array_equal(got2, vals)
+    # and the array form (no packet boundaries) agrees wherever a group lies in one packet
+    whole = A.context_tables(vals.reshape(-1, 12), tables.reshape(-1, 12), ctx).reshape(-1)
+    inside = np.ones(vals.size, bool)
+    for s in starts[1:]:
+        inside[s - s % 12:s - s % 12 + 12] = False
+    assert np.array_equal(whole[inside], used[inside])
+
+
+def test_context_lost_packets_cost_only_their_values():
+    ctx = _context(seed=8)
+    vals, tables = _data(12 * 3000, seed=9, escapes=False)
+    pk, starts = A.encode_packets(vals, tables, CDF, NSYM, OFF, 26, 100000, ctx)
+    lost = np.random.default_rng(10).random(pk.shape[0]) < 0.3
+    exp = np.concatenate([[0.0], np.cumsum(BITS[tables])])
+    got, known = A.decode_packets(pk, lost, vals.size, tables, CDF, NSYM, OFF, exp, ctx)
+    assert np.array_equal(got[known], vals[known]) and (got[~known] == 0).all()
+    ends = np.append(starts[1:], vals.size)
+    in_lost = np.zeros(vals.size, bool)
+    for k in np.flatnonzero(lost):
+        in_lost[starts[k]:ends[k]] = True
+    assert not known[in_lost].any()
+    # a packet followed by a lost one ends where its termination is: at most a value or so of
+    # its own is lost with it (where its last real bits happen to look like a termination)
+    assert (~known & ~in_lost).sum() <= lost.sum()
+
+
+def test_bad_context_is_refused():
+    nbr, wts, cls, edges, remap = _context()
+    bad = nbr.copy()
+    bad[2, 0] = 5                       # a neighbour coded after the value
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context((bad, wts, cls, edges, remap), len(SCALES))
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context((nbr, wts, cls, edges, remap + len(SCALES)), len(SCALES))
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context((nbr, wts, cls, edges[::-1].copy(), remap), len(SCALES))
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context((nbr, wts, cls[:, None], edges, remap), len(SCALES))        # classes not one row
+    gap = nbr.copy()
+    gap[5, 0] = -1                      # an unused slot before a used one: the rule stops at the first -1
+    assert gap[5, 1] >= 0
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context((gap, wts, cls, edges, remap), len(SCALES))
+    vals, tables = _data(120, seed=1, escapes=False)
+    with pytest.raises(ValueError, match="packets, not an unbounded stream"):
+        A.encode_packets(vals, tables, CDF, NSYM, OFF, 0, 1, (nbr, wts, cls, edges, remap))

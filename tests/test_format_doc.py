@@ -621,15 +621,18 @@ def bits_to_bytes(bits: list[int], n_bytes: int) -> bytes:
     return bytes(int("".join(map(str, bits[8 * i:8 * i + 8])), 2) for i in range(n_bytes))
 
 
-def encode_packets_doc(values, tabs, tables, packet_bytes) -> bytes:
-    """Stream 1 as 12.3 describes the encoder: head, values while they fit, termination, zeros."""
+def encode_packets_doc(values, tabs, tables, packet_bytes, table_of=None) -> bytes:
+    """Stream 1 as 12.3 describes the encoder: head, values while they fit, termination, zeros.
+    ``table_of(i, first, get)``: a context model's table of value ``i`` in a packet starting at
+    ``first`` (``get(q)``: value q); default ``tabs[i]``."""
     cdf, n, off = tables
     cap, i, out = 8 * packet_bytes, 0, b""
     while i < len(values):
-        enc, n_in = ArithEncoder([(i >> b) & 1 for b in range(HEAD_BITS - 1, -1, -1)]), 0
+        enc, n_in, first = ArithEncoder([(i >> b) & 1 for b in range(HEAD_BITS - 1, -1, -1)]), 0, i
         while i < len(values) and n_in < (1 << HEAD_BITS) - 1:
+            j = tabs[i] if table_of is None else table_of(i, first, lambda q: values[q])
             trial = enc.copy()
-            trial.write(values[i], cdf[tabs[i]], n[tabs[i]], off[tabs[i]])
+            trial.write(values[i], cdf[j], n[j], off[j])
             if trial.used() + 2 > cap:
                 break
             enc, i, n_in = trial, i + 1, n_in + 1
@@ -653,9 +656,10 @@ def packet_firsts(packets: list[bytes]) -> list[int]:
     return firsts
 
 
-def decode_packets_doc(data: bytes, packet_bytes, total, tabs, tables, size_test=True):
+def decode_packets_doc(data: bytes, packet_bytes, total, tabs, tables, size_test=True, table_of=None):
     """Stream 1 -> the ``total`` values in coding order (and, per packet, the values the size
-    test alone admits: the reading without the next packet's head)."""
+    test alone admits: the reading without the next packet's head).  ``table_of``: as for
+    :func:`encode_packets_doc`."""
     cdf, n, off = tables
     assert len(data) % packet_bytes == 0
     packets = [data[k:k + packet_bytes] for k in range(0, len(data), packet_bytes)]
@@ -663,22 +667,45 @@ def decode_packets_doc(data: bytes, packet_bytes, total, tabs, tables, size_test
     assert firsts[-2] < total
     cap = 8 * packet_bytes
     values, by_size = [], []
+
+    def read(dec, i, first, got):
+        j = tabs[i] if table_of is None else table_of(i, first, lambda q: got[q - first])
+        return dec.read(cdf[j], n[j], off[j])
+
     for k, p in enumerate(packets):
-        dec = ArithDecoder(p, cap, HEAD_BITS)
+        dec, got = ArithDecoder(p, cap, HEAD_BITS), []
         for i in range(firsts[k], firsts[k + 1]):
-            values.append(dec.read(cdf[tabs[i]], n[tabs[i]], off[tabs[i]]))
+            got.append(read(dec, i, firsts[k], got))
             assert dec.used + 2 <= cap, "a value of the packet that does not fit it"
+        values += got
         if not size_test:
             continue
         # without the next head: go on while the size test admits values
         dec, got = ArithDecoder(p, cap, HEAD_BITS), []
         for i in range(firsts[k], total):
-            v = dec.read(cdf[tabs[i]], n[tabs[i]], off[tabs[i]])
+            v = read(dec, i, firsts[k], got)
             if dec.used + 2 > cap:
                 break
             got.append(v)
         by_size.append(got)
     return values, firsts[:-1], by_size
+
+
+def context_table_doc(ctx: dict, M: int, tabs):
+    """12.3's context rule: value i (channel c = i mod M) is coded with
+    remap[classes[c], j, b], b = how many of edges[1:] are <= the weighted magnitudes of its
+    neighbours that lie in its packet."""
+    def table_of(i, first, get):
+        c, base = i % M, i - i % M
+        S = 0
+        for nb, w in zip(ctx["neighbors"][c], ctx["weights"][c]):
+            if nb < 0:
+                break
+            if base + nb >= first:
+                S += int(w) * min(abs(get(base + nb)), 255)
+        b = sum(1 for e in ctx["edges"][1:] if e <= S)
+        return int(ctx["remap"][ctx["classes"][c], tabs[i], b])
+    return table_of
 
 
 def deconv_int(a, W, B, shift):
@@ -747,8 +774,9 @@ def hyper_synthesis_f64(z, t):
     return out[:M], np.abs(out[M:])
 
 
-def read_compact(seqs, weights_path: Path) -> dict:
-    """Everything 12.3 asks of a reader, up to the latent symbols (no dnaimg code)."""
+def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> dict:
+    """Everything 12.3 asks of a reader, up to the latent symbols (no dnaimg code).  A context
+    model: ``weights_path`` its base's weights, ``context_path`` its own file."""
     import hashlib
 
     from safetensors.numpy import load_file
@@ -759,9 +787,18 @@ def read_compact(seqs, weights_path: Path) -> dict:
     h = read_header(olis, tag)
     assert h["version"] == 2 and h["codec"] == COMPACT_ID
     meta = parse_compact_meta(h["meta"])
-    raw = weights_path.read_bytes()
+    raw = (context_path or weights_path).read_bytes()
     assert int.from_bytes(hashlib.sha256(raw).digest()[:4], "big") == meta["model_id"]
     t = load_file(str(weights_path))
+    ctx = None
+    if context_path is not None:
+        ct = load_file(str(context_path))
+        assert ct["base.sha256"].dtype == np.uint8
+        assert ct["base.sha256"].tobytes() == hashlib.sha256(weights_path.read_bytes()).digest()
+        assert [ct[f"ctx.{k}"].dtype for k in ("neighbors", "weights", "classes", "edges", "remap")] == [
+            np.int16, np.int16, np.int16, np.int32, np.uint8]
+        ctx = {k: ct[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
+        t = {**t, **{k: ct[k] for k in ("tables.gain", "tables.inv_gain") if k in ct}}        # replace the base's
     payload_nt = h["oligo_length"] - h["pf"] - h["pr"] - 36
     s0, s1 = h["streams"]
     assert s0["kind"] == s1["kind"] == 0
@@ -813,14 +850,16 @@ def read_compact(seqs, weights_path: Path) -> dict:
     perm = interleaver(hh * ww, 0x636F6D70 ^ (hh << 16) ^ ww)
     order = [(c, perm[s] // ww, perm[s] % ww) for s in range(hh * ww) for c in range(M)]
     tabs = [j[o] for o in order]
-    vals, firsts, by_size = decode_packets_doc(streams[1], packet_bytes, M * hh * ww, tabs, (y_cdf, y_n, y_off))
+    table_of = None if ctx is None else context_table_doc(ctx, M, tabs)
+    vals, firsts, by_size = decode_packets_doc(streams[1], packet_bytes, M * hh * ww, tabs, (y_cdf, y_n, y_off),
+                                               table_of=table_of)
     sym = np.zeros((M, hh, ww), dtype=np.int64)
     for v, o in zip(vals, order):
         sym[o] = v
     return {"tag": tag, "olis": olis, "header": h, "meta": meta, "tables": t, "streams": streams,
             "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
             "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
-            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww)}
+            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1281,3 +1320,42 @@ def test_pool_header_example_in_the_document():
     assert len(d) == d[3] == 77
     assert (h["version"], h["image_id"], h["pool_id"], h["primer_pair"], h["name"]) == (3, 5, 0x1A2B3C4D, 0, "coffee.png")
 
+
+
+def test_compact_context_golden_file():
+    """The context model's golden file (compact-gray-v4, which extends compact-gray-v3) read with
+    12.3 alone: the base's weights, the context file's tables and gains; re-encoding the values
+    with the documented context rule gives stream 1 back byte for byte, and the symbols are those
+    dnaimg decodes."""
+    gold_dir = ROOT / "tests" / "golden" / "compact-ctx"
+    models = ROOT / "dnaimg" / "zoo" / "models"
+    gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
+    assert gold["model"] == "compact-gray-v4"
+    card = json.loads((models / "compact-gray-v4.json").read_text())
+    assert card["extends"] == "compact-gray-v3"
+    seqs = parse_fasta((gold_dir / gold["fasta"]).read_text())
+    r = read_compact(seqs, models / "compact-gray-v3.safetensors", models / "compact-gray-v4.safetensors")
+    t, streams = r["tables"], r["streams"]
+    assert r["meta"]["q"] == 8 * 8.5 and t["tables.gain"].shape == (73, 256)       # an extended rate row
+    assert f"{r['header']['image_id']:08x}" == gold["image_id"]
+    assert any(r["table_of"](i, r["firsts"][0], lambda q: r["values"][q]) != r["tabs"][i]
+               for i in range(len(r["values"])))          # the context changes tables
+    ytab = tuple(t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
+    assert encode_packets_doc(r["values"], r["tabs"], ytab, r["packet_bytes"], r["table_of"]) == streams[1]
+    assert len(r["firsts"]) > 2          # packets split latent positions: the "same packet" rule is used
+    # without the next packet's head, the size test admits every value of the packet
+    firsts = r["firsts"] + [len(r["values"])]
+    for k, got in enumerate(r["by_size"]):
+        n_k = firsts[k + 1] - firsts[k]
+        assert len(got) >= n_k and got[:n_k] == r["values"][firsts[k]:firsts[k + 1]]
+    # dnaimg's symbols
+    from PIL import Image
+
+    from dnaimg.codecs import compact
+    img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
+    compact._CACHE.clear()
+    try:
+        sym, _ = compact.Analysis(img, "compact-gray-v4").symbols(r["meta"]["q"])
+    finally:
+        compact._CACHE.clear()
+    assert np.array_equal(sym, r["symbols"])

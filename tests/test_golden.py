@@ -112,6 +112,29 @@ def test_compact_wavelet_golden_file_decodes(name, tmp_path, monkeypatch):
     assert _psnr(got, source) > 30.0
 
 
+CTX = json.loads((GOLDEN / "compact-ctx" / "golden.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CTX))
+def test_compact_context_golden_file_decodes(name, tmp_path, monkeypatch):
+    """The shipped context model compact-gray-v4 (compact-gray-v3's network, a context for the
+    coder, extended rates; quality 8.5): the streams decode bit for bit to the same gray image."""
+    d = GOLDEN / "compact-ctx"
+    meta = CTX[name]
+    monkeypatch.delenv("DNAIMG_MODELS", raising=False)
+    from dnaimg.codecs import compact
+    compact._CACHE.clear()
+    try:
+        rep, got = _decode(d, meta, tmp_path)
+    finally:
+        compact._CACHE.clear()
+    assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == "compact-gray-v4"
+    assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
+    assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
+    source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))
+    assert _psnr(got, source) > 40.0
+
+
 V4 = json.loads((GOLDEN / "v4" / "golden.json").read_text())
 
 

@@ -17,6 +17,13 @@ Packets: a packet of ``B`` bytes holds ``HEAD_BITS`` bits of its first symbol's 
 2**HEAD_BITS), then the coded symbols, as many as fit, then zero padding.  A symbol is in the
 packet when, after coding it, the bits used plus the termination still fit; the decoder repeats
 the same test, so no count is stored.
+
+Context (optional): the values come in groups of ``M`` (a latent position's channels, in order),
+and a value's table may depend on values of its own group coded before it in the same packet:
+``remap[class[c], t, bucket]``, where ``t`` is the value's own table, ``c`` its place in the group
+and ``bucket`` how many of ``edges[1:]`` are at most ``sum_k weight[c, k] * min(|v_k|, CTX_CAP)``
+over the neighbours ``v_k`` (group places ``neighbors[c, k]``, a row ending at -1) that lie in the
+same packet.  Without one, every value is coded with its own table.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ QUARTER = np.uint64(0x40000000)
 HEAD_BITS = 16
 ESCAPE_BITS = 16
 RAW_OFFSET = 1 << (ESCAPE_BITS - 1)
+CTX_CAP = 255                   # a neighbour's magnitude counts at most this much in a context
 TAIL_GUARD = 8                  # bits: symbols ending this close to a packet's end, when the next
                                 # packet is lost, may have been decoded from the termination bits
 
@@ -138,12 +146,88 @@ def _symbol_bounds(cdf, n, offset, v):
     return s, False
 
 
-@nb.njit(cache=True)
-def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets):
+def no_context(n_tables: int) -> tuple:
+    """The context that changes nothing: every value coded with its own table."""
+    return (np.full((1, 1), -1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64),
+            np.zeros(1, dtype=np.int64), np.arange(n_tables, dtype=np.int64).reshape(1, n_tables, 1))
+
+
+def check_context(ctx: tuple, n_tables: int) -> tuple:
+    """``ctx`` = (neighbors, weights, classes, edges, remap) as contiguous int64 arrays; raise
+    ValueError unless the kernels can run it without reading out of bounds, and every form of the
+    rule (kernel, :func:`context_tables`, the training's) reads it alike (a row of neighbours ends at
+    its first -1: only -1 after it)."""
+    try:
+        nbr, wts, cls, edges, remap = (np.ascontiguousarray(np.asarray(a), dtype=np.int64) for a in ctx)
+    except (TypeError, ValueError):
+        raise ValueError("inconsistent context tables") from None
+    ok = (cls.ndim == 1 and cls.size >= 1 and nbr.ndim == 2 and nbr.shape[1] >= 1 and wts.shape == nbr.shape
+          and nbr.shape[0] == cls.size and edges.ndim == 1 and edges.size >= 1 and remap.ndim == 3
+          and remap.shape[1] == n_tables and remap.shape[2] == edges.size)
+    if ok:
+        M = cls.size
+        ok = (edges[0] == 0 and bool(np.all(np.diff(edges) > 0))
+              and bool(np.all((nbr >= -1) & (nbr < np.arange(M)[:, None])))
+              and not bool(np.any((nbr[:, :-1] < 0) & (nbr[:, 1:] >= 0)))
+              and bool(np.all((cls >= 0) & (cls < remap.shape[0])))
+              and bool(np.all((remap >= 0) & (remap < n_tables))) and bool(np.all((wts >= 0) & (wts < 1 << 16))))
+    if not ok:
+        raise ValueError("inconsistent context tables")
+    return nbr, wts, cls, edges, remap
+
+
+@nb.njit(cache=True, inline="always")
+def _context_table(c, avail, t, group, nbr, wts, cls, edges, remap):
+    """The table of the value at place ``c`` of its group (own table ``t``): ``group[j]`` is the
+    group's value at place j, counted where ``j >= avail`` (the places coded in the same packet)."""
+    s = 0
+    for k in range(nbr.shape[1]):
+        j = nbr[c, k]
+        if j < 0:
+            break
+        if j >= avail:
+            a = abs(group[j])
+            s += wts[c, k] * (a if a < CTX_CAP else CTX_CAP)
+    b = 0
+    while b + 1 < edges.shape[0] and edges[b + 1] <= s:
+        b += 1
+    return remap[cls[c], t, b]
+
+
+def context_tables(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
+    """The tables the context gives values (G, M) (groups of M) with own tables (G, M), every
+    neighbour counted (as when a group is not split between packets): :func:`_context_table` for a
+    whole array, for what estimates costs (the fitter, the encoder's rate-distortion choices)."""
+    nbr, wts, cls, edges, remap = ctx
+    a = np.minimum(np.abs(values), CTX_CAP)
+    s = np.zeros(values.shape, dtype=np.int64)
+    for k in range(nbr.shape[1]):
+        j = nbr[:, k]
+        on = j >= 0
+        s[:, on] += wts[on, k] * a[:, j[on]]
+    b = np.searchsorted(edges, s, side="right") - 1
+    return remap[cls[None, :], tables, b]
+
+
+def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, ctx=None):
     """Code ``values`` (in order; ``tables[i]`` the table of value i) into packets of
     ``packet_bytes`` bytes.  Returns (packets (P, packet_bytes) uint8, first symbol index per
-    packet).  ``packet_bytes`` 0: one packet of unbounded size (returns its bytes in a (1, n) array)."""
+    packet).  ``packet_bytes`` 0: one packet of unbounded size (returns its bytes in a (1, n) array).
+    ``ctx``: the context (module docstring), none by default; packets only (an unbounded stream
+    is read by :func:`decode_stream`, which has none)."""
+    if ctx is None:
+        ctx = no_context(cdf.shape[0])
+    elif packet_bytes == 0:
+        raise ValueError("a context codes packets, not an unbounded stream")
+    else:
+        ctx = check_context(ctx, cdf.shape[0])
+    return _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, *ctx)
+
+
+@nb.njit(cache=True)
+def _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, nbr, wts, cls, edges, remap):
     total = values.shape[0]
+    M = cls.shape[0]
     unbounded = packet_bytes == 0
     if unbounded:
         cap = 1 << 62
@@ -169,7 +253,8 @@ def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets
         pending = 0
         n_in = 0
         while i < total:
-            t = tables[i]
+            c = i % M
+            t = _context_table(c, starts[k] - (i - c), tables[i], values[i - c:], nbr, wts, cls, edges, remap)
             s, esc = _symbol_bounds(cdf[t], n_sym[t], offset[t], values[i])
             # dry run: bits this value needs
             l2, h2, used = _step_count(low, high, cdf[t, s], cdf[t, s + 1])
@@ -218,21 +303,24 @@ def _decode_symbol(cdf_t, n, value, low, high):
 
 
 @nb.njit(cache=True)
-def _decode_step(buf, limit, pos, value, low, high, c0, c1):
-    """Narrow and renormalise, shifting in bits; returns (pos, value, low, high, shifts)."""
+def _decode_step(buf, limit, pos, value, low, high, c0, c1, pending):
+    """Narrow and renormalise, shifting in bits; returns (pos, value, low, high, shifts, pending):
+    ``pending`` counts, as the encoder's, the shifts whose bit the encoder had not yet written."""
     low, high = _narrow(low, high, c0, c1)
     shifts = 0
     while True:
         if high < HALF:
-            pass
+            pending = 0
         elif low >= HALF:
             low -= HALF
             high -= HALF
             value -= HALF
+            pending = 0
         elif low >= QUARTER and high < HALF + QUARTER:
             low -= QUARTER
             high -= QUARTER
             value -= QUARTER
+            pending += 1
         else:
             break
         low = low << np.uint64(1)
@@ -240,16 +328,41 @@ def _decode_step(buf, limit, pos, value, low, high, c0, c1):
         value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
         pos += 1
         shifts += 1
-    return pos, value, low, high, shifts
+    return pos, value, low, high, shifts, pending
 
 
 @nb.njit(cache=True)
-def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset, cap, known):
+def _ends_here(buf, limit, written, low, pending):
+    """Whether the bits from ``written`` on are what the encoder writes when a packet ends at
+    this state: the termination (one bit, then ``pending + 1`` of the other) and zero bits."""
+    b = 0 if low < QUARTER else 1
+    if written + pending + 2 > limit:
+        return False
+    if _get(buf, written, limit) != b:
+        return False
+    for q in range(written + 1, written + pending + 2):
+        if _get(buf, q, limit) != 1 - b:
+            return False
+    for q in range(written + pending + 2, limit):
+        if _get(buf, q, limit) != 0:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset, cap, known,
+               nbr, wts, cls, edges, remap):
     """Decode symbols ``first, first+1, ..`` from ``buf`` (``limit`` valid bits, coded bits start
-    at ``bit0``) up to ``end`` (exclusive; -1: while they fit in ``cap`` bits, which after the
-    last true symbol may admit a few symbols decoded from the termination bits: those are near
-    their predicted mean).  Fills ``values`` and ``known``; returns the index after the run, and
-    whether the run was consistent (every symbol before ``end`` fitted)."""
+    at ``bit0``) up to ``end`` (exclusive; -1: unknown, as when the next packet is lost: then up to
+    the first symbol after which the rest of the packet is exactly a termination and zero bits.
+    The true last symbol always passes that test, so nothing is ever decoded from the termination;
+    an earlier symbol may pass it too (when the true symbols after it wrote no bits, or bits that
+    look like a termination), and those after it are then reported unknown (about one packet in
+    ten followed by a lost one loses 1-3 true values so; none is ever wrong).  Should no symbol
+    pass, the size test bounds the run and the symbols ending in the last TAIL_GUARD bits are
+    distrusted).  Fills ``values`` and ``known``; returns the index after the
+    run, and whether the run was consistent (every symbol before ``end`` fitted).  The last five
+    arguments: the context (module docstring)."""
     total = values.shape[0]
     stop = total if end < 0 else min(end, total)
     value = np.uint64(0)
@@ -260,21 +373,27 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
     low = np.uint64(0)
     high = TOP
     used = bit0            # bits the encoder had emitted or left pending (head included)
+    pending = 0
     i = first
     i_safe = first
     half = np.array([0, 1 << (PREC - 1), 1 << PREC], dtype=np.int64)
+    M = cls.shape[0]
+    group = np.zeros(M, dtype=np.int64)     # this run's values of the current group (no other thread's)
     while i < stop:
-        t = tables[i]
+        c = i % M
+        t = _context_table(c, first - (i - c), tables[i], group, nbr, wts, cls, edges, remap)
         n = n_sym[t]
         s = _decode_symbol(cdf[t], n, value, low, high)
-        pos, value, low, high, u = _decode_step(buf, limit, pos, value, low, high, cdf[t, s], cdf[t, s + 1])
+        pos, value, low, high, u, pending = _decode_step(buf, limit, pos, value, low, high, cdf[t, s],
+                                                         cdf[t, s + 1], pending)
         used2 = used + u
         if s == n - 1:
             raw = 0
             for b in range(ESCAPE_BITS):
                 bit = _decode_symbol(half, 2, value, low, high)
-                pos, value, low, high, u = _decode_step(buf, limit, pos, value, low, high, bit * (1 << (PREC - 1)),
-                                                        (bit + 1) * (1 << (PREC - 1)))
+                pos, value, low, high, u, pending = _decode_step(buf, limit, pos, value, low, high,
+                                                                 bit * (1 << (PREC - 1)),
+                                                                 (bit + 1) * (1 << (PREC - 1)), pending)
                 used2 += u
                 raw = (raw << 1) | bit
             v = raw - RAW_OFFSET
@@ -288,10 +407,13 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
             return i, end < 0
         used = used2
         values[i] = v
+        group[c] = v
         known[i] = True
         i += 1
         if used + 2 + TAIL_GUARD <= cap:
             i_safe = i
+        if end < 0 and _ends_here(buf, limit, used - pending, low, pending):
+            return i, True
     return i, True
 
 
@@ -345,11 +467,16 @@ def packet_starts(packets, lost, total, expected_cum):
     return starts
 
 
-@nb.njit(cache=True, parallel=True)
-def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum):
+def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None):
     """Decode packets (P, B) of which ``lost[k]`` could not be read.  Each readable packet decodes
     on its own, from its first symbol to the next readable packet's.  Returns (values, known):
-    unknown values are 0 (the decoder's predicted mean)."""
+    unknown values are 0 (the decoder's predicted mean).  ``ctx``: as the encoder's."""
+    ctx = no_context(cdf.shape[0]) if ctx is None else check_context(ctx, cdf.shape[0])
+    return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, *ctx)
+
+
+@nb.njit(cache=True, parallel=True)
+def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, nbr, wts, cls, edges, remap):
     P, B = packets.shape
     cap = B * 8
     values = np.zeros(total, dtype=np.int64)
@@ -365,16 +492,22 @@ def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cu
             end = starts[k + 1]
         else:
             end = -1
-        decode_run(packets[k], cap, HEAD_BITS, s, end, values, tables, cdf, n_sym, offset, cap, known)
+        decode_run(packets[k], cap, HEAD_BITS, s, end, values, tables, cdf, n_sym, offset, cap, known,
+                   nbr, wts, cls, edges, remap)
     return values, known
 
 
-@nb.njit(cache=True)
 def decode_stream(buf, total, tables, cdf, n_sym, offset):
-    """One unbounded stream (no head): every symbol."""
+    """One unbounded stream (no head, no context): every symbol."""
+    return _decode_stream(buf, total, tables, cdf, n_sym, offset, *no_context(cdf.shape[0]))
+
+
+@nb.njit(cache=True)
+def _decode_stream(buf, total, tables, cdf, n_sym, offset, nbr, wts, cls, edges, remap):
     values = np.zeros(total, dtype=np.int64)
     known = np.zeros(total, dtype=np.bool_)
-    decode_run(buf, buf.shape[0] * 8, 0, 0, total, values, tables, cdf, n_sym, offset, 1 << 62, known)
+    decode_run(buf, buf.shape[0] * 8, 0, 0, total, values, tables, cdf, n_sym, offset, 1 << 62, known,
+               nbr, wts, cls, edges, remap)
     return values, known
 
 

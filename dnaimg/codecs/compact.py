@@ -35,7 +35,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v3"     # one channel (wavelet), trained on microscopy and X-rays: gray images' default
+DEFAULT_GRAY_MODEL = "compact-gray-v4"     # one channel: v3 (wavelet, microscopy and X-rays) with a context for its coder: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
@@ -89,27 +89,49 @@ _CACHE: dict[str, tuple] = {}
 
 
 def load(name: str = DEFAULT_MODEL):
-    """(model in eval mode, exact tables, card) of a shipped compact model."""
-    from safetensors.torch import load_file
-
+    """(model in eval mode, exact tables, card) of a shipped compact model.  A model that
+    ``extends`` another (:mod:`dnaimg.zoo.context`) is the base's network and tables with its own
+    context for the coder."""
     from dnaimg.zoo.exact import load_tensors
-    from dnaimg.zoo.registry import ModelError, build_model, card, models_dir, verify_weights
+    from dnaimg.zoo.registry import ModelError, build_model, card
     with _LOCK:
         if name in _CACHE:
             return _CACHE[name]
         c = card(name)
         if c.get("codec") != "compact":
             raise ModelError(f"model {name} is not a compact-codec model")
-        path = models_dir() / f"{name}.safetensors"
-        verify_weights(c, path)
+        own = _tensors(c, name)
+        base = c.get("extends")
+        if base is not None:
+            try:
+                bc = card(base)
+            except ModelError:
+                raise ModelError(f"model {name} extends {base}, which is not installed") from None
+            if bc.get("codec") != "compact" or "extends" in bc or not bc.get("weights_sha256"):
+                raise ModelError(f"model {name} extends {base}, which is not a compact base model with a weights hash")
+            if "base.sha256" not in own or own["base.sha256"].dtype != torch.uint8:
+                raise ModelError(f"model {name}: its weights file does not name its base's weights")
+            if own["base.sha256"].numpy().tobytes().hex() != str(bc["weights_sha256"]).lower():
+                raise ModelError(f"model {name} was made for other weights of {base} than those installed")
+            # the base's networks and tables; the extension's own gain tables replace the base's
+            t = {**_tensors(bc, base), **{k: v for k, v in own.items() if k in ("tables.gain", "tables.inv_gain")}}
+        else:
+            t = own
         model = build_model(c)
         try:
-            t = load_file(str(path))
-        except Exception as e:  # safetensors raises several types on corrupt files
-            raise ModelError(f"cannot read model weights {path}: {e}") from None
-        try:
             tables = load_tensors(model, t)
-        except (KeyError, ValueError) as e:
+            from dnaimg.zoo.context import context_of
+            tables.ctx = context_of(own)        # the coder's context, where the model's own file has one
+            if base is not None and tables.ctx is None:
+                raise ValueError("its weights file holds no context")
+            if tables.ctx is not None:
+                from dnaimg.codecs.arith import check_context
+                tables.ctx = check_context(tables.ctx, tables.y_cdf.shape[0])
+                if tables.ctx[2].shape[0] != model.cfg.M:
+                    raise ValueError(f"a context for {tables.ctx[2].shape[0]} channels, not {model.cfg.M}")
+            if tables.gain.shape[1] != model.cfg.M or tables.inv_gain.shape != tables.gain.shape:
+                raise ValueError("gain tables of the wrong shape")
+        except (KeyError, ValueError, TypeError) as e:
             raise ModelError(f"model {name}: {e}") from None
         model.eval()
         # channels-last weights for the synthesis transform: oneDNN's fast path on CPUs (a
@@ -117,6 +139,18 @@ def load(name: str = DEFAULT_MODEL):
         model.g_s.to(memory_format=torch.channels_last)
         _CACHE[name] = (model, tables, c)
         return _CACHE[name]
+
+
+def _tensors(c: dict, name: str) -> dict:
+    from safetensors.torch import load_file
+
+    from dnaimg.zoo.registry import ModelError, models_dir, verify_weights
+    path = models_dir() / f"{name}.safetensors"
+    verify_weights(c, path)
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise ModelError(f"cannot read model weights {path}: {e}") from None
 
 
 def tiled(net, x: torch.Tensor, down: float, tile: int, halo: int) -> torch.Tensor:
@@ -216,21 +250,32 @@ class Analysis:
                                      self.tables.z_off, 0, 1)
         self.z_bytes = zb[0].tobytes()
 
-    def encode(self, rate_index: float, packet_bytes: int, packet_rows: int,
-               z_redundancy: float | None) -> Encoded:
+    def symbols(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``."""
         from dnaimg.zoo.exact import FA, GAIN_BITS
         t = self.tables
-        row = t.rate_row(rate_index)
         mu_g, idx = t.gained(self.mu, self.sigma, row)
         g = t.gain[row].astype(np.float64).reshape(1, -1, 1, 1) / (1 << GAIN_BITS)
         u = self.y[None] * g - mu_g / float(1 << FA)
         sym = np.floor(u + 0.5).astype(np.int64)[0]
         if self.model.cfg.transform == "cdf97":
-            sym = rdo_symbols(u[0], sym, idx[0], g[0], t, _row_lambda(self.model.cfg.lambdas, row))
+            used = idx[0]
+            if t.ctx is not None:        # the context's tables for the rounded values: an estimate (the
+                # coder's differ where RDO moves a neighbour or a packet splits a position)
+                M = sym.shape[0]
+                used = arith.context_tables(sym.reshape(M, -1).T, used.reshape(M, -1).T, t.ctx).T.reshape(sym.shape)
+            sym = rdo_symbols(u[0], sym, used, g[0], t, _row_lambda(card_lambdas(self.card), row))
+        return sym, idx[0]
+
+    def encode(self, rate_index: float, packet_bytes: int, packet_rows: int,
+               z_redundancy: float | None) -> Encoded:
+        t = self.tables
+        row = t.rate_row(rate_index)
+        sym, idx = self.symbols(row)
         M, h, w = sym.shape
-        flat, tabs = _y_layout(idx[0], h, w)
+        flat, tabs = _y_layout(idx, h, w)
         pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
-                                     sym.size // 8 + 16)
+                                     sym.size // 8 + 16, t.ctx)
         if pk.shape[0] == 0:
             raise CodecError("the latent does not fit its packets")
         params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray)
@@ -238,6 +283,13 @@ class Analysis:
                                Stream("bytes", pk.tobytes())], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
                         "stream_bytes": len(self.z_bytes) + int(pk.size)})
+
+
+def card_lambdas(card: dict) -> list[float]:
+    """The MSE weight of each rate point: trained, and extrapolated where a model extends its
+    base's range (its card's ``rate_points``)."""
+    pts = card.get("rate_points")
+    return [float(p["lambda"]) for p in pts] if pts else list(card["architecture"]["lambdas"])
 
 
 def _row_lambda(lambdas, row: int) -> float:
@@ -369,7 +421,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     er = received[1].erased
     lost = np.zeros(len(packets), dtype=bool) if er is None else er.reshape(-1, bd).any(axis=1)
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
-    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected)
+    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, t.ctx)
     values_lost = int(len(known) - np.count_nonzero(known))
     yl = _latent_hat(vals, flat, mu_g.reshape(M, h * w), np.ascontiguousarray(t.inv_gain[p.rate_row]),
                      float(1 << FA))

@@ -45,6 +45,10 @@ class CompactConfig:
     # "laplace" (the wavelet models: sparse subbands, whose rare values of 1 at the smallest scale a
     # Gaussian prices at 18 bits and more, a Laplacian at under 8)
     conditional: str = "gaussian"
+    # a wavelet model trained with a context in its rate (:mod:`dnaimg.zoo.context`): each value's
+    # log scale mapped by a learned affine function of its context bucket's, so that the hyperprior learns
+    # what the context cannot tell; the codec codes with the context table fitted afterwards
+    context: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -206,6 +210,19 @@ class CompactHyperprior(nn.Module):
             self._zero_masked_means()
         else:
             self.mean_mask = None
+        if cfg.context:
+            if cfg.transform != "cdf97":
+                raise ValueError("a context in training is for the cdf97 transform (its latent layout)")
+            from dnaimg.zoo.wavelet import CONTEXT_EDGES, context_layout
+            nbr, wts, cls = context_layout(C)
+            self.register_buffer("ctx_nbr", torch.from_numpy(nbr.clip(min=0)), persistent=False)
+            self.register_buffer("ctx_w", torch.from_numpy(wts).float(), persistent=False)
+            self.register_buffer("ctx_cls", torch.from_numpy(cls), persistent=False)
+            self.register_buffer("ctx_edges", torch.tensor(CONTEXT_EDGES[1:], dtype=torch.float32), persistent=False)
+            n_cls = int(cls.max()) + 1
+            # log scale -> ctx_a[class, bucket] + (1 + ctx_b[class, bucket]) log scale (zero: no change)
+            self.ctx_a = nn.Parameter(torch.zeros(n_cls, len(CONTEXT_EDGES)))
+            self.ctx_b = nn.Parameter(torch.zeros(n_cls, len(CONTEXT_EDGES)))
         # gains in the log domain, scaled so that Adam moves them GAIN_SCALE times faster than
         # the weights; initialised at GAIN_INIT * sqrt(lambda / middle lambda) (a finer quantiser for
         # more rate; an untrained analysis transform gives values ~0.3, far below the step of 1)
@@ -261,6 +278,19 @@ class CompactHyperprior(nn.Module):
             mu = mu * self.mean_mask.to(mu.dtype)
         return mu, s
 
+    def context_scales(self, v: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
+        """The gained scales ``sg`` changed by each value's context bucket (the coded integers ``v``
+        of the earlier channels of its position, :func:`dnaimg.codecs.arith.context_tables`)."""
+        B, M, H, W = v.shape
+        a = v.abs().clamp_max(255.0)
+        K = self.ctx_nbr.shape[1]
+        S = (a[:, self.ctx_nbr.reshape(-1)].view(B, M, K, H, W) * self.ctx_w.view(1, M, K, 1, 1)).sum(dim=2)
+        b = torch.bucketize(S, self.ctx_edges, right=True)
+        c = self.ctx_cls.view(1, M, 1, 1).expand_as(b)
+        log_s = torch.log(sg.clamp_min(SCALE_MIN))
+        on = (c > 0).to(sg.dtype)            # class 0 (LL4, coded with its mean) keeps its scale, as the codec does
+        return torch.exp(on * self.ctx_a[c, b] + (1.0 + on * self.ctx_b[c, b]) * log_s)
+
     def forward(self, x: torch.Tensor, r: torch.Tensor, erase: torch.Tensor | None = None) -> dict:
         """Training pass.  x: (B, C, H, W) in [0, 1]; r: (B,) rate indices; erase: optional (B, M, h, w)
         bool mask of latent values lost to the channel (they decode as the predicted mean)."""
@@ -273,6 +303,8 @@ class CompactHyperprior(nn.Module):
         mu, sigma = (t.float() for t in self.entropy_parameters(z_hat))
         g, ig = self.gains(r)
         yg, mug, sg = y * g, mu * g, torch.abs(sigma) * g
+        if self.cfg.context:
+            sg = self.context_scales(torch.round(yg - mug).detach(), sg)
         y_noisy = yg + torch.empty_like(yg).uniform_(-0.5, 0.5)
         lik = laplace_likelihood if self.cfg.conditional == "laplace" else gaussian_likelihood
         y_lik = lik((y_noisy - mug).float(), sg.float())

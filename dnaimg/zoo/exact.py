@@ -177,6 +177,7 @@ class ExactTables:
     z_n: np.ndarray
     z_off: np.ndarray
     thresholds: np.ndarray      # (S,) fixed-point scale table
+    ctx: tuple | None = None    # the coder's context (a model that extends a wavelet model)
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], model: CompactHyperprior) -> "ExactTables":

@@ -87,6 +87,10 @@ def init_state(model: CompactHyperprior, source: str | Path) -> str:
             raise ModelError("cannot start a cdf97 model from one with another number of image planes")
     else:
         sd, what = _gdn_from(model, sd, src_cfg, what)
+    if model.cfg.context and not src_cfg.get("context", False):
+        for k in ("ctx_a", "ctx_b"):        # a context in the rate, from a model without: starts as none
+            sd[k] = model.state_dict()[k]
+        what += ", context in the rate from zero"
     src_l = src_cfg["lambdas"]
     if list(src_l) != list(model.cfg.lambdas):
         for k in ("log_gain", "log_inv_gain"):

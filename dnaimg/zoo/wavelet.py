@@ -22,6 +22,7 @@ images 15-20 dB below what their latent could carry.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -147,6 +148,56 @@ class WaveletSynthesis(nn.Module):
             n_d, n_hh = NORM_DETAIL[lvl]
             a = idwt2(a, bands[:, :, 0] / n_d, bands[:, :, 1] / n_d, bands[:, :, 2] / n_hh)
         return self.post(a) + 0.5
+
+
+#: the context of the wavelet models' entropy coder (:mod:`dnaimg.codecs.arith`, "Context"): a
+#: detail value's neighbours coded before it in its block, with their weights: the two nearest in
+#: its subband (left, above; weight 2), the two diagonal ones above (1), the same place in the
+#: level's subbands coded before (LH before HL before HH; 2), and its parent (the same subband one
+#: level coarser; 2)
+CONTEXT_WEIGHTS = {"near": 2, "diagonal": 1, "band": 2, "parent": 2}
+CONTEXT_EDGES = (0, 1, 2, 3, 4, 5, 7, 9, 12, 16, 22, 30, 40, 56, 80)
+CONTEXT_K = 7
+
+
+def channel_of(f: int, band: int, dy: int, dx: int) -> int:
+    """Latent channel (one plane) of the value at (dy, dx) of subband ``band`` (0 LH, 1 HL, 2 HH)
+    of the level whose patches are ``f`` x ``f`` (1: level 4, 2: level 3, 4: level 2, 8: level 1)."""
+    return f * f + band * f * f + dy * f + dx
+
+
+def context_layout(C: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(neighbours (256 C, CONTEXT_K), weights, classes (256 C,)) of the context: class 0 for
+    the LL4 values (no context), 1 + 3 (level 4 - level) + band for a detail value (12 classes,
+    the same for every plane); a row of neighbours ends at -1."""
+    M = 256 * C
+    nbr = np.full((M, CONTEXT_K), -1, dtype=np.int64)
+    wts = np.zeros((M, CONTEXT_K), dtype=np.int64)
+    cls = np.zeros(M, dtype=np.int64)
+    W = CONTEXT_WEIGHTS
+    for p in range(C):
+        o = 256 * p
+        for li, f in enumerate((1, 2, 4, 8)):
+            for b in range(3):
+                for dy in range(f):
+                    for dx in range(f):
+                        c = o + channel_of(f, b, dy, dx)
+                        cls[c] = 1 + 3 * li + b
+                        nb = []
+                        if dx > 0:
+                            nb.append((channel_of(f, b, dy, dx - 1), W["near"]))
+                        if dy > 0:
+                            nb.append((channel_of(f, b, dy - 1, dx), W["near"]))
+                        if dy > 0 and dx > 0:
+                            nb.append((channel_of(f, b, dy - 1, dx - 1), W["diagonal"]))
+                        if dy > 0 and dx < f - 1:
+                            nb.append((channel_of(f, b, dy - 1, dx + 1), W["diagonal"]))
+                        nb += [(channel_of(f, bb, dy, dx), W["band"]) for bb in range(b)]
+                        if f > 1:
+                            nb.append((channel_of(f // 2, b, dy // 2, dx // 2), W["parent"]))
+                        for k, (j, w) in enumerate(nb):
+                            nbr[c, k], wts[c, k] = o + j, w
+    return nbr, wts, cls
 
 
 def synthesis_norms() -> tuple[float, tuple[tuple[float, float], ...]]:

@@ -1,0 +1,198 @@
+"""The wavelet models' context model (dnaimg.zoo.context): a fitted table that picks the coder's
+table from what a latent position has already coded; shipped as compact-gray-v4, which extends
+compact-gray-v3."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dnaimg import api
+from dnaimg.codecs import arith, compact
+from dnaimg.image import psnr
+from dnaimg.zoo import wavelet
+from dnaimg.zoo.registry import ModelError, models_dir, sha256_file
+
+from test_compact_wavelet import _gray_image
+
+CTX_MODEL, BASE = "compact-gray-v4", "compact-gray-v3"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    compact._CACHE.clear()
+    yield
+    compact._CACHE.clear()
+
+
+def _photo_gray() -> np.ndarray:
+    from pathlib import Path
+    src = Path(__file__).resolve().parent / "golden" / "v2" / "source.png"
+    img = Image.open(src).convert("L")
+    return np.asarray(img.resize((img.width * 4, img.height * 4), Image.LANCZOS))      # 256 x 384
+
+
+def test_context_layout_is_the_latent_layout():
+    """channel_of names the channel the analysis puts a subband value in (pixel_unshuffle order),
+    and every neighbour is coded before the value it serves."""
+    for f in (1, 2, 4, 8):
+        for band in range(3):
+            sub = torch.arange(f * f * 6, dtype=torch.float32).view(1, 1, 2 * f, 3 * f)
+            ch = F.pixel_unshuffle(sub, f) if f > 1 else sub
+            for dy in range(f):
+                for dx in range(f):
+                    c = wavelet.channel_of(f, band, dy, dx) - f * f - band * f * f      # within the subband
+                    assert float(ch[0, c, 1, 2]) == float(sub[0, 0, f + dy, 2 * f + dx])
+    nbr, wts, cls = wavelet.context_layout(1)
+    assert (nbr < np.arange(256)[:, None]).all() and cls[0] == 0 and (cls[1:] >= 1).all() and cls.max() == 12
+    # the finest HH value at (3, 5): left, above, two diagonals, LH and HL there, its parent
+    c = wavelet.channel_of(8, 2, 3, 5)
+    got = {(int(j), int(w)) for j, w in zip(nbr[c], wts[c]) if j >= 0}
+    want = {(wavelet.channel_of(8, 2, 3, 4), 2), (wavelet.channel_of(8, 2, 2, 5), 2),
+            (wavelet.channel_of(8, 2, 2, 4), 1), (wavelet.channel_of(8, 2, 2, 6), 1),
+            (wavelet.channel_of(8, 0, 3, 5), 2), (wavelet.channel_of(8, 1, 3, 5), 2),
+            (wavelet.channel_of(4, 2, 1, 2), 2)}
+    assert got == want
+
+
+def test_shipped_context_model_is_its_base_with_a_context():
+    model, t, card = compact.load(CTX_MODEL)
+    _, t0, card0 = compact.load(BASE)
+    assert card["extends"] == BASE and card["context"]["base_weights_sha256"] == card0["weights_sha256"]
+    assert t0.ctx is None and t.ctx is not None
+    assert np.array_equal(t.gain[:57], t0.gain) and np.array_equal(t.y_cdf, t0.y_cdf)
+    nbr, wts, cls, edges, remap = t.ctx
+    arith.check_context(t.ctx, t.y_cdf.shape[0])
+    assert np.array_equal(remap[0], np.broadcast_to(np.arange(64)[:, None], remap[0].shape))     # LL4: own table
+    assert (remap[1:] != np.arange(64)[None, :, None]).mean() > 0.3
+    # more neighbours busy -> a wider table (the scale table grows with the index)
+    assert (np.diff(remap[12, 20:40], axis=-1) >= 0).mean() > 0.8
+    assert compact.weights_id(card) != compact.weights_id(card0)
+
+
+@pytest.mark.parametrize("make", [_photo_gray, _gray_image])
+def test_context_model_codes_the_same_image_in_fewer_bits(make):
+    img = make()
+    out = {}
+    for name in (BASE, CTX_MODEL):
+        enc = api.encode(img, "compact", model=name, quality=3.0)
+        dec = api.decode([s for _, s in enc.fasta_records()])
+        assert dec.exact and dec.image.shape == img.shape
+        out[name] = (enc.info["stream_bytes"], psnr(img, dec.image))
+    (b0, p0), (b1, p1) = out[BASE], out[CTX_MODEL]
+    assert b1 < 0.95 * b0
+    assert p1 > p0 - 0.3
+
+
+def test_context_model_loses_only_what_lost_oligos_held(monkeypatch):
+    """Oligos lost beyond the outer code: the packets that remain decode exactly (every value the
+    decoder calls known is the encoder's), the lost ones as the mean."""
+    img = _photo_gray()
+    enc = api.encode(img, "compact", model=CTX_MODEL, quality=4.0, redundancy=0.0)
+    sym, _ = compact.Analysis(img, CTX_MODEL).symbols(32)
+    seen = []
+    real = arith.decode_packets
+    monkeypatch.setattr(arith, "decode_packets", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    rng = np.random.default_rng(4)
+    keep = [s for name, s in enc.fasta_records() if "_s1_data" not in name or rng.random() > 0.1]
+    dec = api.decode(keep)
+    assert dec.image is not None and dec.image.shape == img.shape
+    rep = dec.report["latent"]
+    assert rep["model"] == CTX_MODEL and rep["packets_lost"] > 0 and rep["latent_values_lost"] > 0
+    vals, known = seen[-1]
+    M, h, w = sym.shape
+    flat, _ = compact._y_layout(np.zeros((M, h, w), np.int64), h, w)
+    want = sym.reshape(-1)[flat]
+    assert known.sum() > 0.7 * known.size
+    assert np.array_equal(vals[known], want[known])
+    assert psnr(img, dec.image) > 25.0
+
+
+def _copy_models(tmp_path, monkeypatch):
+    d = tmp_path / "models"
+    d.mkdir()
+    for n in (BASE, CTX_MODEL, "compact-gray-v2"):
+        for ext in ("json", "safetensors"):
+            shutil.copy(models_dir() / f"{n}.{ext}", d / f"{n}.{ext}")
+    monkeypatch.setenv("DNAIMG_MODELS", str(d))
+    return d
+
+
+def test_a_context_model_checks_its_base(tmp_path, monkeypatch):
+    d = _copy_models(tmp_path, monkeypatch)
+    for ext in ("json", "safetensors"):
+        (d / f"{BASE}.{ext}").rename(tmp_path / f"{BASE}.{ext}")
+    with pytest.raises(ModelError, match=f"extends {BASE}, which is not installed"):
+        compact.load(CTX_MODEL)
+    for ext in ("json", "safetensors"):
+        (tmp_path / f"{BASE}.{ext}").rename(d / f"{BASE}.{ext}")
+    compact._CACHE.clear()
+    card = json.loads((d / f"{CTX_MODEL}.json").read_text())
+    card["extends"] = "compact-gray-v2"
+    (d / f"{CTX_MODEL}.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="made for other weights of compact-gray-v2"):
+        compact.load(CTX_MODEL)
+    compact._CACHE.clear()
+    # a context that would read out of its tables: refused, even with a matching hash
+    from safetensors.numpy import load_file, save_file
+    card["extends"] = BASE
+    t = load_file(str(d / f"{CTX_MODEL}.safetensors"))
+    t["ctx.remap"] = t["ctx.remap"].copy()
+    t["ctx.remap"][3, 10, 2] = 200
+    save_file(t, str(d / f"{CTX_MODEL}.safetensors"))
+    card["weights_sha256"] = sha256_file(d / f"{CTX_MODEL}.safetensors")
+    (d / f"{CTX_MODEL}.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="inconsistent context tables"):
+        compact.load(CTX_MODEL)
+
+
+def test_fitting_a_context_writes_a_model_that_codes(tmp_path, monkeypatch):
+    from dnaimg.zoo.context import build
+    d = _copy_models(tmp_path, monkeypatch)
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(_gray_image(128, 160, seed=i)).save(data / f"{i}.png")
+    Image.fromarray(_photo_gray()).save(data / "photo.png")
+    card = build(BASE, "ctx-test", [str(data)], rows=[16, 32], out_dir=d)
+    assert card["extends"] == BASE and card["context"]["images"] == 4 and card["context"]["held_out_images"] == 2
+    assert (d / "ctx-test.safetensors").exists()
+    img = _gray_image(seed=7)
+    enc = api.encode(img, "compact", model="ctx-test", quality=2.0)
+    dec = api.decode([s for _, s in enc.fasta_records()])
+    assert dec.report["image"]["model"] == "ctx-test" and psnr(img, dec.image) > 30.0
+    with pytest.raises(ValueError, match="itself a context model"):
+        build("ctx-test", "ctx-test2", [str(data)], rows=[16], out_dir=d)
+
+
+def test_extended_rates_buy_quality_past_the_trained_range():
+    """Two rate points above compact-gray-v3's: the gains continue geometrically, inverse gains
+    tied; a budget past the trained range buys quality (the base cannot spend it)."""
+    _, t, card = compact.load(CTX_MODEL)
+    _, t0, _ = compact.load(BASE)
+    assert t0.gain.shape[0] == 57 and t.gain.shape[0] == 73
+    assert np.array_equal(t.gain[:57], t0.gain) and (np.diff(t.gain[56:].astype(np.float64), axis=0) > 0).all()
+    assert np.allclose(t.inv_gain * t.gain, 4096.0, rtol=1e-6)
+    assert [p.get("extrapolated", False) for p in card["rate_points"]] == [False] * 8 + [True] * 2
+    assert compact.rate_indexes(t)[-1] == 9.0
+    img = _photo_gray()
+    got = {}
+    for q in (7.0, 9.0):
+        enc = api.encode(img, "compact", model=CTX_MODEL, quality=q)
+        got[q] = psnr(img, api.decode([s for _, s in enc.fasta_records()]).image)
+    assert got[9.0] > got[7.0] + 2.0
+    with pytest.raises(Exception, match="rate index 9.5"):
+        api.encode(img, "compact", model=CTX_MODEL, quality=9.5)
+
+
+def test_fitting_never_rewrites_a_model(capsys):
+    from dnaimg.zoo.context import main
+    assert main(["--base", BASE, "--name", CTX_MODEL, "--data", "nowhere"]) == 2
+    assert "exists" in capsys.readouterr().err and (models_dir() / f"{CTX_MODEL}.json").exists()
+    assert main(["--base", BASE, "--name", "x-new", "--data", "nowhere", "--rows", "a,b"]) == 2
+    assert "invalid literal" in capsys.readouterr().err
