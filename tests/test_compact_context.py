@@ -196,3 +196,38 @@ def test_fitting_never_rewrites_a_model(capsys):
     assert "exists" in capsys.readouterr().err and (models_dir() / f"{CTX_MODEL}.json").exists()
     assert main(["--base", BASE, "--name", "x-new", "--data", "nowhere", "--rows", "a,b"]) == 2
     assert "invalid literal" in capsys.readouterr().err
+
+
+def test_training_with_the_context_in_the_rate():
+    """CompactConfig.context: at zero the surrogate changes nothing (a model without it starts the
+    same); it learns (gradients reach it); LL4's scale is never changed; gdn models refuse it."""
+    from dnaimg.zoo.compact import CompactConfig, CompactHyperprior
+    from dnaimg.zoo.train_compact import init_state
+    cfg = dict(N=16, M=256, lambdas=(0.004, 0.025, 0.156), gray=True, gdn="square", transform="cdf97",
+               conditional="laplace")
+    torch.manual_seed(0)
+    plain = CompactHyperprior(CompactConfig(**cfg))
+    ctx = CompactHyperprior(CompactConfig(**cfg, context=True))
+    ckpt = {"model": plain.state_dict(), "config": CompactConfig(**cfg).to_dict(), "step": 3}
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(ckpt, Path(d) / "c.pt")
+        assert "context in the rate from zero" in init_state(ctx, Path(d) / "c.pt")
+    x = torch.rand(2, 1, 64, 64)
+    r = torch.tensor([0.0, 2.0])
+    torch.manual_seed(1)
+    a = plain(x, r)
+    torch.manual_seed(1)
+    b = ctx(x, r)
+    assert torch.allclose(a["y_lik"], b["y_lik"], rtol=1e-4, atol=1e-9)      # exp(log s): float rounding only
+    with torch.no_grad():
+        ctx.ctx_a.fill_(0.5)
+    torch.manual_seed(1)
+    c = ctx(x, r)
+    assert torch.equal(c["y_lik"][:, 0], b["y_lik"][:, 0])
+    assert not torch.allclose(c["y_lik"][:, 1:], a["y_lik"][:, 1:], rtol=1e-2)
+    torch.log2(c["y_lik"]).sum().neg().backward()
+    assert float(ctx.ctx_a.grad.abs().sum()) > 0 and float(ctx.ctx_a.grad[0].abs().sum()) == 0
+    with pytest.raises(ValueError, match="for the cdf97 transform"):
+        CompactHyperprior(CompactConfig(N=16, M=192, gray=True, context=True))

@@ -89,15 +89,19 @@ def test_compact_golden_file_decodes(name, tmp_path, monkeypatch):
     assert _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
 
 
-WAVE = json.loads((GOLDEN / "compact-wave" / "golden.json").read_text())
+#: the gray wavelet models' golden files: (folder, model, PSNR the decoded image keeps to its source)
+GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplacian tables
+        "compact-ctx": ("compact-gray-v4", 40.0)}      # v3 with a context and extended rates (quality 8.5)
+GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 
-@pytest.mark.parametrize("name", sorted(WAVE))
-def test_compact_wavelet_golden_file_decodes(name, tmp_path, monkeypatch):
-    """The shipped wavelet model compact-gray-v3 (transform cdf97, Laplacian tables): the streams
-    decode bit for bit (CRC32) to the same gray image, close to its source."""
-    d = GOLDEN / "compact-wave"
-    meta = WAVE[name]
+@pytest.mark.parametrize("folder,name", GRAY_FILES)
+def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
+    """The shipped one-channel wavelet models: the streams decode bit for bit (CRC32) to the same
+    gray image, close to its source."""
+    d = GOLDEN / folder
+    meta = json.loads((d / "golden.json").read_text())[name]
+    model, floor = GRAY[folder]
     monkeypatch.delenv("DNAIMG_MODELS", raising=False)
     from dnaimg.codecs import compact
     compact._CACHE.clear()
@@ -105,34 +109,12 @@ def test_compact_wavelet_golden_file_decodes(name, tmp_path, monkeypatch):
         rep, got = _decode(d, meta, tmp_path)
     finally:
         compact._CACHE.clear()
-    assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == "compact-gray-v3"
+    assert meta["model"] == model
+    assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
     assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
     source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))
-    assert _psnr(got, source) > 30.0
-
-
-CTX = json.loads((GOLDEN / "compact-ctx" / "golden.json").read_text())
-
-
-@pytest.mark.parametrize("name", sorted(CTX))
-def test_compact_context_golden_file_decodes(name, tmp_path, monkeypatch):
-    """The shipped context model compact-gray-v4 (compact-gray-v3's network, a context for the
-    coder, extended rates; quality 8.5): the streams decode bit for bit to the same gray image."""
-    d = GOLDEN / "compact-ctx"
-    meta = CTX[name]
-    monkeypatch.delenv("DNAIMG_MODELS", raising=False)
-    from dnaimg.codecs import compact
-    compact._CACHE.clear()
-    try:
-        rep, got = _decode(d, meta, tmp_path)
-    finally:
-        compact._CACHE.clear()
-    assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == "compact-gray-v4"
-    assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
-    assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
-    source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))
-    assert _psnr(got, source) > 40.0
+    assert _psnr(got, source) > floor
 
 
 V4 = json.loads((GOLDEN / "v4" / "golden.json").read_text())

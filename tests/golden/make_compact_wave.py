@@ -1,8 +1,13 @@
-"""Write the golden file of the shipped wavelet model compact-gray-v3 (run once; never regenerate:
-the file must decode forever with that model's weights).
+"""Write the golden files of the shipped one-channel wavelet models (run once each; never
+regenerate: a file must decode forever with its model's weights):
 
-    python tests/golden/make_compact_wave.py
+- compact-wave/: compact-gray-v3 at quality 4;
+- compact-ctx/: compact-gray-v4 (v3 with a context for its coder and two more rate points) at
+  quality 8.5, past v3's trained range, so that the file also pins the extended gain rows.
+
+    python tests/golden/make_compact_wave.py wave|ctx
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +15,14 @@ from make_compact import write_golden
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
+FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5)}
 
 
-def main():
+def main(which: str):
+    folder, model, quality = FILES[which]
     img = np.asarray(Image.open(HERE / "v2" / "source.png").convert("L"))
-    write_golden(HERE / "compact-wave", "gray-source", img, "../v2/source.png (as gray, Pillow 'L')",
-                 "compact-gray-v3", 4)
+    write_golden(HERE / folder, "gray-source", img, "../v2/source.png (as gray, Pillow 'L')", model, quality)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "wave")
