@@ -79,7 +79,8 @@ def test_rate_cap_is_met(tiny_models):
 
 def test_off_grid_rate_index_is_refused(tiny_models):
     from dnaimg import api
-    with pytest.raises(ValueError, match="1/8 grid"):
+    from dnaimg.codecs.base import CodecError
+    with pytest.raises(CodecError, match=r"rate indexes \(--quality\) 0 to \d+ in steps of 1/8, not 1.3"):
         api.encode(_image(), "compact", model=tiny_models, quality=1.3)
 
 

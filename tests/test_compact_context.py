@@ -186,7 +186,8 @@ def test_extended_rates_buy_quality_past_the_trained_range():
         enc = api.encode(img, "compact", model=CTX_MODEL, quality=q)
         got[q] = psnr(img, api.decode([s for _, s in enc.fasta_records()]).image)
     assert got[9.0] > got[7.0] + 2.0
-    with pytest.raises(Exception, match="rate index 9.5"):
+    from dnaimg.codecs.base import CodecError
+    with pytest.raises(CodecError, match=r"compact-gray-v4 codes rate indexes \(--quality\) 0 to 9 in steps of 1/8, not 9.5"):
         api.encode(img, "compact", model=CTX_MODEL, quality=9.5)
 
 

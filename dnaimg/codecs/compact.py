@@ -270,7 +270,12 @@ class Analysis:
     def encode(self, rate_index: float, packet_bytes: int, packet_rows: int,
                z_redundancy: float | None) -> Encoded:
         t = self.tables
-        row = t.rate_row(rate_index)
+        try:
+            row = t.rate_row(rate_index)
+        except ValueError:
+            top = (t.gain.shape[0] - 1) / 8
+            raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
+                             f"not {rate_index:g}") from None
         sym, idx = self.symbols(row)
         M, h, w = sym.shape
         flat, tabs = _y_layout(idx, h, w)
