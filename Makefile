@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dnaimg-installed
 
-.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray train-gray-wave context-gray wheel-check setup clean clean-cache
+.PHONY: demo test test-slow bench bench-rd bench-noise bench-channel bench-compact bench-microscopy bench-medical train-compact train-gray train-gray-wave train-gray-ctx context-gray wheel-check setup clean clean-cache
 
 setup: $(STAMP)
 
@@ -93,6 +93,17 @@ train-gray-wave: $(STAMP)
 	    --lambdas 0.0016,0.004,0.01,0.025,0.0625,0.156,0.39,0.977 \
 	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --crop 256 \
 	    --out $(WAVE_RUN) --steps $(WAVE_STEPS) --lr 2e-4 --seed 12 --threads 2 --no-bf16
+
+# compact-gray-v5's network: the wavelet model trained on with the coder's context in its rate (resumes its checkpoint)
+CTX_RUN ?= runs/gray-wave-ctx
+CTX_STEPS ?= 20000
+train-gray-ctx: $(STAMP)
+	mkdir -p $(CTX_RUN)
+	test -f $(CTX_RUN)/checkpoint.pt || cp checkpoints/compact-gray-wave-ctx/checkpoint.pt $(CTX_RUN)/
+	$(VENV)/bin/dnaimg train --arch compact --gray --transform cdf97 --context \
+	    --lambdas 0.0016,0.004,0.01,0.025,0.0625,0.156,0.39,0.977 \
+	    --data $(MEDICAL)/microscopy/train --data $(MEDICAL)/xray/train --no-downscale --crop 256 \
+	    --out $(CTX_RUN) --steps $(CTX_STEPS) --lr 1e-4 --seed 13 --threads 2 --no-bf16
 
 # build the wheel, install it in a fresh venv and encode/decode with it from outside the tree
 wheel-check:

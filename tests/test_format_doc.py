@@ -791,6 +791,8 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     assert int.from_bytes(hashlib.sha256(raw).digest()[:4], "big") == meta["model_id"]
     t = load_file(str(weights_path))
     ctx = None
+    if context_path is None and "ctx.remap" in t:        # a model whose own file holds its context
+        ctx = {k: t[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
     if context_path is not None:
         ct = load_file(str(context_path))
         assert ct["base.sha256"].dtype == np.uint8
@@ -1322,21 +1324,26 @@ def test_pool_header_example_in_the_document():
 
 
 
-def test_compact_context_golden_file():
-    """The context model's golden file (compact-gray-v4, which extends compact-gray-v3) read with
-    12.3 alone: the base's weights, the context file's tables and gains; re-encoding the values
-    with the documented context rule gives stream 1 back byte for byte, and the symbols are those
-    dnaimg decodes."""
-    gold_dir = ROOT / "tests" / "golden" / "compact-ctx"
+@pytest.mark.parametrize("folder,model,base,quality", [("compact-ctx", "compact-gray-v4", "compact-gray-v3", 8.5),
+                                                      ("compact-gray-v5", "compact-gray-v5", None, 3)])
+def test_compact_context_golden_file(folder, model, base, quality):
+    """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
+    compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
+    holds everything in one file; re-encoding the values with the documented context rule gives
+    stream 1 back byte for byte, and the symbols are those dnaimg's encoder chose."""
+    gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
     gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
-    assert gold["model"] == "compact-gray-v4"
-    card = json.loads((models / "compact-gray-v4.json").read_text())
-    assert card["extends"] == "compact-gray-v3"
+    assert gold["model"] == model
+    card = json.loads((models / f"{model}.json").read_text())
+    assert card.get("extends") == base
     seqs = parse_fasta((gold_dir / gold["fasta"]).read_text())
-    r = read_compact(seqs, models / "compact-gray-v3.safetensors", models / "compact-gray-v4.safetensors")
+    if base:
+        r = read_compact(seqs, models / f"{base}.safetensors", models / f"{model}.safetensors")
+    else:
+        r = read_compact(seqs, models / f"{model}.safetensors")
     t, streams = r["tables"], r["streams"]
-    assert r["meta"]["q"] == 8 * 8.5 and t["tables.gain"].shape == (73, 256)       # an extended rate row
+    assert r["meta"]["q"] == 8 * quality and t["tables.gain"].shape == (73, 256)       # extended rate rows
     assert f"{r['header']['image_id']:08x}" == gold["image_id"]
     assert any(r["table_of"](i, r["firsts"][0], lambda q: r["values"][q]) != r["tabs"][i]
                for i in range(len(r["values"])))          # the context changes tables
@@ -1355,7 +1362,7 @@ def test_compact_context_golden_file():
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
     compact._CACHE.clear()
     try:
-        sym, _ = compact.Analysis(img, "compact-gray-v4").symbols(r["meta"]["q"])
+        sym, _ = compact.Analysis(img, model).symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
     assert np.array_equal(sym, r["symbols"])

@@ -91,7 +91,8 @@ def test_compact_golden_file_decodes(name, tmp_path, monkeypatch):
 
 #: the gray wavelet models' golden files: (folder, model, PSNR the decoded image keeps to its source)
 GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplacian tables
-        "compact-ctx": ("compact-gray-v4", 40.0)}      # v3 with a context and extended rates (quality 8.5)
+        "compact-ctx": ("compact-gray-v4", 40.0),      # v3 with a context and extended rates (quality 8.5)
+        "compact-gray-v5": ("compact-gray-v5", 30.0)}  # trained with the context, one file (quality 3)
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 

@@ -35,7 +35,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v4"     # one channel: v3 (wavelet, microscopy and X-rays) with a context for its coder: gray images' default
+DEFAULT_GRAY_MODEL = "compact-gray-v5"     # one channel (wavelet), trained with a context for its coder on microscopy and X-rays: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1

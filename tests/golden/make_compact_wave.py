@@ -3,9 +3,11 @@ regenerate: a file must decode forever with its model's weights):
 
 - compact-wave/: compact-gray-v3 at quality 4;
 - compact-ctx/: compact-gray-v4 (v3 with a context for its coder and two more rate points) at
-  quality 8.5, past v3's trained range, so that the file also pins the extended gain rows.
+  quality 8.5, past v3's trained range, so that the file also pins the extended gain rows;
+- compact-gray-v5/: compact-gray-v5 (trained with the context; one file holding network,
+  context and gains) at quality 3.
 
-    python tests/golden/make_compact_wave.py wave|ctx
+    python tests/golden/make_compact_wave.py wave|ctx|v5
 """
 import sys
 from pathlib import Path
@@ -15,7 +17,8 @@ from make_compact import write_golden
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5)}
+FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5),
+         "v5": ("compact-gray-v5", "compact-gray-v5", 3)}
 
 
 def main(which: str):
