@@ -199,14 +199,18 @@ def context_tables(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.nda
     neighbour counted (as when a group is not split between packets): :func:`_context_table` for a
     whole array, for what estimates costs (the fitter, the encoder's rate-distortion choices)."""
     nbr, wts, cls, edges, remap = ctx
-    a = np.minimum(np.abs(values), CTX_CAP)
-    s = np.zeros(values.shape, dtype=np.int64)
-    for k in range(nbr.shape[1]):
-        j = nbr[:, k]
-        on = j >= 0
-        s[:, on] += wts[on, k] * a[:, j[on]]
-    b = np.searchsorted(edges, s, side="right") - 1
-    return remap[cls[None, :], tables, b]
+    return _context_tables(np.ascontiguousarray(values, dtype=np.int64), np.ascontiguousarray(tables, dtype=np.int64),
+                           nbr, wts, cls, edges, remap)
+
+
+@nb.njit(cache=True, parallel=True)
+def _context_tables(values, tables, nbr, wts, cls, edges, remap):
+    G, M = values.shape
+    out = np.empty((G, M), dtype=np.int64)
+    for g in nb.prange(G):
+        for c in range(M):
+            out[g, c] = _context_table(c, 0, tables[g, c], values[g], nbr, wts, cls, edges, remap)
+    return out
 
 
 def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, ctx=None):
