@@ -232,3 +232,29 @@ def test_training_with_the_context_in_the_rate():
     assert float(ctx.ctx_a.grad.abs().sum()) > 0 and float(ctx.ctx_a.grad[0].abs().sum()) == 0
     with pytest.raises(ValueError, match="for the cdf97 transform"):
         CompactHyperprior(CompactConfig(N=16, M=192, gray=True, context=True))
+
+
+def test_a_cap_is_filled_between_rate_rows(monkeypatch):
+    """Under a cap, the encoder spends what the next rate row would overshoot by weakening its
+    rate-distortion rounding at the row that fits: more of the budget, a better image, the same
+    decoder (the weight is never written)."""
+    img = _photo_gray()
+    cap = 0.3
+    filled = api.encode(img, "compact", rate=cap)
+    monkeypatch.setattr(compact, "FILL_WEIGHTS", ())
+    plain = api.encode(img, "compact", rate=cap)
+    monkeypatch.undo()
+    assert filled.info["rate_index"] == plain.info["rate_index"]
+    assert plain.info["rdo_weight"] == 1.0 and filled.info["rdo_weight"] > 1.0
+    n_f, n_p = filled.written.oligos.shape[0], plain.written.oligos.shape[0]
+    assert n_p < n_f <= cap * img.size / filled.written.oligos.shape[1]
+    out_f, out_p = api.decode(filled.written.oligos), api.decode(plain.written.oligos)
+    assert out_f.exact and out_p.exact
+    assert psnr(img, out_f.image) > psnr(img, out_p.image) + 0.02
+
+
+def test_no_fill_past_a_rate_index_the_user_named():
+    """--quality with --rate is a ceiling: at that very row the encoder does not spend more."""
+    img = _photo_gray()
+    e = api.encode(img, "compact", rate=5.0, quality=2.0)
+    assert e.info["rate_index"] == 2.0 and e.info["rdo_weight"] == 1.0
