@@ -94,7 +94,7 @@ def test_context_model_loses_only_what_lost_oligos_held(monkeypatch):
     decoder calls known is the encoder's), the lost ones as the mean."""
     img = _photo_gray()
     enc = api.encode(img, "compact", model=CTX_MODEL, quality=4.0, redundancy=0.0)
-    sym, _ = compact.Analysis(img, CTX_MODEL).symbols(32)
+    sym = compact.Analysis(img, CTX_MODEL).coded(32)[0]       # what the encoder coded (its context adapted)
     seen = []
     real = arith.decode_packets
     monkeypatch.setattr(arith, "decode_packets", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
@@ -258,3 +258,66 @@ def test_no_fill_past_a_rate_index_the_user_named():
     img = _photo_gray()
     e = api.encode(img, "compact", rate=5.0, quality=2.0)
     assert e.info["rate_index"] == 2.0 and e.info["rdo_weight"] == 1.0
+
+
+def test_table_shifts_code_as_documented():
+    """FORMAT.md 12.3's code for the table shifts: 0 is "0"; +-k is "1", the sign, k - 1 ones and a
+    closing 0 below 4; zero bits to the byte's end."""
+    sh = np.array([[0, 1, -1], [4, -4, 3]])
+    # 0 | 10 0 | 11 0 | 10 111 | 11 111 | 10 11 0  -> 0100 1101 0111 1111 1101 10(00)
+    assert compact.pack_shifts(sh) == bytes([0b01001101, 0b01111111, 0b11011000])
+    got, used = compact.unpack_shifts(np.frombuffer(compact.pack_shifts(sh) + b"\xff", np.uint8), 2, 3)
+    assert np.array_equal(got, sh) and used == 3
+    with pytest.raises(compact.DecodeError, match="ends inside its table shifts"):
+        compact.unpack_shifts(np.frombuffer(bytes([0b01001101]), np.uint8), 2, 3)
+    with pytest.raises(ValueError, match="beyond"):
+        compact.pack_shifts(np.array([[5]]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_table_shifts_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    sh = rng.integers(-4, 5, size=(13, 15)) * (rng.random((13, 15)) < 0.4)
+    b = compact.pack_shifts(sh)
+    got, used = compact.unpack_shifts(np.frombuffer(b, np.uint8), 13, 15)
+    assert np.array_equal(got, sh) and used == len(b)
+    assert 8 * len(b) - 8 < compact.shift_code_bits(sh.ravel()).sum() <= 8 * len(b)
+
+
+def test_context_adapted_to_an_unfamiliar_image():
+    """A photograph is far from the microscopy and X-rays the gray model's context was fitted on:
+    the encoder shifts its tables for the image (metadata version 2), the DNA decodes exactly, and
+    the same rate costs fewer bytes than with the model's own tables, for at least as good an image."""
+    from pathlib import Path
+    img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "coffee.png").convert("L"))
+    enc = api.encode(img, "compact", quality=3.0)
+    assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_ADAPTED
+    assert enc.info["table_shifts"] > 0
+    dec = api.decode([s for _, s in enc.fasta_records()])
+    assert dec.exact and dec.report["latent"]["table_shifts"] is True
+    shifts = compact.Analysis(img, compact.DEFAULT_GRAY_MODEL).coded(24)[3]
+    assert shifts is not None and np.count_nonzero(shifts) > 10
+    plain = compact.fit_shifts
+    try:
+        compact.fit_shifts = lambda *a: None
+        enc0 = api.encode(img, "compact", quality=3.0)
+    finally:
+        compact.fit_shifts = plain
+    assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION
+    dec0 = api.decode([s for _, s in enc0.fasta_records()])
+    assert enc.info["stream_bytes"] < 0.97 * enc0.info["stream_bytes"]
+    assert psnr(img, dec.image) > psnr(img, dec0.image) - 0.05
+
+
+def test_shifts_need_a_context():
+    """Metadata version 2 names table shifts; a model without a context has none to shift: a
+    one-line error, not a decode with the wrong tables."""
+    from dnaimg.dna.streams import Received
+    e = compact.encode(_photo_gray(), packet_bytes=56, rate_index=3.0, model=BASE)
+    rec = [Received("bytes", s.data, True, None, {"row_bytes": 28}) for s in e.streams]
+    p = compact.CompactParams.unpack(e.meta)
+    assert p.version == compact.META_VERSION
+    assert compact.decode(rec, p.pack())[1]["table_shifts"] is False
+    p.version = compact.META_VERSION_ADAPTED
+    with pytest.raises(compact.DecodeError, match="has no context"):
+        compact.decode(rec, p.pack())

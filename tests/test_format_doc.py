@@ -508,8 +508,26 @@ FA, GAIN_BITS, ACT_MAX = 10, 12, 1 << 22
 def parse_compact_meta(meta: bytes) -> dict:
     assert len(meta) == 16
     version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
-    assert version == 1
-    return {"model_id": model_id, "H": H, "W": W, "q": q, "R": R}
+    assert version in (1, 2)
+    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R}
+
+
+def read_table_shifts(buf: bytes, cells: int) -> tuple[list[int], int]:
+    """12.3's table shifts at the head of stream 0 (metadata version 2): (shifts, bytes used)."""
+    bits = [(byte >> (7 - k)) & 1 for byte in buf for k in range(8)]
+    pos, out = 0, []
+    for _ in range(cells):
+        if bits[pos] == 0:
+            out.append(0)
+            pos += 1
+            continue
+        neg, pos, d = bits[pos + 1], pos + 2, 1
+        while d < 4 and bits[pos] == 1:
+            d, pos = d + 1, pos + 1
+        if d < 4:
+            pos += 1                    # the closing 0
+        out.append(-d if neg else d)
+    return out, (pos + 7) // 8
 
 
 class ArithDecoder:
@@ -825,8 +843,17 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     assert 1 <= meta["H"] <= 65536 and 1 <= meta["W"] <= 65536 and 1 <= meta["R"] <= 64
     hh, ww = 4 * math.ceil(meta["H"] / 64), 4 * math.ceil(meta["W"] / 64)
 
-    # stream 0: the hyper-latent, one run in C order, table = channel
-    dec = ArithDecoder(streams[0], 8 * len(streams[0]))
+    # stream 0: (metadata version 2) the table shifts, then the hyper-latent, one run in C order,
+    # table = channel
+    zstream, shifts = streams[0], None
+    if meta["version"] == 2:
+        assert ctx is not None
+        n_cls, _, n_b = ctx["remap"].shape
+        shifts, used = read_table_shifts(zstream, n_cls * n_b)
+        shifts = np.array(shifts, dtype=np.int64).reshape(n_cls, n_b)
+        ctx = {**ctx, "remap": np.clip(ctx["remap"] + shifts[:, None, :], 0, 63)}
+        zstream = zstream[used:]
+    dec = ArithDecoder(zstream, 8 * len(zstream))
     ztabs = [c for c in range(N) for _ in range((hh // 4) * (ww // 4))]
     zs = [dec.read(z_cdf[c], z_n[c], z_off[c]) for c in ztabs]
     z = np.array(zs, dtype=np.int64).reshape(N, hh // 4, ww // 4)
@@ -861,7 +888,7 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     return {"tag": tag, "olis": olis, "header": h, "meta": meta, "tables": t, "streams": streams,
             "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
             "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
-            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of}
+            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1325,12 +1352,14 @@ def test_pool_header_example_in_the_document():
 
 
 @pytest.mark.parametrize("folder,model,base,quality", [("compact-ctx", "compact-gray-v4", "compact-gray-v3", 8.5),
-                                                      ("compact-gray-v5", "compact-gray-v5", None, 3)])
+                                                      ("compact-gray-v5", "compact-gray-v5", None, 3),
+                                                      ("compact-adapt", "compact-gray-v5", None, 6)])
 def test_compact_context_golden_file(folder, model, base, quality):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
-    holds everything in one file; re-encoding the values with the documented context rule gives
-    stream 1 back byte for byte, and the symbols are those dnaimg's encoder chose."""
+    holds everything in one file, compact-adapt has its context's tables shifted for the image
+    (metadata version 2); re-encoding the values with the documented context rule gives stream 1
+    back byte for byte, and the symbols are those dnaimg's encoder chose."""
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
     gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
@@ -1360,9 +1389,19 @@ def test_compact_context_golden_file(folder, model, base, quality):
 
     from dnaimg.codecs import compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
+    assert (r["meta"]["version"] == 2) == (folder == "compact-adapt")
     compact._CACHE.clear()
     try:
-        sym, _ = compact.Analysis(img, model).symbols(r["meta"]["q"])
+        if r["meta"]["version"] == 2:
+            sym, _, _, shifts = compact.Analysis(img, model).coded(r["meta"]["q"])
+            assert np.array_equal(shifts, r["shifts"]) and np.count_nonzero(shifts) > 10
+            # the shifts' bytes, then the hyper-latent's code: stream 0 is exactly the two
+            head = compact.pack_shifts(shifts)
+            zb = bits_to_bytes(r["z_bits"], math.ceil(len(r["z_bits"]) / 8))
+            assert head + zb == streams[0] and len(head) == math.ceil(sum(
+                1 if d == 0 else 2 + abs(d) - 1 + (abs(d) < 4) for d in shifts.ravel()) / 8)
+        else:
+            sym, _ = compact.Analysis(img, model).symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
     assert np.array_equal(sym, r["symbols"])

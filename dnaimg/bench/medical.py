@@ -55,7 +55,10 @@ def _systems(codecs, models) -> list[tuple[str, str, str | None]]:
 
 
 def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS, models=MODELS,
-                  parity: float = 0.15, limit: int | None = None, fresh: bool = False, progress=None) -> dict:
+                  parity: float = 0.15, limit: int | None = None, fresh: bool = False, progress=None,
+                  redo: tuple[str, ...] = ()) -> dict:
+    """``redo``: systems (labels as in the table) measured again though the file has their rows
+    (after a change to that codec's encoder)."""
     systems = _systems(codecs, models)
     cfg = {"folders": [f.name if f.name not in ("eval", "train") else "/".join(f.parts[-2:]) for f in folders],
            "caps": list(caps), "systems": [s[0] for s in systems], "parity": parity,
@@ -67,7 +70,7 @@ def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS
     for folder in folders:
         chosen[folder] = image_paths(folder, limit, spread=True)
     store.restrict({(lab, p.name, c) for ps in chosen.values() for p in ps for lab in ["png"] + [s[0] for s in systems]
-                    for c in ["lossless"] + [f"cap {cap}" for cap in caps]})
+                    for c in ["lossless"] + [f"cap {cap}" for cap in caps] if lab not in redo})
     for folder, name in zip(folders, cfg["folders"]):
         for path in chosen[folder]:
             img = load_pixels(path)
@@ -145,6 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parity", type=float, default=0.15)
     ap.add_argument("--limit", type=int, default=None, help="N images of each folder, evenly spread.")
     ap.add_argument("--fresh", action="store_true", help="Forget earlier rows.")
+    ap.add_argument("--redo", action="append", default=[], metavar="SYSTEM",
+                    help="Measure this system again (a label of the table, e.g. compact:compact-gray-v5; repeatable).")
     a = ap.parse_args(argv)
     split = lambda s: [x for x in s.split(",") if x and x != "none"]  # noqa: E731
     try:
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
         from tqdm import tqdm
         bar = tqdm(desc="medical bench", disable=not sys.stderr.isatty())
         res = bench_medical(folders, a.out, [float(c) for c in split(a.caps)], split(a.codecs), split(a.models),
-                            a.parity, a.limit, a.fresh, bar.update)
+                            a.parity, a.limit, a.fresh, bar.update, tuple(a.redo))
         bar.close()
     except (ValueError, CodecError) as e:
         print(f"error: {e}", file=sys.stderr)

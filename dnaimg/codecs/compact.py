@@ -11,8 +11,12 @@ Two byte streams:
    scattered positions it held, which decode as the hyperprior's predicted mean (the network was
    trained with such losses); the rest of the image is untouched.
 
-Codec metadata (16 bytes, big-endian): version (1) | model id (4: first 4 bytes of the SHA-256
-of the model's weights file) |
+Models with a context for their coder (:mod:`dnaimg.zoo.context`) adapt it to each image: a
+shift of the table index per (subband class, context bucket), fitted by the encoder and written at
+the head of stream 0 (metadata version 2; :func:`pack_shifts`).
+
+Codec metadata (16 bytes, big-endian): version (1, or 2: stream 0 begins with the table shifts) |
+model id (4: first 4 bytes of the SHA-256 of the model's weights file) |
 height (4) | width (4) | rate row (2: rate index x 8) | packet rows (1), and for a gray image coded
 by an RGB model a 17th byte of flags (bit 0: the original was gray, coded as R = G = B; it decodes
 to one channel, the rounded mean of the three).
@@ -39,6 +43,8 @@ DEFAULT_GRAY_MODEL = "compact-gray-v5"     # one channel (wavelet), trained with
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
+META_VERSION_ADAPTED = 2        # stream 0 begins with the context's per-image table shifts
+SHIFT_MAX = 4                   # |shift| of a (class, bucket) cell's table index
 FLAG_GRAY = 0x01                # the optional 17th metadata byte: a gray original coded as RGB
 Z_REDUNDANCY_MIN = 0.5
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
@@ -60,9 +66,10 @@ class CompactParams:
     rate_row: int
     packet_rows: int = PACKET_ROWS
     gray: bool = False              # a gray original coded as RGB: decoded to one channel
+    version: int = META_VERSION     # META_VERSION_ADAPTED: stream 0 begins with the table shifts
 
     def pack(self) -> bytes:
-        b = struct.pack(META, META_VERSION, self.model_id, self.height, self.width, self.rate_row, self.packet_rows)
+        b = struct.pack(META, self.version, self.model_id, self.height, self.width, self.rate_row, self.packet_rows)
         return b + bytes([FLAG_GRAY]) if self.gray else b
 
     @classmethod
@@ -74,11 +81,12 @@ class CompactParams:
         if flags & ~FLAG_GRAY:
             raise DecodeError(f"compact codec metadata with unknown flags {flags:02x}")
         v, mid, h, w, row, rows = struct.unpack(META, bytes(meta[:n]))
-        if v != META_VERSION:
-            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads {META_VERSION}")
+        if v not in (META_VERSION, META_VERSION_ADAPTED):
+            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads {META_VERSION} "
+                              f"and {META_VERSION_ADAPTED}")
         if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and 1 <= rows <= 64):
             raise DecodeError("compact codec metadata is inconsistent")
-        return cls(mid, h, w, row, rows, bool(flags & FLAG_GRAY))
+        return cls(mid, h, w, row, rows, bool(flags & FLAG_GRAY), v)
 
     def latent_hw(self) -> tuple[int, int]:
         return -(-self.height // 64) * 4, -(-self.width // 64) * 4
@@ -250,10 +258,11 @@ class Analysis:
                                      self.tables.z_off, 0, 1)
         self.z_bytes = zb[0].tobytes()
 
-    def symbols(self, row: int, rdo_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
         scales the rate-distortion optimisation's MSE weight (the wavelet models; > 1: fewer values
-        rounded towards their mean, more bits): the encoder's fine rate control between rows."""
+        rounded towards their mean, more bits): the encoder's fine rate control between rows.
+        ``ctx``: the coder's context the RDO prices values with (default: the model's)."""
         from dnaimg.zoo.exact import FA, GAIN_BITS
         t = self.tables
         mu_g, idx = t.gained(self.mu, self.sigma, row)
@@ -262,12 +271,28 @@ class Analysis:
         sym = np.floor(u + 0.5).astype(np.int64)[0]
         if self.model.cfg.transform == "cdf97":
             used = idx[0]
-            if t.ctx is not None:        # the context's tables for the rounded values: an estimate (the
+            ctx = t.ctx if ctx is None else ctx
+            if ctx is not None:          # the context's tables for the rounded values: an estimate (the
                 # coder's differ where RDO moves a neighbour or a packet splits a position)
                 M = sym.shape[0]
-                used = arith.context_tables(sym.reshape(M, -1).T, used.reshape(M, -1).T, t.ctx).T.reshape(sym.shape)
+                used = arith.context_tables(sym.reshape(M, -1).T, used.reshape(M, -1).T, ctx).T.reshape(sym.shape)
             sym = rdo_symbols(u[0], sym, used, g[0], t, _row_lambda(card_lambdas(self.card), row) * rdo_weight)
         return sym, idx[0]
+
+    def coded(self, row: int, rdo_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, tuple | None, np.ndarray | None]:
+        """What :meth:`encode` codes at rate row ``row``: (symbols, hyperprior tables, the coder's
+        context, its table shifts or None).  A model with a context gets it adapted to the image
+        (:func:`fit_shifts`) where that pays, and the RDO then prices values with the adapted one."""
+        t = self.tables
+        sym, idx = self.symbols(row, rdo_weight)
+        if t.ctx is None:
+            return sym, idx, None, None
+        shifts = fit_shifts(sym, idx, t)
+        if shifts is None:
+            return sym, idx, t.ctx, None
+        ctx = adapt_context(t.ctx, shifts)
+        sym, idx = self.symbols(row, rdo_weight, ctx)
+        return sym, idx, ctx, shifts
 
     @property
     def fine_rate(self) -> bool:
@@ -283,18 +308,21 @@ class Analysis:
             top = (t.gain.shape[0] - 1) / 8
             raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
                              f"not {rate_index:g}") from None
-        sym, idx = self.symbols(row, rdo_weight)
+        sym, idx, ctx, shifts = self.coded(row, rdo_weight)
+        head = b"" if shifts is None else pack_shifts(shifts)
+        version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
         flat, tabs = _y_layout(idx, h, w)
         pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
-                                     sym.size // 8 + 16, t.ctx)
+                                     sym.size // 8 + 16, ctx)
         if pk.shape[0] == 0:
             raise CodecError("the latent does not fit its packets")
-        params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray)
-        return Encoded(CODEC, [Stream("bytes", self.z_bytes, redundancy=z_redundancy),
+        params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray, version)
+        return Encoded(CODEC, [Stream("bytes", head + self.z_bytes, redundancy=z_redundancy),
                                Stream("bytes", pk.tobytes())], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
-                        "rdo_weight": float(rdo_weight), "stream_bytes": len(self.z_bytes) + int(pk.size)})
+                        "rdo_weight": float(rdo_weight), "table_shifts": len(head),
+                        "stream_bytes": len(head) + len(self.z_bytes) + int(pk.size)})
 
 
 def card_lambdas(card: dict) -> list[float]:
@@ -346,6 +374,103 @@ def rdo_symbols(u: np.ndarray, sym: np.ndarray, idx: np.ndarray, g: np.ndarray, 
     out = sym.copy()
     out[nz] = np.where(c1 < c0, v1, v0)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the context adapted to an image: a table shift per (class, bucket) cell
+
+def shift_code_bits(d: np.ndarray) -> np.ndarray:
+    """Bits of :func:`pack_shifts`'s code for shifts ``d``: 0 is "0"; +-k is "1", the sign (1:
+    negative), then k - 1 ones and, when k < SHIFT_MAX, a closing 0."""
+    k = np.abs(d)
+    return np.where(k == 0, 1, 2 + (k - 1) + (k < SHIFT_MAX))
+
+
+def pack_shifts(shifts: np.ndarray) -> bytes:
+    """The table shifts (classes x buckets, each in -SHIFT_MAX..SHIFT_MAX) as stream 0's head:
+    cells in C order, each coded as :func:`shift_code_bits` says, most significant bit first,
+    zero bits to the end of the last byte."""
+    bits: list[int] = []
+    for d in np.asarray(shifts, dtype=np.int64).ravel():
+        k = abs(int(d))
+        if not k <= SHIFT_MAX:
+            raise ValueError(f"table shift {d} beyond +-{SHIFT_MAX}")
+        if k == 0:
+            bits.append(0)
+            continue
+        bits += [1, int(d < 0)] + [1] * (k - 1) + ([0] if k < SHIFT_MAX else [])
+    bits += [0] * (-len(bits) % 8)
+    return np.packbits(np.array(bits, dtype=np.uint8)).tobytes() if bits else b""
+
+
+def unpack_shifts(buf: np.ndarray, classes: int, buckets: int) -> tuple[np.ndarray, int]:
+    """(shifts (classes, buckets), bytes they took) from the head of stream 0."""
+    bits = np.unpackbits(np.asarray(buf, dtype=np.uint8))
+    out = np.zeros(classes * buckets, dtype=np.int64)
+    pos = 0
+
+    def bit() -> int:
+        nonlocal pos
+        if pos >= bits.size:
+            raise DecodeError("compact: stream 0 ends inside its table shifts")
+        pos += 1
+        return int(bits[pos - 1])
+    for i in range(out.size):
+        if bit() == 0:
+            continue
+        neg = bit()
+        k = 1
+        while k < SHIFT_MAX and bit() == 1:
+            k += 1
+        out[i] = -k if neg else k
+    return out.reshape(classes, buckets), (pos + 7) // 8
+
+
+def adapt_context(ctx: tuple, shifts: np.ndarray) -> tuple:
+    """The context with every table of its remap moved by its cell's shift:
+    ``remap'[c, t, b] = clip(remap[c, t, b] + shifts[c, b], 0, tables - 1)``."""
+    nbr, wts, cls, edges, remap = ctx
+    n = remap.shape[1]
+    return nbr, wts, cls, edges, np.clip(remap + np.asarray(shifts, dtype=np.int64)[:, None, :], 0, n - 1)
+
+
+def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
+    """The encoder's table shifts for symbols ``sym`` (M, h, w) with hyperprior tables ``idx``:
+    per (class, bucket) cell the shift with the fewest bits (the code's own bits counted; every
+    neighbour in the context, as when no packet splits a position; values beyond +-V_MAX counted
+    at V_MAX), or None when the shifts would not save their own size."""
+    from dnaimg.zoo.context import V_MAX
+    nbr, wts, cls, edges, remap = t.ctx
+    n_cls, n_tab, n_b = remap.shape
+    bt = _value_bits(t)                                     # (tables, 2 V_MAX + 1)
+    probe = (nbr, wts, cls, edges, np.broadcast_to(np.arange(n_b), remap.shape).copy())
+    M = sym.shape[0]
+    s2, t2 = sym.reshape(M, -1).T, idx.reshape(M, -1).T
+    bk = arith.context_tables(s2, t2, probe)                # (positions, M): each value's bucket
+    cell = cls[None, :] * n_b + bk
+    used = remap[cls[None, :], t2, bk]
+    key = (cell * n_tab + used) * (2 * V_MAX + 1) + np.clip(s2, -V_MAX, V_MAX) + V_MAX
+    H = np.bincount(key.ravel(), minlength=n_cls * n_b * n_tab * (2 * V_MAX + 1))
+    H = H.reshape(n_cls * n_b, n_tab, 2 * V_MAX + 1).astype(np.float64)
+    ds = np.array(sorted(range(-SHIFT_MAX, SHIFT_MAX + 1), key=abs))     # ties go to the smaller shift
+    cost = np.stack([np.einsum("ctv,tv->c", H, bt[np.clip(np.arange(n_tab) + d, 0, n_tab - 1)]) for d in ds], axis=1)
+    best = np.argmin(cost + shift_code_bits(ds)[None, :], axis=1)
+    shifts = ds[best]
+    saved = cost[:, 0].sum() - cost[np.arange(len(best)), best].sum()
+    if saved <= shift_code_bits(shifts).sum():
+        return None
+    return shifts.reshape(n_cls, n_b)
+
+
+def _value_bits(t) -> np.ndarray:
+    """(tables, 2 V_MAX + 1): bits of each value -V_MAX..V_MAX in each table, kept with the tables."""
+    bt = getattr(t, "_value_bits", None)
+    if bt is None:
+        from dnaimg.zoo.context import V_MAX
+        v = np.arange(-V_MAX, V_MAX + 1)
+        bt = np.stack([symbol_bits(v, np.full(v.shape, j), t) for j in range(t.y_cdf.shape[0])])
+        t._value_bits = bt
+    return bt
 
 
 def z_redundancy(redundancy: float | None) -> float:
@@ -439,6 +564,13 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     zh, zw = h // 4, w // 4
     zn = N * zh * zw
     zbuf = np.frombuffer(received[0].data, dtype=np.uint8)
+    ctx = t.ctx
+    if p.version == META_VERSION_ADAPTED:
+        if t.ctx is None:
+            raise DecodeError(f"compact: metadata version {p.version} (table shifts) for model {name}, "
+                              "which has no context")
+        shifts, used = unpack_shifts(zbuf, t.ctx[4].shape[0], t.ctx[3].shape[0])
+        ctx, zbuf = adapt_context(t.ctx, shifts), zbuf[used:]
     ztab = np.repeat(np.arange(N), zh * zw)
     z, _ = arith.decode_stream(zbuf, zn, ztab, t.z_cdf, t.z_n, t.z_off)
     z = z.reshape(1, N, zh, zw)
@@ -457,7 +589,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     er = received[1].erased
     lost = np.zeros(len(packets), dtype=bool) if er is None else er.reshape(-1, bd).any(axis=1)
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
-    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, t.ctx)
+    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, ctx)
     values_lost = int(len(known) - np.count_nonzero(known))
     yl = _latent_hat(vals, flat, mu_g.reshape(M, h * w), np.ascontiguousarray(t.inv_gain[p.rate_row]),
                      float(1 << FA))
@@ -475,7 +607,8 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     elif p.gray:
         from dnaimg.image import gray_of_rgb
         img = gray_of_rgb(img)
-    report = {"model": name, "rate_index": p.rate_row / 8, "packets": int(len(packets)),
+    report = {"model": name, "rate_index": p.rate_row / 8, "table_shifts": p.version == META_VERSION_ADAPTED,
+              "packets": int(len(packets)),
               "packets_lost": int(lost.sum()), "latent_values_lost": values_lost,
               "latent_values": M * h * w, "z_exact": bool(received[0].exact)}
     return np.ascontiguousarray(img), report

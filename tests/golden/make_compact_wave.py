@@ -5,9 +5,11 @@ regenerate: a file must decode forever with its model's weights):
 - compact-ctx/: compact-gray-v4 (v3 with a context for its coder and two more rate points) at
   quality 8.5, past v3's trained range, so that the file also pins the extended gain rows;
 - compact-gray-v5/: compact-gray-v5 (trained with the context; one file holding network,
-  context and gains) at quality 3.
+  context and gains) at quality 3;
+- compact-adapt/: compact-gray-v5 at quality 6, where its encoder adapts the context's tables to
+  the image (metadata version 2: table shifts at the head of stream 0).
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt
 """
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5),
-         "v5": ("compact-gray-v5", "compact-gray-v5", 3)}
+         "v5": ("compact-gray-v5", "compact-gray-v5", 3), "adapt": ("compact-adapt", "compact-gray-v5", 6)}
 
 
 def main(which: str):
