@@ -808,7 +808,7 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     raw = (context_path or weights_path).read_bytes()
     assert int.from_bytes(hashlib.sha256(raw).digest()[:4], "big") == meta["model_id"]
     t = load_file(str(weights_path))
-    ctx = None
+    ctx = zctx = None
     if context_path is None and "ctx.remap" in t:        # a model whose own file holds its context
         ctx = {k: t[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
     if context_path is not None:
@@ -819,6 +819,9 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
             np.int16, np.int16, np.int16, np.int32, np.uint8]
         ctx = {k: ct[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
         t = {**t, **{k: ct[k] for k in ("tables.gain", "tables.inv_gain") if k in ct}}        # replace the base's
+        if "zctx.cdf" in ct:                                                                    # a hyper-latent context
+            assert [ct[f"zctx.{k}"].dtype for k in ("cdf", "n", "off")] == [np.int32] * 3
+            zctx = tuple(ct[f"zctx.{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
     payload_nt = h["oligo_length"] - h["pf"] - h["pr"] - 36
     s0, s1 = h["streams"]
     assert s0["kind"] == s1["kind"] == 0
@@ -854,12 +857,24 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
         ctx = {**ctx, "remap": np.clip(ctx["remap"] + shifts[:, None, :], 0, 63)}
         zstream = zstream[used:]
     dec = ArithDecoder(zstream, 8 * len(zstream))
-    ztabs = [c for c in range(N) for _ in range((hh // 4) * (ww // 4))]
-    zs = [dec.read(z_cdf[c], z_n[c], z_off[c]) for c in ztabs]
-    z = np.array(zs, dtype=np.int64).reshape(N, hh // 4, ww // 4)
+    zh, zw = hh // 4, ww // 4
+    z = np.zeros((N, zh, zw), dtype=np.int64)
+    ztables = []                            # (cdf, n, off) of each value, C order
+    for c in range(N):
+        for y in range(zh):
+            for x in range(zw):
+                if zctx is None:
+                    tab = (z_cdf[c], z_n[c], z_off[c])
+                else:                       # the hyper-latent context: left and upper neighbours
+                    l = z[c, y, x - 1] if x > 0 else (z[c, y - 1, x] if y > 0 else 0)
+                    u = z[c, y - 1, x] if y > 0 else l
+                    k = 4 * (min(6, max(-6, (l + u + 1) // 2)) + 6) + min(3, abs(l - u))
+                    tab = (zctx[0][c, k], zctx[1][c, k], zctx[2][c, k])
+                z[c, y, x] = dec.read(*tab)
+                ztables.append(tab)
     enc = ArithEncoder()                    # and the encoder's bits, to compare with the stream
-    for v, c in zip(zs, ztabs):
-        enc.write(v, z_cdf[c], z_n[c], z_off[c])
+    for v, tab in zip(z.ravel(), ztables):
+        enc.write(int(v), *tab)
     z_bits = enc.finish()
 
     # the integer hyper-synthesis, gains, tables
@@ -888,7 +903,8 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     return {"tag": tag, "olis": olis, "header": h, "meta": meta, "tables": t, "streams": streams,
             "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
             "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
-            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts}
+            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts,
+            "zctx": zctx}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1353,12 +1369,14 @@ def test_pool_header_example_in_the_document():
 
 @pytest.mark.parametrize("folder,model,base,quality", [("compact-ctx", "compact-gray-v4", "compact-gray-v3", 8.5),
                                                       ("compact-gray-v5", "compact-gray-v5", None, 3),
-                                                      ("compact-adapt", "compact-gray-v5", None, 6)])
+                                                      ("compact-adapt", "compact-gray-v5", None, 6),
+                                                      ("compact-gray-v6", "compact-gray-v6", "compact-gray-v5", 6)])
 def test_compact_context_golden_file(folder, model, base, quality):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
     holds everything in one file, compact-adapt has its context's tables shifted for the image
-    (metadata version 2); re-encoding the values with the documented context rule gives stream 1
+    (metadata version 2), compact-gray-v6 extends compact-gray-v5 with a context for the
+    hyper-latent (stream 0 re-encoded bit for bit with it); re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
@@ -1389,7 +1407,8 @@ def test_compact_context_golden_file(folder, model, base, quality):
 
     from dnaimg.codecs import compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
-    assert (r["meta"]["version"] == 2) == (folder == "compact-adapt")
+    assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6"))
+    assert (r["zctx"] is not None) == (model == "compact-gray-v6")
     compact._CACHE.clear()
     try:
         if r["meta"]["version"] == 2:

@@ -39,7 +39,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v5"     # one channel (wavelet), trained with a context for its coder on microscopy and X-rays: gray images' default
+DEFAULT_GRAY_MODEL = "compact-gray-v6"     # one channel (wavelet): compact-gray-v5 with a context for its hyper-latent too: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
@@ -130,8 +130,12 @@ def load(name: str = DEFAULT_MODEL):
             tables = load_tensors(model, t)
             from dnaimg.zoo.context import context_of
             tables.ctx = context_of(own)        # the coder's context, where the model's own file has one
+            from dnaimg.zoo.zcontext import zcontext_of
+            tables.zctx = zcontext_of(own)      # the hyper-latent's, likewise
             if base is not None and tables.ctx is None:
                 raise ValueError("its weights file holds no context")
+            if tables.zctx is not None and (tables.ctx is None or tables.zctx[0].shape[0] != tables.z_cdf.shape[0] * 52):
+                raise ValueError("a hyper-latent context needs a coder context and one table set per channel")
             if tables.ctx is not None:
                 from dnaimg.codecs.arith import check_context
                 tables.ctx = check_context(tables.ctx, tables.y_cdf.shape[0])
@@ -252,11 +256,7 @@ class Analysis:
         self.y = y[0].double().numpy()
         self.z = np.round(z.double().numpy()).astype(np.int64)
         self.mu, self.sigma = self.tables.h_s(self.z)
-        C = self.z.shape[1]
-        ztab = np.repeat(np.arange(C), self.z[0, 0].size)
-        zb, _ = arith.encode_packets(self.z.reshape(-1), ztab, self.tables.z_cdf, self.tables.z_n,
-                                     self.tables.z_off, 0, 1)
-        self.z_bytes = zb[0].tobytes()
+        self.z_bytes = encode_z(self.z[0], self.tables)
 
     def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
@@ -374,6 +374,29 @@ def rdo_symbols(u: np.ndarray, sym: np.ndarray, idx: np.ndarray, g: np.ndarray, 
     out = sym.copy()
     out[nz] = np.where(c1 < c0, v1, v0)
     return out
+
+
+def encode_z(z: np.ndarray, t) -> bytes:
+    """Stream 0's arithmetic-coded run of the hyper-latent ``z`` (N, h, w), C order: each value
+    with its channel's table, or with a hyper-latent context its context's (dnaimg.zoo.zcontext)."""
+    if t.zctx is None:
+        cdf, n, off = t.z_cdf, t.z_n, t.z_off
+        tabs = np.repeat(np.arange(z.shape[0]), z[0].size)
+    else:
+        from dnaimg.zoo.zcontext import table_indexes
+        (cdf, n, off), tabs = t.zctx, table_indexes(z)
+    zb, _ = arith.encode_packets(np.ascontiguousarray(z, dtype=np.int64).reshape(-1), tabs, cdf, n, off, 0, 1)
+    return zb[0].tobytes()
+
+
+def decode_z(buf: np.ndarray, shape: tuple[int, int, int], t) -> np.ndarray:
+    """:func:`encode_z` inverted: the hyper-latent (N, h, w)."""
+    if t.zctx is None:
+        N, h, w = shape
+        z, _ = arith.decode_stream(buf, N * h * w, np.repeat(np.arange(N), h * w), t.z_cdf, t.z_n, t.z_off)
+        return z.reshape(shape)
+    from dnaimg.zoo.zcontext import decode
+    return decode(buf, shape, t.zctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,7 +585,6 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     N = model.cfg.N
     h, w = p.latent_hw()
     zh, zw = h // 4, w // 4
-    zn = N * zh * zw
     zbuf = np.frombuffer(received[0].data, dtype=np.uint8)
     ctx = t.ctx
     if p.version == META_VERSION_ADAPTED:
@@ -571,9 +593,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
                               "which has no context")
         shifts, used = unpack_shifts(zbuf, t.ctx[4].shape[0], t.ctx[3].shape[0])
         ctx, zbuf = adapt_context(t.ctx, shifts), zbuf[used:]
-    ztab = np.repeat(np.arange(N), zh * zw)
-    z, _ = arith.decode_stream(zbuf, zn, ztab, t.z_cdf, t.z_n, t.z_off)
-    z = z.reshape(1, N, zh, zw)
+    z = decode_z(zbuf, (N, zh, zw), t)[None]
     mu, sigma = t.h_s(z)
     if p.rate_row >= t.gain.shape[0]:
         raise DecodeError(f"compact: rate row {p.rate_row} beyond the model's {t.gain.shape[0]}")

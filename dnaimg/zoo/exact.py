@@ -178,6 +178,7 @@ class ExactTables:
     z_off: np.ndarray
     thresholds: np.ndarray      # (S,) fixed-point scale table
     ctx: tuple | None = None    # the coder's context (a model that extends a wavelet model)
+    zctx: tuple | None = None   # the hyper-latent's context tables (dnaimg.zoo.zcontext)
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], model: CompactHyperprior) -> "ExactTables":

@@ -7,9 +7,11 @@ regenerate: a file must decode forever with its model's weights):
 - compact-gray-v5/: compact-gray-v5 (trained with the context; one file holding network,
   context and gains) at quality 3;
 - compact-adapt/: compact-gray-v5 at quality 6, where its encoder adapts the context's tables to
-  the image (metadata version 2: table shifts at the head of stream 0).
+  the image (metadata version 2: table shifts at the head of stream 0);
+- compact-gray-v6/: compact-gray-v6 (extends compact-gray-v5 with a context for the hyper-latent)
+  at quality 6, its tables shifted too.
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6
 """
 import sys
 from pathlib import Path
@@ -20,7 +22,8 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5),
-         "v5": ("compact-gray-v5", "compact-gray-v5", 3), "adapt": ("compact-adapt", "compact-gray-v5", 6)}
+         "v5": ("compact-gray-v5", "compact-gray-v5", 3), "adapt": ("compact-adapt", "compact-gray-v5", 6),
+         "v6": ("compact-gray-v6", "compact-gray-v6", 6)}
 
 
 def main(which: str):
