@@ -321,3 +321,20 @@ def test_shifts_need_a_context():
     p.version = compact.META_VERSION_ADAPTED
     with pytest.raises(compact.DecodeError, match="has no context"):
         compact.decode(rec, p.pack())
+
+
+def test_packets_are_four_rows_behind_an_outer_code():
+    """With an outer code (the default 15 %) lost oligos are rebuilt and the latent's packets are
+    4 rows (fewer heads and split contexts); without one each lost oligo costs its packet, and
+    packets stay 2 rows.  Both decode exactly."""
+    img = _photo_gray()
+    rows = {}
+    for red in (None, 0.1, 0.05, 0.0):
+        enc = api.encode(img, "compact", quality=4.0, redundancy=red)
+        rows[red] = compact.CompactParams.unpack(enc.written.header.meta).packet_rows
+        dec = api.decode([s for _, s in enc.fasta_records()])
+        assert dec.exact and dec.report["latent"]["packets_lost"] == 0
+    assert rows == {None: 4, 0.1: 4, 0.05: 2, 0.0: 2}
+    assert compact.packet_rows(None) == compact.PACKET_ROWS_PROTECTED == 4
+    with pytest.raises(ValueError, match="row_bytes or packet_bytes"):
+        compact.encode(img, row_bytes=28, packet_bytes=56)
