@@ -14,14 +14,9 @@ from dnaimg import api
 from dnaimg.codecs import compact
 from dnaimg.zoo import zcontext
 
+from test_compact_context import _fresh_cache  # noqa: F401  (autouse: a fresh model cache per test)
+
 V6, V5 = "compact-gray-v6", "compact-gray-v5"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    compact._CACHE.clear()
-    yield
-    compact._CACHE.clear()
 
 
 def _coffee_gray() -> np.ndarray:

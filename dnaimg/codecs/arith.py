@@ -335,6 +335,27 @@ def _decode_step(buf, limit, pos, value, low, high, c0, c1, pending):
     return pos, value, low, high, shifts, pending
 
 
+@nb.njit(cache=True, inline="always")
+def decode_value(buf, limit, pos, value, low, high, cdf_t, n, off, pending):
+    """One value with table ``cdf_t`` (``n`` symbols, offset ``off``), its escape's 16 raw bits
+    included: (v, pos, value, low, high, shifts, pending), ``shifts`` counting every
+    renormalisation step (:func:`_decode_step`)."""
+    s = _decode_symbol(cdf_t, n, value, low, high)
+    pos, value, low, high, u, pending = _decode_step(buf, limit, pos, value, low, high, cdf_t[s], cdf_t[s + 1],
+                                                     pending)
+    if s != n - 1:
+        return s - off, pos, value, low, high, u, pending
+    half = np.array([0, 1 << (PREC - 1), 1 << PREC], dtype=np.int64)
+    raw = 0
+    for b in range(ESCAPE_BITS):
+        bit = _decode_symbol(half, 2, value, low, high)
+        pos, value, low, high, u2, pending = _decode_step(buf, limit, pos, value, low, high, bit * (1 << (PREC - 1)),
+                                                          (bit + 1) * (1 << (PREC - 1)), pending)
+        u += u2
+        raw = (raw << 1) | bit
+    return raw - RAW_OFFSET, pos, value, low, high, u, pending
+
+
 @nb.njit(cache=True)
 def _ends_here(buf, limit, written, low, pending):
     """Whether the bits from ``written`` on are what the encoder writes when a packet ends at
@@ -380,29 +401,14 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
     pending = 0
     i = first
     i_safe = first
-    half = np.array([0, 1 << (PREC - 1), 1 << PREC], dtype=np.int64)
     M = cls.shape[0]
     group = np.zeros(M, dtype=np.int64)     # this run's values of the current group (no other thread's)
     while i < stop:
         c = i % M
         t = _context_table(c, first - (i - c), tables[i], group, nbr, wts, cls, edges, remap)
-        n = n_sym[t]
-        s = _decode_symbol(cdf[t], n, value, low, high)
-        pos, value, low, high, u, pending = _decode_step(buf, limit, pos, value, low, high, cdf[t, s],
-                                                         cdf[t, s + 1], pending)
+        v, pos, value, low, high, u, pending = decode_value(buf, limit, pos, value, low, high, cdf[t], n_sym[t],
+                                                            offset[t], pending)
         used2 = used + u
-        if s == n - 1:
-            raw = 0
-            for b in range(ESCAPE_BITS):
-                bit = _decode_symbol(half, 2, value, low, high)
-                pos, value, low, high, u, pending = _decode_step(buf, limit, pos, value, low, high,
-                                                                 bit * (1 << (PREC - 1)),
-                                                                 (bit + 1) * (1 << (PREC - 1)), pending)
-                used2 += u
-                raw = (raw << 1) | bit
-            v = raw - RAW_OFFSET
-        else:
-            v = s - offset[t]
         if used2 + 2 > cap:
             if end < 0:         # the run's end is unknown: distrust what ends in the last bits
                 for j in range(i_safe, i):

@@ -141,6 +141,68 @@ def saving(H: np.ndarray, remap: np.ndarray, tables) -> tuple[float, float]:
     return b0, b1
 
 
+def new_model_dir(out_dir: Path | None, name: str) -> Path:
+    """The models folder a new model ``name`` goes to (default: the package's), refusing a name
+    that is taken there."""
+    from dnaimg.zoo.registry import models_dir
+    out = Path(out_dir) if out_dir else models_dir()
+    if (out / f"{name}.json").exists() or (out / f"{name}.safetensors").exists():
+        raise ValueError(f"model {name} exists in {out}: a shipped model is never rewritten (DNA names its "
+                         "weights); choose a new name")
+    return out
+
+
+def derived_card(base: str, name: str, wpath: Path, extends: bool) -> dict:
+    """The card of model ``name`` made from ``base``'s (its measurements dropped), for the
+    weights file ``wpath``."""
+    from dnaimg.zoo.registry import card as card_of, sha256_file
+    c = json.loads(json.dumps(card_of(base)))
+    for k in ("medical", "medical_command", "medical_note", "test_psnr_floor_db", "kodak"):
+        c.pop(k, None)
+    c["name"] = name
+    if extends:
+        c["extends"] = base
+    c["weights_sha256"] = sha256_file(wpath)
+    return c
+
+
+def fit_record(module: str, base: str, name: str, data: list[str], images: int, held: int, t0: float,
+               command: str, **measured) -> dict:
+    """What a fitted model's card says of its fit: base, data, image counts, the measurements,
+    wall time and the command (``python -m MODULE ...``)."""
+    return {"base": base, "data": ["/".join(Path(d).parts[-3:]) for d in data], "images": images,
+            "held_out_images": held, **measured, "wall_time_min": round((time.time() - t0) / 60, 1),
+            "command": command or f"python -m {module} --base {base} --name {name} " + " ".join(f"--data {d}" for d in data)}
+
+
+def fit_parser(module: str, doc: str, base_help: str) -> argparse.ArgumentParser:
+    """The command line every fitter shares: --base, --name, --data (repeat), --out."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help=base_help)
+    ap.add_argument("--name", required=True, help="name of the new model")
+    ap.add_argument("--data", action="append", required=True, help="folder of training images (repeat)")
+    ap.add_argument("--out", default=None, help="models folder (default: the package's)")
+    return ap
+
+
+def write_card(out: Path, name: str, c: dict) -> dict:
+    (out / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
+    return c
+
+
+def run_cli(build_fn, argv: list[str] | None, report) -> int:
+    """Call ``build_fn(command)`` for a ``python -m`` entry point: one line on a ValueError or an
+    OSError (exit 2), else ``report(card)`` printed."""
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    try:         # ModelError and TrainingDataError are ValueErrors: one line each, no traceback
+        c = build_fn(command)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report(c))
+    return 0
+
+
 def build(base: str, name: str, data: list[str], rows: list[int] | None = None, holdout: int = 3,
           out_dir: Path | None = None, command: str = "", extra_rates: int = EXTRA_RATES, embed: bool = False) -> dict:
     """Fit the context of ``base`` on the images below ``data`` and write model ``name`` (with
@@ -150,14 +212,11 @@ def build(base: str, name: str, data: list[str], rows: list[int] | None = None, 
     from safetensors.torch import load_file, save_file
 
     from dnaimg.codecs import compact as cc
-    from dnaimg.zoo.registry import card as card_of, models_dir, sha256_file
+    from dnaimg.zoo.registry import models_dir
     from dnaimg.zoo.train import load_training_images
     from dnaimg.zoo.wavelet import CONTEXT_EDGES, context_layout
     t0 = time.time()
-    out = Path(out_dir) if out_dir else models_dir()
-    if (out / f"{name}.json").exists() or (out / f"{name}.safetensors").exists():
-        raise ValueError(f"model {name} exists in {out}: a shipped model is never rewritten (DNA names its "
-                         "weights); choose a new name")
+    out = new_model_dir(out_dir, name)
     model, tables, bcard = cc.load(base)
     if model.cfg.transform != "cdf97":
         raise ValueError(f"{base}: a context model needs a wavelet model's latent layout")
@@ -197,54 +256,34 @@ def build(base: str, name: str, data: list[str], rows: list[int] | None = None, 
         tensors["tables.inv_gain"] = torch.from_numpy(ig)
     save_file(tensors, str(wpath))
     wpath.chmod(0o644)
-    c = json.loads(json.dumps(card_of(base)))
-    for k in ("medical", "medical_command", "test_psnr_floor_db", "kodak"):
-        c.pop(k, None)
-    c["name"] = name
-    if not embed:
-        c["extends"] = base
-    c["weights_sha256"] = sha256_file(wpath)
+    c = derived_card(base, name, wpath, extends=not embed)
     n_trained = len(model.cfg.lambdas)
     c["rate_points"] = [{"index": i, "lambda": lam, **({"extrapolated": True} if i >= n_trained else {})}
                         for i, lam in enumerate(lams)]
     c["architecture"]["type"] += "; context model over each block's coded values (fitted table)"
     c["architecture"]["reference"] += "; context modelling of wavelet coefficients (LoPresto, Ramchandran & Orchard 1997)"
-    c["context"] = {
-        "base": base, "base_weights_sha256": base_sha,
-        "data": ["/".join(Path(d).parts[-3:]) for d in data], "images": len(imgs), "held_out_images": len(held),
-        "rate_rows": rows, "buckets": len(CONTEXT_EDGES), "min_count": MIN_COUNT,
-        "extra_rate_points": extra_rates, "embedded": embed,
-        "held_out_latent_bits_saved": round(1 - b1 / b0, 4),
-        "wall_time_min": round((time.time() - t0) / 60, 1),
-        "command": command or f"python -m dnaimg.zoo.context --base {base} --name {name} "
-                              + " ".join(f"--data {d}" for d in data),
-    }
-    (out / f"{name}.json").write_text(json.dumps(c, indent=2) + "\n")
-    return c
+    c["context"] = fit_record("dnaimg.zoo.context", base, name, data, len(imgs), len(held), t0, command,
+                              base_weights_sha256=base_sha, rate_rows=rows, buckets=len(CONTEXT_EDGES),
+                              min_count=MIN_COUNT, extra_rate_points=extra_rates, embedded=embed,
+                              held_out_latent_bits_saved=round(1 - b1 / b0, 4))
+    return write_card(out, name, c)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dnaimg.zoo.context", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="the wavelet model whose coder gets the context")
-    ap.add_argument("--name", required=True, help="name of the new model")
-    ap.add_argument("--data", action="append", required=True, help="folder of training images (repeat)")
+    ap = fit_parser("dnaimg.zoo.context", __doc__, "the wavelet model whose coder gets the context")
     ap.add_argument("--rows", default=None, help="rate rows to count (comma-separated; default every 4th)")
     ap.add_argument("--extra-rates", type=int, default=EXTRA_RATES,
                     help=f"rate points to add above the base's (default {EXTRA_RATES})")
     ap.add_argument("--embed", action="store_true",
                     help="write one standalone weights file (the base's tensors and the context)")
-    ap.add_argument("--out", default=None, help="models folder (default: the package's)")
     a = ap.parse_args(argv)
-    try:         # ModelError and TrainingDataError are ValueErrors: one line each, no traceback
+
+    def build_fn(command: str) -> dict:
         rows = [int(r) for r in a.rows.split(",")] if a.rows else None
-        c = build(a.base, a.name, a.data, rows, out_dir=Path(a.out) if a.out else None, extra_rates=a.extra_rates,
-                  embed=a.embed, command="python -m dnaimg.zoo.context " + " ".join(argv if argv is not None else sys.argv[1:]))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{a.name}: {c['context']['held_out_latent_bits_saved'] * 100:.1f} % of the latent's bits saved on "
-          f"{c['context']['held_out_images']} held-out images")
-    return 0
+        return build(a.base, a.name, a.data, rows, out_dir=Path(a.out) if a.out else None, extra_rates=a.extra_rates,
+                     embed=a.embed, command="python -m dnaimg.zoo.context " + command)
+    return run_cli(build_fn, argv, lambda c: f"{a.name}: {c['context']['held_out_latent_bits_saved'] * 100:.1f} % of "
+                   f"the latent's bits saved on {c['context']['held_out_images']} held-out images")
 
 
 if __name__ == "__main__":
