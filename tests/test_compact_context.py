@@ -292,7 +292,7 @@ def test_context_adapted_to_an_unfamiliar_image():
     img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "coffee.png").convert("L"))
     enc = api.encode(img, "compact", quality=3.0)
     assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_ADAPTED
-    assert enc.info["table_shifts"] > 0
+    assert enc.info["table_shift_bytes"] > 0
     dec = api.decode([s for _, s in enc.fasta_records()])
     assert dec.exact and dec.report["latent"]["table_shifts"] is True
     shifts = compact.Analysis(img, compact.DEFAULT_GRAY_MODEL).coded(24)[3]

@@ -811,6 +811,8 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     ctx = zctx = None
     if context_path is None and "ctx.remap" in t:        # a model whose own file holds its context
         ctx = {k: t[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
+        if "zctx.cdf" in t:
+            zctx = tuple(t[f"zctx.{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
     if context_path is not None:
         ct = load_file(str(context_path))
         assert ct["base.sha256"].dtype == np.uint8

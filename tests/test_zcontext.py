@@ -92,3 +92,29 @@ def test_zcontext_refuses_to_overwrite_and_needs_a_coder_context(tmp_path):
     with pytest.raises(ValueError, match="no context for its latent"):
         zcontext.build("compact-gray-v3", "x-new", ["unused"], out_dir=tmp_path)
     assert zcontext.main(["--base", "compact-gray-v3", "--name", "x-new", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+
+
+def test_a_hyper_latent_context_without_a_coder_context_is_refused(tmp_path, monkeypatch):
+    """A standalone weights file with zctx tensors but no coder context: refused when loaded, in
+    one line (the hyper-latent's context is only defined beside the latent's)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from dnaimg.zoo.registry import ModelError, models_dir, sha256_file
+    t = {**load_file(str(models_dir() / "compact-gray-v3.safetensors")),
+         **{k: v for k, v in load_file(str(models_dir() / f"{V6}.safetensors")).items() if k.startswith("zctx.")}}
+    save_file(t, str(tmp_path / "x-zonly.safetensors"))
+    card = json.loads((models_dir() / "compact-gray-v3.json").read_text())
+    card.update(name="x-zonly", weights_sha256=sha256_file(tmp_path / "x-zonly.safetensors"))
+    (tmp_path / "x-zonly.json").write_text(json.dumps(card))
+    monkeypatch.setenv("DNAIMG_MODELS", str(tmp_path))
+    with pytest.raises(ModelError, match="x-zonly: a hyper-latent context needs a coder context"):
+        compact.load("x-zonly")
+
+
+def test_fitting_needs_two_images(tmp_path):
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "one.png")
+    with pytest.raises(ValueError, match="at least 2"):
+        zcontext.build(V5, "x-new", [str(tmp_path)], out_dir=tmp_path)
+    assert zcontext.main(["--base", V5, "--name", "x-new", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2

@@ -133,11 +133,11 @@ def load(name: str = DEFAULT_MODEL):
             tables = load_tensors(model, t)
             from dnaimg.zoo.context import context_of
             tables.ctx = context_of(own)        # the coder's context, where the model's own file has one
-            from dnaimg.zoo.zcontext import zcontext_of
+            from dnaimg.zoo.zcontext import K as ZK, zcontext_of
             tables.zctx = zcontext_of(own)      # the hyper-latent's, likewise
             if base is not None and tables.ctx is None:
                 raise ValueError("its weights file holds no context")
-            if tables.zctx is not None and (tables.ctx is None or tables.zctx[0].shape[0] != tables.z_cdf.shape[0] * 52):
+            if tables.zctx is not None and (tables.ctx is None or tables.zctx[0].shape[0] != tables.z_cdf.shape[0] * ZK):
                 raise ValueError("a hyper-latent context needs a coder context and one table set per channel")
             if tables.ctx is not None:
                 from dnaimg.codecs.arith import check_context
@@ -324,7 +324,7 @@ class Analysis:
         return Encoded(CODEC, [Stream("bytes", head + self.z_bytes, redundancy=z_redundancy),
                                Stream("bytes", pk.tobytes())], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
-                        "rdo_weight": float(rdo_weight), "table_shifts": len(head),
+                        "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head),
                         "stream_bytes": len(head) + len(self.z_bytes) + int(pk.size)})
 
 
@@ -382,6 +382,8 @@ def rdo_symbols(u: np.ndarray, sym: np.ndarray, idx: np.ndarray, g: np.ndarray, 
 def encode_z(z: np.ndarray, t) -> bytes:
     """Stream 0's arithmetic-coded run of the hyper-latent ``z`` (N, h, w), C order: each value
     with its channel's table, or with a hyper-latent context its context's (dnaimg.zoo.zcontext)."""
+    if np.abs(z).max(initial=0) >= arith.RAW_OFFSET:
+        raise CodecError("the hyper-latent has a value beyond what its escape codes: not a sane image for this model")
     if t.zctx is None:
         cdf, n, off = t.z_cdf, t.z_n, t.z_off
         tabs = np.repeat(np.arange(z.shape[0]), z[0].size)
@@ -564,7 +566,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             hi = mid - 1
     if best is None:
         raise RateError("compact: even the lowest rate does not fit")
-    if an.fine_rate and lo < len(cands):
+    if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
         best = _fill(an, best, pb, rows, zr, fits)
     return best
 

@@ -214,8 +214,10 @@ def build(base: str, name: str, data: list[str], holdout: int = 3, out_dir: Path
         if k % 50 == 0 or k == n:
             print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    H_fit = count(base, [a for i, a in enumerate(imgs) if i % holdout], progress)
     held = [a for i, a in enumerate(imgs) if i % holdout == 0]
+    if len(held) == len(imgs):
+        raise ValueError(f"{len(imgs)} training image(s): at least 2 are needed (one in {holdout} is held out)")
+    H_fit = count(base, [a for i, a in enumerate(imgs) if i % holdout], progress)
     H_held = count(base, held, progress)
     b_own, b_ctx = own_bits(H_held, tables), bits(H_held, fit_tables(H_fit, tables)[0])
     cdf, n, off = fit_tables(H_fit + H_held, tables)
