@@ -338,3 +338,14 @@ def test_packets_are_four_rows_behind_an_outer_code():
     assert compact.packet_rows(None) == compact.PACKET_ROWS_PROTECTED == 4
     with pytest.raises(ValueError, match="row_bytes or packet_bytes"):
         compact.encode(img, row_bytes=28, packet_bytes=56)
+
+
+def test_context_tables_in_the_latents_layout():
+    """The channel-major kernel (no transposed copies) gives the position-major one's tables."""
+    _, t, _ = compact.load(CTX_MODEL)
+    rng = np.random.default_rng(3)
+    v = np.round(rng.laplace(0, 2, size=(256, 300))).astype(np.int64)
+    tb = rng.integers(0, 64, size=(256, 300))
+    want = arith.context_tables(v.T, tb.T, t.ctx).T
+    assert np.array_equal(arith.context_tables_cm(v, tb, t.ctx), want)
+    assert (want != tb).mean() > 0.3           # the context does change tables

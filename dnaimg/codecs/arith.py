@@ -213,6 +213,32 @@ def _context_tables(values, tables, nbr, wts, cls, edges, remap):
     return out
 
 
+def context_tables_cm(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
+    """:func:`context_tables` for arrays in the latent's own layout, (M, positions) (channel
+    major), without transposed copies: (M, positions)."""
+    nbr, wts, cls, edges, remap = ctx
+    return _context_tables_cm(np.ascontiguousarray(values, dtype=np.int64), np.ascontiguousarray(tables, dtype=np.int64),
+                              nbr, wts, cls, edges, remap)
+
+
+@nb.njit(cache=True, parallel=True)
+def _context_tables_cm(values, tables, nbr, wts, cls, edges, remap):
+    M, G = values.shape
+    B = 64                                      # positions per block: a small transposed copy each
+    out = np.empty((M, G), dtype=np.int64)
+    for blk in nb.prange((G + B - 1) // B):
+        g0 = blk * B
+        n = min(B, G - g0)
+        group = np.empty((n, M), dtype=np.int64)
+        for c in range(M):
+            for k in range(n):
+                group[k, c] = values[c, g0 + k]
+        for k in range(n):
+            for c in range(M):
+                out[c, g0 + k] = _context_table(c, 0, tables[c, g0 + k], group[k], nbr, wts, cls, edges, remap)
+    return out
+
+
 def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, ctx=None):
     """Code ``values`` (in order; ``tables[i]`` the table of value i) into packets of
     ``packet_bytes`` bytes.  Returns (packets (P, packet_bytes) uint8, first symbol index per

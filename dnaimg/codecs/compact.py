@@ -266,21 +266,34 @@ class Analysis:
         scales the rate-distortion optimisation's MSE weight (the wavelet models; > 1: fewer values
         rounded towards their mean, more bits): the encoder's fine rate control between rows.
         ``ctx``: the coder's context the RDO prices values with (default: the model's)."""
-        from dnaimg.zoo.exact import FA, GAIN_BITS
         t = self.tables
-        mu_g, idx = t.gained(self.mu, self.sigma, row)
-        g = t.gain[row].astype(np.float64).reshape(1, -1, 1, 1) / (1 << GAIN_BITS)
-        u = self.y[None] * g - mu_g / float(1 << FA)
-        sym = np.floor(u + 0.5).astype(np.int64)[0]
+        u, sym, idx, g = self._rounded(row)
         if self.model.cfg.transform == "cdf97":
-            used = idx[0]
+            used = idx
             ctx = t.ctx if ctx is None else ctx
             if ctx is not None:          # the context's tables for the rounded values: an estimate (the
                 # coder's differ where RDO moves a neighbour or a packet splits a position)
                 M = sym.shape[0]
-                used = arith.context_tables(sym.reshape(M, -1).T, used.reshape(M, -1).T, ctx).T.reshape(sym.shape)
-            sym = rdo_symbols(u[0], sym, used, g[0], t, _row_lambda(card_lambdas(self.card), row) * rdo_weight)
-        return sym, idx[0]
+                used = arith.context_tables_cm(sym.reshape(M, -1), used.reshape(M, -1), ctx).reshape(sym.shape)
+            sym = rdo_symbols(u, sym, used, g, t, _row_lambda(card_lambdas(self.card), row) * rdo_weight)
+        return sym, idx
+
+    def _rounded(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(exact values in quantiser steps, rounded symbols, hyperprior tables, gains (M, 1, 1)) at
+        rate row ``row``; the last row's kept (the encoder tries several weights and contexts at one
+        row)."""
+        from dnaimg.zoo.exact import FA, GAIN_BITS
+        if getattr(self, "_row", None) != row:
+            self._row_data = None                # (the old row's arrays go first)
+            t = self.tables
+            mu_g, idx = t.gained(self.mu, self.sigma, row)
+            g = t.gain[row].astype(np.float64).reshape(-1, 1, 1) / (1 << GAIN_BITS)
+            u = self.y * g - mu_g[0] / float(1 << FA)
+            del mu_g
+            self._row_data = (u, np.floor(u + 0.5).astype(np.int64), idx[0], g)
+            self._row = row
+        u, sym, idx, g = self._row_data
+        return u, sym.copy(), idx, g
 
     def coded(self, row: int, rdo_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, tuple | None, np.ndarray | None]:
         """What :meth:`encode` codes at rate row ``row``: (symbols, hyperprior tables, the coder's
@@ -473,10 +486,10 @@ def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
     bt = _value_bits(t)                                     # (tables, 2 V_MAX + 1)
     probe = (nbr, wts, cls, edges, np.broadcast_to(np.arange(n_b), remap.shape).copy())
     M = sym.shape[0]
-    s2, t2 = sym.reshape(M, -1).T, idx.reshape(M, -1).T
-    bk = arith.context_tables(s2, t2, probe)                # (positions, M): each value's bucket
-    cell = cls[None, :] * n_b + bk
-    used = remap[cls[None, :], t2, bk]
+    s2, t2 = sym.reshape(M, -1), idx.reshape(M, -1)
+    bk = arith.context_tables_cm(s2, t2, probe)             # (M, positions): each value's bucket
+    cell = cls[:, None] * n_b + bk
+    used = remap[cls[:, None], t2, bk]
     key = (cell * n_tab + used) * (2 * V_MAX + 1) + np.clip(s2, -V_MAX, V_MAX) + V_MAX
     H = np.bincount(key.ravel(), minlength=n_cls * n_b * n_tab * (2 * V_MAX + 1))
     H = H.reshape(n_cls * n_b, n_tab, 2 * V_MAX + 1).astype(np.float64)
