@@ -928,7 +928,8 @@ def models(as_json):
                 " (one channel: gray images' default for --codec compact)" if c["name"] == COMPACT_GRAY else "")
         click.echo(f"{c['name']}{star}: compact codec, {a.get('type', 'learned')}, N={a['N']} M={a['M']}, "
                    f"{t.get('steps', '?')} training steps; rate index 0..{len(c.get('rate_points') or a['lambdas']) - 1} "
-                   "(1/8 steps)" + (f"; {c['extends']} with a context model" if c.get("extends") else ""))
+                   "(1/8 steps)" + (f"; {c['extends']} with " + ("a context for its hyper-latent" if "z_context" in c else "a context model")
+                    if c.get("extends") else ""))
         for k in c.get("kodak", []):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")
