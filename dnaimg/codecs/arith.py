@@ -197,20 +197,9 @@ def _context_table(c, avail, t, group, nbr, wts, cls, edges, remap):
 def context_tables(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
     """The tables the context gives values (G, M) (groups of M) with own tables (G, M), every
     neighbour counted (as when a group is not split between packets): :func:`_context_table` for a
-    whole array, for what estimates costs (the fitter, the encoder's rate-distortion choices)."""
-    nbr, wts, cls, edges, remap = ctx
-    return _context_tables(np.ascontiguousarray(values, dtype=np.int64), np.ascontiguousarray(tables, dtype=np.int64),
-                           nbr, wts, cls, edges, remap)
-
-
-@nb.njit(cache=True, parallel=True)
-def _context_tables(values, tables, nbr, wts, cls, edges, remap):
-    G, M = values.shape
-    out = np.empty((G, M), dtype=np.int64)
-    for g in nb.prange(G):
-        for c in range(M):
-            out[g, c] = _context_table(c, 0, tables[g, c], values[g], nbr, wts, cls, edges, remap)
-    return out
+    whole array, for what estimates costs (the fitter, the encoder's rate-distortion choices).
+    (:func:`context_tables_cm` for the latent's channel-major arrays.)"""
+    return context_tables_cm(np.asarray(values).T, np.asarray(tables).T, ctx).T
 
 
 def context_tables_cm(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
