@@ -351,6 +351,16 @@ def _decode_step(buf, limit, pos, value, low, high, c0, c1, pending):
 
 
 @nb.njit(cache=True, inline="always")
+def decoder_start(buf, limit, pos):
+    """A fresh decoder on the code from bit ``pos``: (pos after its first 32 bits, value, low, high)."""
+    value = np.uint64(0)
+    for _ in range(32):
+        value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
+        pos += 1
+    return pos, value, np.uint64(0), TOP
+
+
+@nb.njit(cache=True, inline="always")
 def decode_value(buf, limit, pos, value, low, high, cdf_t, n, off, pending):
     """One value with table ``cdf_t`` (``n`` symbols, offset ``off``), its escape's 16 raw bits
     included: (v, pos, value, low, high, shifts, pending), ``shifts`` counting every
@@ -405,13 +415,7 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
     arguments: the context (module docstring)."""
     total = values.shape[0]
     stop = total if end < 0 else min(end, total)
-    value = np.uint64(0)
-    pos = bit0
-    for _ in range(32):
-        value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
-        pos += 1
-    low = np.uint64(0)
-    high = TOP
+    pos, value, low, high = decoder_start(buf, limit, bit0)
     used = bit0            # bits the encoder had emitted or left pending (head included)
     pending = 0
     i = first

@@ -480,11 +480,11 @@ def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
     per (class, bucket) cell the shift with the fewest bits (the code's own bits counted; every
     neighbour in the context, as when no packet splits a position; values beyond +-V_MAX counted
     at V_MAX), or None when the shifts would not save their own size."""
-    from dnaimg.zoo.context import V_MAX
+    from dnaimg.zoo.context import V_MAX, bucket_probe
     nbr, wts, cls, edges, remap = t.ctx
     n_cls, n_tab, n_b = remap.shape
     bt = _value_bits(t)                                     # (tables, 2 V_MAX + 1)
-    probe = (nbr, wts, cls, edges, np.broadcast_to(np.arange(n_b), remap.shape).copy())
+    probe = bucket_probe(t.ctx[:4], n_tab)
     M = sym.shape[0]
     s2, t2 = sym.reshape(M, -1), idx.reshape(M, -1)
     bk = arith.context_tables_cm(s2, t2, probe)             # (M, positions): each value's bucket
@@ -507,17 +507,19 @@ def _value_bits(t) -> np.ndarray:
     """(tables, 2 V_MAX + 1): bits of each value -V_MAX..V_MAX in each table, kept with the tables."""
     bt = getattr(t, "_value_bits", None)
     if bt is None:
-        from dnaimg.zoo.context import V_MAX
-        v = np.arange(-V_MAX, V_MAX + 1)
-        bt = np.stack([symbol_bits(v, np.full(v.shape, j), t) for j in range(t.y_cdf.shape[0])])
-        t._value_bits = bt
+        from dnaimg.zoo.context import _bits
+        bt = t._value_bits = _bits(t)
     return bt
 
 
-def z_redundancy(redundancy: float | None) -> float:
+def _latent_redundancy(redundancy: float | None) -> float:
+    """The outer code of the latent's stream: ``redundancy``, or the container's default."""
     from dnaimg.dna.container import DEFAULT_REDUNDANCY
-    r = DEFAULT_REDUNDANCY["bytes"] if redundancy is None else redundancy
-    return min(4.0, max(Z_REDUNDANCY_MIN, 3 * r))
+    return DEFAULT_REDUNDANCY["bytes"] if redundancy is None else redundancy
+
+
+def z_redundancy(redundancy: float | None) -> float:
+    return min(4.0, max(Z_REDUNDANCY_MIN, 3 * _latent_redundancy(redundancy)))
 
 
 def default_model(img: np.ndarray) -> str:
@@ -536,9 +538,7 @@ def packet_rows(redundancy: float | None) -> int:
     nt/px: +0.04 to +0.5 dB); only once the outer code is overwhelmed do they cost more (an X-ray
     at 18 % of its oligos lost: 29.9 dB instead of 31.8).  Without one, every lost oligo costs
     its packet: 2 rows (5 % lost: 35.2 dB instead of 33.9)."""
-    from dnaimg.dna.container import DEFAULT_REDUNDANCY
-    r = DEFAULT_REDUNDANCY["bytes"] if redundancy is None else redundancy
-    return PACKET_ROWS_PROTECTED if r >= PROTECTED else PACKET_ROWS
+    return PACKET_ROWS_PROTECTED if _latent_redundancy(redundancy) >= PROTECTED else PACKET_ROWS
 
 
 def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int | None = None,

@@ -92,6 +92,13 @@ def _bits(tables) -> np.ndarray:
     return np.stack([symbol_bits(v, np.full(v.shape, j), tables) for j in range(tables.y_cdf.shape[0])])
 
 
+def bucket_probe(layout: tuple, n_tables: int) -> tuple:
+    """A context whose remap gives the bucket (``remap[c, t, b] = b``) for the layout
+    (neighbors, weights, classes, edges): the context's tables functions then return buckets."""
+    nbr, wts, cls, edges = layout
+    return nbr, wts, cls, edges, np.broadcast_to(np.arange(edges.size), (int(cls.max()) + 1, n_tables, edges.size)).copy()
+
+
 def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n_tables: int,
           progress=None) -> np.ndarray:
     """Histogram (classes, tables, buckets, 2 V_MAX + 1) of the base model's symbols (as its
@@ -101,8 +108,7 @@ def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n
     nbr, wts, cls, edges = layout
     n_cls = int(cls.max()) + 1
     nb_ = edges.size
-    # a bucket-only context: remap[c, t, b] = b, so context_tables returns the bucket
-    probe = (nbr, wts, cls, edges, np.broadcast_to(np.arange(nb_), (n_cls, n_tables, nb_)).copy())
+    probe = bucket_probe(layout, n_tables)
     H = np.zeros(n_cls * n_tables * nb_ * (2 * V_MAX + 1), dtype=np.int64)
     for k, img in enumerate(images):
         an = cc.Analysis(img, base)

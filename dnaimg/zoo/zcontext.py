@@ -26,7 +26,7 @@ import numba as nb
 import numpy as np
 import torch
 
-from dnaimg.codecs.arith import ESCAPE_BITS, PREC, TOP, _get, decode_value
+from dnaimg.codecs.arith import ESCAPE_BITS, PREC, decode_value, decoder_start
 
 K = 52                  # contexts per channel
 A_MAX = 6               # |a| of the context
@@ -37,18 +37,20 @@ KEYS = ("zctx.cdf", "zctx.n", "zctx.off")
 
 
 def contexts(z: np.ndarray) -> np.ndarray:
-    """The context of every value of ``z`` (N, h, w) (the module docstring's rule), int64."""
-    z = np.asarray(z, dtype=np.int64)
+    """The context of every value of ``z`` (N, h, w) (the module docstring's rule), int64: what
+    :func:`context_at` gives the decoder, value by value."""
+    return _contexts(np.ascontiguousarray(z, dtype=np.int64))
+
+
+@nb.njit(cache=True)
+def _contexts(z):
     N, h, w = z.shape
-    up = np.zeros_like(z)
-    up[:, 1:] = z[:, :-1]
-    left = np.zeros_like(z)
-    left[:, :, 1:] = z[:, :, :-1]
-    left[:, 1:, 0] = z[:, :-1, 0]          # first column: the upper neighbour (none at the top: 0)
-    up[:, 0, :] = left[:, 0, :]            # first row: the left neighbour
-    a = np.clip(np.floor_divide(left + up + 1, 2), -A_MAX, A_MAX)
-    d = np.minimum(np.abs(left - up), D_MAX)
-    return (a + A_MAX) * (D_MAX + 1) + d
+    out = np.empty((N, h, w), dtype=np.int64)
+    for c in range(N):
+        for i in range(h):
+            for j in range(w):
+                out[c, i, j] = context_at(z, c, i, j)
+    return out
 
 
 @nb.njit(cache=True, inline="always")
@@ -79,13 +81,7 @@ def decode(buf: np.ndarray, shape: tuple[int, int, int], zctx: tuple) -> np.ndar
 @nb.njit(cache=True)
 def _decode(buf, N, h, w, cdf, n_sym, offset):
     limit = buf.shape[0] * 8
-    value = np.uint64(0)
-    pos = 0
-    for _ in range(32):
-        value = (value << np.uint64(1)) | np.uint64(_get(buf, pos, limit))
-        pos += 1
-    low = np.uint64(0)
-    high = TOP
+    pos, value, low, high = decoder_start(buf, limit, 0)
     pending = 0
     z = np.zeros((N, h, w), dtype=np.int64)
     for c in range(N):
