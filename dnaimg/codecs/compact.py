@@ -257,9 +257,16 @@ class Analysis:
             y = tiled(self.model.g_a, x, 16, TILE_PX, self.model.halo_px).float()
             z = self.model.h_a(y).float()
         self.y = y[0].double().numpy()
-        self.z = np.round(z.double().numpy()).astype(np.int64)
+        self.use_z(np.round(z.double().numpy()).astype(np.int64)[0])
+
+    def use_z(self, z: np.ndarray) -> None:
+        """Code with the hyper-latent ``z`` (N, h, w), integers (``h_a``'s, or one the encoder
+        found cheaper: :mod:`dnaimg.codecs.zsearch`)."""
+        self.z = np.asarray(z, dtype=np.int64)[None]
         self.mu, self.sigma = self.tables.h_s(self.z)
         self.z_bytes = encode_z(self.z[0], self.tables)
+        self._row, self._row_data = None, None
+        self.sse = {}           # (row, RDO weight) -> squared error of the latent (orthonormal units)
 
     def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
@@ -325,6 +332,8 @@ class Analysis:
             raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
                              f"not {rate_index:g}") from None
         sym, idx, ctx, shifts = self.coded(row, rdo_weight)
+        u, _, _, g = self._rounded(row)
+        self.sse[(row, rdo_weight)] = float(np.sum(((sym - u) / g) ** 2))
         head = b"" if shifts is None else pack_shifts(shifts)
         version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
@@ -543,13 +552,17 @@ def packet_rows(redundancy: float | None) -> int:
 
 def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int | None = None,
            rate_index: float | None = None, model: str | None = None,
-           redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None) -> Encoded:
+           redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None,
+           search: bool = True) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``row_bytes``: data bytes per oligo of the latent's
     stream, packets being :func:`packet_rows` of them (or ``packet_bytes``: packets of that size,
     PACKET_ROWS rows).  ``rate_index``: the model's rate (0 .. points-1, 1/8 steps); with ``fits``
     instead, the highest rate whose streams fit.  No ``model``: the default for the image
     (:func:`default_model`); a gray image whose one-channel model cannot fit even at its lowest
-    rate is coded by the RGB model (R = G = B, flagged), whose lowest rate costs less."""
+    rate is coded by the RGB model (R = G = B, flagged), whose lowest rate costs less.
+    ``search``: look for a cheaper hyper-latent than the analysis network's
+    (:mod:`dnaimg.codecs.zsearch`; wavelet models with a context; a few % fewer bits, several
+    times the encoding time)."""
     if (row_bytes is None) == (packet_bytes is None):
         raise ValueError("give row_bytes or packet_bytes")
     rows = PACKET_ROWS if packet_bytes is not None else packet_rows(redundancy)
@@ -558,30 +571,76 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     if model is None and name != DEFAULT_MODEL and fits is not None:
         try:
             return encode(img, row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
-                          redundancy=redundancy, fits=fits)
+                          redundancy=redundancy, fits=fits, search=search)
         except RateError:
             name = DEFAULT_MODEL
     an = Analysis(img, name)
     zr = z_redundancy(redundancy)
+    z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))
     if fits is None:
         r = float(an.card.get("default_rate_index", DEFAULT_RATE_INDEX)) if rate_index is None else float(rate_index)
-        return an.encode(r, pb, rows, zr)
+        e = an.encode(r, pb, rows, zr)
+        if search:
+            e = _search_z(an, e, pb, rows, zr, z_weight) or e
+        return e
     cands = rate_indexes(an.tables)
     if rate_index is not None:
         cands = cands[cands <= rate_index + 1e-9]
-    lo, hi, best = 0, len(cands) - 1, None          # bisection: rate grows with the index
+    best, lo = _highest(an, cands, 0, None, pb, rows, zr, fits)
+    if best is None:
+        raise RateError("compact: even the lowest rate does not fit")
+    if search:
+        found = _search_z(an, best, pb, rows, zr, z_weight, fits)
+        if found is not None:                   # (fewer bits: a higher row may fit now)
+            best, lo = _highest(an, cands, lo, found, pb, rows, zr, fits)
+    if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
+        best = _fill(an, best, pb, rows, zr, fits)
+    return best
+
+
+def _highest(an: Analysis, cands: np.ndarray, lo: int, best: Encoded | None, packet_bytes: int, rows: int,
+             zr: float, fits: Callable[[Encoded], bool]) -> tuple[Encoded | None, int]:
+    """Bisection over the rate indexes ``cands[lo:]`` (rate grows with the index; ``best``: what
+    fits below ``lo``): (the highest that fits or ``best``, the index above it)."""
+    hi = len(cands) - 1
     while lo <= hi:
         mid = (lo + hi) // 2
-        e = an.encode(float(cands[mid]), pb, rows, zr)
+        e = an.encode(float(cands[mid]), packet_bytes, rows, zr)
         if fits(e):
             best, lo = e, mid + 1
         else:
             hi = mid - 1
-    if best is None:
-        raise RateError("compact: even the lowest rate does not fit")
-    if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
-        best = _fill(an, best, pb, rows, zr, fits)
-    return best
+    return best, lo
+
+
+def _objective(an: Analysis, e: Encoded, z_weight: float) -> float:
+    """The encoder's objective for ``e`` (coded by ``an`` with its current hyper-latent): its
+    RDO's weighted squared error plus the streams' bits, z's at ``z_weight``."""
+    row, w = an.tables.rate_row(e.info["rate_index"]), e.info["rdo_weight"]
+    lam = _row_lambda(card_lambdas(an.card), row) * w * 255.0 ** 2
+    z_len, y_len = (len(s.data) for s in e.streams)
+    return lam * an.sse[(row, w)] + 8.0 * (y_len + z_weight * z_len)
+
+
+def _search_z(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float, z_weight: float,
+              fits: Callable[[Encoded], bool] | None = None) -> Encoded | None:
+    """``e`` coded again with a hyper-latent searched at its rate row (:mod:`dnaimg.codecs.zsearch`)
+    when that lowers the encoder's objective (and still ``fits``); else None, ``an`` unchanged."""
+    from dnaimg.codecs import zsearch
+    if not an.fine_rate:
+        return None
+    r, w = e.info["rate_index"], e.info["rdo_weight"]
+    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight)
+    if z is None:
+        return None
+    before = _objective(an, e, z_weight)
+    z0 = an.z[0]
+    an.use_z(z)
+    found = an.encode(r, packet_bytes, rows, zr, w)
+    if _objective(an, found, z_weight) < before and (fits is None or fits(found)):
+        return found
+    an.use_z(z0)
+    return None
 
 
 #: weights of the RDO tried at the highest rate row that fits (steps of 2^(1/32): near 1 a step

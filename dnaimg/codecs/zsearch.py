@@ -1,0 +1,185 @@
+"""The compact encoder's search for a cheaper hyper-latent (encoder only: no format change).
+
+The analysis network ``h_a`` gives the hyper-latent ``z`` in one pass.  It was trained for
+the average image, before the coder had its contexts (:mod:`dnaimg.zoo.context`,
+:mod:`dnaimg.zoo.zcontext`), and without knowing that z's oligos carry a stronger outer code
+than the latent's. For one image, another ``z`` can cost fewer bits in all: the decoder reads
+whatever ``z`` it is given, so the encoder may look for it (the "latent refinement" of learned
+codecs: Campos et al. 2019, Yang et al. 2020, here for the hyper-latent only, since the wavelet
+models' latent is fixed by the image).
+
+The search minimises a differentiable stand-in for the bits at one rate row, with Adam, from
+``h_a``'s z (rounded):
+
+- the latent's bits: each value's symbol and context bucket as the encoder chose them, its table
+  ``remap[class, t, bucket]`` for the hyperprior's table index ``t``, which is made continuous
+  (the scale's position between the scale table's thresholds) and the bits interpolated between
+  the two nearest tables; LL4's mean moves its values, interpolated likewise.  ``h_s`` runs in
+  floating point from the integer weights the decoder runs exactly;
+- the hyper-latent's bits, each value's interpolated between its integer neighbours in the table
+  of its context (the contexts follow the rounded z after every step), weighted by the ratio of
+  the two streams' outer codes (z's oligos carry more parity).
+
+The result is rounded and kept only if the encoder's own objective (the RDO's squared error at
+the row's weight plus the streams' bits, z's weighted as above) is lower than with ``h_a``'s z.
+Measured on training images at one row: 2-7 % fewer bits on X-rays, 2-6 % on microscopy, the
+PSNR within +-0.05 dB.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ITERS = 60          # Adam steps
+LR = 0.1            # their size, in z's units
+EPS = 0.3           # Adam's epsilon, in bits per unit of z: values whose bits hardly depend on them
+                    # move less than a full step (measured on training images: never worse, and
+                    # the search no longer makes a small image's z dearer)
+MIN_VALUES = 64     # a hyper-latent smaller than this is left alone
+
+
+def _hs_float(hs, z: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer h_s (:class:`dnaimg.zoo.exact.ExactTables`'s layers, the last one cut to the
+    outputs used: see :func:`_layers`) in floating point, without its floors: (LL4's mean (1, 1,
+    H, W), the scales (1, M, H, W)) at FA fractional bits."""
+    from dnaimg.zoo.exact import ACT_MAX, FA
+    a = z * float(1 << FA)
+    last = len(hs) - 1
+    for i, (kind, W, B, fw, stride, pad) in enumerate(hs):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            o = (F.conv_transpose2d(a, W, None, stride, pad, stride - 1) if kind == "deconv"
+                 else F.conv2d(a, W, None, stride, pad))
+        o = (o.float() + B.view(1, -1, 1, 1)) / float(1 << fw)
+        if i < last:
+            o = torch.relu(o)
+        a = o.clamp(-ACT_MAX, ACT_MAX)
+    return a[:, :1], a[:, 1:].abs()
+
+
+def _layers(t) -> list:
+    """h_s's layers in float32, the last one's outputs cut to LL4's mean and the scales (the
+    wavelet models' other means are 0: ``CompactHyperprior`` masks them): half its work."""
+    hs = [(k, W.float(), B.float(), fw, s, p) for k, W, B, fw, s, p in t.hs]
+    k, W, B, fw, s, p = hs[-1]
+    M = W.shape[0] // 2
+    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(M, 2 * M)])
+    hs[-1] = (k, W[keep].contiguous(), B[keep].contiguous(), fw, s, p)
+    return hs
+
+
+def _z_bits_table(t) -> tuple[np.ndarray, int]:
+    """(tables, 2 OFF + 1) bits of each hyper-latent value -OFF..OFF in each of its tables (the
+    context's, else the channel's), and OFF."""
+    from dnaimg.codecs.arith import ESCAPE_BITS, PREC
+    from dnaimg.zoo import zcontext
+    cdf, n, off = t.zctx if t.zctx is not None else (t.z_cdf, t.z_n, t.z_off)
+    O = zcontext.OFF
+    v = np.arange(-O, O + 1)
+    s = v[None, :] + off[:, None]
+    esc = (s < 0) | (s >= n[:, None] - 1)
+    s = np.where(esc, n[:, None] - 1, s)
+    rows = np.arange(cdf.shape[0])[:, None]
+    f = (cdf[rows, s + 1] - cdf[rows, s]).astype(np.float64)
+    return PREC - np.log2(np.maximum(f, 1.0)) + ESCAPE_BITS * esc, O
+
+
+def _z_tables(t, z: np.ndarray) -> np.ndarray:
+    """Each value's table (row of :func:`_z_bits_table`), C order."""
+    if t.zctx is not None:
+        from dnaimg.zoo.zcontext import table_indexes
+        return table_indexes(z)
+    return np.repeat(np.arange(z.shape[0]), z[0].size)
+
+
+def search(an, row: int, rdo_weight: float, z_weight: float, iters: int = ITERS, lr: float = LR,
+           progress=None) -> np.ndarray | None:
+    """A hyper-latent (N, h, w) int64 for ``an`` (:class:`dnaimg.codecs.compact.Analysis`) at rate
+    row ``row``, or None when the search finds none better than the current one.  ``z_weight``:
+    what a bit of z costs in bits of the latent (the ratio of their streams' outer codes)."""
+    from dnaimg.codecs import arith
+    from dnaimg.codecs.compact import _value_bits
+    from dnaimg.zoo.context import V_MAX, bucket_probe
+    from dnaimg.zoo.exact import FA, GAIN_BITS
+    from dnaimg.zoo.model import native_bf16
+    t = an.tables
+    z0 = an.z[0]
+    if t.ctx is None or z0.size < MIN_VALUES:
+        return None
+    sym, idx, ctx, _ = an.coded(row, rdo_weight)
+    nbr, wts, cls, edges, remap = ctx
+    M, h, w = sym.shape
+    n_cls, nT, nB = remap.shape
+    buckets = arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1),
+                                      bucket_probe(ctx[:4], t.y_cdf.shape[0])).reshape(M, h, w)
+    W = 2 * V_MAX + 1
+    bits = torch.from_numpy(_value_bits(t).astype(np.float32)).reshape(-1)            # (tables * W)
+    remap_t = torch.from_numpy(np.ascontiguousarray(remap, dtype=np.int64)).reshape(-1)
+    # per detail value: the remap's index of (class, t = 0, bucket), and its symbol's column
+    cell = torch.from_numpy(np.asarray(cls, dtype=np.int64)[1:, None, None] * (nT * nB) + buckets[1:])
+    col = torch.from_numpy(np.clip(sym[1:], -V_MAX, V_MAX) + V_MAX)
+    cell_ll = torch.from_numpy(int(cls[0]) * (nT * nB) + buckets[0])
+    del buckets
+    g = t.gain[row].astype(np.float64) / (1 << GAIN_BITS)
+    gain = torch.from_numpy(g.astype(np.float32)).view(1, -1, 1, 1)
+    u_ll = torch.from_numpy((an.y[0] * g[0]).astype(np.float32))                      # LL4 before its mean
+    log_thr = torch.from_numpy(np.log(np.maximum(t.thresholds, 1)).astype(np.float32))
+    hs = _layers(t)
+    bf16 = native_bf16()
+    zb_table, O = _z_bits_table(t)
+    zb = torch.from_numpy(zb_table.astype(np.float32)).reshape(-1)
+    Z = 2 * O + 1
+
+    def table_index(sigma):
+        """Continuous table index (t = k where the scale is at threshold k - 1/2 .. k + 1/2 in
+        the coder's sense), its floor clipped to 0 .. nT - 2, and the fraction."""
+        s = torch.log((sigma * gain[0]).clamp(min=1.0))
+        i = torch.searchsorted(log_thr, s.detach().reshape(-1).contiguous()).reshape(s.shape).clamp(1, nT - 1)
+        lo, hi = log_thr[i - 1], log_thr[i]
+        tc = (i - 1).float() + ((s - lo) / (hi - lo)).clamp(0, 1) + 0.5
+        t0 = torch.floor(tc).detach().long().clamp(0, nT - 2)
+        return t0, (tc - t0).clamp(0, 1)
+
+    def y_bits(z):
+        mu, sigma = _hs_float(hs, z, bf16)
+        t0, fr = table_index(sigma[0])
+        d0, d1 = t0[1:] * nB, (t0[1:] + 1) * nB
+        b0 = bits[remap_t[cell + d0] * W + col]
+        b1 = bits[remap_t[cell + d1] * W + col]
+        total = (b0 + fr[1:] * (b1 - b0)).sum()
+        # LL4: its mean moves its values (interpolated between integers) as well as its table
+        u = u_ll - mu[0, 0] * gain[0, 0] / float(1 << FA)
+        uf = torch.floor(u).detach()
+        c = uf.long().clamp(-V_MAX, V_MAX - 1) + V_MAX
+        fu = u - uf
+        j0 = remap_t[cell_ll + t0[0] * nB] * W
+        j1 = remap_t[cell_ll + (t0[0] + 1) * nB] * W
+
+        def at(j):
+            return bits[j + c] + fu * (bits[j + c + 1] - bits[j + c])
+        a0 = at(j0)
+        return total + (a0 + fr[0] * (at(j1) - a0)).sum()
+
+    def z_bits(z, rows):
+        v = z[0].clamp(-O, O - 1e-3)
+        f = torch.floor(v).detach()
+        k = (f.long() + O).reshape(-1)
+        fr = (v - f).reshape(-1)
+        lo = zb[rows * Z + k]
+        hi = zb[rows * Z + k + 1]
+        return (lo + fr * (hi - lo)).sum()
+
+    zv = torch.from_numpy(z0.astype(np.float32))[None].requires_grad_(True)
+    opt = torch.optim.Adam([zv], lr=lr, eps=EPS)
+    for it in range(iters):
+        rows = torch.from_numpy(_z_tables(t, np.round(zv.detach().numpy()[0]).astype(np.int64)))
+        loss = y_bits(zv) + z_weight * z_bits(zv, rows)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            zv.clamp_(-O + 1, O - 1)
+        if progress:
+            progress(it + 1, iters)
+    z = np.round(zv.detach().numpy()[0]).astype(np.int64)
+    return None if np.array_equal(z, z0) else z

@@ -1,0 +1,103 @@
+"""The compact encoder's search for a cheaper hyper-latent (dnaimg.codecs.zsearch): encoder only,
+so whatever it finds decodes with the decoder as it is."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dnaimg import api
+from dnaimg.codecs import compact, zsearch
+from dnaimg.dna.streams import Received
+from dnaimg.image import psnr
+
+from test_compact_context import _no_search, _photo_gray
+
+MODEL = "compact-gray-v6"
+ROW_BYTES, ROWS = 23, 4
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    compact._CACHE.clear()
+    yield
+    compact._CACHE.clear()
+
+
+def _decode(e) -> np.ndarray:
+    rec = [Received("bytes", s.data, True, None, {"row_bytes": ROW_BYTES}) for s in e.streams]
+    return compact.decode(rec, e.meta)[0]
+
+
+def _plain_and_searched(img, rate_index=3.0):
+    an = compact.Analysis(img, MODEL)
+    zr = compact.z_redundancy(None)
+    zw = (1 + zr) / (1 + compact._latent_redundancy(None))
+    plain = an.encode(rate_index, ROW_BYTES * ROWS, ROWS, zr)
+    before = compact._objective(an, plain, zw)
+    z0 = an.z.copy()
+    found = compact._search_z(an, plain, ROW_BYTES * ROWS, ROWS, zr, zw)
+    return an, plain, before, z0, found, zw
+
+
+def test_float_h_s_follows_the_exact_one():
+    """The search's h_s (floating point, the last layer cut to what it uses) gives the scales and
+    LL4's mean of the decoder's integer h_s, and the means it leaves out are 0 there."""
+    an = compact.Analysis(_photo_gray(), MODEL)
+    mu, sigma = an.tables.h_s(an.z)
+    assert not mu[:, 1:].any()
+    with torch.no_grad():
+        mu0, s = zsearch._hs_float(zsearch._layers(an.tables), torch.from_numpy(an.z.astype(np.float32)), False)
+    s, mu0 = s.numpy().astype(np.float64), mu0.numpy().astype(np.float64)
+    assert s.shape == sigma.shape and mu0.shape == mu[:, :1].shape
+    big = sigma > 256                     # scales above 1/4 (FA = 10 fractional bits)
+    assert np.median(np.abs(s[big] - sigma[big]) / sigma[big]) < 0.02
+    assert np.abs(mu0 - mu[:, :1]).max() < 0.02 * np.abs(mu[:, :1]).max()
+
+
+def test_search_lowers_the_objective_and_decodes():
+    """On a photograph the search finds a hyper-latent with a lower objective than h_a's, and the
+    decoder, unchanged, reads the stream coded with it to the same quality."""
+    img = _photo_gray()
+    an, plain, before, z0, found, zw = _plain_and_searched(img)
+    assert found is not None
+    assert not np.array_equal(an.z, z0)
+    after = compact._objective(an, found, zw)
+    assert after < before * 0.99
+    assert len(found.streams[0].data) != len(plain.streams[0].data)
+    out_p, out_f = _decode(plain), _decode(found)
+    assert psnr(img, out_f) > psnr(img, out_p) - 0.1
+    assert psnr(img, out_f) > 30
+
+
+def test_a_search_that_does_not_pay_is_dropped(monkeypatch):
+    """A hyper-latent with a higher objective is not used, and the encoder's own is restored."""
+    img = _photo_gray()
+    monkeypatch.setattr(zsearch, "search", lambda an, *a, **k: an.z[0] + 3)
+    an, plain, before, z0, found, zw = _plain_and_searched(img)
+    assert found is None
+    assert np.array_equal(an.z, z0)
+    again = an.encode(3.0, ROW_BYTES * ROWS, ROWS, compact.z_redundancy(None))
+    assert [s.data for s in again.streams] == [s.data for s in plain.streams]
+
+
+def test_no_search_without_a_context():
+    """compact-gray-v3 has no coder context: the search leaves it alone."""
+    an = compact.Analysis(_photo_gray(), "compact-gray-v3")
+    assert zsearch.search(an, an.tables.rate_row(3.0), 1.0, 1.3) is None
+
+
+def test_a_capped_encode_spends_what_the_search_saves(monkeypatch):
+    """Under a cap the bits saved buy quality: the searched encode fits the same cap with a higher
+    PSNR than the encoder without the search."""
+    img = _photo_gray()
+    cap = 0.3
+    searched = api.encode(img, "compact", rate=cap)
+    _no_search(monkeypatch)
+    plain = api.encode(img, "compact", rate=cap)
+    monkeypatch.undo()
+    n = img.size * cap / searched.written.oligos.shape[1]
+    assert searched.written.oligos.shape[0] <= n and plain.written.oligos.shape[0] <= n
+    out_s, out_p = api.decode(searched.written.oligos), api.decode(plain.written.oligos)
+    assert out_s.exact and out_p.exact
+    assert psnr(img, out_s.image) > psnr(img, out_p.image) + 0.02
