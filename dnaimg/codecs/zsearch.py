@@ -27,6 +27,7 @@ PSNR within +-0.05 dB.
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,37 @@ def _z_tables(t, z: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(z.shape[0]), z[0].size)
 
 
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _detail_grad(sigma, gain, log_thr, key, by_t, grad):
+    """The derivative of the detail values' interpolated bits with respect to their scales, into
+    ``grad`` (channels 1..: channel 0, LL4, is left to autograd): the same function as
+    ``table_index`` and the two tables' bits of :func:`search`, in one pass without temporaries.
+    ``sigma`` (M, P) FA fixed point, ``key[c - 1, p]`` the (class, bucket, symbol) row of ``by_t``
+    times the number of tables."""
+    M, P = sigma.shape
+    nT = log_thr.shape[0]
+    for c in nb.prange(1, M):
+        g = gain[c]
+        for q in range(P):
+            sg = sigma[c, q] * g
+            d = np.float32(0.0)
+            if sg > 1.0:
+                s = np.log(sg)
+                i = np.searchsorted(log_thr, s)
+                i = 1 if i < 1 else (nT - 1 if i > nT - 1 else i)
+                lo, hi = log_thr[i - 1], log_thr[i]
+                f = (s - lo) / (hi - lo)
+                if 0.0 < f < 1.0:
+                    tc = (i - 1) + f + 0.5
+                    t0 = int(np.floor(tc))
+                    t0 = 0 if t0 < 0 else (nT - 2 if t0 > nT - 2 else t0)
+                    fr = tc - t0
+                    if 0.0 < fr < 1.0:
+                        k = key[c - 1, q] + t0
+                        d = (by_t[k + 1] - by_t[k]) / ((hi - lo) * sigma[c, q])
+            grad[c, q] = d
+
+
 def search(an, row: int, rdo_weight: float, z_weight: float, iters: int = ITERS, lr: float = LR,
            progress=None) -> np.ndarray | None:
     """A hyper-latent (N, h, w) int64 for ``an`` (:class:`dnaimg.codecs.compact.Analysis`) at rate
@@ -113,17 +145,23 @@ def search(an, row: int, rdo_weight: float, z_weight: float, iters: int = ITERS,
     buckets = arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1),
                                       bucket_probe(ctx[:4], t.y_cdf.shape[0])).reshape(M, h, w)
     W = 2 * V_MAX + 1
-    bits = torch.from_numpy(_value_bits(t).astype(np.float32)).reshape(-1)            # (tables * W)
+    value_bits = _value_bits(t).astype(np.float32)                                  # (tables, W)
+    bits = torch.from_numpy(value_bits).reshape(-1)
     remap_t = torch.from_numpy(np.ascontiguousarray(remap, dtype=np.int64)).reshape(-1)
-    # per detail value: the remap's index of (class, t = 0, bucket), and its symbol's column
-    cell = torch.from_numpy(np.asarray(cls, dtype=np.int64)[1:, None, None] * (nT * nB) + buckets[1:])
-    col = torch.from_numpy(np.clip(sym[1:], -V_MAX, V_MAX) + V_MAX)
+    # by (class, bucket, symbol): the bits at every hyperprior table t, (n_cls nB W, nT): each
+    # detail value then finds its two tables' bits at one key (the table is 13 MB)
+    by_t = np.ascontiguousarray(value_bits[remap].transpose(0, 2, 3, 1)).reshape(-1)
+    key = (((np.asarray(cls, dtype=np.int64)[1:, None, None] * nB + buckets[1:]) * W
+            + np.clip(sym[1:], -V_MAX, V_MAX) + V_MAX) * nT).astype(np.int32).reshape(M - 1, h * w)
     cell_ll = torch.from_numpy(int(cls[0]) * (nT * nB) + buckets[0])
-    del buckets
+    del sym, idx, buckets
     g = t.gain[row].astype(np.float64) / (1 << GAIN_BITS)
     gain = torch.from_numpy(g.astype(np.float32)).view(1, -1, 1, 1)
     u_ll = torch.from_numpy((an.y[0] * g[0]).astype(np.float32))                      # LL4 before its mean
-    log_thr = torch.from_numpy(np.log(np.maximum(t.thresholds, 1)).astype(np.float32))
+    log_thr_np = np.log(np.maximum(t.thresholds, 1)).astype(np.float32)
+    log_thr = torch.from_numpy(log_thr_np)
+    gain_np = g.astype(np.float32)
+    grad = np.empty((M, h * w), dtype=np.float32)
     hs = _layers(t)
     bf16 = native_bf16()
     zb_table, O = _z_bits_table(t)
@@ -133,7 +171,7 @@ def search(an, row: int, rdo_weight: float, z_weight: float, iters: int = ITERS,
     def table_index(sigma):
         """Continuous table index (t = k where the scale is at threshold k - 1/2 .. k + 1/2 in
         the coder's sense), its floor clipped to 0 .. nT - 2, and the fraction."""
-        s = torch.log((sigma * gain[0]).clamp(min=1.0))
+        s = torch.log((sigma * gain[0, :1]).clamp(min=1.0))
         i = torch.searchsorted(log_thr, s.detach().reshape(-1).contiguous()).reshape(s.shape).clamp(1, nT - 1)
         lo, hi = log_thr[i - 1], log_thr[i]
         tc = (i - 1).float() + ((s - lo) / (hi - lo)).clamp(0, 1) + 0.5
@@ -141,12 +179,12 @@ def search(an, row: int, rdo_weight: float, z_weight: float, iters: int = ITERS,
         return t0, (tc - t0).clamp(0, 1)
 
     def y_bits(z):
+        """A scalar whose gradient is that of the latent's bits (its value is not the bits)."""
         mu, sigma = _hs_float(hs, z, bf16)
-        t0, fr = table_index(sigma[0])
-        d0, d1 = t0[1:] * nB, (t0[1:] + 1) * nB
-        b0 = bits[remap_t[cell + d0] * W + col]
-        b1 = bits[remap_t[cell + d1] * W + col]
-        total = (b0 + fr[1:] * (b1 - b0)).sum()
+        s = sigma[0].reshape(M, h * w)
+        _detail_grad(s.detach().numpy(), gain_np, log_thr_np, key, by_t, grad)
+        total = (s[1:] * torch.from_numpy(grad[1:])).sum()
+        t0, fr = table_index(sigma[0, :1])
         # LL4: its mean moves its values (interpolated between integers) as well as its table
         u = u_ll - mu[0, 0] * gain[0, 0] / float(1 << FA)
         uf = torch.floor(u).detach()
