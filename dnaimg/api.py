@@ -217,7 +217,7 @@ def _encode_compact(image, *, rate, quality, model, noise_trained, redundancy, l
     def fits(enc: Encoded) -> bool:
         return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
     enc = compact.encode(img, row_bytes=bd, rate_index=quality, model=model,
-                         redundancy=redundancy, fits=None if rate is None else fits)
+                         redundancy=redundancy, fits=None if rate is None else fits, progress=progress)
     written = container.write(enc, codec_id("compact"), layout, redundancy, inner, copies, progress=progress)
     return EncodeResult("compact", written, pixels, dict(enc.info))
 

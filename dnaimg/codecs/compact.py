@@ -47,6 +47,7 @@ META_VERSION_ADAPTED = 2        # stream 0 begins with the context's per-image t
 SHIFT_MAX = 4                   # |shift| of a (class, bucket) cell's table index
 FLAG_GRAY = 0x01                # the optional 17th metadata byte: a gray original coded as RGB
 Z_REDUNDANCY_MIN = 0.5
+MEAN_ERROR_SLACK = 1.02         # a searched hyper-latent's LL4 means may err this much more than h_a's
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
 PACKET_ROWS = 2                 # data oligos per packet where the latent has no outer code to speak of:
                                 # a lost oligo costs only its packet's values (heads: 3.7 % of the bits)
@@ -258,6 +259,7 @@ class Analysis:
             z = self.model.h_a(y).float()
         self.y = y[0].double().numpy()
         self.use_z(np.round(z.double().numpy()).astype(np.int64)[0])
+        self.progress: Callable[[int], None] | None = None     # called with 0 after each trial encode
 
     def use_z(self, z: np.ndarray) -> None:
         """Code with the hyper-latent ``z`` (N, h, w), integers (``h_a``'s, or one the encoder
@@ -340,6 +342,8 @@ class Analysis:
         flat, tabs = _y_layout(idx, h, w)
         pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
                                      sym.size // 8 + 16, ctx)
+        if self.progress is not None:
+            self.progress(0)
         if pk.shape[0] == 0:
             raise CodecError("the latent does not fit its packets")
         params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray, version)
@@ -553,7 +557,7 @@ def packet_rows(redundancy: float | None) -> int:
 def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int | None = None,
            rate_index: float | None = None, model: str | None = None,
            redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None,
-           search: bool = True) -> Encoded:
+           search: bool = True, progress: Callable[[int], None] | None = None) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``row_bytes``: data bytes per oligo of the latent's
     stream, packets being :func:`packet_rows` of them (or ``packet_bytes``: packets of that size,
     PACKET_ROWS rows).  ``rate_index``: the model's rate (0 .. points-1, 1/8 steps); with ``fits``
@@ -562,7 +566,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     rate is coded by the RGB model (R = G = B, flagged), whose lowest rate costs less.
     ``search``: look for a cheaper hyper-latent than the analysis network's
     (:mod:`dnaimg.codecs.zsearch`; wavelet models with a context; a few % fewer bits, several
-    times the encoding time)."""
+    times the encoding time).  ``progress(0)`` is called now and then (a sign of life: the work
+    has no known length)."""
     if (row_bytes is None) == (packet_bytes is None):
         raise ValueError("give row_bytes or packet_bytes")
     rows = PACKET_ROWS if packet_bytes is not None else packet_rows(redundancy)
@@ -571,10 +576,11 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     if model is None and name != DEFAULT_MODEL and fits is not None:
         try:
             return encode(img, row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
-                          redundancy=redundancy, fits=fits, search=search)
+                          redundancy=redundancy, fits=fits, search=search, progress=progress)
         except RateError:
             name = DEFAULT_MODEL
     an = Analysis(img, name)
+    an.progress = progress
     zr = z_redundancy(redundancy)
     z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))
     if fits is None:
@@ -625,19 +631,23 @@ def _objective(an: Analysis, e: Encoded, z_weight: float) -> float:
 def _search_z(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float, z_weight: float,
               fits: Callable[[Encoded], bool] | None = None) -> Encoded | None:
     """``e`` coded again with a hyper-latent searched at its rate row (:mod:`dnaimg.codecs.zsearch`)
-    when that lowers the encoder's objective (and still ``fits``); else None, ``an`` unchanged."""
+    when that lowers the encoder's objective, LL4's means err at most ``MEAN_ERROR_SLACK`` times
+    as much (what lost packets decode to) and it still ``fits``; else None, ``an`` unchanged."""
     from dnaimg.codecs import zsearch
     if not an.fine_rate:
         return None
     r, w = e.info["rate_index"], e.info["rdo_weight"]
-    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight)
+    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight,
+                       progress=None if an.progress is None else (lambda i, n: an.progress(0)))
     if z is None:
         return None
-    before = _objective(an, e, z_weight)
+    row = an.tables.rate_row(r)
+    before, err = _objective(an, e, z_weight), zsearch.mean_error(an, row)
     z0 = an.z[0]
     an.use_z(z)
     found = an.encode(r, packet_bytes, rows, zr, w)
-    if _objective(an, found, z_weight) < before and (fits is None or fits(found)):
+    if (_objective(an, found, z_weight) < before and zsearch.mean_error(an, row) <= err * MEAN_ERROR_SLACK
+            and (fits is None or fits(found))):
         return found
     an.use_z(z0)
     return None
