@@ -583,11 +583,12 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     an.progress = progress
     zr = z_redundancy(redundancy)
     z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))
+    keep_means = _latent_redundancy(redundancy) < PROTECTED     # (no outer code to rebuild lost packets)
     if fits is None:
         r = float(an.card.get("default_rate_index", DEFAULT_RATE_INDEX)) if rate_index is None else float(rate_index)
         e = an.encode(r, pb, rows, zr)
         if search:
-            e = _search_z(an, e, pb, rows, zr, z_weight) or e
+            e = _search_z(an, e, pb, rows, zr, z_weight, keep_means) or e
         return e
     cands = rate_indexes(an.tables)
     if rate_index is not None:
@@ -596,7 +597,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     if best is None:
         raise RateError("compact: even the lowest rate does not fit")
     if search:
-        found = _search_z(an, best, pb, rows, zr, z_weight, fits)
+        found = _search_z(an, best, pb, rows, zr, z_weight, keep_means, fits)
         if found is not None:                   # (fewer bits: a higher row may fit now)
             best, lo = _highest(an, cands, lo, found, pb, rows, zr, fits)
     if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
@@ -629,25 +630,26 @@ def _objective(an: Analysis, e: Encoded, z_weight: float) -> float:
 
 
 def _search_z(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float, z_weight: float,
-              fits: Callable[[Encoded], bool] | None = None) -> Encoded | None:
+              keep_means: bool, fits: Callable[[Encoded], bool] | None = None) -> Encoded | None:
     """``e`` coded again with a hyper-latent searched at its rate row (:mod:`dnaimg.codecs.zsearch`)
-    when that lowers the encoder's objective, LL4's means err at most ``MEAN_ERROR_SLACK`` times
-    as much (what lost packets decode to) and it still ``fits``; else None, ``an`` unchanged."""
+    when that lowers the encoder's objective, it still ``fits`` and, with ``keep_means``, LL4's
+    means err at most ``MEAN_ERROR_SLACK`` times as much (what lost packets decode to); else
+    None, ``an`` unchanged."""
     from dnaimg.codecs import zsearch
     if not an.fine_rate:
         return None
     r, w = e.info["rate_index"], e.info["rdo_weight"]
-    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight,
+    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight, keep_means,
                        progress=None if an.progress is None else (lambda i, n: an.progress(0)))
     if z is None:
         return None
     row = an.tables.rate_row(r)
-    before, err = _objective(an, e, z_weight), zsearch.mean_error(an, row)
+    before, err = _objective(an, e, z_weight), zsearch.mean_error(an, row) if keep_means else 0.0
     z0 = an.z[0]
     an.use_z(z)
     found = an.encode(r, packet_bytes, rows, zr, w)
-    if (_objective(an, found, z_weight) < before and zsearch.mean_error(an, row) <= err * MEAN_ERROR_SLACK
-            and (fits is None or fits(found))):
+    if (_objective(an, found, z_weight) < before and (fits is None or fits(found))
+            and (not keep_means or zsearch.mean_error(an, row) <= err * MEAN_ERROR_SLACK)):
         return found
     an.use_z(z0)
     return None
