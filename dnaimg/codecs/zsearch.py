@@ -157,9 +157,9 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
     if t.ctx is None or z0.size < MIN_VALUES:
         return None
     sym, idx, ctx, _ = an.coded(row, rdo_weight)
-    nbr, wts, cls, edges, remap = ctx
+    cls, remap = ctx[2], ctx[4]
     M, h, w = sym.shape
-    n_cls, nT, nB = remap.shape
+    _, nT, nB = remap.shape
     buckets = arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1),
                                       bucket_probe(ctx[:4], t.y_cdf.shape[0])).reshape(M, h, w)
     W = 2 * V_MAX + 1
@@ -174,8 +174,8 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
     cell_ll = torch.from_numpy(int(cls[0]) * (nT * nB) + buckets[0])
     del sym, idx, buckets
     g = t.gain[row].astype(np.float64) / (1 << GAIN_BITS)
-    gain = torch.from_numpy(g.astype(np.float32)).view(1, -1, 1, 1)
-    u_ll = torch.from_numpy((an.y[0] * g[0]).astype(np.float32))                      # LL4 before its mean
+    g_ll = float(g[0])
+    u_ll = torch.from_numpy((an.y[0] * g_ll).astype(np.float32))                      # LL4 before its mean
     log_thr_np = np.log(np.maximum(t.thresholds, 1)).astype(np.float32)
     log_thr = torch.from_numpy(log_thr_np)
     gain_np = g.astype(np.float32)
@@ -187,9 +187,9 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
     Z = 2 * O + 1
 
     def table_index(sigma):
-        """Continuous table index (t = k where the scale is at threshold k - 1/2 .. k + 1/2 in
+        """LL4's continuous table index (t = k where the scale is at threshold k - 1/2 .. k + 1/2 in
         the coder's sense), its floor clipped to 0 .. nT - 2, and the fraction."""
-        s = torch.log((sigma * gain[0, :1]).clamp(min=1.0))
+        s = torch.log((sigma * g_ll).clamp(min=1.0))
         i = torch.searchsorted(log_thr, s.detach().reshape(-1).contiguous()).reshape(s.shape).clamp(1, nT - 1)
         lo, hi = log_thr[i - 1], log_thr[i]
         tc = (i - 1).float() + ((s - lo) / (hi - lo)).clamp(0, 1) + 0.5
@@ -204,7 +204,7 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
         total = (s[1:] * torch.from_numpy(grad[1:])).sum()
         t0, fr = table_index(sigma[0, :1])
         # LL4: its mean moves its values (interpolated between integers) as well as its table
-        u = u_ll - mu[0, 0] * gain[0, 0] / float(1 << FA)
+        u = u_ll - mu[0, 0] * (g_ll / float(1 << FA))
         uf = torch.floor(u).detach()
         c = uf.long().clamp(-V_MAX, V_MAX - 1) + V_MAX
         fu = u - uf
@@ -233,9 +233,8 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
         yb, e = y_bits(zv)
         if e0 is None:
             e0 = float(e.detach())
-        # LL4's mean is what a value lost with its packet decodes to: no worse than h_a's
         loss = yb + z_weight * z_bits(zv, rows)
-        if keep_means:
+        if keep_means:          # LL4's means, what values lost with their packets decode to
             loss = loss + KAPPA * torch.relu(e - e0)
         opt.zero_grad()
         loss.backward()
