@@ -334,8 +334,9 @@ class Analysis:
             raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
                              f"not {rate_index:g}") from None
         sym, idx, ctx, shifts = self.coded(row, rdo_weight)
-        u, _, _, g = self._rounded(row)
-        self.sse[(row, rdo_weight)] = float(np.sum(((sym - u) / g) ** 2))
+        if self.fine_rate:          # (the search's objective: wavelet models)
+            u, _, _, g = self._rounded(row)
+            self.sse[(row, rdo_weight)] = float(np.sum(((sym - u) / g) ** 2))
         head = b"" if shifts is None else pack_shifts(shifts)
         version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
@@ -594,12 +595,13 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     if rate_index is not None:
         cands = cands[cands <= rate_index + 1e-9]
     best, lo = _highest(an, cands, 0, None, pb, rows, zr, fits)
+    if search:      # at the highest row that fits, else the lowest (the search may make it fit)
+        start = best if best is not None else an.encode(float(cands[0]), pb, rows, zr)
+        found = _search_z(an, start, pb, rows, zr, z_weight, keep_means, fits)
+        if found is not None:                   # (fewer bits: a higher row may fit now)
+            best, lo = _highest(an, cands, max(lo, 1), found, pb, rows, zr, fits)
     if best is None:
         raise RateError("compact: even the lowest rate does not fit")
-    if search:
-        found = _search_z(an, best, pb, rows, zr, z_weight, keep_means, fits)
-        if found is not None:                   # (fewer bits: a higher row may fit now)
-            best, lo = _highest(an, cands, lo, found, pb, rows, zr, fits)
     if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
         best = _fill(an, best, pb, rows, zr, fits)
     return best
