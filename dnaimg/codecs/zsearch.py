@@ -27,7 +27,7 @@ The search minimises a differentiable stand-in for the bits at one rate row, wit
   with ``h_a``'s z.  Behind an outer code the penalty is not applied, as for the 4-oligo packets
   (:func:`dnaimg.codecs.compact.packet_rows`): lost oligos are rebuilt, and only once the outer
   code is overwhelmed does the image fall further (the same X-ray at 0.3 nt/px, 14-22 % of all
-  oligos lost: 1.5-2.2 dB lower than with ``h_a``'s z, against +0.23 dB when nothing is lost).
+  oligos lost: 2.0-2.5 dB lower than with ``h_a``'s z, against +0.23 dB when nothing is lost).
 
 The result is rounded and kept only if the encoder's own objective (the RDO's squared error at
 the row's weight plus the streams' bits, z's weighted as above) is lower than with ``h_a``'s z
