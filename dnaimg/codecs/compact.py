@@ -268,7 +268,6 @@ class Analysis:
         self.mu, self.sigma = self.tables.h_s(self.z)
         self.z_bytes = encode_z(self.z[0], self.tables)
         self._row, self._row_data = None, None
-        self.sse = {}           # (row, RDO weight) -> squared error of the latent (orthonormal units)
 
     def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
@@ -319,6 +318,13 @@ class Analysis:
         sym, idx = self.symbols(row, rdo_weight, ctx)
         return sym, idx, ctx, shifts
 
+    def squared_error(self, row: int, rdo_weight: float = 1.0) -> float:
+        """The latent's squared error (orthonormal units: the image's) as :meth:`encode` codes it
+        at rate row ``row``."""
+        sym = self.coded(row, rdo_weight)[0]
+        u, _, _, g = self._rounded(row)
+        return float(np.sum(((sym - u) / g) ** 2))
+
     @property
     def fine_rate(self) -> bool:
         """Whether :meth:`encode`'s ``rdo_weight`` changes anything (the wavelet models' RDO)."""
@@ -334,9 +340,6 @@ class Analysis:
             raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
                              f"not {rate_index:g}") from None
         sym, idx, ctx, shifts = self.coded(row, rdo_weight)
-        if self.fine_rate:          # (the search's objective: wavelet models)
-            u, _, _, g = self._rounded(row)
-            self.sse[(row, rdo_weight)] = float(np.sum(((sym - u) / g) ** 2))
         head = b"" if shifts is None else pack_shifts(shifts)
         version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
@@ -373,14 +376,20 @@ def _row_lambda(lambdas, row: int) -> float:
 
 
 def symbol_bits(v: np.ndarray, idx: np.ndarray, t) -> np.ndarray:
-    """Bits the coder spends on value ``v`` with table ``idx`` (escapes: the escape symbol and 16
-    raw bits)."""
+    """Bits the coder spends on latent value ``v`` with table ``idx`` (:func:`coded_bits` of the
+    latent's tables)."""
+    return coded_bits(v, idx, t.y_cdf, t.y_n, t.y_off)
+
+
+def coded_bits(v: np.ndarray, idx: np.ndarray, cdf: np.ndarray, n: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Bits the arithmetic coder spends on value ``v`` with table ``idx`` of (``cdf``, ``n``,
+    ``off``) (escapes: the escape symbol and 16 raw bits); ``v`` and ``idx`` broadcast."""
     from dnaimg.codecs.arith import ESCAPE_BITS, PREC
-    n = t.y_n[idx]
-    s = v + t.y_off[idx]
+    n = n[idx]
+    s = v + off[idx]
     esc = (s < 0) | (s >= n - 1)
     s = np.where(esc, n - 1, s)
-    f = (t.y_cdf[idx, s + 1] - t.y_cdf[idx, s]).astype(np.float64)
+    f = (cdf[idx, s + 1] - cdf[idx, s]).astype(np.float64)
     return PREC - np.log2(np.maximum(f, 1.0)) + ESCAPE_BITS * esc
 
 
@@ -628,7 +637,7 @@ def _objective(an: Analysis, e: Encoded, z_weight: float) -> float:
     row, w = an.tables.rate_row(e.info["rate_index"]), e.info["rdo_weight"]
     lam = _row_lambda(card_lambdas(an.card), row) * w * 255.0 ** 2
     z_len, y_len = (len(s.data) for s in e.streams)
-    return lam * an.sse[(row, w)] + 8.0 * (y_len + z_weight * z_len)
+    return lam * an.squared_error(row, w) + 8.0 * (y_len + z_weight * z_len)
 
 
 def _search_z(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float, z_weight: float,
@@ -641,11 +650,11 @@ def _search_z(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
     if not an.fine_rate:
         return None
     r, w = e.info["rate_index"], e.info["rdo_weight"]
-    z = zsearch.search(an, an.tables.rate_row(r), w, z_weight, keep_means,
+    row = an.tables.rate_row(r)
+    z = zsearch.search(an, row, w, z_weight, keep_means,
                        progress=None if an.progress is None else (lambda i, n: an.progress(0)))
     if z is None:
         return None
-    row = an.tables.rate_row(r)
     before, err = _objective(an, e, z_weight), zsearch.mean_error(an, row) if keep_means else 0.0
     z0 = an.z[0]
     an.use_z(z)

@@ -87,17 +87,11 @@ def _layers(t) -> list:
 def _z_bits_table(t) -> tuple[np.ndarray, int]:
     """(tables, 2 OFF + 1) bits of each hyper-latent value -OFF..OFF in each of its tables (the
     context's, else the channel's), and OFF."""
-    from dnaimg.codecs.arith import ESCAPE_BITS, PREC
+    from dnaimg.codecs.compact import coded_bits
     from dnaimg.zoo import zcontext
     cdf, n, off = t.zctx if t.zctx is not None else (t.z_cdf, t.z_n, t.z_off)
     O = zcontext.OFF
-    v = np.arange(-O, O + 1)
-    s = v[None, :] + off[:, None]
-    esc = (s < 0) | (s >= n[:, None] - 1)
-    s = np.where(esc, n[:, None] - 1, s)
-    rows = np.arange(cdf.shape[0])[:, None]
-    f = (cdf[rows, s + 1] - cdf[rows, s]).astype(np.float64)
-    return PREC - np.log2(np.maximum(f, 1.0)) + ESCAPE_BITS * esc, O
+    return coded_bits(np.arange(-O, O + 1)[None, :], np.arange(cdf.shape[0])[:, None], cdf, n, off), O
 
 
 def _z_tables(t, z: np.ndarray) -> np.ndarray:
