@@ -30,6 +30,9 @@ def _fresh_cache():
     compact._CACHE.clear()
 
 
+V6_MODEL = "compact-gray-v6"
+
+
 def _no_search(monkeypatch) -> None:
     """The compact encoder with h_a's hyper-latent (no dnaimg.codecs.zsearch)."""
     orig = compact.encode
@@ -297,21 +300,22 @@ def test_context_adapted_to_an_unfamiliar_image(monkeypatch):
     """A photograph is far from the microscopy and X-rays the gray model's context was fitted on:
     the encoder shifts its tables for the image (metadata version 2), the DNA decodes exactly, and
     the same rate costs fewer bytes than with the model's own tables, for at least as good an image
-    (h_a's hyper-latent both times)."""
+    (h_a's hyper-latent both times).  compact-gray-v6, whose 3-8 % the README quotes (compact-gray-v7's
+    narrow tables already take part of it: 2.9 % on this image)."""
     from pathlib import Path
     _no_search(monkeypatch)
     img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "coffee.png").convert("L"))
-    enc = api.encode(img, "compact", quality=3.0)
+    enc = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
     assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_ADAPTED
     assert enc.info["table_shift_bytes"] > 0
     dec = api.decode([s for _, s in enc.fasta_records()])
     assert dec.exact and dec.report["latent"]["table_shifts"] is True
-    shifts = compact.Analysis(img, compact.DEFAULT_GRAY_MODEL).coded(24)[3]
+    shifts = compact.Analysis(img, V6_MODEL).coded(24)[3]
     assert shifts is not None and np.count_nonzero(shifts) > 10
     plain = compact.fit_shifts
     try:
         compact.fit_shifts = lambda *a: None
-        enc0 = api.encode(img, "compact", quality=3.0)
+        enc0 = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
     finally:
         compact.fit_shifts = plain
     assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION

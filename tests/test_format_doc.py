@@ -11,6 +11,7 @@ test here fails, either the document or this reader is wrong (the code is the re
 """
 from __future__ import annotations
 
+import bisect
 import io
 import itertools
 import json
@@ -820,7 +821,12 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
         assert [ct[f"ctx.{k}"].dtype for k in ("neighbors", "weights", "classes", "edges", "remap")] == [
             np.int16, np.int16, np.int16, np.int32, np.uint8]
         ctx = {k: ct[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
-        t = {**t, **{k: ct[k] for k in ("tables.gain", "tables.inv_gain") if k in ct}}        # replace the base's
+        if "tables.y_cdf" in ct:          # narrow tables after the base's 64, which they must repeat
+            for k in ("cdf", "n", "off"):
+                assert ct[f"tables.y_{k}"].dtype == np.int32 and ct[f"tables.y_{k}"].shape[0] > 64
+                assert np.array_equal(ct[f"tables.y_{k}"][:64], t[f"tables.y_{k}"])
+        t = {**t, **{k: ct[k] for k in ("tables.gain", "tables.inv_gain", "tables.y_cdf", "tables.y_n", "tables.y_off")
+                     if k in ct}}        # replace the base's
         if "zctx.cdf" in ct:                                                                    # a hyper-latent context
             assert [ct[f"zctx.{k}"].dtype for k in ("cdf", "n", "off")] == [np.int32] * 3
             zctx = tuple(ct[f"zctx.{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
@@ -844,7 +850,8 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
             assert row[0] == 0 and (row[k:] == 1 << PREC).all() and (np.diff(row[:k + 1]) >= 1).all()
             assert k == 2 * o + 2
     assert z_cdf.shape[1] == 131 and (z_n == 130).all() and (z_off == 64).all()
-    assert len(y_n) == len(thresholds) == 64 and t["tables.inv_gain"].shape == gain.shape
+    assert len(thresholds) == 64 and len(y_n) >= 64 and t["tables.inv_gain"].shape == gain.shape
+    assert ctx is None or ((ctx["remap"] < len(y_n)).all() and ctx["remap"].shape[1] == 64)
     assert 1 <= meta["H"] <= 65536 and 1 <= meta["W"] <= 65536 and 1 <= meta["R"] <= 64
     hh, ww = 4 * math.ceil(meta["H"] / 64), 4 * math.ceil(meta["W"] / 64)
 
@@ -856,7 +863,11 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
         n_cls, _, n_b = ctx["remap"].shape
         shifts, used = read_table_shifts(zstream, n_cls * n_b)
         shifts = np.array(shifts, dtype=np.int64).reshape(n_cls, n_b)
-        ctx = {**ctx, "remap": np.clip(ctx["remap"] + shifts[:, None, :], 0, 63)}
+        # along the tables from narrowest to widest: the extra ones (last first), then 0 .. 63
+        order = list(range(len(y_n) - 1, 63, -1)) + list(range(64))
+        rank = {j: r for r, j in enumerate(order)}
+        moved = np.vectorize(lambda j, d: order[min(len(order) - 1, max(0, rank[j] + d))])
+        ctx = {**ctx, "remap": moved(ctx["remap"], shifts[:, None, :])}
         zstream = zstream[used:]
     dec = ArithDecoder(zstream, 8 * len(zstream))
     zh, zw = hh // 4, ww // 4
@@ -1372,13 +1383,16 @@ def test_pool_header_example_in_the_document():
 @pytest.mark.parametrize("folder,model,base,quality", [("compact-ctx", "compact-gray-v4", "compact-gray-v3", 8.5),
                                                       ("compact-gray-v5", "compact-gray-v5", None, 3),
                                                       ("compact-adapt", "compact-gray-v5", None, 6),
-                                                      ("compact-gray-v6", "compact-gray-v6", "compact-gray-v5", 6)])
+                                                      ("compact-gray-v6", "compact-gray-v6", "compact-gray-v5", 6),
+                                                      ("compact-gray-v7", "compact-gray-v7", "compact-gray-v5", 6.5),
+                                                      ("compact-narrow", "compact-gray-v7", "compact-gray-v5", 3)])
 def test_compact_context_golden_file(folder, model, base, quality):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
     holds everything in one file, compact-adapt has its context's tables shifted for the image
     (metadata version 2), compact-gray-v6 extends compact-gray-v5 with a context for the
-    hyper-latent (stream 0 re-encoded bit for bit with it); re-encoding the values with the documented context rule gives stream 1
+    hyper-latent (stream 0 re-encoded bit for bit with it), compact-gray-v7 adds narrow tables that
+    its context (and the shifts) reach; re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
@@ -1409,12 +1423,18 @@ def test_compact_context_golden_file(folder, model, base, quality):
 
     from dnaimg.codecs import compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
-    assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6"))
-    assert (r["zctx"] is not None) == (model == "compact-gray-v6")
+    assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7"))
+    assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7"))
+    if model == "compact-gray-v7":       # values coded with the narrow tables, shifted there too
+        first_of = [r["firsts"][bisect.bisect_right(r["firsts"], i) - 1] for i in range(len(r["values"]))]
+        used = [r["table_of"](i, first_of[i], lambda q: r["values"][q]) for i in range(len(r["values"]))]
+        assert sum(u >= 64 for u in used) >= (1000 if folder == "compact-narrow" else 1) and len(ytab[1]) == 72
     compact._CACHE.clear()
     try:
+        an = compact.Analysis(img, model)
+        an.use_z(np.asarray(r["z"]).reshape(an.z.shape[1:]))      # the hyper-latent written (maybe searched)
         if r["meta"]["version"] == 2:
-            sym, _, _, shifts = compact.Analysis(img, model).coded(r["meta"]["q"])
+            sym, _, _, shifts = an.coded(r["meta"]["q"])
             assert np.array_equal(shifts, r["shifts"]) and np.count_nonzero(shifts) > 10
             # the shifts' bytes, then the hyper-latent's code: stream 0 is exactly the two
             head = compact.pack_shifts(shifts)
@@ -1422,7 +1442,7 @@ def test_compact_context_golden_file(folder, model, base, quality):
             assert head + zb == streams[0] and len(head) == math.ceil(sum(
                 1 if d == 0 else 2 + abs(d) - 1 + (abs(d) < 4) for d in shifts.ravel()) / 8)
         else:
-            sym, _ = compact.Analysis(img, model).symbols(r["meta"]["q"])
+            sym, _ = an.symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
     assert np.array_equal(sym, r["symbols"])

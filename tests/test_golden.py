@@ -94,7 +94,9 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-ctx": ("compact-gray-v4", 40.0),      # v3 with a context and extended rates (quality 8.5)
         "compact-gray-v5": ("compact-gray-v5", 30.0),  # trained with the context, one file (quality 3)
         "compact-adapt": ("compact-gray-v5", 40.0),    # its context adapted to the image (metadata 2, quality 6)
-        "compact-gray-v6": ("compact-gray-v6", 40.0)}  # v5 with a context for the hyper-latent (quality 6)
+        "compact-gray-v6": ("compact-gray-v6", 40.0),  # v5 with a context for the hyper-latent (quality 6)
+        "compact-gray-v7": ("compact-gray-v7", 40.0),  # v6 with narrow tables and a wider context for the coder (quality 6.5)
+        "compact-narrow": ("compact-gray-v7", 30.0)}   # the same at quality 3: thousands of values in the narrow tables
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 
@@ -114,7 +116,7 @@ def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
         compact._CACHE.clear()
     assert meta["model"] == model
     assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
-    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6"))
+    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7"))
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
     assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
     source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))

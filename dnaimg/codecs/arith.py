@@ -153,7 +153,9 @@ def no_context(n_tables: int) -> tuple:
 
 
 def check_context(ctx: tuple, n_tables: int) -> tuple:
-    """``ctx`` = (neighbors, weights, classes, edges, remap) as contiguous int64 arrays; raise
+    """``ctx`` = (neighbors, weights, classes, edges, remap) as contiguous int64 arrays (``remap``'s
+    second size: the values' own tables, the first of the ``n_tables``; the rest, narrower ones a
+    model may add, are reached only through ``remap``); raise
     ValueError unless the kernels can run it without reading out of bounds, and every form of the
     rule (kernel, :func:`context_tables`, the training's) reads it alike (a row of neighbours ends at
     its first -1: only -1 after it)."""
@@ -163,7 +165,7 @@ def check_context(ctx: tuple, n_tables: int) -> tuple:
         raise ValueError("inconsistent context tables") from None
     ok = (cls.ndim == 1 and cls.size >= 1 and nbr.ndim == 2 and nbr.shape[1] >= 1 and wts.shape == nbr.shape
           and nbr.shape[0] == cls.size and edges.ndim == 1 and edges.size >= 1 and remap.ndim == 3
-          and remap.shape[1] == n_tables and remap.shape[2] == edges.size)
+          and 1 <= remap.shape[1] <= n_tables and remap.shape[2] == edges.size)
     if ok:
         M = cls.size
         ok = (edges[0] == 0 and bool(np.all(np.diff(edges) > 0))

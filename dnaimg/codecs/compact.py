@@ -39,7 +39,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v6"     # one channel (wavelet): compact-gray-v5 with a context for its hyper-latent too: gray images' default
+DEFAULT_GRAY_MODEL = "compact-gray-v7"     # one channel (wavelet): compact-gray-v6 with narrow tables and a wider context: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
@@ -125,8 +125,12 @@ def load(name: str = DEFAULT_MODEL):
                 raise ModelError(f"model {name}: its weights file does not name its base's weights")
             if own["base.sha256"].numpy().tobytes().hex() != str(bc["weights_sha256"]).lower():
                 raise ModelError(f"model {name} was made for other weights of {base} than those installed")
-            # the base's networks and tables; the extension's own gain tables replace the base's
-            t = {**_tensors(bc, base), **{k: v for k, v in own.items() if k in ("tables.gain", "tables.inv_gain")}}
+            # the base's networks and tables; the extension's own gain tables replace the base's,
+            # and its own latent tables too where it adds narrow ones after the base's (checked here)
+            t = _tensors(bc, base)
+            if "tables.y_cdf" in own:
+                _check_extra_tables(t, own)
+            t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES}}
         else:
             t = own
         model = build_model(c)
@@ -143,6 +147,8 @@ def load(name: str = DEFAULT_MODEL):
             if tables.ctx is not None:
                 from dnaimg.codecs.arith import check_context
                 tables.ctx = check_context(tables.ctx, tables.y_cdf.shape[0])
+                if tables.ctx[4].shape[1] != tables.thresholds.shape[0]:
+                    raise ValueError("a context whose remap is not indexed by the hyperprior's tables")
                 if tables.ctx[2].shape[0] != model.cfg.M:
                     raise ValueError(f"a context for {tables.ctx[2].shape[0]} channels, not {model.cfg.M}")
             if tables.gain.shape[1] != model.cfg.M or tables.inv_gain.shape != tables.gain.shape:
@@ -155,6 +161,25 @@ def load(name: str = DEFAULT_MODEL):
         model.g_s.to(memory_format=torch.channels_last)
         _CACHE[name] = (model, tables, c)
         return _CACHE[name]
+
+
+#: the tables an extension's own file may hold in place of its base's
+EXTENSION_TABLES = ("tables.gain", "tables.inv_gain", "tables.y_cdf", "tables.y_n", "tables.y_off")
+
+
+def _check_extra_tables(base: dict, own: dict) -> None:
+    """An extension's latent tables must be its base's, in the same rows, with extra ones after
+    them (which only its context's remap reaches): the hyperprior's table indexes keep their
+    meaning."""
+    from dnaimg.zoo.registry import ModelError
+    if not all(k in own for k in ("tables.y_cdf", "tables.y_n", "tables.y_off")):
+        raise ModelError("an extension's own latent tables need tables.y_cdf, tables.y_n and tables.y_off")
+    n = base["tables.y_cdf"].shape[0]
+    same = (own["tables.y_cdf"].shape[0] > n and own["tables.y_cdf"].shape[1] == base["tables.y_cdf"].shape[1]
+            and all(torch.equal(own[k][:n].to(torch.int64), base[k].to(torch.int64))
+                    for k in ("tables.y_cdf", "tables.y_n", "tables.y_off")))
+    if not same:
+        raise ModelError("an extension's latent tables must begin with its base's and add rows after them")
 
 
 def _tensors(c: dict, name: str) -> dict:
@@ -314,7 +339,7 @@ class Analysis:
         shifts = fit_shifts(sym, idx, t)
         if shifts is None:
             return sym, idx, t.ctx, None
-        ctx = adapt_context(t.ctx, shifts)
+        ctx = adapt_context(t.ctx, shifts, t.y_cdf.shape[0])
         sym, idx = self.symbols(row, rdo_weight, ctx)
         return sym, idx, ctx, shifts
 
@@ -490,12 +515,30 @@ def unpack_shifts(buf: np.ndarray, classes: int, buckets: int) -> tuple[np.ndarr
     return out.reshape(classes, buckets), (pos + 7) // 8
 
 
-def adapt_context(ctx: tuple, shifts: np.ndarray) -> tuple:
+def table_order(n_hyper: int, n_tables: int) -> np.ndarray:
+    """The latent's tables from narrowest to widest: a model's extra narrow tables (indexes
+    ``n_hyper`` and up, each narrower than the one before, reached only through the context's
+    remap) narrowest first, then the hyperprior's own ``0 .. n_hyper - 1``."""
+    return np.concatenate([np.arange(n_tables - 1, n_hyper - 1, -1), np.arange(n_hyper)]).astype(np.int64)
+
+
+def shift_tables(j: np.ndarray, d, n_hyper: int, n_tables: int) -> np.ndarray:
+    """Tables ``j`` moved ``d`` places along :func:`table_order` (negative: narrower), stopping at
+    either end; with no extra tables ``clip(j + d, 0, n_hyper - 1)``."""
+    order = table_order(n_hyper, n_tables)
+    rank = np.empty(n_tables, dtype=np.int64)
+    rank[order] = np.arange(n_tables)
+    return order[np.clip(rank[j] + d, 0, n_tables - 1)]
+
+
+def adapt_context(ctx: tuple, shifts: np.ndarray, n_tables: int | None = None) -> tuple:
     """The context with every table of its remap moved by its cell's shift:
-    ``remap'[c, t, b] = clip(remap[c, t, b] + shifts[c, b], 0, tables - 1)``."""
+    ``remap'[c, t, b] = shift_tables(remap[c, t, b], shifts[c, b])`` (``n_tables``: the
+    latent's tables, the hyperprior's and any extra narrow ones; default the hyperprior's)."""
     nbr, wts, cls, edges, remap = ctx
-    n = remap.shape[1]
-    return nbr, wts, cls, edges, np.clip(remap + np.asarray(shifts, dtype=np.int64)[:, None, :], 0, n - 1)
+    n_hyper = remap.shape[1]
+    d = np.asarray(shifts, dtype=np.int64)[:, None, :]
+    return nbr, wts, cls, edges, shift_tables(remap, d, n_hyper, n_tables or n_hyper)
 
 
 def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
@@ -506,6 +549,7 @@ def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
     from dnaimg.zoo.context import V_MAX, bucket_probe
     nbr, wts, cls, edges, remap = t.ctx
     n_cls, n_tab, n_b = remap.shape
+    n_all = t.y_cdf.shape[0]                                # (extra narrow tables included)
     bt = _value_bits(t)                                     # (tables, 2 V_MAX + 1)
     probe = bucket_probe(t.ctx[:4], n_tab)
     M = sym.shape[0]
@@ -513,11 +557,12 @@ def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
     bk = arith.context_tables_cm(s2, t2, probe)             # (M, positions): each value's bucket
     cell = cls[:, None] * n_b + bk
     used = remap[cls[:, None], t2, bk]
-    key = (cell * n_tab + used) * (2 * V_MAX + 1) + np.clip(s2, -V_MAX, V_MAX) + V_MAX
-    H = np.bincount(key.ravel(), minlength=n_cls * n_b * n_tab * (2 * V_MAX + 1))
-    H = H.reshape(n_cls * n_b, n_tab, 2 * V_MAX + 1).astype(np.float64)
+    key = (cell * n_all + used) * (2 * V_MAX + 1) + np.clip(s2, -V_MAX, V_MAX) + V_MAX
+    H = np.bincount(key.ravel(), minlength=n_cls * n_b * n_all * (2 * V_MAX + 1))
+    H = H.reshape(n_cls * n_b, n_all, 2 * V_MAX + 1).astype(np.float64)
     ds = np.array(sorted(range(-SHIFT_MAX, SHIFT_MAX + 1), key=abs))     # ties go to the smaller shift
-    cost = np.stack([np.einsum("ctv,tv->c", H, bt[np.clip(np.arange(n_tab) + d, 0, n_tab - 1)]) for d in ds], axis=1)
+    every = np.arange(n_all)
+    cost = np.stack([np.einsum("ctv,tv->c", H, bt[shift_tables(every, d, n_tab, n_all)]) for d in ds], axis=1)
     best = np.argmin(cost + shift_code_bits(ds)[None, :], axis=1)
     shifts = ds[best]
     saved = cost[:, 0].sum() - cost[np.arange(len(best)), best].sum()
@@ -713,7 +758,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
             raise DecodeError(f"compact: metadata version {p.version} (table shifts) for model {name}, "
                               "which has no context")
         shifts, used = unpack_shifts(zbuf, t.ctx[4].shape[0], t.ctx[3].shape[0])
-        ctx, zbuf = adapt_context(t.ctx, shifts), zbuf[used:]
+        ctx, zbuf = adapt_context(t.ctx, shifts, t.y_cdf.shape[0]), zbuf[used:]
     z = decode_z(zbuf, (N, zh, zw), t)[None]
     mu, sigma = t.h_s(z)
     if p.rate_row >= t.gain.shape[0]:

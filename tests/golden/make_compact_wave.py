@@ -9,9 +9,14 @@ regenerate: a file must decode forever with its model's weights):
 - compact-adapt/: compact-gray-v5 at quality 6, where its encoder adapts the context's tables to
   the image (metadata version 2: table shifts at the head of stream 0);
 - compact-gray-v6/: compact-gray-v6 (extends compact-gray-v5 with a context for the hyper-latent)
-  at quality 6, its tables shifted too.
+  at quality 6, its tables shifted too;
+- compact-gray-v7/: compact-gray-v7 (extends compact-gray-v5 with v6's hyper-latent context and
+  8 narrow tables that its coder context reaches, and a wider context) at quality 6.5, its tables
+  shifted too (a few values coded with the narrow tables);
+- compact-narrow/: compact-gray-v7 at quality 3, where thousands of values are coded with the
+  narrow tables (no shifts: metadata version 1).
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow
 """
 import sys
 from pathlib import Path
@@ -23,7 +28,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", "compact-gray-v4", 8.5),
          "v5": ("compact-gray-v5", "compact-gray-v5", 3), "adapt": ("compact-adapt", "compact-gray-v5", 6),
-         "v6": ("compact-gray-v6", "compact-gray-v6", 6)}
+         "v6": ("compact-gray-v6", "compact-gray-v6", 6), "v7": ("compact-gray-v7", "compact-gray-v7", 6.5),
+         "narrow": ("compact-narrow", "compact-gray-v7", 3)}
 
 
 def main(which: str):
