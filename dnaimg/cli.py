@@ -907,6 +907,18 @@ def info(file, primer_f, primer_r, as_json):
                            f"CRC32 {s['crc']:#010x}")
 
 
+def _extension_says(c: dict) -> str:
+    """What a compact model that extends another adds to it, from its card."""
+    parts = []
+    if "z_context" in c:
+        parts.append("a context for its hyper-latent")
+    if "narrow_tables" in c:
+        nt = c["narrow_tables"]
+        parts.append(f"{nt['tables']} narrow tables" + (" and a wider neighbourhood" if nt.get("far_neighbours") else "")
+                     + " for its coder's context")
+    return ", and ".join(parts) or "a context model"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @friendly
@@ -928,8 +940,7 @@ def models(as_json):
                 " (one channel: gray images' default for --codec compact)" if c["name"] == COMPACT_GRAY else "")
         click.echo(f"{c['name']}{star}: compact codec, {a.get('type', 'learned')}, N={a['N']} M={a['M']}, "
                    f"{t.get('steps', '?')} training steps; rate index 0..{len(c.get('rate_points') or a['lambdas']) - 1} "
-                   "(1/8 steps)" + (f"; {c['extends']} with " + ("a context for its hyper-latent" if "z_context" in c else "a context model")
-                    if c.get("extends") else ""))
+                   "(1/8 steps)" + (f"; {c['extends']} with " + _extension_says(c) if c.get("extends") else ""))
         for k in c.get("kodak", []):
             click.echo(f"  rate index {k['rate_index']:<5g} Kodak {k['psnr_db']:.2f} dB, MS-SSIM {k['ms_ssim']:.4f}, "
                        f"total {k['total_nt_per_pixel']:.3f} nt/px")

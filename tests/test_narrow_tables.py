@@ -181,3 +181,18 @@ def test_fitting_narrow_tables_writes_a_model_that_codes(tmp_path, monkeypatch):
             build_narrow("compact-gray-v3", "narrow-test3", [str(data)], 4, rows=[16], out_dir=d)
     finally:
         compact._CACHE.clear()
+
+
+def test_models_lists_v7_as_the_gray_default_with_what_it_adds():
+    from click.testing import CliRunner
+
+    from dnaimg.cli import main
+    r = CliRunner().invoke(main, ["models"])
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if ln.startswith(V7))
+    assert "(one channel: gray images' default for --codec compact)" in line
+    assert line.endswith("compact-gray-v5 with a context for its hyper-latent, and 8 narrow tables and a wider "
+                         "neighbourhood for its coder's context")
+    v6 = next(ln for ln in r.output.splitlines() if ln.startswith(V6 + ":"))
+    assert v6.endswith("compact-gray-v5 with a context for its hyper-latent")
+    assert "  xray/eval: 42.74 dB at 0.299 total nt/px (cap 0.3; AVIF 43.22 dB on them)" in r.output
