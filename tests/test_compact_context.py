@@ -162,14 +162,19 @@ def test_a_context_model_checks_its_base(tmp_path, monkeypatch):
         compact.load(CTX_MODEL)
 
 
+def _image_folder(tmp_path, images) -> "Path":
+    """tmp_path/imgs with the images as 0.png, 1.png, ... (training data for a fitter)."""
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i, a in enumerate(images):
+        Image.fromarray(a).save(data / f"{i}.png")
+    return data
+
+
 def test_fitting_a_context_writes_a_model_that_codes(tmp_path, monkeypatch):
     from dnaimg.zoo.context import build
     d = _copy_models(tmp_path, monkeypatch)
-    data = tmp_path / "imgs"
-    data.mkdir()
-    for i in range(3):
-        Image.fromarray(_gray_image(128, 160, seed=i)).save(data / f"{i}.png")
-    Image.fromarray(_photo_gray()).save(data / "photo.png")
+    data = _image_folder(tmp_path, [_gray_image(128, 160, seed=i) for i in range(3)] + [_photo_gray()])
     card = build(BASE, "ctx-test", [str(data)], rows=[16, 32], out_dir=d)
     assert card["extends"] == BASE and card["context"]["images"] == 4 and card["context"]["held_out_images"] == 2
     assert (d / "ctx-test.safetensors").exists()

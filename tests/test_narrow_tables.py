@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from dnaimg import api
 from dnaimg.codecs import arith, compact
@@ -156,14 +155,11 @@ def test_an_extensions_tables_must_extend_its_bases(what, tmp_path, monkeypatch)
 
 
 def test_fitting_narrow_tables_writes_a_model_that_codes(tmp_path, monkeypatch):
-    from test_compact_context import _gray_image
+    from test_compact_context import _gray_image, _image_folder
 
     from dnaimg.zoo.context import build_narrow
     d = _copy(tmp_path, monkeypatch)
-    data = tmp_path / "imgs"
-    data.mkdir()
-    for i in range(3):
-        Image.fromarray(_gray_xray_like(128, 160, seed=i)).save(data / f"{i}.png")
+    data = _image_folder(tmp_path, [_gray_xray_like(128, 160, seed=i) for i in range(3)])
     try:
         card = build_narrow(V6, "narrow-test", [str(data)], 4, rows=[16, 24], out_dir=d)
         assert card["extends"] == V5 and card["narrow_tables"]["tables"] == 4 and card["z_context"]
