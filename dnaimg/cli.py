@@ -916,6 +916,8 @@ def _extension_says(c: dict) -> str:
         nt = c["narrow_tables"]
         parts.append(f"{nt['tables']} narrow tables" + (" and a wider neighbourhood" if nt.get("far_neighbours") else "")
                      + " for its coder's context")
+    if "post_filter" in c:
+        parts.append("its post-filter fitted to what its encoder writes")
     return ", and ".join(parts) or "a context model"
 
 

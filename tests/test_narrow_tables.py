@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from dnaimg import api
 from dnaimg.codecs import arith, compact
@@ -73,6 +74,12 @@ def test_v7_is_v6_with_narrow_tables():
                    channel_of(8, 1, 3, 5): 1}
     v6 = context_layout(1)
     assert all(set(zip(v6[0][k], v6[1][k])) - {(-1, 0)} <= set(zip(nbr[k], wts[k])) for k in range(256))
+    # and its own post-filter (dnaimg.zoo.postfit): every other weight is v5's
+    m7, m6 = compact.load(V7)[0], compact.load(V6)[0]
+    sd7, sd6 = m7.state_dict(), m6.state_dict()
+    assert not torch.equal(sd7["g_s.post.net.0.weight"], sd6["g_s.post.net.0.weight"])
+    assert all(torch.equal(sd7[k], sd6[k]) for k in sd6 if not k.startswith("g_s.post."))
+    assert c7["post_filter"]["held_out_psnr_db_after"] > c7["post_filter"]["held_out_psnr_db_before"]
 
 
 def _gray_xray_like(h=256, w=320, seed=0):
@@ -188,7 +195,7 @@ def test_models_lists_v7_as_the_gray_default_with_what_it_adds():
     line = next(ln for ln in r.output.splitlines() if ln.startswith(V7))
     assert "(one channel: gray images' default for --codec compact)" in line
     assert line.endswith("compact-gray-v5 with a context for its hyper-latent, and 8 narrow tables and a wider "
-                         "neighbourhood for its coder's context")
+                         "neighbourhood for its coder's context, and its post-filter fitted to what its encoder writes")
     v6 = next(ln for ln in r.output.splitlines() if ln.startswith(V6 + ":"))
     assert v6.endswith("compact-gray-v5 with a context for its hyper-latent")
-    assert "  xray/eval: 42.74 dB at 0.299 total nt/px (cap 0.3; AVIF 43.22 dB on them)" in r.output
+    assert "  xray/eval: 42.76 dB at 0.299 total nt/px (cap 0.3; AVIF 43.22 dB on them)" in r.output

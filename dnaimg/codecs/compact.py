@@ -126,11 +126,12 @@ def load(name: str = DEFAULT_MODEL):
             if own["base.sha256"].numpy().tobytes().hex() != str(bc["weights_sha256"]).lower():
                 raise ModelError(f"model {name} was made for other weights of {base} than those installed")
             # the base's networks and tables; the extension's own gain tables replace the base's,
-            # and its own latent tables too where it adds narrow ones after the base's (checked here)
+            # its own latent tables too where it adds narrow ones after the base's (checked here),
+            # and its own post-filter weights (dnaimg.zoo.postfit)
             t = _tensors(bc, base)
             if "tables.y_cdf" in own:
                 _check_extra_tables(t, own)
-            t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES}}
+            t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES or k.startswith(EXTENSION_POST)}}
         else:
             t = own
         model = build_model(c)
@@ -163,8 +164,10 @@ def load(name: str = DEFAULT_MODEL):
         return _CACHE[name]
 
 
-#: the tables an extension's own file may hold in place of its base's
+#: the tables an extension's own file may hold in place of its base's, and the networks' weights
+#: (by prefix: the wavelet synthesis's post-filter)
 EXTENSION_TABLES = ("tables.gain", "tables.inv_gain", "tables.y_cdf", "tables.y_n", "tables.y_off")
+EXTENSION_POST = "g_s.post."
 
 
 def _check_extra_tables(base: dict, own: dict) -> None:

@@ -1,0 +1,81 @@
+"""A wavelet model's post-filter fitted to what its encoder writes (dnaimg.zoo.postfit), shipped in
+an extension's own file (FORMAT.md 12.3)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from test_compact_context import _gray_image, _image_folder
+from test_narrow_tables import _gray_xray_like
+
+from dnaimg import api
+from dnaimg.codecs import compact
+from dnaimg.image import psnr
+from dnaimg.zoo import postfit
+from dnaimg.zoo.registry import ModelError, models_dir, sha256_file
+
+V5, V6 = "compact-gray-v5", "compact-gray-v6"
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    d = tmp_path / "models"
+    d.mkdir()
+    for n in (V5, V6):
+        for ext in ("json", "safetensors"):
+            shutil.copy(models_dir() / f"{n}.{ext}", d / f"{n}.{ext}")
+    monkeypatch.setenv("DNAIMG_MODELS", str(d))
+    compact._CACHE.clear()
+    yield d
+    compact._CACHE.clear()
+
+
+def test_decoded_pair_is_what_the_decoder_draws_before_its_post_filter(models, monkeypatch):
+    """The pair's first image, through the model's post-filter, is the image decoded from the DNA
+    that the encoder writes at that rate row with the analysis network's hyper-latent."""
+    from test_compact_context import _no_search
+    _no_search(monkeypatch)
+    img = _gray_xray_like(128, 192, seed=3)
+    a, x = postfit.decoded_pair(V6, img, 32)
+    assert a.shape == x.shape == (128, 192) and np.allclose(x, img / 255.0 - 0.5, atol=1e-6)
+    post = compact.load(V6)[0].g_s.post.float()
+    with torch.no_grad():
+        o = post(torch.from_numpy(a)[None, None])[0, 0].numpy()
+    drawn = np.clip(np.floor((o + 0.5) * 255 + 0.5), 0, 255)
+    dec = api.decode([s for _, s in api.encode(img, "compact", model=V6, quality=4.0).fasta_records()])
+    diff = np.abs(drawn - dec.image.astype(np.float64))
+    assert dec.exact and diff.max() <= 1 and diff.mean() < 0.01
+
+
+def test_fitting_the_post_filter_writes_a_model_that_codes(models, tmp_path):
+    data = _image_folder(tmp_path, [_gray_xray_like(128, 160, seed=i) for i in range(4)])
+    card = postfit.build(V6, "post-test", [str(data)], out_dir=models, steps=30, rows=(24, 32))
+    rec = card["post_filter"]
+    assert card["extends"] == V5 and card["z_context"] and rec["images"] == 4 and rec["held_out_images"] == 1
+    assert rec["held_out_psnr_db_after"] > rec["held_out_psnr_db_before"] - 0.5
+    m, t, _ = compact.load("post-test")
+    m6, t6, _ = compact.load(V6)
+    assert not torch.equal(m.g_s.post.net[0].weight, m6.g_s.post.net[0].weight)
+    assert np.array_equal(t.ctx[4], t6.ctx[4]) and all(np.array_equal(a, b) for a, b in zip(t.zctx, t6.zctx))
+    img = _gray_image(seed=7)
+    enc = api.encode(img, "compact", model="post-test", quality=2.0)
+    dec = api.decode([s for _, s in enc.fasta_records()])
+    assert dec.exact and dec.report["image"]["model"] == "post-test" and psnr(img, dec.image) > 30.0
+    with pytest.raises(ValueError, match="exists"):
+        postfit.build(V6, "post-test", [str(data)], out_dir=models, steps=1)
+
+
+def test_an_extensions_post_filter_must_fit_the_network(models, tmp_path):
+    data = _image_folder(tmp_path, [_gray_xray_like(96, 96, seed=i) for i in range(2)])
+    postfit.build(V6, "post-test", [str(data)], out_dir=models, steps=2, rows=(24,))
+    from safetensors.numpy import load_file, save_file
+    t = load_file(str(models / "post-test.safetensors"))
+    t["g_s.post.net.2.weight"] = t["g_s.post.net.2.weight"][:16].copy()
+    save_file(t, str(models / "post-test.safetensors"))
+    card = json.loads((models / "post-test.json").read_text())
+    card["weights_sha256"] = sha256_file(models / "post-test.safetensors")
+    (models / "post-test.json").write_text(json.dumps(card))
+    compact._CACHE.clear()
+    with pytest.raises(ModelError, match="g_s.post.net.2.weight has shape"):
+        compact.load("post-test")
