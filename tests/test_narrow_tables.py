@@ -37,6 +37,8 @@ def test_table_order_and_shifts():
     assert got[0, 0].tolist() == [64, 0, 63] and got[0, 10].tolist() == [9, 11, 12]
     got = compact.adapt_context((None,) * 4 + (np.arange(64)[None, :, None],), np.array([[-2]]))[4]
     assert got[0, :, 0].tolist() == [0, 0] + list(range(62))
+    with pytest.raises(ValueError, match="give n_tables"):
+        compact.adapt_context((None,) * 4 + (remap,), np.array([[-1, 1, 2]]))
 
 
 def test_narrow_tables_continue_the_scale_table_down():
@@ -136,7 +138,8 @@ def _rewrite(d, name, change):
     compact._CACHE.clear()
 
 
-@pytest.mark.parametrize("what", ["first rows differ", "no new rows", "y_n missing", "remap past the tables"])
+@pytest.mark.parametrize("what", ["first rows differ", "no new rows", "y_n missing", "remap past the tables",
+                                  "y_n alone", "rows disagree", "extra row invalid"])
 def test_an_extensions_tables_must_extend_its_bases(what, tmp_path, monkeypatch):
     d = _copy(tmp_path, monkeypatch)
 
@@ -149,11 +152,21 @@ def test_an_extensions_tables_must_extend_its_bases(what, tmp_path, monkeypatch)
                 t[k] = t[k][:64].copy()
         elif what == "y_n missing":
             del t["tables.y_n"]
+        elif what == "y_n alone":
+            t["tables.y_n"] = t["tables.y_n"][:64].copy()
+            del t["tables.y_cdf"], t["tables.y_off"]
+        elif what == "rows disagree":
+            t["tables.y_n"] = t["tables.y_n"][:64].copy()
+            t["tables.y_off"] = t["tables.y_off"][:64].copy()
+        elif what == "extra row invalid":
+            t["tables.y_n"] = t["tables.y_n"].copy()
+            t["tables.y_n"][71] = 5000
         else:
             t["ctx.remap"] = t["ctx.remap"].copy()
             t["ctx.remap"][4, 3, 0] = 72
     _rewrite(d, V7, change)
-    match = "inconsistent context tables" if what == "remap past the tables" else "extension's"
+    match = ("inconsistent context tables" if what == "remap past the tables" else
+             "not a valid table" if what == "extra row invalid" else f"model {V7}: an extension's")
     try:
         with pytest.raises(ModelError, match=match):
             compact.load(V7)
@@ -178,6 +191,8 @@ def test_fitting_narrow_tables_writes_a_model_that_codes(tmp_path, monkeypatch):
         assert dec.exact and dec.report["image"]["model"] == "narrow-test" and psnr(img, dec.image) > 30.0
         with pytest.raises(ValueError, match="already has narrow tables"):
             build_narrow("narrow-test", "narrow-test2", [str(data)], 4, rows=[16], out_dir=d)
+        assert "; 4 narrow tables" in card["architecture"]["type"]
+        assert "narrow tables" not in compact.load(V6)[2]["architecture"]["type"]      # (the base's card untouched)
         for ext in ("json", "safetensors"):
             shutil.copy(_shipped() / f"compact-gray-v3.{ext}", d / f"compact-gray-v3.{ext}")
         with pytest.raises(ValueError, match="has no coder context"):

@@ -64,6 +64,12 @@ def test_fitting_the_post_filter_writes_a_model_that_codes(models, tmp_path):
     assert dec.exact and dec.report["image"]["model"] == "post-test" and psnr(img, dec.image) > 30.0
     with pytest.raises(ValueError, match="exists"):
         postfit.build(V6, "post-test", [str(data)], out_dir=models, steps=1)
+    with pytest.raises(ValueError, match="compact-gray-v5 extends no model"):
+        postfit.build(V5, "post-test2", [str(data)], out_dir=models, steps=1)
+    assert "post-filter fitted" not in compact.load(V6)[2]["architecture"]["type"]      # (the base's card untouched)
+    from dnaimg.zoo.context import build_narrow
+    with pytest.raises(ValueError, match="post-test has a fitted post-filter, which this refit would drop"):
+        build_narrow("post-test", "narrow-test", [str(data)], 4, rows=[16], out_dir=models)
 
 
 def test_an_extensions_post_filter_must_fit_the_network(models, tmp_path):

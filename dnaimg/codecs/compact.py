@@ -129,8 +129,11 @@ def load(name: str = DEFAULT_MODEL):
             # its own latent tables too where it adds narrow ones after the base's (checked here),
             # and its own post-filter weights (dnaimg.zoo.postfit)
             t = _tensors(bc, base)
-            if "tables.y_cdf" in own:
-                _check_extra_tables(t, own)
+            if any(k in own for k in ("tables.y_cdf", "tables.y_n", "tables.y_off")):
+                try:
+                    _check_extra_tables(t, own)
+                except ModelError as e:
+                    raise ModelError(f"model {name}: {e}") from None
             t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES or k.startswith(EXTENSION_POST)}}
         else:
             t = own
@@ -154,7 +157,7 @@ def load(name: str = DEFAULT_MODEL):
                     raise ValueError(f"a context for {tables.ctx[2].shape[0]} channels, not {model.cfg.M}")
             if tables.gain.shape[1] != model.cfg.M or tables.inv_gain.shape != tables.gain.shape:
                 raise ValueError("gain tables of the wrong shape")
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, IndexError) as e:
             raise ModelError(f"model {name}: {e}") from None
         model.eval()
         # channels-last weights for the synthesis transform: oneDNN's fast path on CPUs (a
@@ -172,17 +175,24 @@ EXTENSION_POST = "g_s.post."
 
 def _check_extra_tables(base: dict, own: dict) -> None:
     """An extension's latent tables must be its base's, in the same rows, with extra ones after
-    them (which only its context's remap reaches): the hyperprior's table indexes keep their
-    meaning."""
+    them (which only its context's remap reaches; the hyperprior's table indexes keep their
+    meaning), each a valid table: ModelError otherwise."""
+    from dnaimg.codecs.arith import PREC
     from dnaimg.zoo.registry import ModelError
-    if not all(k in own for k in ("tables.y_cdf", "tables.y_n", "tables.y_off")):
+    keys = ("tables.y_cdf", "tables.y_n", "tables.y_off")
+    if not all(k in own for k in keys):
         raise ModelError("an extension's own latent tables need tables.y_cdf, tables.y_n and tables.y_off")
-    n = base["tables.y_cdf"].shape[0]
-    same = (own["tables.y_cdf"].shape[0] > n and own["tables.y_cdf"].shape[1] == base["tables.y_cdf"].shape[1]
-            and all(torch.equal(own[k][:n].to(torch.int64), base[k].to(torch.int64))
-                    for k in ("tables.y_cdf", "tables.y_n", "tables.y_off")))
-    if not same:
+    cdf, n_, off = (own[k].to(torch.int64) for k in keys)
+    bcdf, bn, boff = (base[k].to(torch.int64) for k in keys)
+    n_base = bcdf.shape[0]
+    if not (cdf.ndim == 2 and n_.ndim == 1 and off.ndim == 1 and cdf.shape[0] == n_.shape[0] == off.shape[0] > n_base
+            and cdf.shape[1] == bcdf.shape[1] and torch.equal(cdf[:n_base], bcdf) and torch.equal(n_[:n_base], bn)
+            and torch.equal(off[:n_base], boff)):
         raise ModelError("an extension's latent tables must begin with its base's and add rows after them")
+    for row, n, o in zip(cdf[n_base:].numpy(), n_[n_base:].tolist(), off[n_base:].tolist()):
+        if not (2 <= n < cdf.shape[1] and n == 2 * o + 2 and row[0] == 0 and (row[n:] == 1 << PREC).all()
+                and (np.diff(row[:n + 1]) >= 1).all()):
+            raise ModelError("an extension's extra latent table is not a valid table")
 
 
 def _tensors(c: dict, name: str) -> dict:
@@ -537,9 +547,12 @@ def shift_tables(j: np.ndarray, d, n_hyper: int, n_tables: int) -> np.ndarray:
 def adapt_context(ctx: tuple, shifts: np.ndarray, n_tables: int | None = None) -> tuple:
     """The context with every table of its remap moved by its cell's shift:
     ``remap'[c, t, b] = shift_tables(remap[c, t, b], shifts[c, b])`` (``n_tables``: the
-    latent's tables, the hyperprior's and any extra narrow ones; default the hyperprior's)."""
+    latent's tables, the hyperprior's and any extra narrow ones; default the hyperprior's, for a
+    remap that reaches no other)."""
     nbr, wts, cls, edges, remap = ctx
     n_hyper = remap.shape[1]
+    if n_tables is None and remap.size and int(remap.max()) >= n_hyper:
+        raise ValueError("a remap that reaches extra tables: give n_tables")
     d = np.asarray(shifts, dtype=np.int64)[:, None, :]
     return nbr, wts, cls, edges, shift_tables(remap, d, n_hyper, n_tables or n_hyper)
 

@@ -111,7 +111,10 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     model, tables, bcard = cc.load(base)
     if model.cfg.transform != "cdf97" or tables.ctx is None:
         raise ValueError(f"{base}: a wavelet model with a coder context is needed")
-    root = bcard.get("extends", base)
+    root = bcard.get("extends")
+    if root is None:
+        raise ValueError(f"{base} extends no model: fit the post-filter of a context model that does (such as the "
+                         "narrow-table fit, python -m dnaimg.zoo.context --narrow)")
     if "extends" in card_of(root):
         raise ValueError(f"{root} extends another model")
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
@@ -145,7 +148,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     for k in ("z_context", "narrow_tables", "rate_points", "default_rate_index", "rate_note", "kodak_note"):
         if k in bcard:
             c[k] = bcard[k]
-    c["architecture"] = bcard["architecture"]
+    c["architecture"] = copy.deepcopy(bcard["architecture"])
     c["architecture"]["type"] += "; its post-filter fitted to the encoder's symbols"
     c["post_filter"] = fit_record("dnaimg.zoo.postfit", base, name, data, int(len(pick)), len(held), t0, command,
                                   rate_rows=list(rows), steps=steps, batch=BATCH, crop=CROP, lr=LR,
