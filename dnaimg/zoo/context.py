@@ -182,6 +182,19 @@ def fit_record(module: str, base: str, name: str, data: list[str], images: int, 
             "command": command or f"python -m {module} --base {base} --name {name} " + " ".join(f"--data {d}" for d in data)}
 
 
+def base_sha256(hexdigest: str) -> torch.Tensor:
+    """An extension's ``base.sha256`` tensor: its base's weights SHA-256 (hex), as 32 bytes."""
+    return torch.frombuffer(bytearray(bytes.fromhex(str(hexdigest).lower())), dtype=torch.uint8)
+
+
+def image_progress(t0: float, every: int):
+    """A fitter's progress(k, n): a line on stderr every ``every`` images and at the last."""
+    def progress(k, n):
+        if k % every == 0 or k == n:
+            print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return progress
+
+
 def fit_parser(module: str, doc: str, base_help: str) -> argparse.ArgumentParser:
     """The command line every fitter shares: --base, --name, --data (repeat), --out."""
     ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
@@ -234,10 +247,7 @@ def build(base: str, name: str, data: list[str], rows: list[int] | None = None, 
     nbr, wts, cls = context_layout(model.cfg.in_channels)
     layout = (nbr, wts, cls, np.array(CONTEXT_EDGES, dtype=np.int64))
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
-
-    def progress(k, n):
-        if k % 20 == 0 or k == n:
-            print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    progress = image_progress(t0, 20)
 
     fit_imgs = [a for i, a in enumerate(imgs) if i % holdout]
     held = [a for i, a in enumerate(imgs) if i % holdout == 0]
@@ -255,7 +265,7 @@ def build(base: str, name: str, data: list[str], rows: list[int] | None = None, 
     if embed:
         tensors = {**load_file(str(models_dir() / f"{base}.safetensors")), **tensors}
     else:
-        tensors["base.sha256"] = torch.frombuffer(bytearray(bytes.fromhex(base_sha)), dtype=torch.uint8)
+        tensors["base.sha256"] = base_sha256(base_sha)
     lams = list(model.cfg.lambdas)
     if extra_rates > 0:
         g, ig, lams = extend_gains(tables.gain, lams, extra_rates)
@@ -300,7 +310,8 @@ def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[
         raise ValueError(f"{base} has no coder context to refit")
     if tables.y_cdf.shape[0] != tables.thresholds.shape[0]:
         raise ValueError(f"{base} already has narrow tables")
-    if "post_filter" in bcard:
+    own = load_file(str(models_dir() / f"{base}.safetensors"))
+    if "post_filter" in bcard or any(k.startswith("g_s.post.") for k in own):
         raise ValueError(f"{base} has a fitted post-filter, which this refit would drop: refit its base's context, "
                          "then fit the post-filter (python -m dnaimg.zoo.postfit)")
     if not 1 <= narrow <= 255 - tables.y_cdf.shape[0]:
@@ -319,10 +330,7 @@ def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[
             raise ValueError(f"{base}'s context is not the wavelet layout's")
         layout = (nbr, wts, cls, layout[3])
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
-
-    def progress(k, n):
-        if k % 20 == 0 or k == n:
-            print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    progress = image_progress(t0, 20)
 
     H_fit = count(base, [a for i, a in enumerate(imgs) if i % holdout], rows, layout, n_tables, progress)
     held = [a for i, a in enumerate(imgs) if i % holdout == 0]
@@ -338,10 +346,6 @@ def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[
     _, b_base = saving(H0_held, tables.ctx[4], tables)
     _, b_new = saving(H_held, fit_remap(H_fit, ext), ext)
     remap = fit_remap(H_fit + H_held, ext)
-    own = load_file(str(models_dir() / f"{base}.safetensors"))
-    if any(k.startswith("g_s.post.") for k in own):
-        raise ValueError(f"{base} has a fitted post-filter, which this refit would drop: refit its base's context, "
-                         "then fit the post-filter (python -m dnaimg.zoo.postfit)")
     tensors = {k: v for k, v in own.items() if k.startswith("ctx.") or k.startswith("zctx.")}
     tensors.update({"ctx.neighbors": torch.from_numpy(layout[0].astype(np.int16)),
                     "ctx.weights": torch.from_numpy(layout[1].astype(np.int16)),
@@ -349,8 +353,7 @@ def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[
                     "tables.y_cdf": torch.from_numpy(ext.y_cdf.astype(np.int32)),
                     "tables.y_n": torch.from_numpy(ext.y_n.astype(np.int32)),
                     "tables.y_off": torch.from_numpy(ext.y_off.astype(np.int32)),
-                    "base.sha256": torch.frombuffer(bytearray(bytes.fromhex(str(rcard["weights_sha256"]).lower())),
-                                                    dtype=torch.uint8)})
+                    "base.sha256": base_sha256(rcard["weights_sha256"])})
     if "extends" in bcard:      # the base's own gain tables, if it had any
         tensors.update({k: v for k, v in own.items() if k in ("tables.gain", "tables.inv_gain")})
     wpath = out / f"{name}.safetensors"

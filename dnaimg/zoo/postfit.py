@@ -60,9 +60,8 @@ def psnr_after(post: torch.nn.Module, a: np.ndarray, x: np.ndarray) -> float:
     """PSNR of the 8-bit image the decoder draws from ``a`` with ``post`` against ``x``."""
     with torch.no_grad():
         o = post(torch.from_numpy(a)[None, None])[0, 0].numpy()
-    o = np.clip(np.floor((o + 0.5) * 255.0 + 0.5), 0, 255)
-    ref = np.round((x + 0.5) * 255.0)
-    return float(10 * np.log10(255.0 ** 2 / max(np.mean((o - ref) ** 2), 1e-12)))
+    from dnaimg.image import psnr
+    return psnr(np.clip(np.floor((o + 0.5) * 255.0 + 0.5), 0, 255), np.round((x + 0.5) * 255.0))
 
 
 def fit(post: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], steps: int = STEPS, seed: int = 0,

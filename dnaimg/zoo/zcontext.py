@@ -192,7 +192,8 @@ def build(base: str, name: str, data: list[str], holdout: int = 3, out_dir: Path
     from safetensors.torch import save_file
 
     from dnaimg.codecs import compact as cc
-    from dnaimg.zoo.context import KEYS as CTX_KEYS, _gray, derived_card, fit_record, new_model_dir, write_card
+    from dnaimg.zoo.context import (KEYS as CTX_KEYS, _gray, base_sha256, derived_card, fit_record, image_progress,
+                                    new_model_dir, write_card)
     from dnaimg.zoo.registry import models_dir
     from dnaimg.zoo.train import load_training_images
     t0 = time.time()
@@ -205,10 +206,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 3, out_dir: Path
     if getattr(tables, "zctx", None) is not None:
         raise ValueError(f"{base} already has a hyper-latent context")
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
-
-    def progress(k, n):
-        if k % 50 == 0 or k == n:
-            print(f"  {k}/{n} images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    progress = image_progress(t0, 50)
 
     held = [a for i, a in enumerate(imgs) if i % holdout == 0]
     if len(held) == len(imgs):
@@ -222,8 +220,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 3, out_dir: Path
     tensors = {k: base_t[k] for k in CTX_KEYS}
     tensors.update({"zctx.cdf": torch.from_numpy(cdf.astype(np.int32)), "zctx.n": torch.from_numpy(n.astype(np.int32)),
                     "zctx.off": torch.from_numpy(off.astype(np.int32)),
-                    "base.sha256": torch.frombuffer(bytearray(bytes.fromhex(str(bcard["weights_sha256"]).lower())),
-                                                    dtype=torch.uint8)})
+                    "base.sha256": base_sha256(bcard["weights_sha256"])})
     wpath = out / f"{name}.safetensors"
     save_file(tensors, str(wpath))
     wpath.chmod(0o644)
