@@ -917,7 +917,9 @@ def _extension_says(c: dict) -> str:
         parts.append(f"{nt['tables']} narrow tables" + (" and a wider neighbourhood" if nt.get("far_neighbours") else "")
                      + " for its coder's context")
     if "post_filter" in c:
-        parts.append("its post-filter fitted to what its encoder writes")
+        pf = c["post_filter"]
+        deeper = f" (grown to {pf['layers']} layers of {pf['width']} channels)" if "grown_from" in pf else ""
+        parts.append(f"its post-filter{deeper} fitted to what its encoder writes")
     return ", and ".join(parts) or "a context model"
 
 

@@ -85,3 +85,64 @@ def test_an_extensions_post_filter_must_fit_the_network(models, tmp_path):
     compact._CACHE.clear()
     with pytest.raises(ModelError, match="g_s.post.net.2.weight has shape"):
         compact.load("post-test")
+
+
+def test_a_grown_post_filter_computes_what_the_base_did():
+    """Growing (more layers, more channels) changes nothing the filter computes: the base's layers
+    embedded, identity layers before its last, the new channels read by nothing yet."""
+    from dnaimg.zoo import wavelet
+    base = compact.load(V6)[0].g_s.post.float()
+    g = postfit.grow(base, 5, 40)
+    assert [c.out_channels for c in postfit.convs(g)] == [40, 40, 40, 40, 4]
+    x = torch.rand(2, 1, 48, 80) - 0.5
+    with torch.no_grad():
+        assert torch.allclose(base(x), g(x), atol=1e-6)
+        assert (base(x) - x).abs().max() > 1e-3            # (the base's filter does something)
+        assert any(c.weight[32:].abs().max() > 0 for c in postfit.convs(g)[:-1])    # new channels: random
+    with pytest.raises(ValueError, match="cannot shrink to 2 layers of width 32"):
+        postfit.grow(base, 2, 32)
+    with pytest.raises(ValueError, match="2-9 layers"):
+        wavelet.PostFilter(1, 32, 10)
+    assert sorted("g_s.post." + k for k in wavelet.PostFilter(1).state_dict()) == sorted(postfit.post_keys(3))
+
+
+def test_a_deeper_post_filter_is_fitted_shipped_and_checked(models, tmp_path):
+    data = _image_folder(tmp_path, [_gray_xray_like(128, 160, seed=i) for i in range(3)])
+    card = postfit.build(V6, "deep-test", [str(data)], out_dir=models, steps=20, rows=(24, 32), layers=4, width=40)
+    assert (card["architecture"]["post_layers"], card["architecture"]["post_width"]) == (4, 40)
+    assert card["post_filter"]["grown_from"] == [3, 32] and card["post_filter"]["lr_schedule"] == "cosine"
+    assert "4 layers of 40 channels" in card["architecture"]["type"]
+    m, _, _ = compact.load("deep-test")
+    assert [c.out_channels for c in postfit.convs(m.g_s.post)] == [40, 40, 40, 4]
+    img = _gray_image(seed=7)
+    dec = api.decode([s for _, s in api.encode(img, "compact", model="deep-test", quality=2.0).fasta_records()])
+    assert dec.exact and dec.report["image"]["model"] == "deep-test" and psnr(img, dec.image) > 30.0
+    path = models / "deep-test.json"
+    for layers, why in ((5, r"lacks \['g_s.post.net.8.weight'"), (3, "post-filter layers the card does not have "
+                                                                    r"\(g_s.post.net.6.bias\)"),
+                        (12, "a post-filter of 12 layers of width 40 \\(2-9 layers")):
+        c = json.loads(path.read_text())
+        c["architecture"]["post_layers"] = layers
+        path.write_text(json.dumps(c))
+        compact._CACHE.clear()
+        with pytest.raises(ModelError, match=why):
+            compact.load("deep-test")
+
+
+def test_compact_gray_v8_is_v7_with_a_deeper_post_filter():
+    """compact-gray-v8: v7's context, tables, gains and hyper-latent context, and a post-filter of 6
+    layers of 48 channels: it writes v7's streams and draws other pixels from them."""
+    V7, V8 = "compact-gray-v7", "compact-gray-v8"
+    compact._CACHE.clear()
+    m8, t8, c8 = compact.load(V8)
+    m7, t7, _ = compact.load(V7)
+    assert c8["extends"] == V5 and (c8["architecture"]["post_layers"], c8["architecture"]["post_width"]) == (6, 48)
+    assert [c.out_channels for c in postfit.convs(m8.g_s.post)] == [48] * 5 + [4]
+    assert c8["post_filter"]["grown_from"] == [3, 32] and c8["post_filter_base"]["base"] == "compact-gray-v7-tables"
+    assert all(np.array_equal(a, b) for a, b in zip(t8.ctx, t7.ctx)) and all(np.array_equal(a, b) for a, b in zip(t8.zctx, t7.zctx))
+    assert np.array_equal(t8.gain, t7.gain) and np.array_equal(t8.y_cdf, t7.y_cdf)
+    img = _gray_xray_like(128, 192, seed=5)
+    d7, d8 = (api.decode([s for _, s in api.encode(img, "compact", model=m, quality=4.0).fasta_records()]) for m in (V7, V8))
+    assert d8.exact and d8.report["image"]["model"] == V8
+    assert [s["crc"] for s in d8.report["header"]["streams"]] == [s["crc"] for s in d7.report["header"]["streams"]]
+    assert not np.array_equal(d7.image, d8.image) and abs(psnr(img, d8.image) - psnr(img, d7.image)) < 1.0

@@ -68,9 +68,10 @@ def test_v6_codes_v5s_latent_with_a_shorter_stream_0(monkeypatch):
     assert out[V6][0] < 0.95 * out[V5][0] and out[V6][1] <= out[V5][1]      # a photograph: 9 % (medical: 17-27 %)
 
 
-def test_gray_default_is_v7():
-    """compact-gray-v7 (v6's hyper-latent context, narrow tables for the coder's) is the default."""
-    assert compact.default_model(np.zeros((8, 8), np.uint8)) == "compact-gray-v7"
+def test_gray_default_is_v8():
+    """compact-gray-v8 (v6's hyper-latent context, v7's narrow tables for the coder's, a deeper
+    post-filter) is the default."""
+    assert compact.default_model(np.zeros((8, 8), np.uint8)) == "compact-gray-v8"
 
 
 def test_partial_or_malformed_hyper_latent_context_is_refused():

@@ -25,7 +25,7 @@ from dnaimg.image import load_pixels, psnr
 
 CODECS = ("jpeg", "webp", "jpeg2000", "avif")
 CAPS = (0.1, 0.2, 0.3, 0.5)
-MODELS = ("compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
+MODELS = ("compact-gray-v8", "compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
 
 
 def _measure(img: np.ndarray, codec: str, cap: float | None, model: str | None, parity: float) -> dict:

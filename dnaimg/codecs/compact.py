@@ -39,7 +39,7 @@ from dnaimg.dna.prng import interleaver
 
 CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
-DEFAULT_GRAY_MODEL = "compact-gray-v7"     # one channel (wavelet): compact-gray-v6 with narrow tables and a wider context: gray images' default
+DEFAULT_GRAY_MODEL = "compact-gray-v8"     # one channel (wavelet): compact-gray-v7 with a deeper post-filter: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
 META = ">BIIIHB"
 META_VERSION = 1
@@ -134,6 +134,8 @@ def load(name: str = DEFAULT_MODEL):
                     _check_extra_tables(t, own)
                 except ModelError as e:
                     raise ModelError(f"model {name}: {e}") from None
+            if any(k.startswith(EXTENSION_POST) for k in own):     # (its post-filter whole: it may be deeper)
+                t = {k: v for k, v in t.items() if not k.startswith(EXTENSION_POST)}
             t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES or k.startswith(EXTENSION_POST)}}
         else:
             t = own

@@ -49,6 +49,10 @@ class CompactConfig:
     # log scale mapped by a learned affine function of its context bucket's, so that the hyperprior learns
     # what the context cannot tell; the codec codes with the context table fitted afterwards
     context: bool = False
+    # the wavelet synthesis's post-filter (:class:`dnaimg.zoo.wavelet.PostFilter`): 3 x 3 layers and
+    # their width (deeper: compact-gray-v8's, fitted by dnaimg.zoo.postfit)
+    post_layers: int = 3
+    post_width: int = 32
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -185,7 +189,7 @@ class CompactHyperprior(nn.Module):
             from dnaimg.zoo.wavelet import WaveletAnalysis, WaveletSynthesis
             if M != 256 * C:
                 raise ValueError(f"the cdf97 transform makes {256 * C} latent channels, not {M}")
-            self.g_a, self.g_s = WaveletAnalysis(), WaveletSynthesis(C)
+            self.g_a, self.g_s = WaveletAnalysis(), WaveletSynthesis(C, cfg.post_width, cfg.post_layers)
         elif cfg.transform == "gdn":
             self.g_a = nn.Sequential(conv(C, N), GDN(N, False, p), conv(N, N), GDN(N, False, p), conv(N, N),
                                      GDN(N, False, p), conv(N, M))

@@ -293,6 +293,9 @@ def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactT
     missing = [k for k in sd if not k.startswith("h_s.") and k not in t]
     if missing:
         raise ValueError(f"weights file lacks {missing[:3]}")
+    extra = sorted(k for k in t if k.startswith("g_s.post.") and k not in sd)
+    if extra:       # (the card says how deep the post-filter is: a file with more layers disagrees)
+        raise ValueError(f"weights file holds post-filter layers the card does not have ({extra[0]})")
     with torch.no_grad():
         for k, v in sd.items():
             if k.startswith("h_s."):

@@ -7,16 +7,20 @@ around the mean, no rate-distortion rounding, no context).  The shipped encoder 
 symbols: rounded towards the mean where bits are dear, with the context's and the narrow tables'
 prices.  This module codes training images with a model's own encoder at several rate rows,
 takes the inverse wavelet of what the decoder would get, and fits the post-filter's weights
-(same layers, started from the model's) to the images by MSE.  The result is a model that
-extends the base's own base, with the base's context, tables and hyper-latent context, and its
-own post-filter weights (FORMAT.md 12.3).
+(started from the model's) to the images by MSE.  With ``--layers``/``--width`` beyond the base's
+the filter is first grown to that size without changing what it computes (the base's layers
+embedded, identity layers before its last, the new channels' outputs at zero; Chen et al.'s
+Net2Net) and then fitted with a cosine-decaying step.  The result is a model that extends the
+base's own base, with the base's context, tables and hyper-latent context, and its own
+post-filter (FORMAT.md 12.3; its card's ``architecture.post_layers``/``post_width`` give its size).
 
     DNAIMG_MODELS=M7 python -m dnaimg.zoo.postfit --base BASE --name NAME \\
-        --data MEDICAL/microscopy/train --data MEDICAL/xray/train
+        --data MEDICAL/microscopy/train --data MEDICAL/xray/train [--layers 6 --width 48]
 """
 from __future__ import annotations
 
 import copy
+import math
 import random
 import sys
 import time
@@ -31,8 +35,47 @@ BATCH = 16
 CROP = 128
 LR = 1e-4
 MAX_IMAGES = 240                    # an evenly spaced subset of the training images
-POST_KEYS = ("g_s.post.net.0.weight", "g_s.post.net.0.bias", "g_s.post.net.2.weight", "g_s.post.net.2.bias",
-             "g_s.post.net.4.weight", "g_s.post.net.4.bias")
+
+
+def post_keys(layers: int) -> list[str]:
+    """The weights of a post-filter of ``layers`` layers, as a model's file names them."""
+    return [f"g_s.post.net.{2 * i}.{p}" for i in range(layers) for p in ("weight", "bias")]
+
+
+def convs(post: torch.nn.Module) -> list[torch.nn.Conv2d]:
+    return [m for m in post.net if isinstance(m, torch.nn.Conv2d)]
+
+
+def grow(post: torch.nn.Module, layers: int, width: int, seed: int = 0) -> torch.nn.Module:
+    """A post-filter of ``layers`` layers of ``width`` channels that computes what ``post`` does:
+    ``post``'s layers but its last in the first layers (its channels first), identity layers
+    (on its channels) up to the last, ``post``'s last layer reading its channels.  The new
+    channels start small and random, and nothing reads them yet, so they learn from the first step."""
+    from dnaimg.zoo.wavelet import PostFilter
+    old = convs(post)
+    L0, w0, C = len(old), old[0].out_channels, old[0].in_channels // 4
+    if layers < L0 or width < w0:
+        raise ValueError(f"a post-filter of {L0} layers of width {w0} cannot shrink to {layers} layers of width {width}")
+    torch.manual_seed(seed)
+    new = PostFilter(C, width, layers).float()
+    c = convs(new)
+    with torch.no_grad():
+        for m in c:
+            m.weight.mul_(0.05)
+            m.bias.zero_()
+        for i in range(L0 - 1):                   # the base's hidden layers, on its channels
+            c[i].weight[:w0] = 0
+            c[i].weight[:w0, :old[i].in_channels] = old[i].weight
+            c[i].bias[:w0] = old[i].bias
+        for i in range(L0 - 1, layers - 1):       # identity on the base's channels (they are >= 0: after a ReLU)
+            c[i].weight[:w0] = 0
+            c[i].bias[:w0] = 0
+            for k in range(w0):
+                c[i].weight[k, k, 1, 1] = 1.0
+        c[-1].weight.zero_()
+        c[-1].weight[:, :w0] = old[-1].weight
+        c[-1].bias.copy_(old[-1].bias)
+    return new
 
 
 def decoded_pair(name: str, img: np.ndarray, row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,12 +108,15 @@ def psnr_after(post: torch.nn.Module, a: np.ndarray, x: np.ndarray) -> float:
 
 
 def fit(post: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], steps: int = STEPS, seed: int = 0,
-        lr: float = LR, progress=None) -> torch.nn.Module:
-    """A copy of ``post`` fitted to ``pairs`` (Adam, random crops of CROP px, batches of BATCH)."""
+        lr: float = LR, progress=None, cosine: bool = False) -> torch.nn.Module:
+    """A copy of ``post`` fitted to ``pairs`` (Adam, random crops of CROP px, batches of BATCH;
+    the step constant, or with ``cosine`` falling from ``lr`` to 0 along a half cosine)."""
     post = copy.deepcopy(post).float().train()
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(post.parameters(), lr=lr)
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+             if cosine else None)
     for step in range(steps):
         xa, xt = [], []
         for _ in range(BATCH):
@@ -87,18 +133,22 @@ def fit(post: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], steps
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         if progress is not None:
             progress(step + 1, steps)
     return post.eval()
 
 
 def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path | None = None, command: str = "",
-          steps: int = STEPS, rows: tuple[int, ...] = ROWS, max_images: int = MAX_IMAGES) -> dict:
+          steps: int = STEPS, rows: tuple[int, ...] = ROWS, max_images: int = MAX_IMAGES, layers: int | None = None,
+          width: int | None = None) -> dict:
     """Fit ``base``'s post-filter (a wavelet model with a context, e.g. the narrow-table fit
     behind compact-gray-v7) on the images below ``data`` and write model ``name``: ``base``'s own
     tensors (context, tables, hyper-latent context) and the fitted post-filter, extending
     ``base``'s base.  Every ``holdout``-th image is held out for the PSNR the card reports; the
-    filter shipped is fitted on the others.  Returns the card."""
+    filter shipped is fitted on the others.  ``layers``/``width``: grow the filter to that size
+    first (:func:`grow`; default the base's).  Returns the card."""
     from safetensors.torch import load_file, save_file
 
     from dnaimg.codecs import compact as cc
@@ -116,6 +166,11 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
                          "narrow-table fit, python -m dnaimg.zoo.context --narrow)")
     if "extends" in card_of(root):
         raise ValueError(f"{root} extends another model")
+    post0 = model.g_s.post
+    L0, w0 = len(convs(post0)), convs(post0)[0].out_channels
+    layers, width = layers or L0, width or w0
+    grown = (layers, width) != (L0, w0)
+    start = grow(post0, layers, width) if grown else post0      # (checks the size before any work)
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
     if len(imgs) < 2:
         raise ValueError(f"{len(imgs)} training image(s): at least 2 are needed (one in {holdout} is held out)")
@@ -130,14 +185,13 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     def progress(s, n):
         if s % 500 == 0 or s == n:
             print(f"  step {s}/{n} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    post0 = model.g_s.post
-    post = fit(post0, fit_pairs, steps, progress=progress)
+    post = fit(start, fit_pairs, steps, progress=progress, cosine=grown)
     post_half = copy.deepcopy(post).half().float()          # (as the file holds it: fp16)
     before = float(np.mean([psnr_after(post0.float(), a, x) for a, x in held]))
     after = float(np.mean([psnr_after(post_half, a, x) for a, x in held]))
     own = load_file(str(models_dir() / f"{base}.safetensors"))
     sd = {f"g_s.post.{k}": v.detach().half().contiguous() for k, v in post.state_dict().items()}
-    if sorted(sd) != sorted(POST_KEYS):
+    if sorted(sd) != sorted(post_keys(layers)):
         raise ValueError(f"{base}'s post-filter is not the wavelet models' ({sorted(sd)})")
     tensors = {**{k: v for k, v in own.items() if not k.startswith("g_s.post.")}, **sd}
     wpath = out / f"{name}.safetensors"
@@ -148,9 +202,18 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
         if k in bcard:
             c[k] = bcard[k]
     c["architecture"] = copy.deepcopy(bcard["architecture"])
-    c["architecture"]["type"] += "; its post-filter fitted to the encoder's symbols"
+    fitted = "; its post-filter fitted to the encoder's symbols"
+    if fitted not in c["architecture"]["type"]:
+        c["architecture"]["type"] += fitted
+    if "post_filter" in bcard:                  # (the base's own fit, which this one started from)
+        c["post_filter_base"] = bcard["post_filter"]
+    if grown:
+        c["architecture"]["type"] += f" ({layers} layers of {width} channels)"
+        c["architecture"]["post_layers"], c["architecture"]["post_width"] = layers, width
     c["post_filter"] = fit_record("dnaimg.zoo.postfit", base, name, data, int(len(pick)), len(held), t0, command,
                                   rate_rows=list(rows), steps=steps, batch=BATCH, crop=CROP, lr=LR,
+                                  **({"grown_from": [L0, w0], "layers": layers, "width": width,
+                                      "lr_schedule": "cosine"} if grown else {}),
                                   held_out_psnr_db_before=round(before, 3), held_out_psnr_db_after=round(after, 3))
     return write_card(out, name, c)
 
@@ -159,9 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     from dnaimg.zoo.context import fit_parser, run_cli
     ap = fit_parser("dnaimg.zoo.postfit", __doc__, "the wavelet model (with a coder context) whose post-filter is fitted")
     ap.add_argument("--steps", type=int, default=STEPS, help=f"fitting steps (default {STEPS})")
+    ap.add_argument("--layers", type=int, default=None, help="grow the post-filter to this many layers first "
+                    "(default: the base's)")
+    ap.add_argument("--width", type=int, default=None, help="and to this many channels (default: the base's)")
+    ap.add_argument("--max-images", type=int, default=MAX_IMAGES,
+                    help=f"training images coded, evenly spaced (default {MAX_IMAGES})")
     a = ap.parse_args(argv)
     return run_cli(lambda command: build(a.base, a.name, a.data, out_dir=Path(a.out) if a.out else None,
-                                         command="python -m dnaimg.zoo.postfit " + command, steps=a.steps), argv,
+                                         command="python -m dnaimg.zoo.postfit " + command, steps=a.steps,
+                                         max_images=a.max_images, layers=a.layers, width=a.width), argv,
                    lambda c: f"{a.name}: held-out PSNR {c['post_filter']['held_out_psnr_db_before']:.3f} -> "
                              f"{c['post_filter']['held_out_psnr_db_after']:.3f} dB "
                              f"({c['post_filter']['held_out_images']} images)")

@@ -35,8 +35,10 @@ KAPPA = 1.230174104914001
 # that analysis coefficients times these are in orthonormal units (tests check them)
 NORM_LL = 16.935572
 NORM_DETAIL = ((1.011286, 0.520218), (1.996812, 0.967216), (4.183367, 2.079256), (8.534116, 4.300482))
-HALO_PX = 64        # reach: analysis 4 (1 + 2 + 4 + 8) = 60 px, synthesis 3 x 15 + the post-filter's 6 = 51 px
-POST_WIDTH = 32
+HALO_PX = 64        # reach: analysis 4 (1 + 2 + 4 + 8) = 60 px, synthesis 3 x 15 + the post-filter's 2 per layer
+POST_WIDTH = 32     # the post-filter's width and layers unless the card says otherwise
+POST_LAYERS = 3
+MAX_POST_LAYERS = (HALO_PX - 1 - 3 * 15) // 2     # 9: a deeper post-filter would reach beyond the tiles' halo
 
 
 def _next(a: torch.Tensor) -> torch.Tensor:      # a[n + 1], mirrored at the end
@@ -103,14 +105,19 @@ class WaveletAnalysis(nn.Module):
 
 
 class PostFilter(nn.Module):
-    """A residual network at half resolution (2 x 2 pixels to 4 channels): three 3 x 3 layers.
-    Its last layer starts at zero, so an untrained filter passes the wavelet's image unchanged."""
+    """A residual network at half resolution (2 x 2 pixels to 4 channels): ``layers`` 3 x 3
+    convolutions (``width`` channels between them, ReLU after all but the last).  Its last layer
+    starts at zero, so an untrained filter passes the wavelet's image unchanged."""
 
-    def __init__(self, C: int, width: int = POST_WIDTH):
+    def __init__(self, C: int, width: int = POST_WIDTH, layers: int = POST_LAYERS):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4 * C, width, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(width, 4 * C, 3, padding=1))
+        if not 2 <= layers <= MAX_POST_LAYERS or width < 1:
+            raise ValueError(f"a post-filter of {layers} layers of width {width} (2-{MAX_POST_LAYERS} layers, "
+                             "width >= 1)")
+        mods: list[nn.Module] = [nn.Conv2d(4 * C, width, 3, padding=1), nn.ReLU()]
+        for _ in range(layers - 2):
+            mods += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        self.net = nn.Sequential(*mods, nn.Conv2d(width, 4 * C, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -126,10 +133,10 @@ class WaveletSynthesis(nn.Module):
 
     halo_px = HALO_PX
 
-    def __init__(self, C: int):
+    def __init__(self, C: int, post_width: int = POST_WIDTH, post_layers: int = POST_LAYERS):
         super().__init__()
         self.C = C
-        self.post = PostFilter(C)
+        self.post = PostFilter(C, post_width, post_layers)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         B, _, h, w = y.shape
