@@ -51,10 +51,40 @@ def test_the_wavelet_is_inverted_exactly_and_lays_out_its_subbands():
     assert float(ys[:, 64:].pow(2).sum()) > 0.99 * float(ys[:, 1:].pow(2).sum())
 
 
-def test_tiles_compute_what_the_whole_image_would():
+def _reach(layers: int) -> int:
+    """How many pixels beyond its 16 x 16 block one latent position changes the synthesis's image
+    (random post-filter weights, no biases: everything further is exactly 0)."""
     torch.manual_seed(0)
-    g_a, g_s = wavelet.WaveletAnalysis(), wavelet.WaveletSynthesis(1)
-    torch.nn.init.normal_(g_s.post.net[-1].weight, std=0.05)         # a post-filter that does something
+    g = wavelet.WaveletSynthesis(1, 32, layers)
+    for m in g.post.net:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.2)
+            torch.nn.init.zeros_(m.bias)
+    y = torch.zeros(1, 256, 13, 13)
+    y[0, :, 6, 6] = torch.randn(256)
+    with torch.no_grad():
+        nz = ((g(y)[0, 0] - 0.5) != 0).nonzero()
+    return max(96 - int(nz.min()), int(nz.max()) - 111)
+
+
+def test_the_post_filter_may_grow_to_the_halo_and_no_further(monkeypatch):
+    """The synthesis reaches SYNTHESIS_REACH_PX, each post-filter layer 2 px more: the deepest
+    filter a card may ask for reaches exactly the tiles' halo, one more layer would pass it."""
+    assert _reach(2) == wavelet.SYNTHESIS_REACH_PX + 4 and _reach(6) == wavelet.SYNTHESIS_REACH_PX + 12
+    assert _reach(wavelet.MAX_POST_LAYERS) == wavelet.HALO_PX == 64
+    monkeypatch.setattr(wavelet, "MAX_POST_LAYERS", 20)
+    assert _reach(10) > wavelet.HALO_PX
+
+
+@pytest.mark.parametrize("layers", [3, 6, wavelet.MAX_POST_LAYERS])
+def test_tiles_compute_what_the_whole_image_would(layers):
+    """Also with the deepest post-filter a card may ask for (its reach grows 2 px a layer)."""
+    torch.manual_seed(0)
+    g_a, g_s = wavelet.WaveletAnalysis(), wavelet.WaveletSynthesis(1, 32, layers)
+    for m in g_s.post.net[:-1]:          # a post-filter that does something, all the way through
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.nn.init.normal_(g_s.post.net[-1].weight, std=0.05)
     x = torch.rand(1, 1, 320, 384)
     halo = g_a.halo_px
     assert halo == 64

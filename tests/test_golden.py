@@ -119,7 +119,12 @@ def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
     assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
     assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7"))
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
-    assert got.shape == (64, 96) and _psnr(got, np.asarray(Image.open(d / meta["expected_image"]))) > 50.0
+    expected = np.asarray(Image.open(d / meta["expected_image"]))
+    assert got.shape == (64, 96) and _psnr(got, expected) > 50.0
+    # the same pixels but for float rounding in the networks (another post-filter, e.g. v7's for
+    # v8's file, leaves 13 % of them different and some by 2)
+    diff = np.abs(got.astype(np.int16) - expected)
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.99
     source = np.asarray(Image.open(GOLDEN / "v2" / "source.png").convert("L"))
     assert _psnr(got, source) > floor
 

@@ -85,6 +85,14 @@ def test_an_extensions_post_filter_must_fit_the_network(models, tmp_path):
     compact._CACHE.clear()
     with pytest.raises(ModelError, match="g_s.post.net.2.weight has shape"):
         compact.load("post-test")
+    for k in ("g_s.post.net.4.weight", "g_s.post.net.4.bias"):     # only some of its layers: not the base's for the rest
+        del t[k]
+    save_file(t, str(models / "post-test.safetensors"))
+    card["weights_sha256"] = sha256_file(models / "post-test.safetensors")
+    (models / "post-test.json").write_text(json.dumps(card))
+    compact._CACHE.clear()
+    with pytest.raises(ModelError, match="model post-test: the weights hold a post-filter of 2 layers, the card says 3"):
+        compact.load("post-test")
 
 
 def test_a_grown_post_filter_computes_what_the_base_did():
@@ -118,9 +126,10 @@ def test_a_deeper_post_filter_is_fitted_shipped_and_checked(models, tmp_path):
     dec = api.decode([s for _, s in api.encode(img, "compact", model="deep-test", quality=2.0).fasta_records()])
     assert dec.exact and dec.report["image"]["model"] == "deep-test" and psnr(img, dec.image) > 30.0
     path = models / "deep-test.json"
-    for layers, why in ((5, r"lacks \['g_s.post.net.8.weight'"), (3, "post-filter layers the card does not have "
-                                                                    r"\(g_s.post.net.6.bias\)"),
-                        (12, "a post-filter of 12 layers of width 40 \\(2-9 layers")):
+    for layers, why in ((5, "the weights hold a post-filter of 4 layers, the card says 5"),
+                        (3, "the weights hold a post-filter of 4 layers, the card says 3"),
+                        (12, "a post-filter of 12 layers of width 40 \\(2-9 layers"),
+                        (True, "a post-filter of True layers")):
         c = json.loads(path.read_text())
         c["architecture"]["post_layers"] = layers
         path.write_text(json.dumps(c))

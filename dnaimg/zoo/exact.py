@@ -290,12 +290,14 @@ def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactT
     float h_s gets their values (``W / 2**Fw``, ``B / 2**(Fw + FA)``), which the codec never runs
     (the integer network replaces it) but training started from a shipped model does."""
     sd = model.state_dict()
+    def post_layers(keys) -> set[str]:
+        return {k.rsplit(".", 1)[0] for k in keys if k.startswith("g_s.post.")}
+    if post_layers(t) != post_layers(sd):     # (the card says how deep the post-filter is)
+        raise ValueError(f"the weights hold a post-filter of {len(post_layers(t))} layers, the card says "
+                         f"{len(post_layers(sd))}")
     missing = [k for k in sd if not k.startswith("h_s.") and k not in t]
     if missing:
         raise ValueError(f"weights file lacks {missing[:3]}")
-    extra = sorted(k for k in t if k.startswith("g_s.post.") and k not in sd)
-    if extra:       # (the card says how deep the post-filter is: a file with more layers disagrees)
-        raise ValueError(f"weights file holds post-filter layers the card does not have ({extra[0]})")
     with torch.no_grad():
         for k, v in sd.items():
             if k.startswith("h_s."):

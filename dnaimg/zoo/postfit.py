@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -168,7 +169,8 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
         raise ValueError(f"{root} extends another model")
     post0 = model.g_s.post
     L0, w0 = len(convs(post0)), convs(post0)[0].out_channels
-    layers, width = layers or L0, width or w0
+    layers = L0 if layers is None else layers
+    width = w0 if width is None else width
     grown = (layers, width) != (L0, w0)
     start = grow(post0, layers, width) if grown else post0      # (checks the size before any work)
     imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
@@ -208,6 +210,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     if "post_filter" in bcard:                  # (the base's own fit, which this one started from)
         c["post_filter_base"] = bcard["post_filter"]
     if grown:
+        c["architecture"]["type"] = re.sub(r" \(\d+ layers of \d+ channels\)$", "", c["architecture"]["type"])
         c["architecture"]["type"] += f" ({layers} layers of {width} channels)"
         c["architecture"]["post_layers"], c["architecture"]["post_width"] = layers, width
     c["post_filter"] = fit_record("dnaimg.zoo.postfit", base, name, data, int(len(pick)), len(held), t0, command,

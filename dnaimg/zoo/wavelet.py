@@ -35,10 +35,11 @@ KAPPA = 1.230174104914001
 # that analysis coefficients times these are in orthonormal units (tests check them)
 NORM_LL = 16.935572
 NORM_DETAIL = ((1.011286, 0.520218), (1.996812, 0.967216), (4.183367, 2.079256), (8.534116, 4.300482))
-HALO_PX = 64        # reach: analysis 4 (1 + 2 + 4 + 8) = 60 px, synthesis 3 x 15 + the post-filter's 2 per layer
+HALO_PX = 64        # reach: analysis 4 (1 + 2 + 4 + 8) = 60 px, synthesis SYNTHESIS_REACH_PX + the post-filter's
+SYNTHESIS_REACH_PX = 46     # how far the inverse wavelet spreads a latent position's block (measured; tests check it)
 POST_WIDTH = 32     # the post-filter's width and layers unless the card says otherwise
 POST_LAYERS = 3
-MAX_POST_LAYERS = (HALO_PX - 1 - 3 * 15) // 2     # 9: a deeper post-filter would reach beyond the tiles' halo
+MAX_POST_LAYERS = (HALO_PX - SYNTHESIS_REACH_PX) // 2   # 9: each layer reaches 2 px further; deeper would pass the halo
 
 
 def _next(a: torch.Tensor) -> torch.Tensor:      # a[n + 1], mirrored at the end
@@ -111,7 +112,8 @@ class PostFilter(nn.Module):
 
     def __init__(self, C: int, width: int = POST_WIDTH, layers: int = POST_LAYERS):
         super().__init__()
-        if not 2 <= layers <= MAX_POST_LAYERS or width < 1:
+        if (type(layers) is not int or type(width) is not int or not 2 <= layers <= MAX_POST_LAYERS
+                or width < 1):
             raise ValueError(f"a post-filter of {layers} layers of width {width} (2-{MAX_POST_LAYERS} layers, "
                              "width >= 1)")
         mods: list[nn.Module] = [nn.Conv2d(4 * C, width, 3, padding=1), nn.ReLU()]
