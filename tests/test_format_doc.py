@@ -1448,3 +1448,41 @@ def test_compact_context_golden_file(folder, model, base, quality):
     finally:
         compact._CACHE.clear()
     assert np.array_equal(sym, r["symbols"])
+
+
+@pytest.mark.parametrize("model,base", [("compact-gray-v7", "compact-gray-v5"), ("compact-gray-v8", "compact-gray-v5")])
+def test_post_filter_as_documented(model, base):
+    """12.3's post-filter, written from the text alone (numpy, float64): the card's layers and
+    width, the weights from the model's own file where it holds any (else BASE's), 3 x 3
+    convolutions with padding 1, ReLU after all but the last, on the 2 x 2 blocks of `a` as 4
+    channels; dnaimg's post-filter gives the same `x`."""
+    from safetensors.numpy import load_file
+    models = ROOT / "dnaimg" / "zoo" / "models"
+    card = json.loads((models / f"{model}.json").read_text())
+    L, W = card["architecture"].get("post_layers", 3), card["architecture"].get("post_width", 32)
+    own = load_file(str(models / f"{model}.safetensors"))
+    src = own if any(k.startswith("g_s.post.") for k in own) else load_file(str(models / f"{base}.safetensors"))
+    ws = [(src[f"g_s.post.net.{2 * i}.weight"].astype(np.float64), src[f"g_s.post.net.{2 * i}.bias"].astype(np.float64))
+          for i in range(L)]
+    assert [w.shape for w, _ in ws] == [(W, 4, 3, 3)] + [(W, W, 3, 3)] * (L - 2) + [(4, W, 3, 3)]
+    rng = np.random.default_rng(1)
+    a = rng.random((40, 56)) - 0.5
+    h = np.stack([a[i::2, j::2] for i in range(2) for j in range(2)])        # channel 2i + j
+    for k, (w, b) in enumerate(ws):
+        p = np.pad(h, ((0, 0), (1, 1), (1, 1)))
+        out = np.empty((w.shape[0],) + h.shape[1:])
+        for o in range(w.shape[0]):
+            out[o] = b[o] + sum(w[o, c, dy, dx] * p[c, dy:dy + h.shape[1], dx:dx + h.shape[2]]
+                                for c in range(w.shape[1]) for dy in range(3) for dx in range(3))
+        h = np.maximum(out, 0) if k < L - 1 else out
+    x = a.copy()
+    for i in range(2):
+        for j in range(2):
+            x[i::2, j::2] += h[2 * i + j]
+    import torch
+
+    from dnaimg.codecs import compact
+    post = compact.load(model)[0].g_s.post
+    with torch.no_grad():
+        got = post(torch.from_numpy(a).float()[None, None])[0, 0].double().numpy()
+    assert np.abs(got - x).max() < 1e-5 and np.abs(x - a).max() > 1e-3
