@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dnaimg.zoo.wavelet import POST_LAYERS, POST_WIDTH
+
 #: the rate points the gain units are trained at (MSE weight, 8-bit scale as in CompressAI)
 DEFAULT_LAMBDAS = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
 SCALE_MIN = 0.11
@@ -51,8 +53,8 @@ class CompactConfig:
     context: bool = False
     # the wavelet synthesis's post-filter (:class:`dnaimg.zoo.wavelet.PostFilter`): 3 x 3 layers and
     # their width (deeper: compact-gray-v8's, fitted by dnaimg.zoo.postfit)
-    post_layers: int = 3
-    post_width: int = 32
+    post_layers: int = POST_LAYERS
+    post_width: int = POST_WIDTH
 
     def to_dict(self) -> dict:
         d = asdict(self)
