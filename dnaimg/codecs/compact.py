@@ -54,6 +54,7 @@ PACKET_ROWS = 2                 # data oligos per packet where the latent has no
 PACKET_ROWS_PROTECTED = 4       # ... and where it has (PROTECTED or more): half the heads and splits
 PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 4 rows
 MAX_SIDE = 1 << 16
+REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
                                 # halo_px of context around each, the transforms' whole reach (gdn:
                                 # 32 px, 2 latent positions: four stride-2 layers of 5 taps, a latent
@@ -291,6 +292,7 @@ class Analysis:
         if (img.ndim == 3 and img.shape[2] != chans) or (img.ndim == 2 and chans != 1):
             raise CodecError(f"model {name} takes {chans}-channel images")
         from dnaimg.zoo.model import native_bf16
+        self.image = np.asarray(img, dtype=np.uint8) if img.ndim == 2 else None   # (one channel: refine.py)
         x, _ = pad_to(_to_tensor(img), 64)
         # the encoder's float work may differ between machines (bf16 where the CPU has it natively):
         # only what it decides, the symbols, travels, and decoding them is exact everywhere
@@ -370,8 +372,17 @@ class Analysis:
         """Whether :meth:`encode`'s ``rdo_weight`` changes anything (the wavelet models' RDO)."""
         return self.model.cfg.transform == "cdf97"
 
+    @property
+    def refinable(self) -> bool:
+        """Whether :meth:`encode` can refine the symbols for the decoder's synthesis
+        (:mod:`dnaimg.codecs.refine`: the wavelet models, one channel)."""
+        return self.fine_rate and self.image is not None
+
     def encode(self, rate_index: float, packet_bytes: int, packet_rows: int,
-               z_redundancy: float | None, rdo_weight: float = 1.0) -> Encoded:
+               z_redundancy: float | None, rdo_weight: float = 1.0, refine: float | None = None) -> Encoded:
+        """The streams at ``rate_index`` (``rdo_weight``: :meth:`symbols`); ``refine``: the symbols
+        refined for the decoder's synthesis in at most that many times the RDO's bits
+        (:mod:`dnaimg.codecs.refine`)."""
         t = self.tables
         try:
             row = t.rate_row(rate_index)
@@ -380,6 +391,11 @@ class Analysis:
             raise CodecError(f"model {self.name} codes rate indexes (--quality) 0 to {top:g} in steps of 1/8, "
                              f"not {rate_index:g}") from None
         sym, idx, ctx, shifts = self.coded(row, rdo_weight)
+        refined = None
+        if refine is not None and self.refinable:
+            from dnaimg.codecs import refine as rf
+            sym, refined = rf.refine(self, row, rdo_weight, sym, idx, ctx, budget=refine,
+                                     progress=None if self.progress is None else (lambda: self.progress(0)))
         head = b"" if shifts is None else pack_shifts(shifts)
         version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
@@ -395,7 +411,8 @@ class Analysis:
                                Stream("bytes", pk.tobytes())], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
                         "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head),
-                        "stream_bytes": len(head) + len(self.z_bytes) + int(pk.size)})
+                        "stream_bytes": len(head) + len(self.z_bytes) + int(pk.size),
+                        **({} if refined is None else {"refined_values": refined["changed"]})})
 
 
 def card_lambdas(card: dict) -> list[float]:
@@ -630,7 +647,7 @@ def packet_rows(redundancy: float | None) -> int:
 def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int | None = None,
            rate_index: float | None = None, model: str | None = None,
            redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None,
-           search: bool = True, progress: Callable[[int], None] | None = None) -> Encoded:
+           search: bool = True, refine: bool = True, progress: Callable[[int], None] | None = None) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``row_bytes``: data bytes per oligo of the latent's
     stream, packets being :func:`packet_rows` of them (or ``packet_bytes``: packets of that size,
     PACKET_ROWS rows).  ``rate_index``: the model's rate (0 .. points-1, 1/8 steps); with ``fits``
@@ -639,7 +656,9 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     rate is coded by the RGB model (R = G = B, flagged), whose lowest rate costs less.
     ``search``: look for a cheaper hyper-latent than the analysis network's
     (:mod:`dnaimg.codecs.zsearch`; wavelet models with a context; a few % fewer bits, several
-    times the encoding time).  ``progress(0)`` is called now and then (a sign of life: the work
+    times the encoding time).  ``refine``: the chosen symbols refined for the decoder's synthesis
+    (:mod:`dnaimg.codecs.refine`; the wavelet models: at most the same bits, a better image).
+    ``progress(0)`` is called now and then (a sign of life: the work
     has no known length)."""
     if (row_bytes is None) == (packet_bytes is None):
         raise ValueError("give row_bytes or packet_bytes")
@@ -649,7 +668,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     if model is None and name != DEFAULT_MODEL and fits is not None:
         try:
             return encode(img, row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
-                          redundancy=redundancy, fits=fits, search=search, progress=progress)
+                          redundancy=redundancy, fits=fits, search=search, refine=refine, progress=progress)
         except RateError:
             name = DEFAULT_MODEL
     an = Analysis(img, name)
@@ -662,7 +681,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
         e = an.encode(r, pb, rows, zr)
         if search:
             e = _search_z(an, e, pb, rows, zr, z_weight, keep_means) or e
-        return e
+        return _refined(an, e, pb, rows, zr, None) if refine else e
     cands = rate_indexes(an.tables)
     if rate_index is not None:
         cands = cands[cands <= rate_index + 1e-9]
@@ -676,7 +695,41 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
         raise RateError("compact: even the lowest rate does not fit")
     if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
         best = _fill(an, best, pb, rows, zr, fits)
-    return best
+    return _refined(an, best, pb, rows, zr, fits) if refine else best
+
+
+def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
+             fits: Callable[[Encoded], bool] | None) -> Encoded:
+    """``e`` with its symbols refined for the decoder's synthesis (:mod:`dnaimg.codecs.refine`)
+    in the bits of the packets that fit (``fits``; None: ``e``'s bits), if any changed and it
+    still fits (the estimate of the bits may miss a packet); else ``e``."""
+    if not an.refinable:
+        return e
+    used = len(e.streams[1].data) // packet_bytes
+    room = used if fits is None else _most_packets(e, packet_bytes, used, fits)
+    budget = room / used
+    for _ in range(REFINE_TRIES):
+        found = an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"], refine=budget)
+        if found.info.get("refined_values", 0) == 0:
+            return e
+        if fits is None or fits(found):
+            return found
+        budget *= min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002
+    return e
+
+
+def _most_packets(e: Encoded, packet_bytes: int, used: int, fits: Callable[[Encoded], bool]) -> int:
+    """The most packets of the latent that still ``fit`` with ``e``'s other streams (at least
+    ``used``, which do)."""
+    def probe(n: int) -> Encoded:
+        return Encoded(e.codec, [e.streams[0], Stream("bytes", bytes(n * packet_bytes))], e.meta, e.info)
+    lo, hi = used, 2 * used + 1
+    while fits(probe(hi)) and hi < 1 << 24:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(probe(mid)) else (lo, mid)
+    return lo
 
 
 def _highest(an: Analysis, cands: np.ndarray, lo: int, best: Encoded | None, packet_bytes: int, rows: int,
