@@ -68,7 +68,7 @@ def test_refined_symbols_draw_a_better_image_in_no_more_bits(at):
     an, sym, idx, ctx = _coded(img)
     s, rep = rf.refine(an, 24, 1.0, sym, idx, ctx)
     assert rep["changed"] > 0 and np.count_nonzero(s != sym) == rep["changed"]
-    assert np.abs(s - sym).max() <= rf.ITERS             # steps of one, a value at most once per step
+    assert np.abs(s - sym).max() <= rf.ITERS + rf.EXTRA_ITERS + rf.TOP_UP_STEPS   # steps of one, once per step
     assert _bits(an, s, idx, ctx) <= _bits(an, sym, idx, ctx) * (1 + 1e-9)
     assert rep["sse_after"] < 0.995 * rep["sse_before"]
     tight, rep2 = rf.refine(an, 24, 1.0, sym, idx, ctx, budget=0.995)
@@ -92,11 +92,36 @@ def test_encoder_refines_under_a_cap_and_the_dna_decodes_to_the_better_image(mon
     assert psnr(img, d_ref.image) > psnr(img, d_plain.image) + 0.02
 
 
-def test_rgb_models_are_not_refined():
+def test_only_one_channel_wavelet_models_are_refined():
     rng = np.random.default_rng(0)
     img = np.clip(rng.normal(128, 20, (64, 96, 3)), 0, 255).astype(np.uint8)
     enc = api.encode(img, "compact", quality=1.0)
     assert "refined_values" not in enc.info
+    gray = _coffee_gray(0, 0, 64, 64)
+    assert compact.Analysis(gray, V8).refinable and not compact.Analysis(gray[..., None], V8).refinable
+    assert not compact.Analysis(img, "compact-ms-v3").refinable
+
+
+def test_a_refinement_that_does_not_fit_or_is_worse_keeps_the_rdos_symbols():
+    """_refined: without a cap the refined streams take at most the RDO's packets; a cap that the
+    refined streams overflow, try after try, keeps the RDO's encoding; a budget that makes the
+    image worse is refused."""
+    img = _coffee_gray(0, 0)
+    an = compact.Analysis(img, V8)
+    e = an.encode(3.0, 26 * 4, 4, None)
+    free = compact._refined(an, e, 26 * 4, 4, None, None)
+    assert free.info["refined_values"] > 0 and len(free.streams[1].data) <= len(e.streams[1].data)
+    tries = []
+
+    def never(f):
+        tries.append(f.info.get("refined_values"))
+        return False
+    assert compact._refined(an, e, 26 * 4, 4, None, never) is e
+    refined = [n for n in tries if n is not None]           # (the others: _most_packets' probes)
+    assert 1 <= len(refined) <= compact.REFINE_TRIES and all(refined)
+    worse = an.encode(3.0, 26 * 4, 4, None, refine=0.5)            # (half the bits: a worse image)
+    assert "refined_values" in worse.info and worse.info["refined_values"] == 0
+    assert worse.streams[1].data == e.streams[1].data
 
 
 def test_iterations_fall_with_the_image_size():

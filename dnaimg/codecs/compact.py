@@ -394,8 +394,12 @@ class Analysis:
         refined = None
         if refine is not None and self.refinable:
             from dnaimg.codecs import refine as rf
-            sym, refined = rf.refine(self, row, rdo_weight, sym, idx, ctx, budget=refine,
-                                     progress=None if self.progress is None else (lambda: self.progress(0)))
+            found, refined = rf.refine(self, row, rdo_weight, sym, idx, ctx, budget=refine,
+                                       progress=None if self.progress is None else (lambda: self.progress(0)))
+            if refined["sse_after"] < refined["sse_before"]:      # (else the RDO's: never a worse image)
+                sym = found
+            else:
+                refined["changed"] = 0
         head = b"" if shifts is None else pack_shifts(shifts)
         version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
@@ -693,26 +697,32 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             best, lo = _highest(an, cands, max(lo, 1), found, pb, rows, zr, fits)
     if best is None:
         raise RateError("compact: even the lowest rate does not fit")
-    if an.fine_rate and (lo < len(cands) or rate_index is None):     # (a rate index named is a ceiling)
+    filled = an.fine_rate and (lo < len(cands) or rate_index is None)   # (a rate index named is a ceiling)
+    if filled:
         best = _fill(an, best, pb, rows, zr, fits)
-    return _refined(an, best, pb, rows, zr, fits) if refine else best
+    return _refined(an, best, pb, rows, zr, fits, spend=filled) if refine else best
 
 
 def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
-             fits: Callable[[Encoded], bool] | None) -> Encoded:
-    """``e`` with its symbols refined for the decoder's synthesis (:mod:`dnaimg.codecs.refine`)
-    in the bits of the packets that fit (``fits``; None: ``e``'s bits), if any changed and it
-    still fits (the estimate of the bits may miss a packet); else ``e``."""
+             fits: Callable[[Encoded], bool] | None, spend: bool = True) -> Encoded:
+    """``e`` with its symbols refined for the decoder's synthesis (:mod:`dnaimg.codecs.refine`),
+    if the image got better and the streams still fit: in the bits of the packets that ``fits``
+    has room for where ``spend`` (else, and without ``fits``, in ``e``'s packets); else ``e``."""
     if not an.refinable:
         return e
     used = len(e.streams[1].data) // packet_bytes
-    room = used if fits is None else _most_packets(e, packet_bytes, used, fits)
+    if fits is None or not spend:
+        cap = fits
+        fits = lambda f: len(f.streams[1].data) <= used * packet_bytes and (cap is None or cap(f))  # noqa: E731
+        room = used
+    else:
+        room = _most_packets(e, packet_bytes, used, fits)
     budget = room / used
     for _ in range(REFINE_TRIES):
         found = an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"], refine=budget)
         if found.info.get("refined_values", 0) == 0:
             return e
-        if fits is None or fits(found):
+        if fits(found):
             return found
         budget *= min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002
     return e
@@ -724,7 +734,7 @@ def _most_packets(e: Encoded, packet_bytes: int, used: int, fits: Callable[[Enco
     def probe(n: int) -> Encoded:
         return Encoded(e.codec, [e.streams[0], Stream("bytes", bytes(n * packet_bytes))], e.meta, e.info)
     lo, hi = used, 2 * used + 1
-    while fits(probe(hi)) and hi < 1 << 24:
+    while hi < 1 << 24 and fits(probe(hi)):
         lo, hi = hi, 2 * hi
     while hi - lo > 1:
         mid = (lo + hi) // 2

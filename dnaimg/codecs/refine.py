@@ -96,7 +96,7 @@ def synthesis_error(gs, y_hat: np.ndarray, img: np.ndarray, tile: int, halo: int
                 with torch.no_grad():
                     sse += float(torch.sum((torch.clamp(torch.floor(o + 0.5), 0, 255) - t) ** 2))
                 if grad:
-                    torch.sum((o - t) ** 2).backward()
+                    torch.sum((o - t) ** 2).backward(inputs=[ys])      # (not into the model's weights)
             if grad:
                 g[:, a0:b1, c0:d1] += ys.grad.numpy()
     return sse, g
@@ -149,13 +149,12 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
         step_no += 1
         dsse = lam * g / gain                                   # d(lam * sse) / d(symbol)
         steps = np.zeros(s.shape, dtype=np.int64)
-        best_r = np.zeros(s.shape)
         best_j = np.zeros(s.shape)
         for step in (-1, 1):
             dr = symbol_bits(s + step, used, t) - b_now
             j = dsse * step + curv + price * dr
             m = j < best_j
-            best_j[m], best_r[m], steps[m] = j[m], dr[m], step
+            best_j[m], steps[m] = j[m], step
         cand = np.flatnonzero(steps)
         if len(cand) < MIN_CHANGES:
             break
