@@ -319,12 +319,9 @@ class Analysis:
         t = self.tables
         u, sym, idx, g = self._rounded(row)
         if self.model.cfg.transform == "cdf97":
-            used = idx
-            ctx = t.ctx if ctx is None else ctx
-            if ctx is not None:          # the context's tables for the rounded values: an estimate (the
-                # coder's differ where RDO moves a neighbour or a packet splits a position)
-                M = sym.shape[0]
-                used = arith.context_tables_cm(sym.reshape(M, -1), used.reshape(M, -1), ctx).reshape(sym.shape)
+            # the context's tables for the rounded values: an estimate (the coder's differ where RDO
+            # moves a neighbour or a packet splits a position)
+            used = used_tables(sym, idx, t.ctx if ctx is None else ctx)
             sym = rdo_symbols(u, sym, used, g, t, _row_lambda(card_lambdas(self.card), row) * rdo_weight)
         return sym, idx
 
@@ -434,6 +431,15 @@ def _row_lambda(lambdas, row: int) -> float:
     hi = min(lo + 1, len(lambdas) - 1)
     f = r - lo
     return float(np.exp((1 - f) * np.log(lambdas[lo]) + f * np.log(lambdas[hi])))
+
+
+def used_tables(sym: np.ndarray, idx: np.ndarray, ctx: tuple | None) -> np.ndarray:
+    """The tables the coder's context ``ctx`` (None: none) gives symbols ``sym`` (M, h, w) with
+    hyperprior tables ``idx``, every neighbour counted (as when no packet splits a position)."""
+    if ctx is None:
+        return idx
+    M = sym.shape[0]
+    return arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1), ctx).reshape(sym.shape)
 
 
 def symbol_bits(v: np.ndarray, idx: np.ndarray, t) -> np.ndarray:

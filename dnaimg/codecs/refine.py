@@ -82,23 +82,24 @@ def synthesis_error(gs, y_hat: np.ndarray, img: np.ndarray, tile: int, halo: int
     x = torch.from_numpy(img.astype(np.float32))
     g = np.zeros((M, h, w), dtype=np.float32) if grad else None
     sse = 0.0
-    for a0, a, b, b1 in _tile_slices(h, tile, halo):
-        for c0, c, d, d1 in _tile_slices(w, tile, halo):
-            ys = y[:, a0:b1, c0:d1].clone().requires_grad_(grad)
-            with torch.set_grad_enabled(grad):
-                o = gs(ys[None])[0, 0]
-                py0, py1 = (a - a0) * f, min(H, b * f) - a0 * f
-                px0, px1 = (c - c0) * f, min(W, d * f) - c0 * f
-                if py1 <= py0 or px1 <= px0:
-                    continue
-                o = o[py0:py1, px0:px1] * 255.0
-                t = x[a * f:a * f + (py1 - py0), c * f:c * f + (px1 - px0)]
-                with torch.no_grad():
-                    sse += float(torch.sum((torch.clamp(torch.floor(o + 0.5), 0, 255) - t) ** 2))
+    with torch.inference_mode(False):       # (the encoder may run under inference mode)
+        for a0, a, b, b1 in _tile_slices(h, tile, halo):
+            for c0, c, d, d1 in _tile_slices(w, tile, halo):
+                ys = y[:, a0:b1, c0:d1].clone().requires_grad_(grad)
+                with torch.set_grad_enabled(grad):
+                    o = gs(ys[None])[0, 0]
+                    py0, py1 = (a - a0) * f, min(H, b * f) - a0 * f
+                    px0, px1 = (c - c0) * f, min(W, d * f) - c0 * f
+                    if py1 <= py0 or px1 <= px0:
+                        continue
+                    o = o[py0:py1, px0:px1] * 255.0
+                    t = x[a * f:a * f + (py1 - py0), c * f:c * f + (px1 - px0)]
+                    with torch.no_grad():
+                        sse += float(torch.sum((torch.clamp(torch.floor(o + 0.5), 0, 255) - t) ** 2))
+                    if grad:
+                        torch.sum((o - t) ** 2).backward(inputs=[ys])      # (not into the model's weights)
                 if grad:
-                    torch.sum((o - t) ** 2).backward(inputs=[ys])      # (not into the model's weights)
-            if grad:
-                g[:, a0:b1, c0:d1] += ys.grad.numpy()
+                    g[:, a0:b1, c0:d1] += ys.grad.numpy()
     return sse, g
 
 
@@ -110,8 +111,7 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
     :class:`dnaimg.codecs.compact.Analysis` of a wavelet model) at rate row ``row`` with the RDO's
     ``rdo_weight``, hyperprior tables ``idx`` and the coder's context ``ctx`` (None: none), in at
     most ``budget`` times the bits of ``sym``."""
-    from dnaimg.codecs import arith
-    from dnaimg.codecs.compact import TILE_PX, _row_lambda, card_lambdas, symbol_bits
+    from dnaimg.codecs.compact import TILE_PX, _row_lambda, card_lambdas, symbol_bits, used_tables
     iters = iterations(an.height * an.width) if iters is None else iters
     fraction = FRACTION if fraction is None else fraction
     t = an.tables
@@ -124,23 +124,19 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
     img = an.image
 
     def used_of(s):
-        if ctx is None:
-            return idx
-        return arith.context_tables_cm(s.reshape(M, -1), idx.reshape(M, -1), ctx).reshape(s.shape)
+        return used_tables(s, idx, ctx)
 
-    def measure(s):
-        sse, g = synthesis_error(gs, an.y - (u - s) / gain, img, tile, halo)
-        return sse, g
+    def measure(s, grad=True):
+        return synthesis_error(gs, an.y - (u - s) / gain, img, tile, halo, grad)
 
     s = sym.copy()
     used = used_of(s)
     b_now = symbol_bits(s, used, t)
     bits = float(b_now.sum())
     budget *= bits
-    with torch.inference_mode(False):
-        sse, g = measure(s)
+    sse, g = measure(s)
     report = {"changed": 0, "sse_before": sse, "bits_before": bits}
-    best = (sse, s) if bits <= budget else (np.inf, sym)    # the lowest squared error within the budget
+    best = (sse, s, g) if bits <= budget else (np.inf, sym, None)    # the lowest squared error within the budget
     price = 1.0
     extra = EXTRA_ITERS if iters >= ITERS else iters // 2      # (large images: fewer of each)
     top_ups = TOP_UP_STEPS if iters >= ITERS else 1
@@ -165,15 +161,14 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
         s2 = s2.reshape(s.shape)
         used2 = used_of(s2)
         b2 = symbol_bits(s2, used2, t)
-        with torch.inference_mode(False):
-            sse2, g2 = measure(s2)
+        sse2, g2 = measure(s2)
         if progress is not None:
             progress()
         bits2 = float(b2.sum())
         if lam * sse2 + price * bits2 < lam * sse + price * bits:
             s, used, b_now, bits, sse, g = s2, used2, b2, bits2, sse2, g2
             if bits <= budget and sse < best[0]:
-                best = (sse, s)
+                best = (sse, s, g)
         else:                                                   # a worse step: smaller steps
             fraction /= 2
             if fraction < MIN_FRACTION:
@@ -181,15 +176,13 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
         price = price * PRICE_STEP if bits > budget else max(PRICE_MIN, price / PRICE_STEP)
     if best[0] == np.inf:                               # nothing within the budget: the RDO's symbols
         return sym.copy(), {**report, "sse_after": report["sse_before"], "bits_after": report["bits_before"]}
-    sse, s = best
-    for _ in range(top_ups):                            # the budget's bits left: spent where they buy most
+    sse, s, g = best
+    for top_up in range(top_ups):                       # the budget's bits left: spent where they buy most
         used = used_of(s)
         b_now = symbol_bits(s, used, t)
         bits = float(b_now.sum())
         if budget - bits < TOP_UP_MIN_BITS:
             break
-        with torch.inference_mode(False):
-            sse, g = measure(s)
         dsse = lam * g / gain
         ratio = np.zeros(s.shape)
         steps = np.zeros(s.shape, dtype=np.int64)
@@ -209,13 +202,12 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
         s2[take] += steps.ravel()[take]
         s2 = s2.reshape(s.shape)
         bits2 = float(symbol_bits(s2, used_of(s2), t).sum())
-        with torch.inference_mode(False):
-            sse2, _ = synthesis_error(gs, an.y - (u - s2) / gain, img, tile, halo, grad=False)
+        sse2, g2 = measure(s2, grad=top_up + 1 < top_ups)     # (the next top-up's gradient)
         if progress is not None:
             progress()
         if not (sse2 < sse and bits2 <= budget):
             break
-        s, sse = s2, sse2
+        s, sse, g = s2, sse2, g2
     bits = float(symbol_bits(s, used_of(s), t).sum())
     report.update(changed=int(np.count_nonzero(s != sym)), sse_after=sse, bits_after=bits)
     return s, report
