@@ -224,7 +224,8 @@ def _encode_one(job: dict) -> EncodedImage:
     with container.pool_member(PoolRecord(job["pool_id"], m.image_id, m.primer_pair, m.name)):
         enc = api.encode(job["path"], job["codec"], rate=job["rate"], quality=job["quality"], model=job["model"],
                          noise_trained=job["noise_trained"], redundancy=job["redundancy"], layout=layout,
-                         copies=job["copies"], flatten=job.get("flatten", False), to_8bit=job.get("to_8bit", False))
+                         copies=job["copies"], flatten=job.get("flatten", False), to_8bit=job.get("to_8bit", False),
+                         fast=job.get("fast", False))
     h = enc.written.header
     assert h.version == POOL_VERSION and h.image_id == m.image_id      # every codec writes through the container
     return EncodedImage(m, str(job["path"]), enc.codec, np.ascontiguousarray(enc.oligos, dtype=np.uint8),
@@ -242,14 +243,17 @@ def encode_pool(inputs: Iterable[str | Path], codec: str = "robust", *, rate: fl
                 group_size: int | None = None, primers: tuple[str, str] | None = None, append: str | Path | None = None,
                 pool_id: int | None = None, jobs: int = 1,
                 progress: Callable[[int], None] | None = None, flatten: bool = False,
-                to_8bit: bool = False) -> PoolEncoding:
+                to_8bit: bool = False, fast: bool = False) -> PoolEncoding:
     """Images (files, folders) -> a pool (see the module text).  ``append``: a pool FASTA whose
     images keep their ids, primers and oligos (the new ones come after).  ``jobs``: images
     encoded in parallel processes.  ``codec`` None: per image, as :func:`dnaimg.api.encode` chooses;
-    ``flatten``, ``to_8bit``: see :func:`dnaimg.api.prepare`."""
+    ``flatten``, ``to_8bit``: see :func:`dnaimg.api.prepare`; ``fast``: :func:`dnaimg.api.encode`'s."""
     from dnaimg.codecs import canonical
     from dnaimg.dna.container import DEFAULT_OLIGO_LENGTH, Layout
     codec = canonical(codec) if codec is not None else None
+    if fast and codec != "compact":
+        from dnaimg.codecs.base import CodecError
+        raise CodecError(f"--fast is for the compact codec (it skips its encoder's searches), not {codec or 'the default codec'}")
     files = list_images(inputs)
     if not files:
         raise PoolError("no images to encode")
@@ -280,7 +284,7 @@ def encode_pool(inputs: Iterable[str | Path], codec: str = "robust", *, rate: fl
     pool_id = secrets.randbits(32) if pool_id is None else int(pool_id)
     jobs_ = [{"member": m, "path": str(p), "pool_id": pool_id, "oligo_length": oligo_length, "codec": codec,
               "rate": rate, "quality": quality, "model": model, "noise_trained": noise_trained,
-              "redundancy": redundancy, "copies": copies, "flatten": flatten, "to_8bit": to_8bit}
+              "redundancy": redundancy, "copies": copies, "flatten": flatten, "to_8bit": to_8bit, "fast": fast}
              for (p, _), m in zip(files, members)]
     images = _run(jobs_, jobs, progress)
     return PoolEncoding(pool_id, oligo_length, images, old_entries, old_records, gs)

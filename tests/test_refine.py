@@ -79,6 +79,21 @@ def test_refined_symbols_draw_a_better_image_in_no_more_bits(at):
     assert rep4["changed"] == 0 and np.array_equal(none, sym)
 
 
+def test_step_costs_in_chunks_of_channels_give_the_same_symbols(monkeypatch):
+    """The step costs are worked out a few channels at a time (bounded memory): any chunk size
+    gives the same refinement, the whole latent at once included."""
+    img = _coffee_gray(0, 0, 128, 160)
+    an, sym, idx, ctx = _coded(img)
+    got = []
+    for chunk in (rf.CHUNK, 7, 256):
+        monkeypatch.setattr(rf, "CHUNK", chunk)
+        s, rep = rf.refine(an, 24, 1.0, sym, idx, ctx, budget=1.01, iters=6)
+        got.append((s, rep))
+    assert got[0][1]["changed"] > 0
+    for s, rep in got[1:]:
+        assert np.array_equal(s, got[0][0]) and rep == got[0][1]
+
+
 def test_encoder_refines_under_a_cap_and_the_dna_decodes_to_the_better_image(monkeypatch):
     img = _coffee_gray(100, 50, 320, 320)
     ref = api.encode(img, "compact", model=V8, rate=0.5)
@@ -128,3 +143,102 @@ def test_iterations_fall_with_the_image_size():
     assert rf.iterations(512 * 512) == rf.ITERS
     assert rf.iterations(rf.FULL_PIXELS * 2) == rf.ITERS // 2
     assert rf.iterations(10 ** 9) == rf.MIN_ITERS
+
+
+def test_fast_skips_the_searches_and_writes_what_the_plain_encoder_does(monkeypatch):
+    """--fast (api.encode(fast=True)): the compact encoder without the hyper-latent search and the
+    refinement, the very streams compact.encode writes without them; the DNA decodes exactly, and
+    the default encoder's image is better at the same quality."""
+    from dnaimg.dna import bytecode
+    from dnaimg.dna.container import Layout
+    img = _coffee_gray()
+    seen = []
+    orig = compact.encode
+
+    def spy(*a, **k):
+        seen.append(orig(*a, **k))
+        return seen[-1]
+    monkeypatch.setattr(compact, "encode", spy)
+    fast = api.encode(img, "compact", model=V8, quality=3.0, fast=True)
+    assert fast.info["fast"] is True and "refined_values" not in fast.info
+    bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
+    plain = orig(img, row_bytes=bd, rate_index=3.0, model=V8, search=False, refine=False)
+    assert [s.data for s in seen[-1].streams] == [s.data for s in plain.streams]
+    full = api.encode(img, "compact", model=V8, quality=3.0)
+    assert full.info["fast"] is False and full.info["refined_values"] > 0
+    assert [s.data for s in seen[-1].streams] != [s.data for s in plain.streams]
+    got = {}
+    for name, enc in (("fast", fast), ("full", full)):
+        dec = api.decode([s for _, s in enc.fasta_records()])
+        assert dec.exact
+        got[name] = psnr(img, dec.image)
+    assert got["full"] > got["fast"]
+
+
+def test_fast_is_refused_for_other_codecs(tmp_path):
+    from PIL import Image
+    from helpers import cli
+    from dnaimg import pool
+    from dnaimg.codecs.base import CodecError
+    src = tmp_path / "a.png"
+    Image.fromarray(_gray_xray_like(64, 64, seed=1)).save(src)
+    r = cli("encode", src, "-o", tmp_path / "a.fasta", "--codec", "avif", "--fast", "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "--fast is for the compact codec (it skips its encoder's searches), not avif" in r.output
+    assert not (tmp_path / "a.fasta").exists()
+    with pytest.raises(CodecError, match="--fast is for the compact codec .*not the default codec"):
+        pool.encode_pool([src], None, fast=True)
+    r = cli("encode", src, "-o", tmp_path / "c.fasta", "--codec", "compact", "--fast", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    import json
+    assert json.loads(r.output)["fast"] is True
+
+
+V9 = "compact-gray-v9"
+
+
+def test_models_that_differ_in_their_post_filter_only_share_a_coder():
+    assert compact.same_coder(V8, V9) and compact.same_coder("compact-gray-v7", V8)
+    assert not compact.same_coder("compact-gray-v6", V8)       # (another context: no narrow tables)
+    assert not compact.same_coder("compact-gray-v5", V8)       # (the base itself: extends nothing)
+    assert compact.POST_FILTER_CHOICES[compact.DEFAULT_GRAY_MODEL] == (V9,)
+
+
+def _errors(img, row, names):
+    an = compact.Analysis(img, V8)
+    sym = an.coded(row)[0]
+    u, _, _, g = an._rounded(row)
+    y_hat = an.y - (u - sym) / g
+    return {n: rf.synthesis_error(compact.load(n)[0].g_s, y_hat, img, compact.TILE_PX // 16,
+                                  compact.load(n)[0].halo_px // 16, grad=False)[0] for n in names}
+
+
+def test_the_encoder_writes_the_model_whose_post_filter_draws_the_better_image():
+    """With no model named, the default gray model's symbols are written for whichever model of
+    POST_FILTER_CHOICES (the same coder, another post-filter) draws the better image from them:
+    the same streams, that model's id."""
+    from dnaimg.dna import bytecode
+    from dnaimg.dna.container import Layout
+    choices = compact.POST_FILTER_CHOICES[V8]
+    bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
+    picked = set()
+    for img in (_coffee_gray(0, 0, 128, 160), _gray_xray_like(128, 160, seed=2), _coffee_gray(100, 150, 128, 160)):
+        e = compact.encode(img, row_bytes=bd, rate_index=3.0, search=False, refine=False, choose=True)
+        plain = compact.encode(img, row_bytes=bd, rate_index=3.0, model=V8, search=False, refine=False)
+        assert [s.data for s in e.streams] == [s.data for s in plain.streams]
+        err = _errors(img, 24, (V8,) + choices)
+        assert e.info["model"] == min(err, key=err.get)
+        p = compact.CompactParams.unpack(e.meta)
+        assert p.model_id == compact.weights_id(compact.load(e.info["model"])[2])
+        picked.add(e.info["model"])
+    assert len(picked) == 2, picked            # (each model wins on some image)
+
+
+def test_a_gray_image_decodes_with_the_model_chosen_and_fast_or_a_named_model_has_no_choice():
+    img = _coffee_gray(0, 0, 128, 160)          # (v9's post-filter draws it better: test above)
+    auto = api.encode(img, "compact", quality=3.0)
+    assert auto.info["model"] == V9
+    dec = api.decode([s for _, s in auto.fasta_records()])
+    assert dec.exact and dec.report["image"]["model"] == V9
+    for kw in ({"fast": True}, {"model": V8}):
+        assert api.encode(img, "compact", quality=3.0, **kw).info["model"] == V8

@@ -25,7 +25,9 @@ from dnaimg.image import load_pixels, psnr
 
 CODECS = ("jpeg", "webp", "jpeg2000", "avif")
 CAPS = (0.1, 0.2, 0.3, 0.5)
-MODELS = ("compact-gray-v8", "compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
+#: compact models compared ("auto": none named, as ``dnaimg encode --codec compact`` runs: the
+#: gray default with its choice of post-filter, compact.POST_FILTER_CHOICES)
+MODELS = ("auto", "compact-gray-v9", "compact-gray-v8", "compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
 
 
 def _measure(img: np.ndarray, codec: str, cap: float | None, model: str | None, parity: float) -> dict:
@@ -51,7 +53,7 @@ def _measure(img: np.ndarray, codec: str, cap: float | None, model: str | None, 
 
 def _systems(codecs, models) -> list[tuple[str, str, str | None]]:
     """(label, codec, model) of everything compared."""
-    return [(c, c, None) for c in codecs] + [(f"compact:{m}", "compact", m) for m in models]
+    return [(c, c, None) for c in codecs] + [(f"compact:{m}", "compact", None if m == "auto" else m) for m in models]
 
 
 def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS, models=MODELS,

@@ -54,6 +54,10 @@ PACKET_ROWS = 2                 # data oligos per packet where the latent has no
 PACKET_ROWS_PROTECTED = 4       # ... and where it has (PROTECTED or more): half the heads and splits
 PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 4 rows
 MAX_SIDE = 1 << 16
+#: the default gray model's alternatives: models with its very coder (context, tables, gains,
+#: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only).  With no
+#: ``model`` named, the encoder writes whichever draws the better image from its symbols.
+POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9",)}
 REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
                                 # halo_px of context around each, the transforms' whole reach (gdn:
@@ -310,6 +314,14 @@ class Analysis:
         self.mu, self.sigma = self.tables.h_s(self.z)
         self.z_bytes = encode_z(self.z[0], self.tables)
         self._row, self._row_data = None, None
+
+    def use_model(self, name: str) -> None:
+        """Code with model ``name`` from now on, whose coder is this one's (:func:`same_coder`):
+        the same symbols, another post-filter (and the DNA names ``name``)."""
+        if not same_coder(self.name, name):
+            raise ValueError(f"{name} does not code as {self.name} does")
+        self.model, _, self.card = load(name)
+        self.name = name
 
     def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
@@ -657,7 +669,8 @@ def packet_rows(redundancy: float | None) -> int:
 def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int | None = None,
            rate_index: float | None = None, model: str | None = None,
            redundancy: float | None = None, fits: Callable[[Encoded], bool] | None = None,
-           search: bool = True, refine: bool = True, progress: Callable[[int], None] | None = None) -> Encoded:
+           search: bool = True, refine: bool = True, progress: Callable[[int], None] | None = None,
+           choose: bool | None = None) -> Encoded:
     """Image (HxWx3 or HxW uint8) -> streams.  ``row_bytes``: data bytes per oligo of the latent's
     stream, packets being :func:`packet_rows` of them (or ``packet_bytes``: packets of that size,
     PACKET_ROWS rows).  ``rate_index``: the model's rate (0 .. points-1, 1/8 steps); with ``fits``
@@ -668,6 +681,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     (:mod:`dnaimg.codecs.zsearch`; wavelet models with a context; a few % fewer bits, several
     times the encoding time).  ``refine``: the chosen symbols refined for the decoder's synthesis
     (:mod:`dnaimg.codecs.refine`; the wavelet models: at most the same bits, a better image).
+    ``choose`` (default: when no ``model`` is named, and with ``refine``): the symbols written for
+    whichever model of :data:`POST_FILTER_CHOICES` draws the better image from them.
     ``progress(0)`` is called now and then (a sign of life: the work
     has no known length)."""
     if (row_bytes is None) == (packet_bytes is None):
@@ -675,10 +690,12 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     rows = PACKET_ROWS if packet_bytes is not None else packet_rows(redundancy)
     pb = packet_bytes if packet_bytes is not None else row_bytes * rows
     name = model or default_model(img)
+    choose = (model is None and refine) if choose is None else choose
     if model is None and name != DEFAULT_MODEL and fits is not None:
         try:
             return encode(img, row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
-                          redundancy=redundancy, fits=fits, search=search, refine=refine, progress=progress)
+                          redundancy=redundancy, fits=fits, search=search, refine=refine, progress=progress,
+                          choose=choose)
         except RateError:
             name = DEFAULT_MODEL
     an = Analysis(img, name)
@@ -691,6 +708,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
         e = an.encode(r, pb, rows, zr)
         if search:
             e = _search_z(an, e, pb, rows, zr, z_weight, keep_means) or e
+        if choose:
+            e = _choose_post_filter(an, e, pb, rows, zr)
         return _refined(an, e, pb, rows, zr, None) if refine else e
     cands = rate_indexes(an.tables)
     if rate_index is not None:
@@ -706,6 +725,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     filled = an.fine_rate and (lo < len(cands) or rate_index is None)   # (a rate index named is a ceiling)
     if filled:
         best = _fill(an, best, pb, rows, zr, fits)
+    if choose:
+        best = _choose_post_filter(an, best, pb, rows, zr)     # (the same streams' size: it still fits)
     return _refined(an, best, pb, rows, zr, fits, spend=filled) if refine else best
 
 
@@ -732,6 +753,47 @@ def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
             return found
         budget *= min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002
     return e
+
+
+def same_coder(a: str, b: str) -> bool:
+    """Whether models ``a`` and ``b`` write and read the same symbols the same way: both extend
+    the same base, and their own weights files differ in the post-filter's weights only."""
+    from dnaimg.zoo.registry import card
+    if a == b:
+        return True
+    ca, cb = card(a), card(b)
+    if ca.get("codec") != "compact" or ca.get("extends") is None or ca.get("extends") != cb.get("extends"):
+        return False
+    ta, tb = ({k: v for k, v in _tensors(c, n).items() if not k.startswith(EXTENSION_POST)}
+              for c, n in ((ca, a), (cb, b)))
+    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float) -> Encoded:
+    """``e``, or the same symbols written for the installed model of :data:`POST_FILTER_CHOICES`
+    whose synthesis draws a better image from them (``an`` then codes with it)."""
+    from dnaimg.codecs import refine as rf
+    from dnaimg.zoo.registry import models_dir
+    names = [n for n in POST_FILTER_CHOICES.get(an.name, ()) if (models_dir() / f"{n}.json").exists()]
+    if not names or not an.refinable:
+        return e
+    row = an.tables.rate_row(e.info["rate_index"])
+    sym = an.coded(row, e.info["rdo_weight"])[0]
+    u, _, _, g = an._rounded(row)
+    y_hat = an.y - (u - sym) / g
+
+    def error(model) -> float:
+        return rf.synthesis_error(model.g_s, y_hat, an.image, TILE_PX // 16, model.halo_px // 16, grad=False)[0]
+    best = (error(an.model), an.name)
+    for n in names:
+        if same_coder(an.name, n):
+            best = min(best, (error(load(n)[0]), n))
+        if an.progress is not None:
+            an.progress(0)
+    if best[1] == an.name:
+        return e
+    an.use_model(best[1])
+    return an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"])
 
 
 def _most_packets(e: Encoded, packet_bytes: int, used: int, fits: Callable[[Encoded], bool]) -> int:

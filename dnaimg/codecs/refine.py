@@ -103,6 +103,50 @@ def synthesis_error(gs, y_hat: np.ndarray, img: np.ndarray, tile: int, halo: int
     return sse, g
 
 
+CHUNK = 16              # channels whose step costs are worked out at a time (memory: a few arrays of that size)
+
+
+def _chunks(M: int):
+    return ((c, min(M, c + CHUNK)) for c in range(0, M, CHUNK))
+
+
+def _best_steps(s, used, b_now, g, lam, gain, curv, price, t) -> tuple[np.ndarray, np.ndarray]:
+    """(step of each value, -1, 0 or 1; its estimated change of cost, <= 0): the step of one with
+    the lowest estimated cost, the squared error's gradient ``g`` weighted by ``lam`` plus the
+    wavelet's curvature plus the bits' change at ``price``, where that is below 0."""
+    from dnaimg.codecs.compact import symbol_bits
+    steps = np.zeros(s.shape, dtype=np.int64)
+    best_j = np.zeros(s.shape)
+    for a, b in _chunks(s.shape[0]):
+        dsse = lam * g[a:b] / gain[a:b]                         # d(lam * sse) / d(symbol)
+        st, bj = steps[a:b], best_j[a:b]
+        for step in (-1, 1):
+            dr = symbol_bits(s[a:b] + step, used[a:b], t) - b_now[a:b]
+            j = dsse * step + curv[a:b] + price * dr
+            m = j < bj
+            bj[m], st[m] = j[m], step
+    return steps, best_j
+
+
+def _top_up_steps(s, used, b_now, g, lam, gain, curv, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step of each value, -1, 0 or 1; the estimated error it saves per bit it adds; those bits):
+    the step with the most saved per bit, among those that lower the error and add bits."""
+    from dnaimg.codecs.compact import symbol_bits
+    steps = np.zeros(s.shape, dtype=np.int64)
+    ratio = np.zeros(s.shape)
+    cost = np.zeros(s.shape)
+    for a, b in _chunks(s.shape[0]):
+        dsse = lam * g[a:b] / gain[a:b]
+        st, ra, co = steps[a:b], ratio[a:b], cost[a:b]
+        for step in (-1, 1):
+            dd = dsse * step + curv[a:b]
+            dr = symbol_bits(s[a:b] + step, used[a:b], t) - b_now[a:b]
+            r = np.where((dd < 0) & (dr > 0), -dd / np.maximum(dr, 1e-9), 0.0)
+            m = r > ra
+            ra[m], st[m], co[m] = r[m], step, dr[m]
+    return steps, ratio, cost
+
+
 def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ctx: tuple | None,
            budget: float = 1.0, iters: int | None = None, fraction: float | None = None,
            progress: Callable[[], None] | None = None) -> tuple[np.ndarray, dict]:
@@ -143,14 +187,7 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
     step_no = 0
     while step_no < iters or (bits > budget and step_no < iters + extra):
         step_no += 1
-        dsse = lam * g / gain                                   # d(lam * sse) / d(symbol)
-        steps = np.zeros(s.shape, dtype=np.int64)
-        best_j = np.zeros(s.shape)
-        for step in (-1, 1):
-            dr = symbol_bits(s + step, used, t) - b_now
-            j = dsse * step + curv + price * dr
-            m = j < best_j
-            best_j[m], steps[m] = j[m], step
+        steps, best_j = _best_steps(s, used, b_now, g, lam, gain, curv, price, t)
         cand = np.flatnonzero(steps)
         if len(cand) < MIN_CHANGES:
             break
@@ -183,16 +220,7 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
         bits = float(b_now.sum())
         if budget - bits < TOP_UP_MIN_BITS:
             break
-        dsse = lam * g / gain
-        ratio = np.zeros(s.shape)
-        steps = np.zeros(s.shape, dtype=np.int64)
-        cost = np.zeros(s.shape)
-        for step in (-1, 1):
-            dd = dsse * step + curv
-            dr = symbol_bits(s + step, used, t) - b_now
-            r = np.where((dd < 0) & (dr > 0), -dd / np.maximum(dr, 1e-9), 0.0)
-            m = r > ratio
-            ratio[m], steps[m], cost[m] = r[m], step, dr[m]
+        steps, ratio, cost = _top_up_steps(s, used, b_now, g, lam, gain, curv, t)
         cand = np.flatnonzero(steps)
         order = cand[np.argsort(-ratio.ravel()[cand], kind="stable")]
         take = order[np.cumsum(cost.ravel()[order]) <= TOP_UP_SHARE * (budget - bits)]
