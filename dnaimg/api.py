@@ -142,9 +142,9 @@ def encode(image: str | Path | np.ndarray, codec: str | None = None, *, rate: fl
     says what was done.  ``markers``: robust codec only, a marker code in every data oligo (format
     version 4): about a quarter more oligos, several dB more on nanopore runs at 1-5x coverage.
     ``copies``: of the header oligos (None: :func:`header_copies_for`).  ``fast``: compact codec only,
-    without its encoder's searches (the cheaper hyper-latent and the symbols refined for the
-    decoder's synthesis; :func:`dnaimg.codecs.compact.encode`): several times faster, a few tenths
-    of a dB less at the same cost; the DNA is read the same way."""
+    without its encoder's searches (the cheaper hyper-latent, the choice of post-filter and the
+    symbols refined for the decoder's synthesis; :func:`dnaimg.codecs.compact.encode`): several
+    times faster, a few tenths of a dB less at the same cost; the DNA is read the same way."""
     auto = codec is None
     if copies is None:
         copies = header_copies_for(markers)

@@ -757,12 +757,14 @@ def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
 
 def same_coder(a: str, b: str) -> bool:
     """Whether models ``a`` and ``b`` write and read the same symbols the same way: both extend
-    the same base, and their own weights files differ in the post-filter's weights only."""
+    the same base, their cards give the same rate-distortion weights, and their own weights files
+    differ in the post-filter's weights only."""
     from dnaimg.zoo.registry import card
     if a == b:
         return True
     ca, cb = card(a), card(b)
-    if ca.get("codec") != "compact" or ca.get("extends") is None or ca.get("extends") != cb.get("extends"):
+    if (ca.get("codec") != "compact" or ca.get("extends") is None or ca.get("extends") != cb.get("extends")
+            or card_lambdas(ca) != card_lambdas(cb)):
         return False
     ta, tb = ({k: v for k, v in _tensors(c, n).items() if not k.startswith(EXTENSION_POST)}
               for c, n in ((ca, a), (cb, b)))
@@ -774,7 +776,9 @@ def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, 
     whose synthesis draws a better image from them (``an`` then codes with it)."""
     from dnaimg.codecs import refine as rf
     from dnaimg.zoo.registry import models_dir
-    names = [n for n in POST_FILTER_CHOICES.get(an.name, ()) if (models_dir() / f"{n}.json").exists()]
+    from dnaimg.zoo.registry import ModelError
+    names = [n for n in POST_FILTER_CHOICES.get(an.name, ())
+             if all((models_dir() / f"{n}.{x}").exists() for x in ("json", "safetensors"))]
     if not names or not an.refinable:
         return e
     row = an.tables.rate_row(e.info["rate_index"])
@@ -786,8 +790,11 @@ def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, 
         return rf.synthesis_error(model.g_s, y_hat, an.image, TILE_PX // 16, model.halo_px // 16, grad=False)[0]
     best = (error(an.model), an.name)
     for n in names:
-        if same_coder(an.name, n):
-            best = min(best, (error(load(n)[0]), n))
+        try:                            # (an alternative that is not there as it should be: not chosen)
+            if same_coder(an.name, n):
+                best = min(best, (error(load(n)[0]), n))
+        except ModelError:
+            pass
         if an.progress is not None:
             an.progress(0)
     if best[1] == an.name:
