@@ -171,13 +171,19 @@ def encode(image: str | Path | np.ndarray, codec: str | None = None, *, rate: fl
     return res
 
 
+def check_fast(fast: bool, codec: str | None) -> None:
+    """CodecError where ``fast`` is asked of a codec other than compact (None: the default codec)."""
+    if fast and codec != "compact":
+        raise CodecError(f"--fast is for the compact codec (it skips its encoder's searches), "
+                         f"not {codec or 'the default codec'}")
+
+
 def _encode(img: np.ndarray, codec: str, *, rate, quality, model, noise_trained, redundancy, layout, copies, inner,
             progress, markers=False, fast=False) -> EncodeResult:
     layout = layout or Layout()
     if markers and codec != "robust":
         raise CodecError(f"--markers is for the robust codec (its codewords), not {codec}")
-    if fast and codec != "compact":
-        raise CodecError(f"--fast is for the compact codec (it skips its encoder's searches), not {codec}")
+    check_fast(fast, codec)
     if redundancy is not None and not 0 <= redundancy <= 4:
         raise LayoutError("redundancy must be between 0 and 4")
     if codec == "robust":

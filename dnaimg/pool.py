@@ -251,9 +251,8 @@ def encode_pool(inputs: Iterable[str | Path], codec: str = "robust", *, rate: fl
     from dnaimg.codecs import canonical
     from dnaimg.dna.container import DEFAULT_OLIGO_LENGTH, Layout
     codec = canonical(codec) if codec is not None else None
-    if fast and codec != "compact":
-        from dnaimg.codecs.base import CodecError
-        raise CodecError(f"--fast is for the compact codec (it skips its encoder's searches), not {codec or 'the default codec'}")
+    from dnaimg.api import check_fast
+    check_fast(fast, codec)
     files = list_images(inputs)
     if not files:
         raise PoolError("no images to encode")

@@ -48,9 +48,7 @@ def test_the_error_is_the_decoders(monkeypatch):
     dec = api.decode([s for _, s in api.encode(img, "compact", model=V8, quality=3.0).fasta_records()])
     assert dec.exact
     an, sym, idx, ctx = _coded(img, 24)
-    u, _, _, g = an._rounded(24)
-    sse, grad = rf.synthesis_error(an.model.g_s, an.y - (u - sym) / g, img, compact.TILE_PX // 16,
-                                   an.model.halo_px // 16, grad=False)
+    sse, grad = an.synthesis_error(24, sym, grad=False)
     assert grad is None
     assert sse == pytest.approx(float(np.sum((dec.image.astype(np.float64) - img) ** 2)), abs=4)
 
@@ -207,10 +205,7 @@ def test_models_that_differ_in_their_post_filter_only_share_a_coder():
 def _errors(img, row, names):
     an = compact.Analysis(img, V8)
     sym = an.coded(row)[0]
-    u, _, _, g = an._rounded(row)
-    y_hat = an.y - (u - sym) / g
-    return {n: rf.synthesis_error(compact.load(n)[0].g_s, y_hat, img, compact.TILE_PX // 16,
-                                  compact.load(n)[0].halo_px // 16, grad=False)[0] for n in names}
+    return {n: an.synthesis_error(row, sym, compact.load(n)[0], grad=False)[0] for n in names}
 
 
 def test_the_encoder_writes_the_model_whose_post_filter_draws_the_better_image():

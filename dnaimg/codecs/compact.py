@@ -323,6 +323,15 @@ class Analysis:
         self.model, _, self.card = load(name)
         self.name = name
 
+    def synthesis_error(self, row: int, sym: np.ndarray, model=None, grad: bool = True) -> tuple[float, np.ndarray | None]:
+        """:func:`dnaimg.codecs.refine.synthesis_error` of the latent that symbols ``sym`` at rate
+        row ``row`` decode to, through ``model``'s synthesis (default: this one's) on the decoder's
+        tiles: (squared error of the 8-bit image, its gradient with respect to the latent or None)."""
+        from dnaimg.codecs.refine import synthesis_error
+        model = self.model if model is None else model
+        u, _, _, g = self._rounded(row)
+        return synthesis_error(model.g_s, self.y - (u - sym) / g, self.image, TILE_PX // 16, model.halo_px // 16, grad)
+
     def symbols(self, row: int, rdo_weight: float = 1.0, ctx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(symbols (M, h, w), the hyperprior's table of each) at rate row ``row``.  ``rdo_weight``
         scales the rate-distortion optimisation's MSE weight (the wavelet models; > 1: fewer values
@@ -774,25 +783,18 @@ def same_coder(a: str, b: str) -> bool:
 def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float) -> Encoded:
     """``e``, or the same symbols written for the installed model of :data:`POST_FILTER_CHOICES`
     whose synthesis draws a better image from them (``an`` then codes with it)."""
-    from dnaimg.codecs import refine as rf
-    from dnaimg.zoo.registry import models_dir
-    from dnaimg.zoo.registry import ModelError
+    from dnaimg.zoo.registry import ModelError, models_dir
     names = [n for n in POST_FILTER_CHOICES.get(an.name, ())
              if all((models_dir() / f"{n}.{x}").exists() for x in ("json", "safetensors"))]
     if not names or not an.refinable:
         return e
     row = an.tables.rate_row(e.info["rate_index"])
     sym = an.coded(row, e.info["rdo_weight"])[0]
-    u, _, _, g = an._rounded(row)
-    y_hat = an.y - (u - sym) / g
-
-    def error(model) -> float:
-        return rf.synthesis_error(model.g_s, y_hat, an.image, TILE_PX // 16, model.halo_px // 16, grad=False)[0]
-    best = (error(an.model), an.name)
+    best = (an.synthesis_error(row, sym, grad=False)[0], an.name)
     for n in names:
         try:                            # (an alternative that is not there as it should be: not chosen)
             if same_coder(an.name, n):
-                best = min(best, (error(load(n)[0]), n))
+                best = min(best, (an.synthesis_error(row, sym, load(n)[0], grad=False)[0], n))
         except ModelError:
             pass
         if an.progress is not None:

@@ -110,40 +110,41 @@ def _chunks(M: int):
     return ((c, min(M, c + CHUNK)) for c in range(0, M, CHUNK))
 
 
-def _best_steps(s, used, b_now, g, lam, gain, curv, price, t) -> tuple[np.ndarray, np.ndarray]:
-    """(step of each value, -1, 0 or 1; its estimated change of cost, <= 0): the step of one with
-    the lowest estimated cost, the squared error's gradient ``g`` weighted by ``lam`` plus the
-    wavelet's curvature plus the bits' change at ``price``, where that is below 0."""
+def _step_changes(s, used, b_now, g, lam, gain, curv, t):
+    """For each chunk of channels ``a:b`` and each step of one (-1, 1): (a, b, step, the estimated
+    change of the weighted squared error, the gradient ``g`` weighted by ``lam`` plus the wavelet's
+    curvature; the change of the values' bits)."""
     from dnaimg.codecs.compact import symbol_bits
-    steps = np.zeros(s.shape, dtype=np.int64)
-    best_j = np.zeros(s.shape)
     for a, b in _chunks(s.shape[0]):
         dsse = lam * g[a:b] / gain[a:b]                         # d(lam * sse) / d(symbol)
-        st, bj = steps[a:b], best_j[a:b]
         for step in (-1, 1):
-            dr = symbol_bits(s[a:b] + step, used[a:b], t) - b_now[a:b]
-            j = dsse * step + curv[a:b] + price * dr
-            m = j < bj
-            bj[m], st[m] = j[m], step
+            yield a, b, step, dsse * step + curv[a:b], symbol_bits(s[a:b] + step, used[a:b], t) - b_now[a:b]
+
+
+def _best_steps(s, used, b_now, g, lam, gain, curv, price, t) -> tuple[np.ndarray, np.ndarray]:
+    """(step of each value, -1, 0 or 1; its estimated change of cost, <= 0): the step of one with
+    the lowest estimated cost (:func:`_step_changes`, the bits at ``price``), where that is below 0."""
+    steps = np.zeros(s.shape, dtype=np.int64)
+    best_j = np.zeros(s.shape)
+    for a, b, step, dd, dr in _step_changes(s, used, b_now, g, lam, gain, curv, t):
+        j = dd + price * dr
+        st, bj = steps[a:b], best_j[a:b]
+        m = j < bj
+        bj[m], st[m] = j[m], step
     return steps, best_j
 
 
 def _top_up_steps(s, used, b_now, g, lam, gain, curv, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(step of each value, -1, 0 or 1; the estimated error it saves per bit it adds; those bits):
     the step with the most saved per bit, among those that lower the error and add bits."""
-    from dnaimg.codecs.compact import symbol_bits
     steps = np.zeros(s.shape, dtype=np.int64)
     ratio = np.zeros(s.shape)
     cost = np.zeros(s.shape)
-    for a, b in _chunks(s.shape[0]):
-        dsse = lam * g[a:b] / gain[a:b]
+    for a, b, step, dd, dr in _step_changes(s, used, b_now, g, lam, gain, curv, t):
+        r = np.where((dd < 0) & (dr > 0), -dd / np.maximum(dr, 1e-9), 0.0)
         st, ra, co = steps[a:b], ratio[a:b], cost[a:b]
-        for step in (-1, 1):
-            dd = dsse * step + curv[a:b]
-            dr = symbol_bits(s[a:b] + step, used[a:b], t) - b_now[a:b]
-            r = np.where((dd < 0) & (dr > 0), -dd / np.maximum(dr, 1e-9), 0.0)
-            m = r > ra
-            ra[m], st[m], co[m] = r[m], step, dr[m]
+        m = r > ra
+        ra[m], st[m], co[m] = r[m], step, dr[m]
     return steps, ratio, cost
 
 
@@ -155,23 +156,19 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
     :class:`dnaimg.codecs.compact.Analysis` of a wavelet model) at rate row ``row`` with the RDO's
     ``rdo_weight``, hyperprior tables ``idx`` and the coder's context ``ctx`` (None: none), in at
     most ``budget`` times the bits of ``sym``."""
-    from dnaimg.codecs.compact import TILE_PX, _row_lambda, card_lambdas, symbol_bits, used_tables
+    from dnaimg.codecs.compact import _row_lambda, card_lambdas, symbol_bits, used_tables
     iters = iterations(an.height * an.width) if iters is None else iters
     fraction = FRACTION if fraction is None else fraction
     t = an.tables
-    M = sym.shape[0]
-    u, _, _, gain = an._rounded(row)
+    gain = an._rounded(row)[3]
     lam = _row_lambda(card_lambdas(an.card), row) * rdo_weight     # per squared 8-bit level
     curv = lam * 255.0 ** 2 / gain ** 2                             # the wavelet's: the RDO's weight
-    gs = an.model.g_s
-    tile, halo = TILE_PX // 16, an.model.halo_px // 16
-    img = an.image
 
     def used_of(s):
         return used_tables(s, idx, ctx)
 
     def measure(s, grad=True):
-        return synthesis_error(gs, an.y - (u - s) / gain, img, tile, halo, grad)
+        return an.synthesis_error(row, s, grad=grad)
 
     s = sym.copy()
     used = used_of(s)
