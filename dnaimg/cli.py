@@ -19,6 +19,40 @@ class UserError(click.ClickException):
         click.echo(f"dnaimg: error: {self.format_message()}", err=True)
 
 
+class _UsageLine(click.ClickException):
+    """A usage error (an unknown option, a value out of range, a missing argument) on one line like
+    every other error, with where to look; exit status 2 as click gives it."""
+    exit_code = 2
+
+    def __init__(self, e: click.UsageError):
+        where = e.ctx.command_path if e.ctx is not None else "dnaimg"
+        super().__init__(f"{e.format_message()} (see {where} --help)")
+
+    def show(self, file=None):
+        click.echo(f"dnaimg: error: {self.format_message()}", err=True)
+
+
+def _one_line(e: click.UsageError) -> click.ClickException:
+    # (a command given no arguments shows its help, which click raises as a usage error)
+    return e if type(e).__name__ == "NoArgsIsHelpError" else _UsageLine(e)
+
+
+class _Group(click.Group):
+    """The command group, its own and its commands' usage errors turned into one line."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
+
 def friendly(fn):
     """Turn the library's errors (and anything unexpected) into one-line messages.  With
     ``DNAIMG_DEBUG=1`` in the environment an unexpected exception (a bug) is raised as it is,
@@ -52,7 +86,7 @@ def _user_errors() -> tuple:
     import importlib
     found = []
     for mod, name in (("dnaimg.api", "DecodeError"), ("dnaimg.codecs.base", "CodecError"),
-                      ("dnaimg.dna.container", "LayoutError"), ("dnaimg.image", "ImageError"),
+                      ("dnaimg.dna.container", "LayoutError"), ("dnaimg.dna.bytecode", "BytesError"), ("dnaimg.image", "ImageError"),
                       ("dnaimg.zoo.registry", "ModelError"), ("dnaimg.dna.seqio", "InputError"),
                       ("dnaimg.pool", "PoolError"), ("dnaimg.zoo.train", "TrainingDataError")):
         try:
@@ -179,7 +213,7 @@ def with_primers(fn):
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dnaimg")
 def main():
     """Store images in synthetic DNA.
@@ -229,12 +263,13 @@ def _codec_of_model(model, noise_trained) -> str:
 @click.option("--model", default=None, metavar="NAME[:POINT]",
               help="Learned codecs: shipped model (robust: and operating point); see `dnaimg models`.")
 @click.option("--noise-trained", is_flag=True,
-              help="Robust codec, with --rate and no --model: choose among the noise-trained models.")
+              help="Robust codec: a model trained with the channel's noise (with --rate: the best of them that fits; alone: the default model's noise-trained twin).")
 @click.option("--markers", is_flag=True,
               help="Robust codec: 2 known nucleotides after every 8 nt of codewords (a marker code, format version "
                    "4), so that insertions and deletions are found: about 25 % more oligos, several dB more on "
                    "nanopore runs at 1-5x coverage (not worth it from 10x, nor on Illumina runs).")
-@click.option("--oligo-length", type=int, default=None, help="Oligo length in nt.  [default: 200]")
+@click.option("--oligo-length", type=int, default=None,
+              help="Oligo length in nt: at most 300 (the robust codec: 1000).  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=None,
               help="Copies of the header oligos (each copy is 4 oligos at 200 nt).  [default: 3; 9 with --markers]")
@@ -302,22 +337,23 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     codec = enc.codec
     write_fasta(output, enc.fasta_records())
     r = enc.rates()
+    err = str(output) == "-"          # the oligos go to standard output: the summary does not
     h = enc.written.header
     r.update({"image": str(image), "output": str(output), "tag": f"{h.tag:02x}", "image_id": f"{h.image_id:08x}",
               "oligo_length": layout.oligo_length, "seconds": round(time.time() - t0, 2)})
     if as_json:
-        click.echo(json.dumps(r, indent=2, default=str))
+        click.echo(json.dumps(r, indent=2, default=str), err=err)
         return
     what = (r.get("point") if codec == "robust" else f"{r['model']} rate index {r['rate_index']:g}" if codec == "compact"
             else (f"quality {r['quality']}" if r.get("quality") is not None else ""))
-    click.echo(f"encoded {image} ({r['mode']}) with {codec} {what}".rstrip())
+    click.echo(f"encoded {image} ({r['mode']}) with {codec} {what}".rstrip(), err=err)
     for note in r.get("notes", []):
-        click.echo(f"note: {note}")
+        click.echo(f"note: {note}", err=err)
     click.echo(f"wrote {output}: {r['oligos']} oligos of {layout.oligo_length} nt ({r['data_oligos']} data + "
-               f"{r['parity_oligos']} parity + {r['header_oligos']} header), image id {r['image_id']}")
+               f"{r['parity_oligos']} parity + {r['header_oligos']} header), image id {r['image_id']}", err=err)
     click.echo(f"rate: {r['total_nt_per_pixel']:.3f} nt/pixel total, {r['payload_nt_per_pixel']:.3f} payload; "
                f"{r['payload_bits_per_nt']:.3f} bits per payload nt, {r['net_bits_per_nt']:.3f} net; "
-               f"outer redundancy {r['outer_redundancy']:.2f}  [{r['seconds']:.1f} s]")
+               f"outer redundancy {r['outer_redundancy']:.2f}  [{r['seconds']:.1f} s]", err=err)
 
 
 @main.command()
@@ -757,7 +793,7 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
                    f"del {ch.dels:.4g}, long del {ch.long_del:.4g} per nt; mean coverage {ch.coverage:g}); "
                    f"{lost} oligos got no read{amp}; wrote {output}"
                    + (f" (R1) and {paired} (R2), {read_length} nt each" if paired else "")
-                   + f"  [{time.time() - t0:.1f} s]")
+                   + f"  [{time.time() - t0:.1f} s]", err=str(output) == "-")
 
 
 def _write_mates(out1, out2, reads, read_length, q, rng) -> int:

@@ -12,17 +12,44 @@ class ImageError(ValueError):
     pass
 
 
-def _read(path: str | Path, pixels) -> np.ndarray:
-    """Open an image file and turn it into an array with ``pixels(im)``; one-line ImageErrors."""
+#: EXIF orientation -> the array operation that turns the stored pixels upright (what Pillow's
+#: ImageOps.exif_transpose does to the image; a test checks each against it)
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _read(path: str | Path, pixels, notes: list[str] | None = None) -> np.ndarray:
+    """Open an image file and turn it into an array with ``pixels(im)``; one-line ImageErrors.  The
+    pixels are turned upright as the file's EXIF orientation says (a viewer shows them so; the
+    decoded file has no EXIF); of several frames the first is read.  ``notes`` gets a line for each."""
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{path}: no such file")
     try:
         with Image.open(p) as im:
             im.load()
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            try:
+                orient = int(im.getexif().get(0x0112, 1))
+            except (AttributeError, TypeError, ValueError):
+                orient = 1
             a = pixels(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    if orient in _UPRIGHT:
+        a = _UPRIGHT[orient](a)
+        if notes is not None:
+            notes.append(f"turned upright as its EXIF orientation ({orient}) says: the decoded image is "
+                         f"{a.shape[1]}x{a.shape[0]} and has no EXIF")
+    if frames > 1 and notes is not None:
+        notes.append(f"only the first of its {frames} frames is stored")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ImageError(f"{path}: empty image")
     if a.shape[0] > 65535 or a.shape[1] > 65535:
@@ -178,7 +205,7 @@ def read_source(path: str | Path) -> Source:
     def pixels(im):
         modes.append(im.mode)
         return _as_stored(im, path, notes)
-    a = _read(path, pixels)
+    a = _read(path, pixels, notes)
     return Source(a, modes[0], notes)
 
 

@@ -347,6 +347,13 @@ class ExistingPool:
     group_size: int
 
 
+def _has_qualities(path: str | Path) -> bool:
+    """Whether the sequence file at ``path`` is FASTQ (its first character '@'), gzipped or not."""
+    from xopen import xopen
+    with xopen(path, "rb") as f:
+        return f.read(1) == b"@"
+
+
 def read_pool(fasta: str | Path, primers: tuple[str, str] | None = None) -> ExistingPool:
     """A pool FASTA (the oligos as written) -> its members, from the header oligos themselves
     (the manifest beside it, if any, only adds the rates)."""
@@ -393,6 +400,21 @@ def read_pool(fasta: str | Path, primers: tuple[str, str] | None = None) -> Exis
                  "oligos": None, "rates": {}}
         entries.append(e)
     records = list(iter_records(fasta))
+    olen = next(iter(lengths))
+    why = None
+    if _has_qualities(fasta):
+        why = "it is a FASTQ file"
+    elif any(not n.startswith("dnaimg_") for n, _ in records):
+        why = "some records are not named as dnaimg names its oligos"
+    elif len({n for n, _ in records}) != len(records):
+        why = "some oligo names repeat"
+    elif any(len(q) != olen or q.strip("ACGT") for _, q in records):
+        why = f"some records are not oligos of {olen} nt of A, C, G and T"
+    elif len({q for _, q in records}) != len(records):
+        why = "some oligos repeat"
+    if why is not None:
+        raise PoolError(f"{fasta} is not a pool's oligos as encode wrote them ({why}): --append takes that FASTA, "
+                        "not sequencing reads")
     counts = Counter(n.split("_")[1] for n, _ in records if n.startswith("dnaimg_") and n.count("_") >= 2)
     for e in entries:
         if e.get("oligos") is None:
@@ -623,18 +645,24 @@ def _draw(r, precision: str, requested: str = "auto") -> DecodedImage:
 
 
 def save_images(dec: PoolDecoding, out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> list[Path]:
-    """Write every drawn image into ``out_dir`` under its own name; never over an input file."""
+    """Write every drawn image into ``out_dir`` under its own name, only as new files: never over an
+    input file, nor over any file already there (the names come from the DNA: decoding into the
+    originals' folder must not replace them); checked before anything is written."""
     from dnaimg.image import save_pixels
     out = Path(out_dir)
     out.mkdir(exist_ok=True)
     protect = {Path(p).resolve() for p in inputs}
-    written = []
-    for d in dec.images:
-        if d.image is None:
-            continue
-        p = out / d.output
+    todo = [(d, out / d.output) for d in dec.images if d.image is not None]
+    for _, p in todo:
         if p.resolve() in protect:
             raise PoolError(f"{p} is an input file: choose another output folder")
+    there = [p for _, p in todo if p.exists() or p.is_symlink()]
+    if there:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise PoolError(f"{there[0]} already exists{more}: a pool decode writes new files only; choose an empty "
+                        "or new folder")
+    written = []
+    for d, p in todo:
         save_pixels(d.image, p)
         written.append(p)
     return written

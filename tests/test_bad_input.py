@@ -188,3 +188,18 @@ def test_unexpected_errors_one_line_for_users_raised_under_debug():
     assert r.exit_code == 1 and r.output == "dnaimg: error: unexpected RuntimeError: a bug\n", r.output
     with pytest.raises(RuntimeError, match="a bug"):
         debug.invoke(boom, ["bug"], catch_exceptions=False)
+
+
+def test_model_of_another_codec_and_noise_trained_mismatch(tmp_path):
+    src = tmp_path / "a.png"
+    Image.open(EXAMPLE).convert("RGB").crop((0, 0, 48, 32)).save(src)
+    out = tmp_path / "a.fasta"
+    one_line_error(run("encode", src, "-o", out, "--codec", "robust", "--model", "compact-ms-v3"),
+                   "model compact-ms-v3 is a compact-codec model, not a robust-codec one")
+    one_line_error(run("encode", src, "-o", out, "--codec", "robust", "--noise-trained", "--model", "cae32-mr"),
+                   "model cae32-mr is not noise-trained")
+    assert not out.exists()
+    # --noise-trained alone: the default model's noise-trained twin (it was ignored before)
+    r = run("encode", src, "-o", out, "--codec", "robust", "--noise-trained", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["model"] == "cae32-l9-noise"

@@ -154,7 +154,25 @@ def test_truncated_gzip(fasta, tmp_path):
 def test_bad_options(fasta, tmp_path, small_image):
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--model", "nope"), "unknown model")
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "80"), "payload")
+    # byte streams: 300 nt at most (guided scrambling cannot keep longer ones within the constraints)
+    assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "400"),
+                          "oligos of 400 nt: byte streams (every codec but robust) are written in oligos of at most 300 nt")
+    assert not (tmp_path / "x.fasta").exists()
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--primer-f", "AAAAAAAAAAAAAAAAAAAA"),
                           "primer")
     r = run("simulate", fasta, "-o", tmp_path / "r.fq", "--sub-rate", "2")
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["encode", "x.png", "-o", "y.fasta", "--rate", "0"], "Invalid value for '--rate'"),
+    (["simulate", "x.fasta", "-o", "y.fq", "--coverage", "0"], "Invalid value for '--coverage'"),
+    (["encode"], "Missing argument 'IMAGE...'"),
+    (["--bogus"], "No such option '--bogus'"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+])
+def test_usage_errors_are_one_line(args, fragment):
+    r = CliRunner().invoke(main, args)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert lines[0].startswith("dnaimg: error: ") and fragment in lines[0] and "--help)" in lines[0], lines[0]

@@ -157,3 +157,16 @@ def test_readme_says_how_to_run_dnaimg_and_on_which_cpu():
     assert "../shared" not in text and "DESIGN.md" not in text
     assert "AMD EPYC" in text
     assert "## Decoding a real sequencing run" in text
+
+
+def test_oligos_to_standard_output_carry_no_summary(tmp_path):
+    # `-o -` writes the FASTA to standard output: the summary (and --json) go to standard error
+    src = tmp_path / "a.png"
+    Image.open(EXAMPLE).convert("RGB").crop((0, 0, 40, 24)).save(src)
+    for extra in ([], ["--json"]):
+        p = subprocess.run([sys.executable, "-m", "dnaimg.cli", "encode", str(src), "-o", "-", *extra],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.splitlines()
+        assert lines and all(ln.startswith(">") or set(ln) <= set("ACGT") for ln in lines), lines[:3]
+        assert ("wrote -:" in p.stderr) if not extra else ('"output": "-"' in p.stderr)

@@ -105,6 +105,20 @@ def test_lost_oligos_beyond_the_outer_code_cost_scattered_values(tiny_models):
     assert out[0.3] < out[0.1] < 99        # more loss, less quality (against the clean decode)
 
 
+def test_a_lost_hyper_latent_is_refused_not_drawn(tiny_models):
+    # every value's tables come from the hyper-latent: past its outer code there is no image to draw
+    from dnaimg import api
+    from dnaimg.codecs.base import DecodeError
+    enc = api.encode(_image(192, 256), "compact", model=tiny_models, quality=6, redundancy=0.0)
+    names_seqs = list(enc.fasta_records())
+    z = [s for n, s in names_seqs if "_s0_" in n]
+    assert len(z) >= 3
+    keep = [s for n, s in names_seqs if "_s0_" not in n] + z[: len(z) // 3]
+    with pytest.raises(DecodeError, match="hyper-latent stream, which every part of the image needs, could not be rebuilt"):
+        api.decode(keep)
+    assert api.decode([s for _, s in names_seqs]).exact
+
+
 def compact_rows(enc) -> int:
     from dnaimg.codecs.compact import CompactParams
     return CompactParams.unpack(enc.written.header.meta).packet_rows

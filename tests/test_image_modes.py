@@ -302,3 +302,30 @@ def test_a_pool_chooses_per_image_and_passes_flatten(imgs, tmp_path):
     assert np.array_equal(read_source(out / "gray16.png").pixels, read_source(imgs["gray16"]).pixels)
     assert Image.open(out / "gray16.png").mode == "I;16"
     assert Image.open(out / "rgba.png").mode == "RGB" and Image.open(out / "gray8.png").mode == "L"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does_and_noted(orientation, tmp_path):
+    from PIL import ImageOps
+    from dnaimg.image import read_source
+    a = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3) * 5
+    im = Image.fromarray(a)
+    ex = im.getexif()
+    ex[0x0112] = orientation
+    p = tmp_path / "o.png"
+    im.save(p, exif=ex.tobytes())
+    src = read_source(p)
+    with Image.open(p) as f:
+        upright = np.asarray(ImageOps.exif_transpose(f).convert("RGB"))
+    assert np.array_equal(src.pixels, upright)
+    assert any("EXIF orientation" in n for n in src.notes) == (orientation != 1)
+
+
+def test_only_the_first_frame_is_read_and_noted(tmp_path):
+    from dnaimg.image import read_source
+    frames = [Image.fromarray(np.full((4, 6), v, np.uint8)) for v in (10, 200, 90)]
+    p = tmp_path / "m.tif"
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    src = read_source(p)
+    assert np.array_equal(src.pixels, np.full((4, 6), 10, np.uint8))
+    assert "only the first of its 3 frames is stored" in src.notes

@@ -140,6 +140,35 @@ def test_append_keeps_the_old_ids_and_oligos(png_pool, images, tmp_path):
     assert r.exit_code == 1 and "is an input" in r.output
 
 
+def test_append_refuses_reads_and_edited_pools(png_pool, images, tmp_path):
+    # --append copies the pool's records into the FASTA to synthesise: they must be its oligos
+    _, extra, _ = images
+    names, seqs = fasta_records(png_pool)
+    cases = {
+        "reads.fastq": ("".join(f"@{n}\n{q}\n+\n{'I' * len(q)}\n" for n, q in zip(names, seqs)), "it is a FASTQ file"),
+        "twice.fasta": ("".join(f">{n}\n{q}\n" for n, q in zip(names + names[:1], seqs + seqs[:1])),
+                        "some oligo names repeat"),
+        "short.fasta": ("".join(f">{n}\n{q[:-1] if i == 5 else q}\n" for i, (n, q) in enumerate(zip(names, seqs))),
+                        f"some records are not oligos of {len(seqs[0])} nt"),
+    }
+    for fname, (text, why) in cases.items():
+        (tmp_path / fname).write_text(text)
+        out = tmp_path / f"{fname}.out.fasta"
+        r = run("encode", extra, "--append", tmp_path / fname, "-o", out, "--codec", "png", "-q")
+        assert r.exit_code == 1 and f"is not a pool's oligos as encode wrote them ({why}" in r.output, r.output
+        assert not out.exists()
+
+
+def test_pool_decode_never_writes_over_files_in_its_folder(png_pool, tmp_path):
+    out = tmp_path / "originals"
+    out.mkdir()
+    (out / "c1.png").write_bytes(b"the user's own file")
+    r = run("decode", png_pool, "-o", out, "-q")
+    assert r.exit_code == 1 and "c1.png already exists: a pool decode writes new files only" in r.output, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["c1.png"]          # nothing written, nothing replaced
+    assert (out / "c1.png").read_bytes() == b"the user's own file"
+
+
 def test_assign_ids_tags_and_groups():
     sets = primer_pairs()
     m = pool.assign([f"f{i}" for i in range(5)], [], group_size=2)

@@ -906,6 +906,10 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
         model, t, _ = load(name)
     except ModelError as e:
         raise DecodeError(str(e)) from None
+    if not received[0].exact:
+        # (the hyper-latent is arithmetic-coded: one wrong byte and every table after it is wrong)
+        raise DecodeError("compact: the hyper-latent stream, which every part of the image needs, could not be "
+                          "rebuilt from the reads (too many of its oligos lost or damaged); no image is drawn")
     N = model.cfg.N
     h, w = p.latent_hw()
     zh, zw = h // 4, w // 4

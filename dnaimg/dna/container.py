@@ -153,6 +153,10 @@ def plan_stream(layout: Layout, stream: Stream, redundancy: float, inner: int = 
 def plan(layout: Layout, encoded: Encoded, redundancy: float | None = None, inner: int = DEFAULT_INNER,
          copies: int = DEFAULT_HEADER_COPIES) -> tuple[int, list[StreamPlan]]:
     """(header oligos, per stream plan).  ``redundancy`` None: the default of each stream kind."""
+    if layout.oligo_length > bytecode.MAX_OLIGO_NT and any(s.kind == "bytes" for s in encoded.streams):
+        raise LayoutError(f"oligos of {layout.oligo_length} nt: byte streams (every codec but robust) are written "
+                          f"in oligos of at most {bytecode.MAX_OLIGO_NT} nt (--oligo-length); longer ones cannot "
+                          "all be kept within the synthesis constraints")
     plans = [plan_stream(layout, s, s.redundancy if s.redundancy is not None else
                          DEFAULT_REDUNDANCY[s.kind] if redundancy is None else redundancy, inner)
              for s in encoded.streams]

@@ -223,6 +223,17 @@ def select_point(model: str | None = None, rate: float | None = None, noise_trai
     evaluation only); without it, the costliest point that fits.  ``cost(point)``: what ``rate``
     caps (default: the payload nt/pixel; the codec passes the total nt/pixel of the image)."""
     cost = cost or (lambda p: p.payload_nt_per_pixel)
+    if model:
+        name = model.split(":", 1)[0]
+        c = card(name)
+        if c.get("codec", "robust") != "robust":
+            raise ModelError(f"model {name} is a {c.get('codec')}-codec model, not a robust-codec one "
+                             f"(--codec {c.get('codec')} takes it)")
+        if noise_trained and not c.get("noise_trained"):
+            noisy = ", ".join(m["name"] for m in list_models() if m.get("noise_trained") and not m.get("superseded"))
+            raise ModelError(f"model {name} is not noise-trained: drop --noise-trained, or name one that is ({noisy})")
+    elif noise_trained and rate is None:
+        model = f"{DEFAULT_MODEL}-noise"        # the default model's noise-trained twin
     if model and ":" in model:
         name, pname = model.split(":", 1)
         for p in operating_points(card(name)):
