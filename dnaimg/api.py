@@ -204,6 +204,8 @@ def _encode(img: np.ndarray, codec: str, *, rate, quality, model, noise_trained,
     classic = _classic()
     pixels = int(img.shape[0] * img.shape[1])
     cdc = classic.get_codec(codec)
+    if quality is not None and cdc.spec.lossless:
+        raise CodecError(f"{codec} is lossless: it has no --quality (--rate caps its cost)")
     probe_meta = bytes(classic.META_BYTES)      # only its size matters to the oligo count
 
     def fits(n: int) -> bool:

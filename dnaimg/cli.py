@@ -1,6 +1,7 @@
 """The ``dnaimg`` command line: a thin layer over :mod:`dnaimg.codec` and friends."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -30,6 +31,17 @@ class _UsageLine(click.ClickException):
 
     def show(self, file=None):
         click.echo(f"dnaimg: error: {self.format_message()}", err=True)
+
+
+class _FloatRange(click.FloatRange):
+    """click's FloatRange that also refuses nan and infinities (nan passes every range test)."""
+
+    def convert(self, value, param, ctx):
+        import math
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
 
 
 def _one_line(e: click.UsageError) -> click.ClickException:
@@ -133,6 +145,21 @@ IMAGE_WRITERS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
+def _check_fasta_name(output) -> None:
+    """encode writes FASTA: refuse an output named as an image or as FASTQ (a wrong file under a
+    misleading name, or an image overwritten by oligos)."""
+    from pathlib import Path
+    from dnaimg.dna.seqio import is_fastq_path
+    from dnaimg.zoo.train import IMAGE_SUFFIXES
+    if str(output) == "-":
+        return
+    name = str(output).lower()
+    for ext in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(ext)
+    if is_fastq_path(output) or Path(name).suffix in IMAGE_SUFFIXES:
+        raise UserError(f"{output}: encode writes the oligos as FASTA; name the file .fasta (or .fa, .fasta.gz)")
+
+
 def _image_format(output) -> str:
     """The format the decoded image's file name asks for (its suffix); UserError for another."""
     from pathlib import Path
@@ -169,12 +196,14 @@ def _write_image(pixels, output) -> str | None:
             return (f"{output} is JPEG (quality 95): lossy, so not the decoded pixels exactly; "
                     ".png, .tif or .webp keep them")
         if fmt == "WEBP":
+            gray = im.mode in ("L", "LA")
             if im.mode == "LA":
                 im = im.convert("RGBA")
             elif im.mode == "L":
                 im = im.convert("RGB")
             im.save(output, format="WEBP", lossless=True, quality=100, method=4, exact=True)
-            return None
+            return (f"{output}: WebP has no gray mode, so the gray image is written as R = G = B; .png or .tif "
+                    "keep it one channel") if gray else None
         im.save(output, format="TIFF", compression="tiff_deflate")
     except (OSError, ValueError, ImportError) as e:
         raise ImageError(f"{output}: cannot write ({e})") from None
@@ -251,13 +280,13 @@ def _codec_of_model(model, noise_trained) -> str:
                    "coverage), robust (autoencoder with "
                    "fixed-length codewords: for one read per oligo or high substitution rates), compact (learned, "
                    "entropy-coded), jpeg, webp, jpeg2000, jxl, or lossless png, jxl-lossless.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
+@click.option("--rate", type=_FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
               help="Cap on the TOTAL nt/pixel (everything synthesised: primers, index, header, inner and "
                    "outer codes): the best operating point (robust) or the highest quality (classic) that fits.")
-@click.option("--quality", type=float, default=None,
+@click.option("--quality", type=_FloatRange(), default=None,
               help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel); compact: the "
                    "model's rate index (0 = lowest, in steps of 1/8; `dnaimg models` lists each model's range).")
-@click.option("--redundancy", type=click.FloatRange(0, 4), default=None, metavar="FRACTION",
+@click.option("--redundancy", type=_FloatRange(0, 4), default=None, metavar="FRACTION",
               help="Outer code across oligos: parity rows per data row; lost oligos up to about this "
                    "fraction are rebuilt exactly.  [default: 0.15 for byte-stream codecs, 0 for robust]")
 @click.option("--model", default=None, metavar="NAME[:POINT]",
@@ -322,6 +351,7 @@ def encode(image, output, codec, rate, quality, redundancy, model, noise_trained
     image = image[0]
     check_writable(output)
     _refuse_overwrite(output, [image], "the image")
+    _check_fasta_name(output)
     # no --codec and no --model: api.encode chooses (png for a 16-bit image, else the default codec)
     codec = canonical(codec) if codec is not None else \
         (_codec_of_model(model, noise_trained) if model or noise_trained else "robust" if markers else None)
@@ -439,8 +469,9 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
     if ref_pixels is not None:       # before anything is written: a mismatch leaves no image behind
         ref, dec, peak = comparable(ref_pixels, res.image)
         if ref.shape != dec.shape:
-            raise UserError(f"reference {reference} is {ref.shape[1]}x{ref.shape[0]} ({mode_of(ref)}), decoded image "
-                            f"is {dec.shape[1]}x{dec.shape[0]} ({mode_of(dec)}); nothing written")
+            raise UserError(f"reference {reference} is {ref_pixels.shape[1]}x{ref_pixels.shape[0]} "
+                            f"({mode_of(ref_pixels)}), decoded image is {res.image.shape[1]}x{res.image.shape[0]} "
+                            f"({mode_of(res.image)}); nothing written")
         rep["psnr_db"] = round(psnr(ref, dec, peak), 3)
         rep["psnr_peak"] = int(peak)
     warning = _write_image(res.image, output)
@@ -518,6 +549,7 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
     from dnaimg import pool
     from dnaimg.codecs import canonical
     from dnaimg.dna.seqio import check_writable
+    _check_fasta_name(output)
     check_writable(output)
     manifest = pool.manifest_path(output)
     inputs = [Path(p).resolve() for p in images] + ([Path(append).resolve()] if append else [])
@@ -667,22 +699,22 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
               help="Reads to write: FASTQ (.fastq/.fq), or FASTA otherwise; .gz to compress.")
 @click.option("--preset", type=click.Choice(["miseq", "nextseq", "hedges", "nanopore", "nanopore-uniform", "paper"]), default=None,
               help="Error profile (see the README); the rate options below override it.")
-@click.option("--sub-rate", type=click.FloatRange(0, 0.5), default=None, help="Substitutions per nt.")
-@click.option("--ins-rate", type=click.FloatRange(0, 0.5), default=None, help="Insertions per nt.")
-@click.option("--del-rate", type=click.FloatRange(0, 0.5), default=None, help="Deletions per nt.")
-@click.option("--long-del-rate", type=click.FloatRange(0, 0.1), default=None,
+@click.option("--sub-rate", type=_FloatRange(0, 0.5), default=None, help="Substitutions per nt.")
+@click.option("--ins-rate", type=_FloatRange(0, 0.5), default=None, help="Insertions per nt.")
+@click.option("--del-rate", type=_FloatRange(0, 0.5), default=None, help="Deletions per nt.")
+@click.option("--long-del-rate", type=_FloatRange(0, 0.1), default=None,
               help="Starts of 2-10 nt deletions per nt.")
-@click.option("--coverage", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Mean reads per oligo.  [default: 10; seed preset: 1]")
-@click.option("--sigma", type=click.FloatRange(0, 5), default=None,
+@click.option("--coverage", type=_FloatRange(min=0, min_open=True), default=None,
+              help="Mean reads per oligo.  [default: 10; paper preset: 1]")
+@click.option("--sigma", type=_FloatRange(0, 5), default=None,
               help="Lognormal sigma of copies per oligo.  [default: 0.3]")
-@click.option("--dropout", type=click.FloatRange(0, 1), default=None, help="Fraction of oligos lost.  [default: 0]")
+@click.option("--dropout", type=_FloatRange(0, 1), default=None, help="Fraction of oligos lost.  [default: 0]")
 @click.option("--exact-coverage", is_flag=True, default=None, help="Exactly COVERAGE reads per oligo.")
 @click.option("--amplify", default=None, metavar="NAME_OR_ID|pair:N",
               help="Random access: first amplify (PCR) with the primer pair of this file of the pool (the manifest "
                    "beside FASTA, or its headers, say which), or pair N of the primer set; COVERAGE is then per "
                    "amplified oligo.")
-@click.option("--off-target", type=click.FloatRange(0, 0.99), default=0.01, show_default=True,
+@click.option("--off-target", type=_FloatRange(0, 0.99), default=0.01, show_default=True,
               help="With --amplify: the fraction of all reads that come from the other oligos of the pool.")
 @click.option("--flank", default=None, metavar="N|LOW-HIGH",
               help="Random bases before and after every read, N nt or LOW to HIGH nt at each end (nanopore reads "
@@ -730,6 +762,8 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         ch.validate()
     except ValueError as e:
         raise UserError(str(e)) from None
+    if ch.exact_coverage and ch.coverage != int(ch.coverage):
+        raise UserError(f"--exact-coverage draws a whole number of reads per oligo, not {ch.coverage:g} (--coverage)")
     oligos = []
     for s in iter_sequences(fasta):
         a = dna.encode(s)
@@ -775,12 +809,16 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         for i, rs in shaped():
             for k, t in enumerate(dna.decode_many(rs)):
                 yield f"read{i + k + 1}", t
-    if paired:
-        n = _write_mates(output, paired, shaped(), read_length, q, rng)
-    elif is_fastq_path(output):
-        n = write_fastq(output, ((nm, t, q * len(t)) for nm, t in texts()))
-    else:
-        n = write_fasta(output, texts())
+    with _new_file(output) as out1, _new_file(paired) as out2:
+        if paired:
+            n = _write_mates(out1, out2, shaped(), read_length, q, rng)
+        elif is_fastq_path(output):
+            n = write_fastq(out1, ((nm, t, q * len(t)) for nm, t in texts()))
+        else:
+            n = write_fasta(out1, texts())
+    if n == 0:
+        click.echo(f"dnaimg: warning: no read was drawn (mean coverage {ch.coverage:g}, dropout {ch.dropout:g}): "
+                   f"{output} holds none", err=True)
     if not quiet:
         which = final["which"]
         lost = len(oligos) - len(np.unique(which))
@@ -794,6 +832,26 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
                    f"{lost} oligos got no read{amp}; wrote {output}"
                    + (f" (R1) and {paired} (R2), {read_length} nt each" if paired else "")
                    + f"  [{time.time() - t0:.1f} s]", err=str(output) == "-")
+
+
+@contextlib.contextmanager
+def _new_file(path):
+    """Yields where to write ``path``: a temporary file beside it (its name ending in ``path``'s, so
+    that the suffixes still choose the format and compression), moved onto ``path`` once the block
+    ends without an error.  An interrupted or failed write leaves no partial file, and whatever
+    ``path`` held before stays.  ``-`` and None pass through."""
+    if path is None or str(path) == "-":
+        yield path
+        return
+    import os
+    from pathlib import Path
+    p = Path(path)
+    tmp = p.with_name(f".part{os.getpid()}.{p.name}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_mates(out1, out2, reads, read_length, q, rng) -> int:
@@ -1066,13 +1124,13 @@ def _point_robustness(p) -> str:
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size [cae: 16, compact: 8].")
 @click.option("--crop", type=click.IntRange(16), default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--lambda", "lam", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--lambda", "lam", type=_FloatRange(0), default=0.0, show_default=True,
               help="Weight of the base-4 entropy of the quantised latent in the loss.")
 @click.option("--noise", type=click.Choice(["none", "exact", "gaussian"]), default="none", show_default=True,
               help="Substitution noise on the latent: the exact codebook channel or the Gaussian model of Pic & Antonini.")
-@click.option("--noise-max", type=click.FloatRange(0, 0.5), default=0.05, show_default=True,
+@click.option("--noise-max", type=_FloatRange(0, 0.5), default=0.05, show_default=True,
               help="Largest substitution rate per nt.")
-@click.option("--noise-ramp", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--noise-ramp", type=_FloatRange(0, 1), default=0.5, show_default=True,
               help="Fraction of the steps over which the rate rises from 0.")
 @click.option("--noise-mix", is_flag=True,
               help="Draw each step's substitution rate uniformly between 0 and the current maximum.")
@@ -1098,9 +1156,9 @@ def _point_robustness(p) -> str:
 @click.option("--context", "context_rate", is_flag=True,
               help="compact, cdf97: train with the coder's context in the rate (the hyperprior learns what the "
                    "context cannot tell); fit the context table afterwards with python -m dnaimg.zoo.context.")
-@click.option("--erasure-samples", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--erasure-samples", type=_FloatRange(0, 1), default=0.2, show_default=True,
               help="compact: fraction of samples that lose latent values, as when oligos are lost.")
-@click.option("--erasure-max", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+@click.option("--erasure-max", type=_FloatRange(0, 1), default=0.3, show_default=True,
               help="compact: such a sample loses a fraction of its latent values drawn from [0, this].")
 @click.option("--no-downscale", is_flag=True,
               help="Crop the training images at full size (default: halve those at least twice the crop, "
@@ -1108,7 +1166,7 @@ def _point_robustness(p) -> str:
 @click.option("--export", "export_name", default=None, help="At the end, ship the weights as models/NAME.")
 @click.option("--device", default="cpu", show_default=True,
               help="compact: where to train (cpu, cuda, cuda:1, ...); the images and batches live there.")
-@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--minutes", type=_FloatRange(0, min_open=True), default=None,
               help="compact: stop after this much wall time (checkpoint saved); the learning-rate plan "
                    "ends with it (--steps lowered to what fits once the pace is measured).")
 @friendly
@@ -1271,7 +1329,7 @@ def _run_bench(run, total, quiet, out, plot, after=None):
               "comma-separated; none for no robust point. [default: every shipped one]")
 @click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True,
               help="Codecs to compare at their quality sweeps (also compact: its rate indexes).")
-@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
+@click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True,
               help="Reed-Solomon parity oligos of the classic baselines, as a fraction of their data oligos.")
 @click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
 @friendly
@@ -1340,9 +1398,9 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
 @click.option("--presets", default="miseq,nanopore", show_default=True, help="Channel presets (dnaimg.channel).")
 @click.option("--coverages", default="", help="Mean reads per oligo. [default: 1,2,3,4,6,10,16,30]")
 @click.option("--match", default=None, help="Classic codecs get the total nt of this point. [default: the first]")
-@click.option("--dropout", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+@click.option("--dropout", type=_FloatRange(0, 1), default=0.02, show_default=True,
               help="Fraction of oligos lost before sequencing.")
-@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True)
+@click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @friendly
 def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, presets, coverages, match,
@@ -1378,7 +1436,7 @@ def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, cod
 @click.option("--codecs", default="compact,avif", show_default=True, help="Codecs matched to --point.")
 @click.option("--losses", default="0,0.05,0.1,0.2,0.3", show_default=True,
               help="Fractions of all oligos lost (uniformly at random) before decoding.")
-@click.option("--parity", type=click.FloatRange(0, 1), default=0.15, show_default=True,
+@click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True,
               help="Outer-code redundancy of the byte-stream codecs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @friendly

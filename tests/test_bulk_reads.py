@@ -92,6 +92,17 @@ def test_malformed_files_give_one_clear_error(tmp_path, text, fragment):
         list(ReadBatches(p))
 
 
+@pytest.mark.parametrize("tail, where", [
+    ("@r101\nACGTACGTAC\n+\nIIIII\n@r102\nACGT\n+\nIIII\n", "after record 100 at line 404: Length of sequence and qualities differ"),
+    ("@r101\nACGTAC", "after record 100 at line 402: Premature end of file"),
+])
+def test_a_fault_is_placed_by_record_and_line_of_the_file(tmp_path, tail, where):
+    p = tmp_path / "r.fastq"
+    p.write_text("".join(f"@r{i}\nACGTACGTAC\n+\nIIIIIIIIII\n" for i in range(1, 101)) + tail)
+    with pytest.raises(InputError, match=where):
+        list(ReadBatches(p))
+
+
 def test_truncated_gzip_is_reported(tmp_path):
     data = gzip.compress(("@r\nACGT\n+\nIIII\n" * 5000).encode())
     p = tmp_path / "r.fastq.gz"

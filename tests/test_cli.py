@@ -158,6 +158,9 @@ def test_bad_options(fasta, tmp_path, small_image):
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "400"),
                           "oligos of 400 nt: byte streams (every codec but robust) are written in oligos of at most 300 nt")
     assert not (tmp_path / "x.fasta").exists()
+    for codec in ("png", "jxl-lossless"):
+        assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--codec", codec, "--quality", "50"),
+                              f"{codec} is lossless: it has no --quality")
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--primer-f", "AAAAAAAAAAAAAAAAAAAA"),
                           "primer")
     r = run("simulate", fasta, "-o", tmp_path / "r.fq", "--sub-rate", "2")
@@ -168,6 +171,8 @@ def test_bad_options(fasta, tmp_path, small_image):
     (["encode", "x.png", "-o", "y.fasta", "--rate", "0"], "Invalid value for '--rate'"),
     (["simulate", "x.fasta", "-o", "y.fq", "--coverage", "0"], "Invalid value for '--coverage'"),
     (["encode"], "Missing argument 'IMAGE...'"),
+    (["encode", "x.png", "-o", "y.fasta", "--rate", "nan"], "'nan' is not a finite number"),
+    (["encode", "x.png", "-o", "y.fasta", "--quality", "nan"], "'nan' is not a finite number"),
     (["--bogus"], "No such option '--bogus'"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
 ])

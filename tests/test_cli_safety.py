@@ -170,3 +170,49 @@ def test_oligos_to_standard_output_carry_no_summary(tmp_path):
         lines = p.stdout.splitlines()
         assert lines and all(ln.startswith(">") or set(ln) <= set("ACGT") for ln in lines), lines[:3]
         assert ("wrote -:" in p.stderr) if not extra else ('"output": "-"' in p.stderr)
+
+
+def test_gray_decoded_to_webp_is_rgb_with_a_warning(tmp_path):
+    src = tmp_path / "g.png"
+    Image.open(EXAMPLE).convert("L").crop((0, 0, 40, 24)).save(src)
+    fa = tmp_path / "g.fasta"
+    assert run("encode", src, "-o", fa, "--codec", "png", "-q").exit_code == 0
+    out = tmp_path / "g.webp"
+    r = run("decode", fa, "-o", out, "-q")
+    assert r.exit_code == 0 and "WebP has no gray mode, so the gray image is written as R = G = B" in r.output, r.output
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im)[..., 0], np.asarray(Image.open(src)))
+    r = run("decode", fa, "-o", tmp_path / "g2.png", "-q")
+    assert r.exit_code == 0 and "warning" not in r.output
+
+
+def test_interrupted_simulate_leaves_no_partial_file(work, tmp_path, monkeypatch):
+    from dnaimg.dna import seqio
+    fa = work[2]
+    out = tmp_path / "reads.fastq"
+    out.write_text("an earlier run's reads\n")
+
+    def interrupted(path, records):
+        with open(path, "w") as f:
+            f.write("@read1\nACGT\n+\nIIII\n")          # part of the reads, then ^C
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seqio, "write_fastq", interrupted)
+    r = run("simulate", fa, "-o", out, "-q")
+    assert r.exit_code == 1 and "dnaimg: error: interrupted" in r.output, r.output
+    assert out.read_text() == "an earlier run's reads\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reads.fastq"]
+
+
+def test_simulate_refuses_fractional_exact_coverage_and_warns_of_no_reads(work, tmp_path):
+    fa = work[2]
+    one_line_error(run("simulate", fa, "-o", tmp_path / "a.fastq", "--coverage", "2.5", "--exact-coverage"),
+                   "--exact-coverage draws a whole number of reads per oligo, not 2.5")
+    r = run("simulate", fa, "-o", tmp_path / "b.fastq", "--coverage", "1", "--dropout", "1", "-q")
+    assert r.exit_code == 0 and "dnaimg: warning: no read was drawn" in r.output, r.output
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.JPG", "x.fastq", "x.fq.gz", "x.tif"])
+def test_encode_refuses_an_output_named_as_an_image_or_reads(work, tmp_path, name):
+    _, img, _, _ = work
+    one_line_error(run("encode", img, "-o", tmp_path / name, "-q"), "encode writes the oligos as FASTA")
+    assert not (tmp_path / name).exists()

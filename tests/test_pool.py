@@ -259,7 +259,9 @@ def test_pool_inputs_are_checked(images, tmp_path):
     assert r.exit_code == 1 and "two images named late.png" in r.output
     r = run("encode", tmp_path / "missing", extra, "-o", tmp_path / "z.fasta")
     assert r.exit_code == 1 and "no such file or folder" in r.output
-    r = run("encode", d, "-o", d / "c0.png", "--codec", "png")
-    assert r.exit_code == 1 and "is an input" in r.output
+    before = (d / "c0.png").read_bytes()
+    r = run("encode", d, "-o", d / "c0.png", "--codec", "png")      # (an input, and an image's name)
+    assert r.exit_code == 1 and "encode writes the oligos as FASTA" in r.output
+    assert (d / "c0.png").read_bytes() == before
     r = run("decode", tmp_path / "x.fasta", "-o", f"{tmp_path}/o/", "--reference", extra)
     assert r.exit_code == 1 and "--reference is for one image" in r.output

@@ -411,8 +411,9 @@ class ReadBatches:
                 else:
                     raise InputError(f"{path}: neither FASTA nor FASTQ")
             flat, offs, used, bad = parse(buf, have, final, _CODES)
-            if bad >= 0:
-                _raise_block_error(path, bytes(buf[bad:have]), parse is parse_fastq_block, records)
+            if bad >= 0:        # (the records of this block before the fault were read well)
+                _raise_block_error(path, bytes(buf[bad:have]), parse is parse_fastq_block,
+                                   records + offs.shape[0] - 1)
             n = offs.shape[0] - 1
             if n:
                 records += n
@@ -578,6 +579,10 @@ def _raise_block_error(path: Path, text: bytes, fastq: bool, before: int):
         with dnaio.open(io.BytesIO(text), fileformat="fastq" if fastq else "fasta") as f:
             for _ in f:
                 pass
-    except (dnaio.exceptions.FileFormatError, EOFError, ValueError) as e:
+    except dnaio.exceptions.FileFormatError as e:
+        # dnaio counts lines from the start of ``text``: a FASTQ record is 4 lines
+        line = f" at line {4 * before + e.line + 1}" if fastq and e.line is not None else ""
+        raise InputError(f"{path}: malformed sequence file ({what}{line}: {e.message})") from None
+    except (EOFError, ValueError) as e:
         raise InputError(f"{path}: malformed sequence file ({what}: {e})") from None
     raise InputError(f"{path}: malformed sequence file ({what}: the record structure is broken)")
