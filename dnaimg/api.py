@@ -209,6 +209,8 @@ def _encode(img: np.ndarray, codec: str, *, rate, quality, model, noise_trained,
     probe_meta = bytes(classic.META_BYTES)      # only its size matters to the oligo count
 
     def fits(n: int) -> bool:
+        if progress is not None:
+            progress(0)             # (after each trial compression: a bar shows the time going)
         enc = Encoded(codec, [Stream("bytes", b"\0" * max(1, n))], probe_meta)
         return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
     enc = cdc.encode(img, quality=quality, fits=None if rate is None else fits)

@@ -731,7 +731,7 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
               help="With --paired: the length of each mate (a shorter read goes on into the adapter).")
 @with_primers
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @friendly
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
              exact_coverage, amplify, off_target, flank, adapter_tail, trimmed, paired, read_length, primer_f,
@@ -796,6 +796,8 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         raise UserError(str(e)) from None
     rng = np.random.default_rng([seed, 12])
 
+    bar = _bar(None, "reads", quiet)
+
     def shaped():
         i = 0
         for reads, which in chunks:
@@ -804,12 +806,13 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
                 return
             yield i, runs.shape_reads(reads, rng, flank_span, adapter_tail)
             i += len(reads)
+            bar.update(len(reads))
 
     def texts():
         for i, rs in shaped():
             for k, t in enumerate(dna.decode_many(rs)):
                 yield f"read{i + k + 1}", t
-    with _new_file(output) as out1, _new_file(paired) as out2:
+    with bar, _new_file(output) as out1, _new_file(paired) as out2:
         if paired:
             n = _write_mates(out1, out2, shaped(), read_length, q, rng)
         elif is_fastq_path(output):
