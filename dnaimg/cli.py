@@ -897,9 +897,9 @@ def check(fasta, summary):
     from dnaimg.dna.seqio import iter_records
     n = bad = 0
     lengths = set()
-    if not summary:
-        click.echo("name\tlength\tlongest_run\tgc\tlongest_repeat\tstatus")
     for name, seq in iter_records(fasta):
+        if n == 0 and not summary:      # (after the first record: a file that is not FASTA prints nothing)
+            click.echo("name\tlength\tlongest_run\tgc\tlongest_repeat\tstatus")
         n += 1
         arr = dna.encode(seq)
         rep = C.report(arr)
