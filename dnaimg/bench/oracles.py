@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pick = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, min(a.limit, len(ok))).round().astype(int))]
     only = a.only or ["predict", "directional", "signs"]
-    out: dict = {"images": a.images, "count": len(pick), "model": a.model, "quality": a.quality}
+    out: dict = {"images": "/".join(Path(a.images).parts[-2:]), "count": len(pick), "model": a.model,
+                 "quality": a.quality}
     for name in only:
         if name == "predict":
             out["predict"] = [predict(pick, lvl, model_step(a.model, a.quality, lvl), a.steps) for lvl in (1, 2)]
