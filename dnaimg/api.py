@@ -261,9 +261,15 @@ def open_reads(reads: Iterable, primer_f: str | None = None, primer_r: str | Non
     except HeaderVersionError as e:
         raise DecodeError(f"the DNA holds format version {e.version}; this dnaimg reads versions 1 to "
                           f"{LATEST_VERSION}") from None
+    except container.NoPrimedReads as e:
+        raise PrimersNotFound(str(e)) from None
     except (ContainerError, HeaderError) as e:
         raise DecodeError(str(e)) from None
     return lay, sorter, headers, why, reads_per_tag
+
+
+class PrimersNotFound(DecodeError):
+    """No read carries the primers asked for (:func:`decode`)."""
 
 
 def decode(reads: Iterable, primer_f: str | None = None, primer_r: str | None = None, tag: int | None = None,

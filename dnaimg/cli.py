@@ -430,7 +430,8 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
     (.png; also .tif, .webp, or .jpg, lossy); the report says how many oligos were missing and
     whether the data is exactly the encoded one.  With -o FOLDER/ every image of a pool is
     written under its own name (--only: one).  Reads of two images that share an id are never
-    blended: such images are refused with an error.
+    blended: such images are refused with an error.  Without --primer-f/--primer-r, reads that
+    carry none of the default primers are tried against the pool's primer pairs.
     Exit status: 0 decoded, 1 error, 3 decoded but not exact with --strict.
     """
     from dnaimg import api
@@ -454,11 +455,19 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
         except ValueError:
             raise UserError(f"--select takes a hex tag such as 3f, got {select!r}") from None
     t0 = time.time()
-    with _bar(None, "reading", quiet) as rbar:
-        seqs = ReadBatches(reads, paired=paired)
-        with _bar(None, "decoding", quiet) as cbar:
-            res = api.decode(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
-                             read_progress=rbar.update, tag=tag, precision=precision, trimmed=trimmed or None)
+    try:
+        with _bar(None, "reading", quiet) as rbar:
+            seqs = ReadBatches(reads, paired=paired)
+            with _bar(None, "decoding", quiet) as cbar:
+                res = api.decode(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
+                                 read_progress=rbar.update, tag=tag, precision=precision, trimmed=trimmed or None)
+    except api.PrimersNotFound:
+        # no read has the default primers: an image with a pool's primer pair, which the pool decode
+        # finds by itself (reads from a file can be read again; standard input cannot)
+        if primer_f or primer_r or "-" in reads or ref_pixels is not None or tag is not None:
+            raise
+        return _decode_pool(reads, output, None, None, None, None, strict, precision, None, None, None, as_json,
+                            quiet, trimmed, paired)
     rep = res.report
     if seqs.paired:
         rep["reads"]["pairs"] = seqs.pairs_seen

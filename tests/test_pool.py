@@ -169,6 +169,23 @@ def test_pool_decode_never_writes_over_files_in_its_folder(png_pool, tmp_path):
     assert (out / "c1.png").read_bytes() == b"the user's own file"
 
 
+def test_a_single_image_with_a_pools_primer_pair_decodes_without_naming_it(images, tmp_path):
+    # decode -o FILE with no primers given: the default pair finds no read, the pool's pairs are tried
+    _, extra, crops = images
+    p1 = primer_pairs()[1]
+    fa = tmp_path / "own.fasta"
+    r = run("encode", extra, "-o", fa, "--codec", "png", "--primer-f", p1.forward, "--primer-r", p1.reverse, "-q")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "own.png"
+    r = run("decode", fa, "-o", out, "-q")
+    assert r.exit_code == 0 and "pair 1" in r.output, r.output
+    assert np.array_equal(np.asarray(Image.open(out)), crops["late.png"])
+    # primers given and wrong: the error stays (a user who names primers gets those)
+    p2 = primer_pairs()[2]
+    r = run("decode", fa, "-o", tmp_path / "x.png", "--primer-f", p2.forward, "--primer-r", p2.reverse, "-q")
+    assert r.exit_code == 1 and "carries the primers" in r.output
+
+
 def test_assign_ids_tags_and_groups():
     sets = primer_pairs()
     m = pool.assign([f"f{i}" for i in range(5)], [], group_size=2)

@@ -65,6 +65,10 @@ class ContainerError(ValueError):
     """Reads from which the container cannot give streams back."""
 
 
+class NoPrimedReads(ContainerError):
+    """No read carries the primers the decode was given (another primer pair's reads, perhaps)."""
+
+
 def check_primer(seq: str, name: str) -> np.ndarray:
     s = seq.strip().upper()
     if not 10 <= len(s) <= 40 or any(c not in "ACGT" for c in s):
@@ -400,7 +404,7 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
         raise ContainerError(f"none of the {sorter.stats.seen} reads starts with a readable index, as reads whose "
                              f"primers were trimmed off do (--trimmed) ({describe_reads(sorter.stats, layout)})")
     if not sorter.n_slots:
-        raise ContainerError(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
+        raise NoPrimedReads(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
                              f"({describe_reads(sorter.stats, layout)}; wrong primers? use --primer-f/--primer-r)")
     return sorter
 
