@@ -461,13 +461,14 @@ def decode(reads, output, primer_f, primer_r, reference, select, strict, precisi
             with _bar(None, "decoding", quiet) as cbar:
                 res = api.decode(seqs, primer_f=primer_f, primer_r=primer_r, progress=cbar.update,
                                  read_progress=rbar.update, tag=tag, precision=precision, trimmed=trimmed or None)
-    except api.PrimersNotFound:
+    except api.PrimersNotFound as e:
         # no read has the default primers: an image with a pool's primer pair, which the pool decode
-        # finds by itself (reads from a file can be read again; standard input cannot)
+        # finds by itself (reads from a file can be read again; standard input cannot); reads with
+        # none of the pairs keep this first error, which says what the reads are
         if primer_f or primer_r or "-" in reads or ref_pixels is not None or tag is not None:
             raise
         return _decode_pool(reads, output, None, None, None, None, strict, precision, None, None, None, as_json,
-                            quiet, trimmed, paired)
+                            quiet, trimmed, paired, none_found=UserError(str(e)))
     rep = res.report
     if seqs.paired:
         rep["reads"]["pairs"] = seqs.pairs_seen
@@ -618,8 +619,9 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
 
 
 def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, precision, only, workers, scheduler,
-                 as_json, quiet, trimmed=None, paired=None):
-    """``decode`` of a pool into a folder, or of one image of it (--only, --workers) into a file."""
+                 as_json, quiet, trimmed=None, paired=None, none_found: Exception | None = None):
+    """``decode`` of a pool into a folder, or of one image of it (--only, --workers) into a file.
+    ``none_found``: the error to raise where the reads hold no image at all (a fallback's first error)."""
     import os
     from pathlib import Path
     from dnaimg import pool
@@ -657,6 +659,8 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
                            "choose another with --only NAME_OR_ID (or -o FOLDER/ for all)", err=True)
             if not drawn:
                 errs = [d.error for d in dec.images if d.error] + [r["error"] for r in dec.refused]
+                if not errs and none_found is not None:
+                    raise none_found
                 raise UserError(errs[0] if errs else "no image could be decoded")
             warning = _write_image(drawn[0].image, output)
             drawn[0].output = str(output)
@@ -677,7 +681,8 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
             state = "error: " + d["error"] if d.get("error") else ("exact" if d["exact"] else "NOT exact")
             where = f"-> {Path(output) / d['output'] if to_dir else output}" if not d.get("error") else ""
             ol = d.get("oligos") or {}
-            click.echo(f"  {str(d['file'] or '-'):<32} id {d['id']:<5} pair {d['primer_pair']:<3} {d['codec']:<8} "
+            ident = d["id"] if d["file"] is not None else d["image_id"]     # (a pool member's number, else hex as encode shows it)
+            click.echo(f"  {str(d['file'] or '-'):<32} id {ident:<5} pair {d['primer_pair']:<3} {d['codec']:<8} "
                        f"{ol.get('missing', '?')}/{ol.get('expected', '?')} oligos missing, {state} {where}".rstrip())
         if dec.failed:
             click.echo(f"  {len(dec.failed)} other tags with reads but no readable header (too few reads, or "
