@@ -103,14 +103,15 @@ def test_trimmed_option_on_reads_with_primers_says_what_it_found(plain, tmp_path
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("how", ["detected", "--paired"])
+@pytest.mark.parametrize("how", ["detected", "--paired", "detected, R2 first", "--paired, R2 first"])
 def test_paired_end_r1_r2(oligos, plain, tmp_path, how):
     r1 = _simulate(oligos, tmp_path / "R1.fastq.gz", "--paired", tmp_path / "R2.fastq.gz", "--read-length", "150")
     with gzip.open(r1, "rt") as f:
         lines = f.read().splitlines()
     assert {len(s) for s in lines[1::4]} == {150} and lines[0].endswith(" 1:N:0:1")
-    extra = ["--paired"] if how == "--paired" else []
-    rep, px = _decode(tmp_path / "p.png", r1, tmp_path / "R2.fastq.gz", extra=extra)
+    extra = ["--paired"] if how.startswith("--paired") else []
+    files = [r1, tmp_path / "R2.fastq.gz"]          # (the mates' names say which file is R1)
+    rep, px = _decode(tmp_path / "p.png", *(files[::-1] if "R2 first" in how else files), extra=extra)
     _same_as_plain(plain, rep, px, share=0.97)
     assert rep["reads"]["pairs"] == len(lines) // 4
     assert rep["reads"]["pairs_merged"] >= 0.97 * rep["reads"]["pairs"]

@@ -261,17 +261,27 @@ def pair_files(paths: list[Path], paired: bool | None) -> list:
             raise InputError("paired-end reads are read from files (R1 R2), not from standard input")
         if len(paths) % 2:
             raise InputError(f"paired-end reads come as R1 and R2 files, two by two: {len(paths)} files given")
-        return [(paths[i], paths[i + 1]) for i in range(0, len(paths), 2)]
+        from dnaimg.dna.runs import are_mates
+        out = []
+        for i in range(0, len(paths), 2):       # (R2 given before its R1, as the names show: swapped back)
+            a, b = paths[i], paths[i + 1]
+            out.append((b, a) if are_mates(first_names(b), first_names(a)) else (a, b))
+        return out
     from dnaimg.dna.runs import are_mates
     out, i = [], 0
     while i < len(paths):
-        if i + 1 < len(paths) and not is_stdin(paths[i]) and not is_stdin(paths[i + 1]) and \
-                are_mates(first_names(paths[i]), first_names(paths[i + 1])):
-            out.append((paths[i], paths[i + 1]))
-            i += 2
-        else:
-            out.append(paths[i])
-            i += 1
+        if i + 1 < len(paths) and not is_stdin(paths[i]) and not is_stdin(paths[i + 1]):
+            n1, n2 = first_names(paths[i]), first_names(paths[i + 1])
+            if are_mates(n1, n2):
+                out.append((paths[i], paths[i + 1]))
+                i += 2
+                continue
+            if are_mates(n2, n1):               # R2 then R1
+                out.append((paths[i + 1], paths[i]))
+                i += 2
+                continue
+        out.append(paths[i])
+        i += 1
     return out
 
 
