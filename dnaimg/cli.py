@@ -149,14 +149,11 @@ def _check_fasta_name(output) -> None:
     """encode writes FASTA: refuse an output named as an image or as FASTQ (a wrong file under a
     misleading name, or an image overwritten by oligos)."""
     from pathlib import Path
-    from dnaimg.dna.seqio import is_fastq_path
+    from dnaimg.dna.seqio import is_fastq_path, uncompressed_name
     from dnaimg.zoo.train import IMAGE_SUFFIXES
     if str(output) == "-":
         return
-    name = str(output).lower()
-    for ext in (".gz", ".bz2", ".xz", ".zst"):
-        name = name.removesuffix(ext)
-    if is_fastq_path(output) or Path(name).suffix in IMAGE_SUFFIXES:
+    if is_fastq_path(output) or Path(uncompressed_name(output)).suffix in IMAGE_SUFFIXES:
         raise UserError(f"{output}: encode writes the oligos as FASTA; name the file .fasta (or .fa, .fasta.gz)")
 
 

@@ -79,12 +79,17 @@ def write_fastq(path: str | Path, records: Iterable[tuple[str, str, str]]) -> in
     return n
 
 
-def is_fastq_path(path: str | Path) -> bool:
+def uncompressed_name(path: str | Path) -> str:
+    """``path``'s name, lower case, without a compression suffix (.gz, .bz2, .xz, .zst)."""
     name = str(path).lower()
     for ext in (".gz", ".bz2", ".xz", ".zst"):
         if name.endswith(ext):
             name = name[: -len(ext)]
-    return name.endswith((".fastq", ".fq"))
+    return name
+
+
+def is_fastq_path(path: str | Path) -> bool:
+    return uncompressed_name(path).endswith((".fastq", ".fq"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,28 +266,22 @@ def pair_files(paths: list[Path], paired: bool | None) -> list:
             raise InputError("paired-end reads are read from files (R1 R2), not from standard input")
         if len(paths) % 2:
             raise InputError(f"paired-end reads come as R1 and R2 files, two by two: {len(paths)} files given")
-        from dnaimg.dna.runs import are_mates
-        out = []
-        for i in range(0, len(paths), 2):       # (R2 given before its R1, as the names show: swapped back)
-            a, b = paths[i], paths[i + 1]
-            out.append((b, a) if are_mates(first_names(b), first_names(a)) else (a, b))
-        return out
-    from dnaimg.dna.runs import are_mates
+        return [_as_mates(paths[i], paths[i + 1]) or (paths[i], paths[i + 1]) for i in range(0, len(paths), 2)]
     out, i = [], 0
     while i < len(paths):
-        if i + 1 < len(paths) and not is_stdin(paths[i]) and not is_stdin(paths[i + 1]):
-            n1, n2 = first_names(paths[i]), first_names(paths[i + 1])
-            if are_mates(n1, n2):
-                out.append((paths[i], paths[i + 1]))
-                i += 2
-                continue
-            if are_mates(n2, n1):               # R2 then R1
-                out.append((paths[i + 1], paths[i]))
-                i += 2
-                continue
-        out.append(paths[i])
-        i += 1
+        mates = (_as_mates(paths[i], paths[i + 1]) if i + 1 < len(paths) and not is_stdin(paths[i])
+                 and not is_stdin(paths[i + 1]) else None)
+        out.append(mates or paths[i])
+        i += 2 if mates else 1
     return out
+
+
+def _as_mates(a: Path, b: Path) -> tuple[Path, Path] | None:
+    """(R1, R2) where the first read names of files ``a`` and ``b`` pair up, either way round (R2
+    given before its R1 is swapped back); else None."""
+    from dnaimg.dna.runs import are_mates
+    n1, n2 = first_names(a), first_names(b)
+    return (a, b) if are_mates(n1, n2) else (b, a) if are_mates(n2, n1) else None
 
 
 class ReadBatches:
