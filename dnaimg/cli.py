@@ -8,6 +8,7 @@ import sys
 import time
 
 import click
+from click.core import ParameterSource
 import numpy as np
 
 from dnaimg import __version__
@@ -584,6 +585,9 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
         from dnaimg.dna.container import Layout
         primers = ((primer_f or Layout.primer_f).upper(), (primer_r or Layout.primer_r).upper())
     files = pool.list_images(images)
+    if not quiet:
+        for line in pool.left_out(images):
+            click.echo(f"note: {line}", err=True)
     t0 = time.time()
     try:
         with _bar(len(files), "encoding images", quiet) as bar:
@@ -764,6 +768,9 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         flank_span = runs.parse_span(flank) if flank else None
     except ValueError as e:
         raise UserError(f"--flank: {e}") from None
+    if not amplify and click.get_current_context().get_parameter_source("off_target") == ParameterSource.COMMANDLINE:
+        raise UserError("--off-target is the share of reads from the rest of the pool in an amplification: "
+                        "give --amplify too")
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
             "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}

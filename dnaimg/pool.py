@@ -73,6 +73,23 @@ def list_images(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
+def left_out(inputs: Iterable[str | Path]) -> list[str]:
+    """What :func:`list_images` leaves out of the folders among ``inputs``, a line per folder that
+    has any: its subfolders and its files that are not images (by suffix)."""
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if not p.is_dir():
+            continue
+        dirs = sorted(q.name for q in p.iterdir() if q.is_dir())
+        other = sorted(q.name for q in p.iterdir() if q.is_file() and q.suffix.lower() not in IMAGE_SUFFIXES)
+        parts = [f"{len(v)} {what}{'s' if len(v) > 1 else ''} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+                 for v, what in ((dirs, "subfolder"), (other, "file that is not an image")) if v]
+        if parts:
+            out.append(f"{p}: left out " + " and ".join(parts).replace("files that is not", "files that are not"))
+    return out
+
+
 @dataclass(frozen=True)
 class Member:
     """One image of a pool: where it sits, not what it holds."""

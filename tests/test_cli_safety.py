@@ -211,6 +211,15 @@ def test_simulate_refuses_fractional_exact_coverage_and_warns_of_no_reads(work, 
     assert r.exit_code == 0 and "dnaimg: warning: no read was drawn" in r.output, r.output
 
 
+def test_simulate_refuses_off_target_without_an_amplification(work, tmp_path):
+    """--off-target only means something with --amplify: given alone it is refused, not ignored."""
+    fa = work[2]
+    one_line_error(run("simulate", fa, "-o", tmp_path / "a.fastq", "--off-target", "0.2", "-q"),
+                   "--off-target is the share of reads from the rest of the pool", "give --amplify too")
+    assert not (tmp_path / "a.fastq").exists()
+    assert run("simulate", fa, "-o", tmp_path / "b.fastq", "-q").exit_code == 0     # (its default alone: fine)
+
+
 @pytest.mark.parametrize("name", ["x.png", "x.JPG", "x.fastq", "x.fq.gz", "x.tif"])
 def test_encode_refuses_an_output_named_as_an_image_or_reads(work, tmp_path, name):
     _, img, _, _ = work

@@ -282,3 +282,22 @@ def test_pool_inputs_are_checked(images, tmp_path):
     assert (d / "c0.png").read_bytes() == before
     r = run("decode", tmp_path / "x.fasta", "-o", f"{tmp_path}/o/", "--reference", extra)
     assert r.exit_code == 1 and "--reference is for one image" in r.output
+
+
+def test_a_folder_encode_names_what_it_leaves_out(images, tmp_path):
+    """Subfolders and files that are not images are left out of a folder's pool, with a note
+    naming them (not silently); -q keeps it quiet."""
+    import shutil
+    d = tmp_path / "imgs"
+    shutil.copytree(images[0], d)
+    (d / "more").mkdir()
+    (d / "more" / "x.png").write_bytes((d / "c0.png").read_bytes())
+    (d / "notes.txt").write_text("hello\n")
+    r = run("encode", d, "-o", tmp_path / "p.fasta", "--codec", "png", "-j", "1")
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.output.splitlines() if ln.startswith("note:")]
+    assert notes == [f"note: {d}: left out 1 subfolder (more) and 1 file that is not an image (notes.txt)"], r.output
+    man = json.loads(pool.manifest_path(tmp_path / "p.fasta").read_text())
+    assert [m["file"] for m in man["images"]] == ["c0.png", "c1.png", "c2.png"], man
+    r = run("encode", d, "-o", tmp_path / "q.fasta", "--codec", "png", "-j", "1", "-q")
+    assert r.exit_code == 0 and "note:" not in r.output, r.output

@@ -266,3 +266,43 @@ def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path
         assert api.decode([s for _, s in enc.fasta_records()]).exact
     finally:
         compact._CACHE.clear()
+
+
+def test_the_encoder_pads_by_fading_the_edge_into_a_blur():
+    """The k-th row below the image is its last row averaged over 2k + 1 pixels (its ends
+    repeated), the columns after it the same from the padded last column; the image's own
+    pixels are untouched."""
+    import torch
+    from dnaimg.zoo.compact import pad_faded
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(1, 2, 3, 5) ** 1.5
+    p, hw = pad_faded(x, 4)
+    assert hw == (3, 5) and p.shape == (1, 2, 4, 8)
+    assert torch.equal(p[..., :3, :5], x)
+    last = x[0, :, 2, :]                                       # (2, 5)
+    want = torch.stack([(last[:, max(i - 1, 0)] + last[:, i] + last[:, min(i + 1, 4)]) / 3 for i in range(5)], dim=1)
+    assert torch.allclose(p[0, :, 3, :5], want)                # row 1 below: 3 pixels
+    col = p[0, :, :, 4]                                        # the padded last column (4 rows)
+    for k in (1, 2, 3):
+        want = torch.stack([sum(col[:, min(max(i + d, 0), 3)] for d in range(-k, k + 1)) / (2 * k + 1)
+                            for i in range(4)], dim=1)
+        assert torch.allclose(p[0, :, :, 4 + k], want, atol=1e-4)
+    assert torch.equal(pad_faded(x, 1)[0], x)                  # nothing to pad
+
+
+def test_faded_padding_costs_fewer_bits_than_repeating_the_edge(monkeypatch):
+    """An image whose last rows and columns are fine texture, 216 x 200 (padded to 256 x 256):
+    repeating its edge draws stripes across the padding that the coder pays for; faded, the same
+    rate row costs at least 20 % fewer bits (half, on this machine), at the same error on the image's own pixels."""
+    import dnaimg.zoo.compact as zc
+    img = _gray_xray_like(216, 200, seed=5)
+    rng = np.random.default_rng(1)
+    img[-12:, :] = rng.integers(40, 220, (12, 200))
+    img[:, -12:] = rng.integers(40, 220, (216, 12))
+    out = {}
+    for name in ("faded", "repeated"):
+        if name == "repeated":
+            monkeypatch.setattr(zc, "pad_faded", zc.pad_to)
+        an, sym, idx, ctx = _coded(img, 32)
+        out[name] = (_bits(an, sym, idx, ctx) + 8 * len(an.z_bytes), an.synthesis_error(32, sym, grad=False)[0])
+    assert out["faded"][0] < 0.8 * out["repeated"][0], out
+    assert out["faded"][1] < 1.05 * out["repeated"][1], out

@@ -283,7 +283,7 @@ class Analysis:
     """The encoder's float work done once per image: y and the coded hyper-latent."""
 
     def __init__(self, img: np.ndarray, name: str):
-        from dnaimg.zoo.compact import pad_to
+        from dnaimg.zoo.compact import pad_faded
         self.name = name
         self.model, self.tables, self.card = load(name)
         self.height, self.width = int(img.shape[0]), int(img.shape[1])
@@ -297,7 +297,7 @@ class Analysis:
             raise CodecError(f"model {name} takes {chans}-channel images")
         from dnaimg.zoo.model import native_bf16
         self.image = np.asarray(img, dtype=np.uint8) if img.ndim == 2 else None   # (one channel: refine.py)
-        x, _ = pad_to(_to_tensor(img), 64)
+        x, _ = pad_faded(_to_tensor(img), 64)
         # the encoder's float work may differ between machines (bf16 where the CPU has it natively):
         # only what it decides, the symbols, travels, and decoding them is exact everywhere
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):

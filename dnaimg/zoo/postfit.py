@@ -143,13 +143,14 @@ def fit(post: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], steps
 
 def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path | None = None, command: str = "",
           steps: int = STEPS, rows: tuple[int, ...] = ROWS, max_images: int = MAX_IMAGES, layers: int | None = None,
-          width: int | None = None) -> dict:
+          width: int | None = None, cosine: bool = False) -> dict:
     """Fit ``base``'s post-filter (a wavelet model with a context, e.g. the narrow-table fit
     behind compact-gray-v7) on the images below ``data`` and write model ``name``: ``base``'s own
     tensors (context, tables, hyper-latent context) and the fitted post-filter, extending
     ``base``'s base.  Every ``holdout``-th image is held out for the PSNR the card reports; the
     filter shipped is fitted on the others.  ``layers``/``width``: grow the filter to that size
-    first (:func:`grow`; default the base's).  Returns the card."""
+    first (:func:`grow`; default the base's).  ``rows``: the rate rows the images are coded at,
+    in turn.  ``cosine``: the step falls along a half cosine (always when grown).  Returns the card."""
     from safetensors.torch import load_file, save_file
 
     from dnaimg.codecs import compact as cc
@@ -187,7 +188,8 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     def progress(s, n):
         if s % 500 == 0 or s == n:
             print(f"  step {s}/{n} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    post = fit(start, fit_pairs, steps, progress=progress, cosine=grown)
+    cosine = cosine or grown
+    post = fit(start, fit_pairs, steps, progress=progress, cosine=cosine)
     post_half = copy.deepcopy(post).half().float()          # (as the file holds it: fp16)
     before = float(np.mean([psnr_after(post0.float(), a, x) for a, x in held]))
     after = float(np.mean([psnr_after(post_half, a, x) for a, x in held]))
@@ -215,8 +217,8 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
         c["architecture"]["post_layers"], c["architecture"]["post_width"] = layers, width
     c["post_filter"] = fit_record("dnaimg.zoo.postfit", base, name, data, int(len(pick)), len(held), t0, command,
                                   rate_rows=list(rows), steps=steps, batch=BATCH, crop=CROP, lr=LR,
-                                  **({"grown_from": [L0, w0], "layers": layers, "width": width,
-                                      "lr_schedule": "cosine"} if grown else {}),
+                                  **({"grown_from": [L0, w0], "layers": layers, "width": width} if grown else {}),
+                                  **({"lr_schedule": "cosine"} if cosine else {}),
                                   held_out_psnr_db_before=round(before, 3), held_out_psnr_db_after=round(after, 3))
     return write_card(out, name, c)
 
@@ -230,10 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=None, help="and to this many channels (default: the base's)")
     ap.add_argument("--max-images", type=int, default=MAX_IMAGES,
                     help=f"training images coded, evenly spaced (default {MAX_IMAGES})")
+    ap.add_argument("--rows", type=lambda s: tuple(int(v) for v in s.split(",")), default=ROWS,
+                    help="rate rows the images are coded at, in turn (comma-separated; default "
+                         f"{','.join(map(str, ROWS))}; a row is 8 x the rate index)")
+    ap.add_argument("--cosine", action="store_true", help="let the step fall along a half cosine "
+                    "(always when the filter is grown)")
     a = ap.parse_args(argv)
     return run_cli(lambda command: build(a.base, a.name, a.data, out_dir=Path(a.out) if a.out else None,
                                          command="python -m dnaimg.zoo.postfit " + command, steps=a.steps,
-                                         max_images=a.max_images, layers=a.layers, width=a.width), argv,
+                                         max_images=a.max_images, layers=a.layers, width=a.width,
+                                         rows=a.rows, cosine=a.cosine), argv,
                    lambda c: f"{a.name}: held-out PSNR {c['post_filter']['held_out_psnr_db_before']:.3f} -> "
                              f"{c['post_filter']['held_out_psnr_db_after']:.3f} dB "
                              f"({c['post_filter']['held_out_images']} images)")
