@@ -1387,7 +1387,8 @@ def test_pool_header_example_in_the_document():
                                                       ("compact-gray-v7", "compact-gray-v7", "compact-gray-v5", 6.5),
                                                       ("compact-narrow", "compact-gray-v7", "compact-gray-v5", 3),
                                                       ("compact-gray-v8", "compact-gray-v8", "compact-gray-v5", 5),
-                                                      ("compact-gray-v9", "compact-gray-v9", "compact-gray-v5", 5)])
+                                                      ("compact-gray-v9", "compact-gray-v9", "compact-gray-v5", 5),
+                                                      ("compact-gray-v10", "compact-gray-v10", "compact-gray-v5", 5)])
 def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
@@ -1395,7 +1396,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     (metadata version 2), compact-gray-v6 extends compact-gray-v5 with a context for the
     hyper-latent (stream 0 re-encoded bit for bit with it), compact-gray-v7 adds narrow tables that
     its context (and the shifts) reach, compact-gray-v8 is v7 with a deeper post-filter and
-    compact-gray-v9 v8 with another (the same streams' rules); re-encoding the values with the documented context rule gives stream 1
+    compact-gray-v9 and -v10 v8 with others (the same streams' rules); re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
@@ -1428,8 +1429,8 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     from dnaimg.zoo import compact as zoo_compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
     assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7"))
-    assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9"))
-    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9"):     # values coded with the narrow tables, shifted there too
+    assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10"))
+    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10"):     # values coded with the narrow tables, shifted there too
         first_of = [r["firsts"][bisect.bisect_right(r["firsts"], i) - 1] for i in range(len(r["values"]))]
         used = [r["table_of"](i, first_of[i], lambda q: r["values"][q]) for i in range(len(r["values"]))]
         assert sum(u >= 64 for u in used) >= (1000 if folder == "compact-narrow" else 1) and len(ytab[1]) == 72
@@ -1437,7 +1438,8 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     # the golden files were written when the encoder repeated the image's last row and column into
     # the padding (this 96 x 64 image is coded as 128 x 64); the padding is the encoder's choice
     # (12.3), and it now fades the edge instead (zoo.compact.pad_faded)
-    monkeypatch.setattr(zoo_compact, "pad_faded", zoo_compact.pad_to)
+    if folder != "compact-gray-v10":         # (written since)
+        monkeypatch.setattr(zoo_compact, "pad_faded", zoo_compact.pad_to)
     try:
         an = compact.Analysis(img, model)
         an.use_z(np.asarray(r["z"]).reshape(an.z.shape[1:]))      # the hyper-latent written (maybe searched)
@@ -1453,7 +1455,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
             sym, _ = an.symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
-    if folder != "compact-gray-v9":
+    if folder not in ("compact-gray-v9", "compact-gray-v10"):
         assert np.array_equal(sym, r["symbols"])
     else:       # (written after the encoder refines its symbols for the post-filter: steps of one from the RDO's)
         from dnaimg.codecs import refine as rf
@@ -1463,7 +1465,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
 
 
 @pytest.mark.parametrize("model,base", [("compact-gray-v7", "compact-gray-v5"), ("compact-gray-v8", "compact-gray-v5"),
-                                        ("compact-gray-v9", "compact-gray-v5")])
+                                        ("compact-gray-v9", "compact-gray-v5"), ("compact-gray-v10", "compact-gray-v5")])
 def test_post_filter_as_documented(model, base):
     """12.3's post-filter, written from the text alone (numpy, float64): the card's layers and
     width, the weights from the model's own file where it holds any (else BASE's), 3 x 3

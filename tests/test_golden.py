@@ -98,7 +98,8 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-gray-v7": ("compact-gray-v7", 40.0),  # v6 with narrow tables and a wider context for the coder (quality 6.5)
         "compact-narrow": ("compact-gray-v7", 30.0),   # the same at quality 3: thousands of values in the narrow tables
         "compact-gray-v8": ("compact-gray-v8", 40.0),  # v7 with a deeper post-filter (quality 5)
-        "compact-gray-v9": ("compact-gray-v9", 40.0)}  # v8 with its post-filter fitted on X-rays (quality 5)
+        "compact-gray-v9": ("compact-gray-v9", 40.0),  # v8 with its post-filter fitted on X-rays (quality 5)
+        "compact-gray-v10": ("compact-gray-v10", 40.0)}  # v9's post-filter fitted on at X-rays' rates (quality 5)
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 

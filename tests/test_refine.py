@@ -193,13 +193,15 @@ def test_fast_is_refused_for_other_codecs(tmp_path):
 
 
 V9 = "compact-gray-v9"
+V10 = "compact-gray-v10"
 
 
 def test_models_that_differ_in_their_post_filter_only_share_a_coder():
     assert compact.same_coder(V8, V9) and compact.same_coder("compact-gray-v7", V8)
     assert not compact.same_coder("compact-gray-v6", V8)       # (another context: no narrow tables)
     assert not compact.same_coder("compact-gray-v5", V8)       # (the base itself: extends nothing)
-    assert compact.POST_FILTER_CHOICES[compact.DEFAULT_GRAY_MODEL] == (V9,)
+    assert compact.POST_FILTER_CHOICES[compact.DEFAULT_GRAY_MODEL] == (V9, V10)
+    assert compact.same_coder(V8, V10)
 
 
 def _errors(img, row, names):
@@ -217,41 +219,41 @@ def test_the_encoder_writes_the_model_whose_post_filter_draws_the_better_image()
     choices = compact.POST_FILTER_CHOICES[V8]
     bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
     picked = set()
-    # (crops where one post-filter draws the symbols clearly better: v9 by 1.6 %, v8 by 0.8 % of the error)
-    for img in (_coffee_gray(0, 200, 128, 160), _coffee_gray(200, 300, 128, 160)):
+    # (crops where one post-filter draws the symbols clearly better: v10 by 1.8 %, v8 by 1.6 % of the error)
+    for img in (_coffee_gray(0, 0, 128, 160), _coffee_gray(246, 192, 128, 128)):
         e = compact.encode(img, row_bytes=bd, rate_index=3.0, search=False, refine=False, choose=True)
         plain = compact.encode(img, row_bytes=bd, rate_index=3.0, model=V8, search=False, refine=False)
         assert [s.data for s in e.streams] == [s.data for s in plain.streams]
         err = _errors(img, 24, (V8,) + choices)
-        assert abs(err[V9] / err[V8] - 1) > 0.004, err        # (else the crop tests little: choose another)
+        assert sorted(err.values())[1] / min(err.values()) - 1 > 0.008, err     # (else the crop tests little)
         assert e.info["model"] == min(err, key=err.get)
         p = compact.CompactParams.unpack(e.meta)
         assert p.model_id == compact.weights_id(compact.load(e.info["model"])[2])
         picked.add(e.info["model"])
-    assert len(picked) == 2, picked            # (each model wins on some image)
+    assert picked == {V8, V10}, picked           # (each wins on some image)
 
 
 def test_a_gray_image_decodes_with_the_model_chosen_and_fast_or_a_named_model_has_no_choice():
-    img = _coffee_gray(0, 200, 128, 160)        # (v9's post-filter draws it better: test above)
+    img = _coffee_gray(0, 0, 128, 160)        # (v10's post-filter draws it best: test above)
     auto = api.encode(img, "compact", quality=3.0)
-    assert auto.info["model"] == V9
+    assert auto.info["model"] == V10
     dec = api.decode([s for _, s in auto.fasta_records()])
-    assert dec.exact and dec.report["image"]["model"] == V9
+    assert dec.exact and dec.report["image"]["model"] == V10
     for kw in ({"fast": True}, {"model": V8}):
         assert api.encode(img, "compact", quality=3.0, **kw).info["model"] == V8
 
 
 @pytest.mark.parametrize("broken", ["missing", "corrupt"])
 def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path, monkeypatch, broken):
-    """The default gray encode never fails for want of compact-gray-v9: without its weights, or
-    with weights that do not match its card, the DNA is written for v8."""
+    """The default gray encode never fails for want of compact-gray-v10: without its weights, or
+    with weights that do not match its card, the DNA is written for the best of the others."""
     import shutil
     from pathlib import Path
     shipped = Path(compact.__file__).resolve().parents[1] / "zoo" / "models"
-    for name in ("compact-gray-v5", V8, V9):
+    for name in ("compact-gray-v5", V8, V9, V10):
         for ext in ("json", "safetensors"):
             shutil.copyfile(shipped / f"{name}.{ext}", tmp_path / f"{name}.{ext}")
-    w = tmp_path / f"{V9}.safetensors"
+    w = tmp_path / f"{V10}.safetensors"
     if broken == "missing":
         w.unlink()
     else:
@@ -261,8 +263,9 @@ def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path
     monkeypatch.setenv("DNAIMG_MODELS", str(tmp_path))
     compact._CACHE.clear()
     try:
-        enc = api.encode(_coffee_gray(0, 200, 128, 160), "compact", quality=3.0)   # (v9 would draw it better)
-        assert enc.info["model"] == V8
+        # (v10 would draw it best, by 3.5 % of v8's error; v9 by 1.7 %)
+        enc = api.encode(_coffee_gray(0, 300, 128, 160), "compact", quality=3.0)
+        assert enc.info["model"] == V9
         assert api.decode([s for _, s in enc.fasta_records()]).exact
     finally:
         compact._CACHE.clear()

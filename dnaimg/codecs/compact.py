@@ -55,9 +55,10 @@ PACKET_ROWS_PROTECTED = 4       # ... and where it has (PROTECTED or more): half
 PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 4 rows
 MAX_SIDE = 1 << 16
 #: the default gray model's alternatives: models with its very coder (context, tables, gains,
-#: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only).  With no
-#: ``model`` named, the encoder writes whichever draws the better image from its symbols.
-POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9",)}
+#: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only, compact-gray-v10's
+#: fitted on from v9's at the rates X-rays are stored at).  With no ``model`` named, the encoder
+#: writes whichever draws the best image from its symbols.
+POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10")}
 REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
                                 # halo_px of context around each, the transforms' whole reach (gdn:

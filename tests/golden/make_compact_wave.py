@@ -18,9 +18,11 @@ regenerate: a file must decode forever with its model's weights):
 - compact-gray-v8/: compact-gray-v8 (v7 with a deeper post-filter, 6 layers of 48 channels) at
   quality 5 (no table shifts there): the symbols are v7's, the pixels its post-filter's;
 - compact-gray-v9/: compact-gray-v9 (v8 with its post-filter fitted on X-rays only) at quality 5:
-  the symbols are v8's, the pixels its own post-filter's.
+  the symbols are v8's, the pixels its own post-filter's;
+- compact-gray-v10/: compact-gray-v10 (v9's post-filter fitted on at X-rays' rates) at quality 5,
+  written by the encoder that fades the image's edge into the padding.
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10
 """
 import sys
 from pathlib import Path
@@ -34,7 +36,7 @@ FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", 
          "v5": ("compact-gray-v5", "compact-gray-v5", 3), "adapt": ("compact-adapt", "compact-gray-v5", 6),
          "v6": ("compact-gray-v6", "compact-gray-v6", 6), "v7": ("compact-gray-v7", "compact-gray-v7", 6.5),
          "narrow": ("compact-narrow", "compact-gray-v7", 3), "v8": ("compact-gray-v8", "compact-gray-v8", 5),
-         "v9": ("compact-gray-v9", "compact-gray-v9", 5)}
+         "v9": ("compact-gray-v9", "compact-gray-v9", 5), "v10": ("compact-gray-v10", "compact-gray-v10", 5)}
 
 
 def main(which: str):
