@@ -151,7 +151,7 @@ def _check_fasta_name(output) -> None:
     misleading name, or an image overwritten by oligos)."""
     from pathlib import Path
     from dnaimg.dna.seqio import is_fastq_path, uncompressed_name
-    from dnaimg.zoo.train import IMAGE_SUFFIXES
+    from dnaimg.pool import IMAGE_SUFFIXES          # (the images encode reads from a folder)
     if str(output) == "-":
         return
     if is_fastq_path(output) or Path(uncompressed_name(output)).suffix in IMAGE_SUFFIXES:

@@ -53,7 +53,7 @@ def list_images(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            files = _folder(p)[0]
             if not files:
                 raise PoolError(f"{p}: no images (.png, .jpg, ...) in this folder")
             out += [(q, q.name) for q in files]
@@ -73,6 +73,17 @@ def list_images(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
+def _folder(p: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(its image files by suffix, its subfolders, its other files) of folder ``p``, each sorted."""
+    images, dirs, other = [], [], []
+    for q in sorted(p.iterdir()):
+        if q.is_dir():
+            dirs.append(q)
+        elif q.is_file():
+            (images if q.suffix.lower() in IMAGE_SUFFIXES else other).append(q)
+    return images, dirs, other
+
+
 def left_out(inputs: Iterable[str | Path]) -> list[str]:
     """What :func:`list_images` leaves out of the folders among ``inputs``, a line per folder that
     has any: its subfolders and its files that are not images (by suffix)."""
@@ -81,12 +92,12 @@ def left_out(inputs: Iterable[str | Path]) -> list[str]:
         p = Path(item)
         if not p.is_dir():
             continue
-        dirs = sorted(q.name for q in p.iterdir() if q.is_dir())
-        other = sorted(q.name for q in p.iterdir() if q.is_file() and q.suffix.lower() not in IMAGE_SUFFIXES)
-        parts = [f"{len(v)} {what}{'s' if len(v) > 1 else ''} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
-                 for v, what in ((dirs, "subfolder"), (other, "file that is not an image")) if v]
+        _, dirs, other = _folder(p)
+        parts = [f"{len(v)} {one if len(v) == 1 else many} ({', '.join(q.name for q in v[:3])}{', ...' if len(v) > 3 else ''})"
+                 for v, one, many in ((dirs, "subfolder", "subfolders"),
+                                      (other, "file that is not an image", "files that are not images")) if v]
         if parts:
-            out.append(f"{p}: left out " + " and ".join(parts).replace("files that is not", "files that are not"))
+            out.append(f"{p}: left out " + " and ".join(parts))
     return out
 
 
