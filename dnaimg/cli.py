@@ -151,7 +151,7 @@ def _check_fasta_name(output) -> None:
     misleading name, or an image overwritten by oligos)."""
     from pathlib import Path
     from dnaimg.dna.seqio import is_fastq_path, uncompressed_name
-    from dnaimg.pool import IMAGE_SUFFIXES          # (the images encode reads from a folder)
+    from dnaimg.image import IMAGE_SUFFIXES         # (the images encode reads from a folder)
     if str(output) == "-":
         return
     if is_fastq_path(output) or Path(uncompressed_name(output)).suffix in IMAGE_SUFFIXES:
@@ -557,6 +557,7 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
     from dnaimg import pool
     from dnaimg.codecs import canonical
     from dnaimg.dna.seqio import check_writable
+    from dnaimg.image import IMAGE_SUFFIXES
     _check_fasta_name(output)
     check_writable(output)
     manifest = pool.manifest_path(output)
@@ -564,7 +565,7 @@ def _encode_pool(images, output, codec, rate, quality, redundancy, model, noise_
     if append:
         inputs.append(pool.manifest_path(append).resolve())
     for target in (Path(output).resolve(), manifest.resolve()):
-        if any(target == p or (p.is_dir() and target.parent == p and target.suffix.lower() in pool.IMAGE_SUFFIXES)
+        if any(target == p or (p.is_dir() and target.parent == p and target.suffix.lower() in IMAGE_SUFFIXES)
                for p in inputs):
             raise UserError(f"{target} is an input: choose another output")
     codec = canonical(codec) if codec is not None else \
@@ -751,14 +752,16 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
              exact_coverage, amplify, off_target, flank, adapter_tail, trimmed, paired, read_length, primer_f,
              primer_r, seed, quiet):
-    """Simulate synthesis and sequencing of the oligos in FASTA (and a selective amplification).
+    """Simulate synthesis and sequencing of the oligos in FASTA (- : standard input) (and a selective
+    amplification).
 
     What a real run adds can be simulated too: flanks (--flank), adapter tails (--adapter-tail),
     trimmed primers (--trimmed) and paired-end mates (--paired R2.fastq --read-length 150)."""
     from dnaimg.dna import alphabet as dna
     from dnaimg.dna.channel import Channel, PRESETS, simulate_chunks
     from dnaimg.dna import runs
-    from dnaimg.dna.seqio import InputError, check_writable, is_fastq_path, iter_sequences, write_fasta, write_fastq
+    from dnaimg.dna.seqio import (InputError, check_writable, is_fastq_path, is_stdin, iter_sequences, shown,
+                                  write_fasta, write_fastq)
     check_writable(output)
     _refuse_overwrite(output, [fasta], "the oligos")
     if paired:
@@ -771,6 +774,9 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
     if not amplify and click.get_current_context().get_parameter_source("off_target") == ParameterSource.COMMANDLINE:
         raise UserError("--off-target is the share of reads from the rest of the pool in an amplification: "
                         "give --amplify too")
+    if amplify and is_stdin(fasta) and not amplify.lower().startswith("pair:"):
+        raise UserError("--amplify NAME finds the file's primer pair in the pool's manifest or headers, which "
+                        "standard input (-) does not have: give the FASTA file, or --amplify pair:N")
     base = PRESETS[preset] if preset else Channel()
     over = {"sub": sub_rate, "ins": ins_rate, "dels": del_rate, "long_del": long_del_rate,
             "coverage": coverage, "sigma": sigma, "dropout": dropout, "exact_coverage": exact_coverage}
@@ -786,10 +792,10 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
     for s in iter_sequences(fasta):
         a = dna.encode(s)
         if a.size == 0 or a.max() > 3:
-            raise InputError(f"{fasta}: record {len(oligos) + 1} is not a plain A/C/G/T sequence")
+            raise InputError(f"{shown(fasta)}: record {len(oligos) + 1} is not a plain A/C/G/T sequence")
         oligos.append(a)
     if not oligos:
-        raise InputError(f"{fasta}: no sequences")
+        raise InputError(f"{shown(fasta)}: no sequences")
     target, what = None, ""
     if amplify:
         from dnaimg.pool import amplified_oligos
@@ -803,7 +809,7 @@ def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate,
         lay = _layout(None, primer_f, primer_r)
         mf, mr = len(lay.primer_f), len(lay.primer_r)
         if any(len(o) <= mf + mr for o in oligos):
-            raise UserError(f"--trimmed: an oligo of {fasta} is not longer than its primers ({mf} + {mr} nt)")
+            raise UserError(f"--trimmed: an oligo of {shown(fasta)} is not longer than its primers ({mf} + {mr} nt)")
         oligos = [o[mf:len(o) - mr] for o in oligos]
     t0 = time.time()
     q = ch.quality_char()
@@ -905,14 +911,14 @@ def _write_mates(out1, out2, reads, read_length, q, rng) -> int:
 @click.option("--summary", is_flag=True, help="Only the summary and the violating oligos.")
 @friendly
 def check(fasta, summary):
-    """Check every oligo of FASTA against the synthesis constraints.
+    """Check every oligo of FASTA (- : standard input) against the synthesis constraints.
 
     Prints, per oligo: name, length, longest homopolymer, GC content, longest tandem repeat and
     OK or the violations.  Exit status 1 if any oligo violates a constraint.
     """
     from dnaimg.dna import constraints as C
     from dnaimg.dna import alphabet as dna
-    from dnaimg.dna.seqio import iter_records
+    from dnaimg.dna.seqio import iter_records, shown
     n = bad = 0
     lengths = set()
     for name, seq in iter_records(fasta):
@@ -933,7 +939,7 @@ def check(fasta, summary):
             click.echo(f"{name}\t{rep.length}\t{rep.longest_run}\t{rep.gc:.3f}\t{rep.longest_repeat}\t"
                        f"{'; '.join(viol) if viol else 'OK'}")
     if n == 0:
-        raise UserError(f"{fasta}: no sequences")
+        raise UserError(f"{shown(fasta)}: no sequences")
     click.echo(f"{n} oligos, lengths {min(lengths)}-{max(lengths)} nt: {n - bad} pass, {bad} violate "
                f"(max run {C.MAX_RUN}, GC {C.GC_MIN:.0%}-{C.GC_MAX:.0%}, max tandem repeat {C.MAX_REPEAT} nt)",
                err=not summary)
@@ -949,7 +955,7 @@ def check(fasta, summary):
 def info(file, primer_f, primer_r, as_json):
     """What the header oligos in FILE (the encoded FASTA, or reads) say."""
     from dnaimg import api
-    from dnaimg.codecs import CODEC_NAMES
+    from dnaimg.codecs import CODEC_IDS, CODEC_NAMES
     from dnaimg.dna.header import HeaderV1
     from dnaimg.dna.seqio import ReadBatches
     from dnaimg.zoo.registry import ModelError, name_for_id
@@ -992,6 +998,14 @@ def info(file, primer_f, primer_r, as_json):
                     d["model"] = model_for_weights(cp.model_id)
                 except (api.DecodeError, ModelError):
                     d.setdefault("model", None)
+            elif d["codec"] in CODEC_IDS:
+                from dnaimg.codecs import CodecError
+                from dnaimg.codecs.classic import unpack_meta
+                try:
+                    dtype, ch, hh, ww = unpack_meta(h.meta)
+                    d.update({"width": ww, "height": hh, "channels": ch, "bit_depth": 8 * np.dtype(dtype).itemsize})
+                except CodecError:
+                    pass
         if mid is not None:
             try:
                 d["model"] = name_for_id(mid)
@@ -1015,9 +1029,12 @@ def info(file, primer_f, primer_r, as_json):
             if "rate_index" in d:
                 click.echo(f"  image            {d['width']}x{d['height']} px, rate index {d['rate_index']:g}, "
                            f"weights {d['weights_id']}, packets of {d['packet_oligos']} oligos")
-            elif "width" in d:
+            elif "levels" in d:
                 click.echo(f"  image            {d['width']}x{d['height']} px, latent {d['channels']} channels x "
                            f"{d['levels']} levels")
+            elif "bit_depth" in d:
+                click.echo(f"  image            {d['width']}x{d['height']} px, {d['channels']} channel"
+                           f"{'s' if d['channels'] > 1 else ''} of {d['bit_depth']} bits")
             for i, s in enumerate(d["streams"]):
                 kind = "bytes" if s["kind"] == 0 else (f"words ({s['codeword_nt']} nt, {s['levels']} levels"
                                                           + (", markers)" if s["kind"] == 2 else ")"))

@@ -12,6 +12,12 @@ class ImageError(ValueError):
     pass
 
 
+#: the file suffixes read as images where a folder is given to encode
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".gif")
+#: those that training and the benchmarks take from a data folder (what the shipped models were trained on)
+DATA_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
 #: EXIF orientation -> the array operation that turns the stored pixels upright (what Pillow's
 #: ImageOps.exif_transpose does to the image; a test checks each against it)
 _UPRIGHT = {

@@ -33,10 +33,10 @@ from dnaimg.dna import alphabet as dna
 from dnaimg.dna.header import (DEFAULT_HEADER_COPIES, MAX_NAME, NO_PAIR, POOL_VERSION, Header, HeaderError, HeaderV1,
                                PoolRecord, check_name)
 from dnaimg.dna.primers import MIN_DISTANCE, N_PAIRS, PrimerPair, edit_distance, primer_pairs, set_digest
+from dnaimg.image import IMAGE_SUFFIXES
 
 MANIFEST_FORMAT = "dnaimg-pool-manifest"
 MAX_GROUP = 256
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm", ".gif")
 
 
 class PoolError(ValueError):
@@ -375,18 +375,11 @@ class ExistingPool:
     group_size: int
 
 
-def _has_qualities(path: str | Path) -> bool:
-    """Whether the sequence file at ``path`` is FASTQ (its first character '@'), gzipped or not."""
-    from xopen import xopen
-    with xopen(path, "rb") as f:
-        return f.read(1) == b"@"
-
-
 def read_pool(fasta: str | Path, primers: tuple[str, str] | None = None) -> ExistingPool:
     """A pool FASTA (the oligos as written) -> its members, from the header oligos themselves
     (the manifest beside it, if any, only adds the rates)."""
     from dnaimg.dna.pool import decode_images, pairs_for, sort_pool
-    from dnaimg.dna.seqio import ReadBatches, iter_records
+    from dnaimg.dna.seqio import ReadBatches, holds_fastq, iter_records
     pairs = pairs_for(*(primers or (None, None)))
     ps = sort_pool(ReadBatches(fasta), pairs)
     found = [r for r in decode_images(ps, only="\0", adapt=None) if r.header is not None]
@@ -430,7 +423,7 @@ def read_pool(fasta: str | Path, primers: tuple[str, str] | None = None) -> Exis
     records = list(iter_records(fasta))
     olen = next(iter(lengths))
     why = None
-    if _has_qualities(fasta):
+    if holds_fastq(fasta):
         why = "it is a FASTQ file"
     elif any(not n.startswith("dnaimg_") for n, _ in records):
         why = "some records are not named as dnaimg names its oligos"

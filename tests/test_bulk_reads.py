@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dnaimg.dna import alphabet as dna
 from dnaimg.dna.consensus import _band_fill, _band_votes, consensus_packed
-from dnaimg.dna.seqio import InputError, ReadBatches, iter_sequences, prefetched
+from dnaimg.dna.seqio import InputError, ReadBatches, holds_fastq, iter_sequences, prefetched
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -263,3 +263,12 @@ def test_slot_table_files_like_a_dict():
             assert s == (want if ref_counts[k] <= cap else -1)
     assert n == len(ref) and len(table) >= 2 * n
     assert [slot_keys[s] for s in range(n)] == sorted(ref, key=ref.get)
+
+
+@pytest.mark.parametrize("text,fastq", [("@r\nACGT\n+\nIIII\n", True), ("\n \r\n@r\nACGT\n+\nIIII\n", True),
+                                        (">r\nACGT\n", False), ("\n\n>r\nACGT\n", False), ("", False)])
+@pytest.mark.parametrize("gz", [False, True])
+def test_holds_fastq_decides_as_the_readers_do(tmp_path, text, fastq, gz):
+    p = tmp_path / ("f.gz" if gz else "f")
+    p.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    assert holds_fastq(p) is fastq

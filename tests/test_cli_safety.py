@@ -10,7 +10,7 @@ from PIL import Image
 
 
 from conftest import EXAMPLE, ROOT
-from helpers import cli
+from helpers import cli, cli_json
 
 
 run = cli
@@ -225,3 +225,46 @@ def test_encode_refuses_an_output_named_as_an_image_or_reads(work, tmp_path, nam
     _, img, _, _ = work
     one_line_error(run("encode", img, "-o", tmp_path / name, "-q"), "encode writes the oligos as FASTA")
     assert not (tmp_path / name).exists()
+
+
+def test_check_simulate_and_info_read_standard_input(work, tmp_path):
+    """``-`` is standard input for check, simulate and info too (``encode -o - | dnaimg simulate -``),
+    gzipped or not: the same lines and the same reads as from the file."""
+    import gzip
+    _, _, fa, _ = work
+    text = fa.read_bytes()
+    a, b = run("check", fa), run("check", "-", input=text)
+    assert a.exit_code == b.exit_code == 0 and a.output == b.output and "OK" in a.output
+    assert run("check", "-", "--summary", input=gzip.compress(text)).output == run("check", fa, "--summary").output
+    ra, rb = tmp_path / "a.fastq", tmp_path / "b.fastq"
+    assert run("simulate", fa, "-o", ra, "--seed", "3", "-q").exit_code == 0
+    r = run("simulate", "-", "-o", rb, "--seed", "3", "-q", input=text)
+    assert r.exit_code == 0, r.output
+    assert rb.read_text() == ra.read_text() and ra.stat().st_size > 0
+    a, b = run("info", fa), run("info", "-", input=text)
+    assert a.exit_code == b.exit_code == 0 and a.output == b.output and "codec" in a.output
+
+
+def test_standard_input_errors_name_it(work, tmp_path):
+    _, _, fa, _ = work
+    one_line_error(run("check", "-", input=b""), "standard input: no sequences")
+    one_line_error(run("check", "-", input=b"hello\n"), "standard input: neither FASTA nor FASTQ")
+    one_line_error(run("simulate", "-", "-o", tmp_path / "r.fastq", "--amplify", "photo.png", input=fa.read_bytes()),
+                   "--amplify NAME", "standard input (-)", "pair:N")
+    assert not (tmp_path / "r.fastq").exists()
+
+
+def test_info_says_a_classic_codecs_image(work, tmp_path):
+    """info reads a classic codec's metadata: size, channels and bit depth (not a hex string)."""
+    _, _, fa, _ = work
+    r = run("info", fa)
+    assert r.exit_code == 0 and "image            64x64 px, 3 channels of 8 bits" in r.output, r.output
+    img = tmp_path / "g16.png"
+    Image.fromarray((np.arange(48 * 40, dtype=np.uint16).reshape(40, 48) * 27).astype(np.uint16)).save(img)
+    f16 = tmp_path / "g16.fasta"
+    assert run("encode", img, "-o", f16, "-q").exit_code == 0
+    r = run("info", f16)
+    assert r.exit_code == 0 and "codec            png" in r.output, r.output
+    assert "image            48x40 px, 1 channel of 16 bits" in r.output, r.output
+    d = cli_json(run("info", f16, "--json"))
+    assert (d["width"], d["height"], d["channels"], d["bit_depth"]) == (48, 40, 1, 16)

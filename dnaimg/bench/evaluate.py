@@ -22,10 +22,9 @@ from pytorch_msssim import ms_ssim
 
 from dnaimg.dna.channel import Channel, simulate
 from dnaimg.codecs.robust import decode_reads, encode_image, to_tensor
-from dnaimg.image import load_image, psnr
+from dnaimg.image import DATA_SUFFIXES, load_image, psnr
 from dnaimg.zoo.registry import DEFAULT_MODEL, models_dir
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def msssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,7 +111,7 @@ def main(argv=None):
                          "the Pareto-optimal ones in its card")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     a = ap.parse_args(argv)
-    images = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: a.limit]
+    images = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in DATA_SUFFIXES)[: a.limit]
     if a.select_points:
         front = select_points(a.model, images, progress=lambda p: print(p.name, flush=True))
         p = models_dir() / f"{a.model}.json"

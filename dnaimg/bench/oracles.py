@@ -248,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1500, help="fitting steps of the prediction network")
     a = ap.parse_args(argv)
     from dnaimg.image import ImageError, load_image
-    from dnaimg.zoo.train import IMAGE_SUFFIXES
+    from dnaimg.image import DATA_SUFFIXES
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    paths = sorted(p for p in Path(a.images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in Path(a.images).rglob("*") if p.suffix.lower() in DATA_SUFFIXES)
     ok = []
     for p in paths:
         try:

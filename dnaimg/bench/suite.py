@@ -28,11 +28,10 @@ import numpy as np
 
 from dnaimg import api
 from dnaimg.codecs.robust import DecodeError, decode_reads, encode_image
-from dnaimg.image import load_image, psnr
+from dnaimg.image import DATA_SUFFIXES, load_image, psnr
 from dnaimg.dna.channel import preset, simulate
 from dnaimg.dna.header import FORMAT_VERSION
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: classic codecs a bench may compare (the CLI's default lists are jpeg, webp, jpeg2000, avif)
 CLASSIC_CODECS = ("jpeg", "webp", "jpeg2000", "avif", "jxl", "compact")
 #: quality sweeps of the classic codecs for the RD bench (see :func:`dnaimg.codecs.classic.compress`)
@@ -59,7 +58,7 @@ def image_paths(folder: str | Path, limit: int | None = None, spread: bool = Fal
     d = Path(folder)
     if not d.is_dir():
         raise ValueError(f"{folder}: not a folder of images")
-    paths = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in d.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
     if not paths:
         raise ValueError(f"{folder}: no images (.png, .jpg, ...) in it")
     if not limit or limit >= len(paths):

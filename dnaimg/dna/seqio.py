@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import queue
+import sys
 import threading
 from itertools import islice
 from pathlib import Path
@@ -19,11 +20,16 @@ class InputError(ValueError):
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[str, str]]:
-    """(name, sequence) of each record of a FASTA or FASTQ file (format and compression detected)."""
-    p = Path(path)
-    _check_readable(p)
+    """(name, sequence) of each record of a FASTA or FASTQ file (format and compression detected;
+    ``-`` is standard input, read once)."""
+    if is_stdin(path):
+        path = shown(path)
+        source = xopen(getattr(sys.stdin, "buffer", sys.stdin), "rb", threads=0)
+    else:
+        _check_readable(Path(path))
+        source = str(path)
     try:
-        with dnaio.open(str(p), open_threads=0) as f:
+        with dnaio.open(source, open_threads=0) as f:
             for rec in f:
                 yield rec.name, rec.sequence
     except dnaio.exceptions.UnknownFileFormat:
@@ -247,6 +253,24 @@ def is_stdin(path) -> bool:
     return str(path) == STDIN
 
 
+def holds_fastq(path: str | Path) -> bool:
+    """Whether the sequence file at ``path`` (gzipped or not) is FASTQ: its first character after
+    any leading whitespace is '@', as the readers decide."""
+    with xopen(str(path), "rb", threads=0) as f:
+        while True:
+            chunk = f.read(1 << 12)
+            if not chunk:
+                return False
+            chunk = chunk.lstrip()
+            if chunk:
+                return chunk[:1] == b"@"
+
+
+def shown(path) -> str:
+    """``path`` as messages name it (``-``: standard input)."""
+    return "standard input" if is_stdin(path) else str(path)
+
+
 def first_names(path: str | Path, k: int = 4) -> list[str]:
     """The names of the first ``k`` records of a file ([] if it cannot be read so)."""
     try:
@@ -338,7 +362,7 @@ class ReadBatches:
                 yield from self._file(src)
 
     def _file(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        name = "standard input" if is_stdin(path) else path
+        name = shown(path) if is_stdin(path) else path
         try:
             if self.byte_range is not None:
                 a, b = record_start(path, self.byte_range[0]), record_start(path, self.byte_range[1])
@@ -352,7 +376,6 @@ class ReadBatches:
                 if self._stdin_read:
                     raise InputError("standard input was read already (reads from - can be read once)")
                 self._stdin_read = True
-                import sys
                 with xopen(getattr(sys.stdin, "buffer", sys.stdin), "rb", threads=0) as f:
                     yield from self._blocks(f, name)
                 return

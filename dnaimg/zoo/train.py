@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from dnaimg.image import DATA_SUFFIXES
 from dnaimg.zoo.model import CompressiveAutoencoder, ModelConfig
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class TrainingDataError(ValueError):
@@ -39,7 +39,7 @@ def load_training_images(folder: str | Path | list, min_side: int, downscale: bo
     on standard error."""
     from dnaimg.image import ImageError, load_image
     folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
-    paths = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in DATA_SUFFIXES)
     images, bad = [], []
     for p in paths:
         try:
