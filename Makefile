@@ -31,7 +31,8 @@ bench: $(STAMP)
 KODAK ?= ../shared/data/kodak
 NOISE_POINTS := cae32-mr,cae32-mr-noise,cae32-l9,cae32-l9-noise
 bench-rd: $(STAMP)
-	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd --points cae32-mr,cae32-l9,cae32-l9-noise --update-cards $(QUICK)
+	$(VENV)/bin/dnaimg bench rd --images $(KODAK) --out docs/results/rd --points cae32-mr,cae32-l9,cae32-l9-noise \
+	    --codecs jpeg,webp,jpeg2000,avif,jxl -j 2 --update-cards $(QUICK)
 
 bench-noise: $(STAMP)
 	$(VENV)/bin/dnaimg bench noise --images $(KODAK) --out docs/results/noise --points $(NOISE_POINTS) \

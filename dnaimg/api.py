@@ -232,9 +232,19 @@ def _encode_compact(image, *, rate, quality, model, noise_trained, redundancy, l
 
     def fits(enc: Encoded) -> bool:
         return container.total_oligos(layout, enc, redundancy, inner, copies) * layout.oligo_length <= rate * pixels
-    enc = compact.encode(img, row_bytes=bd, rate_index=quality, model=model,
-                         redundancy=redundancy, fits=None if rate is None else fits, progress=progress,
-                         search=not fast, refine=not fast)
+    try:
+        enc = compact.encode(img, row_bytes=bd, rate_index=quality, model=model,
+                             redundancy=redundancy, fits=None if rate is None else fits, progress=progress,
+                             search=not fast, refine=not fast)
+    except RateError:
+        if rate is None:
+            raise
+        names = [model] if model else list(dict.fromkeys((compact.default_model(img), compact.DEFAULT_MODEL)))
+        need = min(container.total_oligos(layout, compact.encode(img, row_bytes=bd, rate_index=0.0, model=n,
+                                                                 redundancy=redundancy, refine=False),
+                                          redundancy, inner, copies) * layout.oligo_length / pixels for n in names)
+        raise RateError(f"compact: even its lowest rate needs {need:.3f} total nt/px, above --rate {rate:g}: "
+                        "give a higher --rate, or another codec") from None
     written = container.write(enc, codec_id("compact"), layout, redundancy, inner, copies, progress=progress)
     return EncodeResult("compact", written, pixels, {**enc.info, "fast": bool(fast)})
 

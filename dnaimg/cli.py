@@ -44,6 +44,9 @@ class _FloatRange(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return v
 
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 def _one_line(e: click.UsageError) -> click.ClickException:
     # (a command given no arguments shows its help, which click raises as a usage error)
@@ -280,8 +283,9 @@ def _codec_of_model(model, noise_trained) -> str:
                    "entropy-coded), jpeg, webp, jpeg2000, jxl, or lossless png, jxl-lossless.")
 @click.option("--rate", type=_FloatRange(min=0, min_open=True), default=None, metavar="NT_PER_PIXEL",
               help="Cap on the TOTAL nt/pixel (everything synthesised: primers, index, header, inner and "
-                   "outer codes): the best operating point (robust) or the highest quality (classic) that fits.")
-@click.option("--quality", type=_FloatRange(), default=None,
+                   "outer codes): the best operating point (robust), the highest quality (classic) or the most bits "
+                   "(compact: the highest rate index, then finer steps) that fits.")
+@click.option("--quality", type=_FloatRange(), default=None, metavar="Q",
               help="Classic codecs: quality (jpeg/webp/avif/jxl 0-100, jpeg2000 bits per pixel); compact: the "
                    "model's rate index (0 = lowest, in steps of 1/8; `dnaimg models` lists each model's range).")
 @click.option("--redundancy", type=_FloatRange(0, 4), default=None, metavar="FRACTION",
@@ -299,7 +303,7 @@ def _codec_of_model(model, noise_trained) -> str:
               help="Oligo length in nt: at most 300 (the robust codec: 1000).  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=None,
-              help="Copies of the header oligos (each copy is 4 oligos at 200 nt).  [default: 3; 9 with --markers]")
+              help="Copies of the header oligos (each copy is 4 oligos at 200 nt, 6 for the compact codec).  [default: 3; 9 with --markers]")
 @click.option("--pool", "as_pool", is_flag=True,
               help="Write a pool (format version 3: an id, the file name and the primer pair in the DNA, a "
                    "manifest beside the FASTA) even for one image.  Several images or a folder always make a pool.")
@@ -1158,10 +1162,12 @@ def _point_robustness(p) -> str:
               help="Quantiser levels (odd; q = 2/(levels-1)).")
 @click.option("--codeword-nt", type=click.IntRange(0, 10), default=0,
               help="Codeword length for the noise model (0: shortest that fits the levels).")
-@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True,
+              help="Optimiser steps (a resumed run goes on to this many).")
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size [cae: 16, compact: 8].")
-@click.option("--crop", type=click.IntRange(16), default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--crop", type=click.IntRange(16), default=128, show_default=True,
+              help="Side of the random square crops a batch is made of, in pixels.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam's learning rate.")
 @click.option("--lambda", "lam", type=_FloatRange(0), default=0.0, show_default=True,
               help="Weight of the base-4 entropy of the quantised latent in the loss.")
 @click.option("--noise", type=click.Choice(["none", "exact", "gaussian"]), default="none", show_default=True,
@@ -1182,7 +1188,7 @@ def _point_robustness(p) -> str:
               help="Start from this shipped model's weights (fine-tuning); compact: also a checkpoint.pt "
                    "(an RGB model starts a --gray one).")
 @click.option("--decoder-only", is_flag=True, help="Freeze the encoder (noise-aware fine-tuning of the decoder).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--threads", type=click.IntRange(0), default=0, help="Torch threads (0: default).")
 @click.option("--no-bf16", is_flag=True, help="Train in fp32 instead of bf16 autocast.")
 @click.option("--lambdas", default="", metavar="L1,L2,..",
@@ -1398,7 +1404,7 @@ def bench_rd_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, 
 @click.option("--points", default="", help="Operating points: NAME:POINT, or NAME for all of a model's, "
               "comma-separated. [default: every shipped one]")
 @click.option("--rates", default="", help="Substitution rates. [default: 0,0.01,0.02,0.03,0.04,0.05,0.06,0.08,0.1]")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--codecs", default="", help="Also classic codecs (jpeg,webp,jpeg2000,avif) at the total nt of --match.")
 @click.option("--match", default=None, help="Point whose total nt the classic codecs get. [default: the first]")
 @click.option("--update-cards", is_flag=True, help="Store the means in the measured models' cards.")
@@ -1438,8 +1444,9 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
 @click.option("--match", default=None, help="Classic codecs get the total nt of this point. [default: the first]")
 @click.option("--dropout", type=_FloatRange(0, 1), default=0.02, show_default=True,
               help="Fraction of oligos lost before sequencing.")
-@click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True,
+              help="Outer-code redundancy of the byte-stream codecs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @friendly
 def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, codecs, presets, coverages, match,
                       dropout, parity, seed):
@@ -1476,7 +1483,7 @@ def bench_channel_cmd(images, out, limit, quick, fresh, quiet, jobs, points, cod
               help="Fractions of all oligos lost (uniformly at random) before decoding.")
 @click.option("--parity", type=_FloatRange(0, 1), default=0.15, show_default=True,
               help="Outer-code redundancy of the byte-stream codecs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @friendly
 def bench_loss_cmd(images, out, limit, quick, fresh, quiet, jobs, point, codecs, losses, parity, seed):
     """Oligos lost beyond what the outer code rebuilds: PSNR against the fraction lost."""

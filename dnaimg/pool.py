@@ -561,7 +561,7 @@ def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, 
     on a Dask cluster (file paths only); the images are the same.  ``trimmed``: the reads'
     primers were trimmed off (None: detected); ``paired``: paired-end R1/R2 files (see
     :class:`dnaimg.dna.seqio.ReadBatches`)."""
-    from dnaimg.dna.container import ContainerError
+    from dnaimg.dna.container import ContainerError, unmerged_pairs
     from dnaimg.dna.pool import decode_images, pairs_for, sort_pool
     from dnaimg.dna.seqio import ReadBatches
     from dnaimg.zoo.model import resolve_precision
@@ -592,6 +592,8 @@ def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, 
             found = decode_images(ps, only, v1_header)
             stats = ps.read_stats()
             del ps
+            if unmerged_pairs(src):
+                raise DecodeError(unmerged_pairs(src))
     except (HeaderError, ContainerError) as e:
         raise DecodeError(str(e)) from None
     t1 = time.perf_counter()

@@ -153,7 +153,9 @@ def test_truncated_gzip(fasta, tmp_path):
 
 def test_bad_options(fasta, tmp_path, small_image):
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--model", "nope"), "unknown model")
-    assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "80"), "payload")
+    assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "80"),
+                          "oligo length 80 is too short: the primers and the index take 76 nt, and at least 24 nt "
+                          "of payload are needed (so at least 100 nt)")
     # byte streams: 300 nt at most (guided scrambling cannot keep longer ones within the constraints)
     assert_one_line_error(run("encode", small_image, "-o", tmp_path / "x.fasta", "--oligo-length", "400"),
                           "oligos of 400 nt: byte streams (every codec but robust) are written in oligos of at most 300 nt")
@@ -181,3 +183,16 @@ def test_usage_errors_are_one_line(args, fragment):
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1, r.output
     assert lines[0].startswith("dnaimg: error: ") and fragment in lines[0] and "--help)" in lines[0], lines[0]
+
+
+def test_help_shows_ranges_only_where_there_are_bounds():
+    r = run("encode", "--help")
+    assert r.exit_code == 0 and "--quality Q" in r.output and "None]" not in r.output, r.output
+    assert "[x>0]" in r.output                                   # --rate keeps its bound
+
+
+def test_models_are_listed_with_their_numbers_in_order():
+    from dnaimg.zoo.registry import list_models, natural_key
+    names = [c["name"] for c in list_models("compact") if c["name"].startswith("compact-gray-v")]
+    assert names == sorted(names, key=lambda n: int(n.rsplit("v", 1)[1])) and "compact-gray-v10" in names
+    assert natural_key("a-v10") > natural_key("a-v9") and natural_key("b") > natural_key("a-v10")

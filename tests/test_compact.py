@@ -73,7 +73,7 @@ def test_rate_cap_is_met(tiny_models):
     r = api.encode(img, "compact", model=tiny_models, rate=cap).rates()
     assert r["total_nt_per_pixel"] <= cap
     from dnaimg.codecs.base import RateError
-    with pytest.raises(RateError, match="lowest rate does not fit"):
+    with pytest.raises(RateError, match=f"compact: even its lowest rate needs {low:.3f} total nt/px, above --rate "):
         api.encode(img, "compact", model=tiny_models, rate=low * 0.5)
 
 

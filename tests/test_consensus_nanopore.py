@@ -122,7 +122,7 @@ def _scan(reads, group_of, G):
     first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     gs = np.arange(G + 1, dtype=np.int64)
     return mixture.scan_groups(flat, offs, order, first, counts, gs, gs[:-1].copy(), mixture.K, 12, 24,
-                               mixture.MIN_SHARED)
+                               mixture.MIN_SHARED, mixture.MIN_READ_NT)
 
 
 def test_noisy_reads_of_one_oligo_are_not_taken_for_two_oligos():

@@ -216,3 +216,26 @@ def test_fasta_then_fastq_in_one_file_refused(plain, oligos, tmp_path):
     r = run("decode", fq_then_fa, "-o", tmp_path / "y.png", "-q")
     assert r.exit_code == 1
     assert "FASTA records after FASTQ ones" in r.output, r.output
+
+
+def test_one_short_mate_alone_is_partial_reads_not_two_images(oligos, tmp_path):
+    """R1 of 80 nt alone: the payload left after the primer and the index is a few nt, too short to
+    compare; the decoder said the reads came from two images.  It says they are partial reads."""
+    r1 = _simulate(oligos, tmp_path / "R1.fastq", "--paired", tmp_path / "R2.fastq", "--read-length", "80")
+    r = run("decode", r1, "-o", tmp_path / "x.png", "-q")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "two different images" not in r.output, r.output
+    assert "reads are 80 nt, oligos are 200 nt" in r.output and "partial reads?" in r.output, r.output
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("to", ["x.png", "dir/"])
+def test_mates_that_do_not_overlap_are_named_as_such(oligos, tmp_path, to):
+    r1 = _simulate(oligos, tmp_path / "R1.fastq", "--paired", tmp_path / "R2.fastq", "--read-length", "80")
+    r = run("decode", r1, tmp_path / "R2.fastq", "-o", f"{tmp_path}/{to}", "-q")
+    n = len((tmp_path / "R1.fastq").read_text().splitlines()) // 4
+    assert r.exit_code == 1, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("dnaimg: error:")]
+    assert lines == [f"dnaimg: error: none of the {n} read pairs merged: their mates do not overlap (R1 and R2 must "
+                     "together be at least 20 nt longer than the oligo; shorter mates cannot be merged into one "
+                     "read)"], r.output

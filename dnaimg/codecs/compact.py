@@ -60,6 +60,7 @@ MAX_SIDE = 1 << 16
 #: writes whichever draws the best image from its symbols.
 POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10")}
 REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
+REFINE_CUT = 0.005              # ... each at most this share fewer
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
                                 # halo_px of context around each, the transforms' whole reach (gdn:
                                 # 32 px, 2 latent positions: four stride-2 layers of 5 taps, a latent
@@ -755,13 +756,18 @@ def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
     else:
         room = _most_packets(e, packet_bytes, used, fits)
     budget = room / used
+    over = None                         # the smallest budget whose refined streams did not fit
     for _ in range(REFINE_TRIES):
         found = an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"], refine=budget)
-        if found.info.get("refined_values", 0) == 0:
-            return e
+        if found.info.get("refined_values", 0) == 0:    # no better image in this budget than e's
+            if over is None:
+                return e
+            budget = (budget + over) / 2                # (the cut went too far: halfway back)
+            continue
         if fits(found):
             return found
-        budget *= min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002
+        over = budget               # (by a packet or so: a cut of at most REFINE_CUT, small images too)
+        budget *= max(min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002, 1.0 - REFINE_CUT)
     return e
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from dnaimg.dna.streams import Encoded, Received, Stream
 from dnaimg.dna import alphabet as dna
-from dnaimg.dna import bytecode, outer
+from dnaimg.dna import bytecode, outer, runs
 from dnaimg.dna.codebook import get_codebook
 from dnaimg.dna.consensus import consensus_packed, fast_majority_rows
 from dnaimg.dna.constraints import report
@@ -90,8 +90,10 @@ class Layout:
         check_primer(self.primer_f, "forward primer")
         check_primer(self.primer_r, "reverse primer")
         if self.payload_nt < MIN_PAYLOAD_NT:
-            raise LayoutError(f"oligo length {self.oligo_length} leaves {self.payload_nt} nt of payload; "
-                              f"at least {MIN_PAYLOAD_NT} are needed")
+            fixed = self.oligo_length - self.payload_nt
+            raise LayoutError(f"oligo length {self.oligo_length} is too short: the primers and the index take "
+                              f"{fixed} nt, and at least {MIN_PAYLOAD_NT} nt of payload are needed (so at least "
+                              f"{fixed + MIN_PAYLOAD_NT} nt)")
         if self.oligo_length > 1000:
             raise LayoutError("oligo length above 1000 nt is not supported")
 
@@ -403,10 +405,25 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     if not sorter.n_slots and trimmed:
         raise ContainerError(f"none of the {sorter.stats.seen} reads starts with a readable index, as reads whose "
                              f"primers were trimmed off do (--trimmed) ({describe_reads(sorter.stats, layout)})")
+    if unmerged_pairs(reads):
+        raise ContainerError(unmerged_pairs(reads))
     if not sorter.n_slots:
         raise NoPrimedReads(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
                              f"({describe_reads(sorter.stats, layout)}; wrong primers? use --primer-f/--primer-r)")
     return sorter
+
+
+#: why paired-end mates do not merge (they are then empty reads)
+MATES = (f"their mates do not overlap (R1 and R2 must together be at least {runs.MIN_OVERLAP} nt longer than "
+         "the oligo; shorter mates cannot be merged into one read)")
+
+
+def unmerged_pairs(reads) -> str | None:
+    """The error for reads from paired-end files (:class:`dnaimg.dna.seqio.ReadBatches`) of which
+    no pair merged, else None."""
+    if getattr(reads, "paired", False) and reads.pairs_seen and not reads.pairs_merged:
+        return f"none of the {reads.pairs_seen} read pairs merged: {MATES}"
+    return None
 
 
 def describe_reads(stats, layout: Layout | None = None, oligo_length: int | None = None) -> str:
@@ -415,6 +432,11 @@ def describe_reads(stats, layout: Layout | None = None, oligo_length: int | None
     carried the primers, e.g. "reads are 230-260 nt, oligos are 200 nt: adapters?"."""
     parts = []
     rng = stats.length_range() if hasattr(stats, "length_range") else None
+    h = getattr(stats, "lengths", None)
+    empty = int(h[0]) if h is not None and h.size else 0
+    if empty and empty * 2 > int(h.sum()):      # (read pairs whose mates did not overlap are left empty)
+        parts.append(f"{empty} of {int(h.sum())} reads are empty (read pairs that did not merge: {MATES})")
+        rng = None if empty == int(h.sum()) else stats.length_range(nonempty=True)
     known = oligo_length is not None
     olen = oligo_length if known else (layout.oligo_length if layout is not None else None)
     primers = len(layout.primer_f) + len(layout.primer_r) if layout is not None else 0

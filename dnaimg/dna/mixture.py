@@ -5,7 +5,8 @@ Reads are filed by (tag, oligo number, seed) from their index alone.  If two ima
 index on different oligos), their reads of the same oligo number land together, and a consensus
 would blend them.  Nothing in the index can tell them apart, so this looks at the payloads.
 
-For every oligo number of a tag, up to :data:`READS_PER_SLOT` reads of each seed are clustered
+For every oligo number of a tag, up to :data:`READS_PER_SLOT` reads of each seed (of at least
+:data:`MIN_READ_NT` nt) are clustered
 greedily by shared k-mers (k = :data:`K`): a read joins the first cluster whose first read shares
 at least :data:`MIN_SHARED` of its k-mers; where that leaves two clusters of 2 or more reads,
 clusters are then joined by single linkage (any read of one sharing as much with any read of the
@@ -43,6 +44,8 @@ MAX_READS = 24
 MIN_SHARED = 0.12
 DOUBT_FRACTION = 0.005
 DOUBT_SHARED = 0.025     # reads "unlike" for doubt: no pair shares this much (random payloads: ~0.2 %)
+MIN_READ_NT = 2 * K      # reads with a shorter payload are not looked at (too few k-mers to compare: reads
+                         # cut short, such as one mate of a paired-end run, are not two images)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -183,11 +186,11 @@ def _merge_linked(flat, offs, rows, n, k, min_shared, stamp, tick, assign, sizes
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_slot, max_reads, min_shared):
+def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_slot, max_reads, min_shared, min_nt):
     """Per group of slots (one oligo number, its seeds): (reads looked at, largest cluster, second
     largest cluster, and where every cluster is a single read: the largest fraction of k-mers any
     two of them share, in thousandths).  ``grp_slots[grp_start[g]:grp_start[g+1]]`` are the slots
-    of group g."""
+    of group g.  Reads of fewer than ``min_nt`` nt are left out."""
     G = grp_start.shape[0] - 1
     out = np.zeros((G, 4), dtype=np.int64)
     nblocks = 16
@@ -204,8 +207,9 @@ def scan_groups(flat, offs, order, first, counts, grp_start, grp_slots, k, per_s
                 s = grp_slots[q]
                 take = min(counts[s], per_slot, first[s + 1] - first[s])
                 for t in range(take):
-                    if n < max_reads:
-                        rows[n] = order[first[s] + t]
+                    r = order[first[s] + t]
+                    if n < max_reads and offs[r + 1] - offs[r] >= min_nt:
+                        rows[n] = r
                         n += 1
             if n < 2:
                 out[g, 0] = n
@@ -282,7 +286,7 @@ def scan(sorter, tags) -> dict[int, Mixture]:
     grp_start = np.concatenate([starts, [len(o)]]).astype(np.int64)
     flat, offs, order, first = sorter.store()
     res = scan_groups(flat, offs, order, first, counts, grp_start, o.astype(np.int64), K, READS_PER_SLOT,
-                      MAX_READS, MIN_SHARED)
+                      MAX_READS, MIN_SHARED, MIN_READ_NT)
     gtag = stags[o[starts]]
     gnum = numbers[o[starts]]
     n, b1, b2 = res[:, 0], res[:, 1], res[:, 2]

@@ -425,10 +425,12 @@ class ReadStats:
     def add_lengths(self, hist: np.ndarray) -> None:
         self.lengths = hist.copy() if self.lengths is None else self.lengths + hist
 
-    def length_range(self, share: float = 0.9) -> tuple[int, int, int] | None:
+    def length_range(self, share: float = 0.9, nonempty: bool = False) -> tuple[int, int, int] | None:
         """(low, high, most common) read length, ``low``-``high`` holding the middle ``share`` of
-        the reads; None if no lengths were counted."""
+        the reads (``nonempty``: of those not empty); None if no lengths were counted."""
         h = self.lengths
+        if h is not None and nonempty:
+            h = np.concatenate([[0], h[1:]])
         if h is None or h.sum() == 0:
             return None
         c = np.cumsum(h) / h.sum()

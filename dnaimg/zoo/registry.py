@@ -52,13 +52,19 @@ def default_codeword_nt(levels: int) -> int:
     raise ModelError(f"no codeword length fits {levels} levels")
 
 
+def natural_key(name: str) -> list:
+    """Sorts names with their numbers as numbers: compact-gray-v2 before compact-gray-v10."""
+    import re
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def list_models(codec: str | None = "robust") -> list[dict]:
     """Cards of the installed models of ``codec`` (a card's ``codec``, "robust" when absent; None: all)."""
     d = models_dir()
     if not d.is_dir():
         return []
     cards = []
-    for p in sorted(d.glob("*.json")):
+    for p in sorted(d.glob("*.json"), key=lambda p: natural_key(p.stem)):
         try:
             card = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
