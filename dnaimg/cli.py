@@ -303,7 +303,8 @@ def _codec_of_model(model, noise_trained) -> str:
               help="Oligo length in nt: at most 300 (the robust codec: 1000).  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=None,
-              help="Copies of the header oligos (each copy is 4 oligos at 200 nt, 6 for the compact codec).  [default: 3; 9 with --markers]")
+              help="Copies of the header oligos (each copy is 4 oligos at 200 nt, 6 for the compact codec).  "
+                   "[default: 3; 9 with --markers]")
 @click.option("--pool", "as_pool", is_flag=True,
               help="Write a pool (format version 3: an id, the file name and the primer pair in the DNA, a "
                    "manifest beside the FASTA) even for one image.  Several images or a folder always make a pool.")
@@ -756,8 +757,8 @@ def _decode_pool(reads, output, primer_f, primer_r, reference, select, strict, p
 def simulate(fasta, output, preset, sub_rate, ins_rate, del_rate, long_del_rate, coverage, sigma, dropout,
              exact_coverage, amplify, off_target, flank, adapter_tail, trimmed, paired, read_length, primer_f,
              primer_r, seed, quiet):
-    """Simulate synthesis and sequencing of the oligos in FASTA (- : standard input) (and a selective
-    amplification).
+    """Simulate synthesis and sequencing of the oligos in FASTA (- reads standard input), after a
+    selective amplification if --amplify asks for one.
 
     What a real run adds can be simulated too: flanks (--flank), adapter tails (--adapter-tail),
     trimmed primers (--trimmed) and paired-end mates (--paired R2.fastq --read-length 150)."""
@@ -915,7 +916,7 @@ def _write_mates(out1, out2, reads, read_length, q, rng) -> int:
 @click.option("--summary", is_flag=True, help="Only the summary and the violating oligos.")
 @friendly
 def check(fasta, summary):
-    """Check every oligo of FASTA (- : standard input) against the synthesis constraints.
+    """Check every oligo of FASTA (- reads standard input) against the synthesis constraints.
 
     Prints, per oligo: name, length, longest homopolymer, GC content, longest tandem repeat and
     OK or the violations.  Exit status 1 if any oligo violates a constraint.
