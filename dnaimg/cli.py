@@ -960,7 +960,7 @@ def check(fasta, summary):
 def info(file, primer_f, primer_r, as_json):
     """What the header oligos in FILE (the encoded FASTA, or reads) say."""
     from dnaimg import api
-    from dnaimg.codecs import CODEC_IDS, CODEC_NAMES
+    from dnaimg.codecs import CODEC_IDS, CODEC_NAMES, CodecError
     from dnaimg.dna.header import HeaderV1
     from dnaimg.dna.seqio import ReadBatches
     from dnaimg.zoo.registry import ModelError, name_for_id
@@ -1004,7 +1004,6 @@ def info(file, primer_f, primer_r, as_json):
                 except (api.DecodeError, ModelError):
                     d.setdefault("model", None)
             elif d["codec"] in CODEC_IDS:
-                from dnaimg.codecs import CodecError
                 from dnaimg.codecs.classic import unpack_meta
                 try:
                     dtype, ch, hh, ww = unpack_meta(h.meta)

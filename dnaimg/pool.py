@@ -589,11 +589,11 @@ def decode_pool(reads, *, only: str | None = None, primer_f: str | None = None, 
         else:
             src = ReadBatches(paths, paired=paired) if paths is not None else reads
             ps = sort_pool(src, pairs, progress, trimmed=trimmed)
+            if why := unmerged_pairs(src):         # (before any header is looked for)
+                raise DecodeError(why)
             found = decode_images(ps, only, v1_header)
             stats = ps.read_stats()
             del ps
-            if unmerged_pairs(src):
-                raise DecodeError(unmerged_pairs(src))
     except (HeaderError, ContainerError) as e:
         raise DecodeError(str(e)) from None
     t1 = time.perf_counter()

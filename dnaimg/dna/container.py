@@ -405,8 +405,8 @@ def sort_reads(reads: Iterable, layout: Layout, progress: Callable[[int], None] 
     if not sorter.n_slots and trimmed:
         raise ContainerError(f"none of the {sorter.stats.seen} reads starts with a readable index, as reads whose "
                              f"primers were trimmed off do (--trimmed) ({describe_reads(sorter.stats, layout)})")
-    if unmerged_pairs(reads):
-        raise ContainerError(unmerged_pairs(reads))
+    if why := unmerged_pairs(reads):
+        raise ContainerError(why)
     if not sorter.n_slots:
         raise NoPrimedReads(f"none of the {sorter.stats.seen} reads carries the primers and a readable index "
                              f"({describe_reads(sorter.stats, layout)}; wrong primers? use --primer-f/--primer-r)")

@@ -6,11 +6,10 @@ index on different oligos), their reads of the same oligo number land together, 
 would blend them.  Nothing in the index can tell them apart, so this looks at the payloads.
 
 For every oligo number of a tag, up to :data:`READS_PER_SLOT` reads of each seed (of at least
-:data:`MIN_READ_NT` nt) are clustered
-greedily by shared k-mers (k = :data:`K`): a read joins the first cluster whose first read shares
-at least :data:`MIN_SHARED` of its k-mers; where that leaves two clusters of 2 or more reads,
-clusters are then joined by single linkage (any read of one sharing as much with any read of the
-other: a noisy first read no longer splits its own oligo).  Reads of one oligo, even at nanopore
+:data:`MIN_READ_NT` nt) are clustered greedily by shared k-mers (k = :data:`K`): a read joins the
+first cluster whose first read shares at least :data:`MIN_SHARED` of its k-mers; where that leaves
+two clusters of 2 or more reads, clusters are then joined by single linkage (any read of one
+sharing as much with any read of the other: a noisy first read no longer splits its own oligo).  Reads of one oligo, even at nanopore
 error rates (~6 %), share about a third of their 8-mers; reads of two different oligos share
 almost none.  An oligo number is
 

@@ -362,7 +362,7 @@ class ReadBatches:
                 yield from self._file(src)
 
     def _file(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        name = shown(path) if is_stdin(path) else path
+        name = shown(path)
         try:
             if self.byte_range is not None:
                 a, b = record_start(path, self.byte_range[0]), record_start(path, self.byte_range[1])
