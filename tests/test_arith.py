@@ -88,6 +88,42 @@ def test_lost_packets_cost_only_their_values(loss):
     assert known.mean() > 1 - loss - 0.12
 
 
+@pytest.mark.parametrize("next_lost", [False, True])
+def test_a_cut_packet_keeps_what_its_known_bytes_decide(next_lost):
+    """Packets of 4 oligos whose last oligos were lost (``readable``: the bytes known from their
+    start): the values decided from the known bytes decode, exactly, and no value is read from
+    the bytes past them (garbage there changes nothing)."""
+    vals, tables = _data(40000, seed=7, escapes=False)
+    pk, starts = A.encode_packets(vals, tables, CDF, NSYM, OFF, 4 * 26, 100000)
+    P = pk.shape[0]
+    rng = np.random.default_rng(8)
+    readable = np.full(P, 4 * 26)
+    cut = np.arange(1, P - 1, 3)
+    readable[cut] = 26 * rng.integers(1, 4, cut.size)         # 1-3 of its 4 oligos, then one lost
+    junk = pk.copy()
+    for k in cut:
+        junk[k, readable[k]:] = rng.integers(0, 256, 4 * 26 - readable[k])
+    lost = np.zeros(P, bool)
+    if next_lost:
+        lost[cut + 1] = True
+    exp = np.concatenate([[0.0], np.cumsum(BITS[tables])])
+    got, known = A.decode_packets(junk, lost, vals.size, tables, CDF, NSYM, OFF, exp, readable=readable)
+    assert np.array_equal(got[known], vals[known])          # nothing decoded is wrong
+    ends = np.append(starts[1:], vals.size)
+    kept = [known[starts[k]:ends[k]].mean() for k in cut]
+    for k, f in zip(cut, kept):                              # a prefix of each cut packet, about its share of bits
+        n = ends[k] - starts[k]
+        assert known[starts[k]:starts[k] + int(0.6 * f * n)].all()
+        assert 0.8 * readable[k] / (4 * 26) - 0.1 < f <= readable[k] / (4 * 26) + 0.05
+    untouched = np.setdiff1d(np.arange(P), np.concatenate([cut, cut + 1]) if next_lost else cut)
+    for k in untouched:
+        assert known[starts[k]:ends[k]].all()
+    # without ``readable`` the same junk would be decoded as values: they must come from the known bytes
+    bad, _ = A.decode_packets(junk, lost, vals.size, tables, CDF, NSYM, OFF, exp)
+    assert not np.array_equal(bad[starts[cut[0]]:ends[cut[0]]], vals[starts[cut[0]]:ends[cut[0]]])
+
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(-300, 300), min_size=1, max_size=400), st.integers(0, 23), st.sampled_from([0, 26, 40]))
 def test_any_values_round_trip(values, table, packet_bytes):

@@ -99,7 +99,8 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-narrow": ("compact-gray-v7", 30.0),   # the same at quality 3: thousands of values in the narrow tables
         "compact-gray-v8": ("compact-gray-v8", 40.0),  # v7 with a deeper post-filter (quality 5)
         "compact-gray-v9": ("compact-gray-v9", 40.0),  # v8 with its post-filter fitted on X-rays (quality 5)
-        "compact-gray-v10": ("compact-gray-v10", 40.0)}  # v9's post-filter fitted on at X-rays' rates (quality 5)
+        "compact-gray-v10": ("compact-gray-v10", 40.0),  # v9's post-filter fitted on at X-rays' rates (quality 5)
+        "compact-short": ("compact-gray-v10", 40.0)}   # 8-row packets, the last one cut short (quality 7)
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 
@@ -119,7 +120,7 @@ def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
         compact._CACHE.clear()
     assert meta["model"] == model
     assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
-    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7"))
+    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short"))
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
     expected = np.asarray(Image.open(d / meta["expected_image"]))
     assert got.shape == (64, 96) and _psnr(got, expected) > 50.0

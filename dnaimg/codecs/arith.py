@@ -403,7 +403,7 @@ def _ends_here(buf, limit, written, low, pending):
 
 @nb.njit(cache=True)
 def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset, cap, known,
-               nbr, wts, cls, edges, remap):
+               nbr, wts, cls, edges, remap, trust=1 << 62):
     """Decode symbols ``first, first+1, ..`` from ``buf`` (``limit`` valid bits, coded bits start
     at ``bit0``) up to ``end`` (exclusive; -1: unknown, as when the next packet is lost: then up to
     the first symbol after which the rest of the packet is exactly a termination and zero bits.
@@ -412,9 +412,11 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
     look like a termination), and those after it are then reported unknown (about one packet in
     ten followed by a lost one loses 1-3 true values so; none is ever wrong).  Should no symbol
     pass, the size test bounds the run and the symbols ending in the last TAIL_GUARD bits are
-    distrusted).  Fills ``values`` and ``known``; returns the index after the
-    run, and whether the run was consistent (every symbol before ``end`` fitted).  The last five
-    arguments: the context (module docstring)."""
+    distrusted).  ``trust``: only the first ``trust`` bits of ``buf`` are known (the rest of a
+    packet whose later oligo was lost): the run stops before the first symbol whose decisions
+    read a bit past them; every symbol before it was decided from known bits alone.  Fills
+    ``values`` and ``known``; returns the index after the run, and whether the run was consistent
+    (every symbol before ``end`` fitted).  ``nbr`` .. ``remap``: the context (module docstring)."""
     total = values.shape[0]
     stop = total if end < 0 else min(end, total)
     pos, value, low, high = decoder_start(buf, limit, bit0)
@@ -429,6 +431,8 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
         t = _context_table(c, first - (i - c), tables[i], group, nbr, wts, cls, edges, remap)
         v, pos, value, low, high, u, pending = decode_value(buf, limit, pos, value, low, high, cdf[t], n_sym[t],
                                                             offset[t], pending)
+        if pos > trust:         # (its decisions read bits up to pos)
+            return i, True
         used2 = used + u
         if used2 + 2 > cap:
             if end < 0:         # the run's end is unknown: distrust what ends in the last bits
@@ -498,16 +502,23 @@ def packet_starts(packets, lost, total, expected_cum):
     return starts
 
 
-def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None):
+def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None, readable=None):
     """Decode packets (P, B) of which ``lost[k]`` could not be read.  Each readable packet decodes
-    on its own, from its first symbol to the next readable packet's.  Returns (values, known):
-    unknown values are 0 (the decoder's predicted mean).  ``ctx``: as the encoder's."""
+    on its own, from its first symbol to the next readable packet's.  ``readable[k]`` (default B):
+    how many of packet k's first bytes are known where a later part of it was lost (an oligo of
+    it not rebuilt): its symbols decided from those bytes alone are decoded, the rest are unknown;
+    a packet without its whole head is lost.  Returns (values, known): unknown values are 0 (the
+    decoder's predicted mean).  ``ctx``: as the encoder's."""
     ctx = no_context(cdf.shape[0]) if ctx is None else check_context(ctx, cdf.shape[0])
-    return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, *ctx)
+    P, B = packets.shape
+    readable = np.full(P, B, dtype=np.int64) if readable is None else np.asarray(readable, dtype=np.int64)
+    lost = np.asarray(lost, dtype=np.bool_) | (readable * 8 < HEAD_BITS)
+    return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, *ctx)
 
 
 @nb.njit(cache=True, parallel=True)
-def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, nbr, wts, cls, edges, remap):
+def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, nbr, wts, cls, edges,
+                    remap):
     P, B = packets.shape
     cap = B * 8
     values = np.zeros(total, dtype=np.int64)
@@ -523,8 +534,9 @@ def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_c
             end = starts[k + 1]
         else:
             end = -1
+        trust = (1 << 62) if readable[k] >= B else readable[k] * 8
         decode_run(packets[k], cap, HEAD_BITS, s, end, values, tables, cdf, n_sym, offset, cap, known,
-                   nbr, wts, cls, edges, remap)
+                   nbr, wts, cls, edges, remap, trust)
     return values, known
 
 

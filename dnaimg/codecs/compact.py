@@ -51,8 +51,8 @@ MEAN_ERROR_SLACK = 1.02         # a searched hyper-latent's LL4 means may err th
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
 PACKET_ROWS = 2                 # data oligos per packet where the latent has no outer code to speak of:
                                 # a lost oligo costs only its packet's values (heads: 3.7 % of the bits)
-PACKET_ROWS_PROTECTED = 4       # ... and where it has (PROTECTED or more): half the heads and splits
-PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 4 rows
+PACKET_ROWS_PROTECTED = 8       # ... and where it has (PROTECTED or more): a quarter of the heads and splits
+PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 8 rows
 MAX_SIDE = 1 << 16
 #: the default gray model's alternatives: models with its very coder (context, tables, gains,
 #: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only, compact-gray-v10's
@@ -430,13 +430,34 @@ class Analysis:
             self.progress(0)
         if pk.shape[0] == 0:
             raise CodecError("the latent does not fit its packets")
+        ybytes = trim_last_packet(pk)
         params = CompactParams(weights_id(self.card), self.height, self.width, row, packet_rows, self.gray, version)
         return Encoded(CODEC, [Stream("bytes", head + self.z_bytes, redundancy=z_redundancy),
-                               Stream("bytes", pk.tobytes())], params.pack(),
+                               Stream("bytes", ybytes)], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
                         "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head),
-                        "stream_bytes": len(head) + len(self.z_bytes) + int(pk.size),
+                        "stream_bytes": len(head) + len(self.z_bytes) + len(ybytes),
                         **({} if refined is None else {"refined_values": refined["changed"]})})
+
+
+def trim_last_packet(packets: np.ndarray) -> bytes:
+    """The latent's packets (P, bytes) as stream 1: the last packet without its trailing zero
+    bytes (its padding after the termination, which always writes a one bit), which a reader
+    restores (:func:`whole_packets`).  So the stream ends where its code does, not a whole packet
+    later: under a cap, the oligos a larger packet would leave empty hold a higher rate."""
+    data = packets.tobytes()
+    keep = max(len(data.rstrip(b"\0")), (packets.shape[0] - 1) * packets.shape[1] + 1)
+    return data[:keep]
+
+
+def whole_packets(data: np.ndarray, packet_bytes: int, pad) -> np.ndarray:
+    """Stream 1's bytes (or its erasure mask) as whole packets (P, ``packet_bytes``): the last
+    one completed with ``pad`` (zero bytes; False for a mask), as it was before
+    :func:`trim_last_packet`.  Files of earlier releases hold whole packets only."""
+    short = -len(data) % packet_bytes
+    if short:
+        data = np.concatenate([data, np.full(short, pad, dtype=data.dtype)])
+    return data.reshape(-1, packet_bytes)
 
 
 def card_lambdas(card: dict) -> list[float]:
@@ -669,11 +690,13 @@ def default_model(img: np.ndarray) -> str:
 
 def packet_rows(redundancy: float | None) -> int:
     """Data oligos per packet of the latent for an outer code of ``redundancy`` (None: the
-    container's default).  With an outer code, lost oligos are rebuilt, and packets of 4 rows
-    spend fewer bits on heads and on contexts split between packets (training images at 0.3
-    nt/px: +0.04 to +0.5 dB); only once the outer code is overwhelmed do they cost more (an X-ray
-    at 18 % of its oligos lost: 29.9 dB instead of 31.8).  Without one, every lost oligo costs
-    its packet: 2 rows (5 % lost: 35.2 dB instead of 33.9)."""
+    container's default).  With an outer code, lost oligos are rebuilt, and packets of 8 rows
+    spend fewer bits on heads and on contexts split between packets (4 rows against 2: +0.04 to
+    +0.5 dB on training images at 0.3 nt/px; 8 against 4, the last packet cut short: +0.05 dB on
+    a training X-ray); only once the outer code is overwhelmed do they cost more (that X-ray at
+    15 % of its oligos lost: 25.4-29.5 dB with 8 rows, 27.2-32.1 with 4, each packet decoding up
+    to its first lost oligo).  Without an outer code every lost oligo costs (the rest of) its
+    packet: 2 rows (5 % lost: 35.2 dB instead of 33.9 with 4)."""
     return PACKET_ROWS_PROTECTED if _latent_redundancy(redundancy) >= PROTECTED else PACKET_ROWS
 
 
@@ -744,17 +767,17 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
 def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
              fits: Callable[[Encoded], bool] | None, spend: bool = True) -> Encoded:
     """``e`` with its symbols refined for the decoder's synthesis (:mod:`dnaimg.codecs.refine`),
-    if the image got better and the streams still fit: in the bits of the packets that ``fits``
-    has room for where ``spend`` (else, and without ``fits``, in ``e``'s packets); else ``e``."""
+    if the image got better and the streams still fit: in the bytes of the latent that ``fits``
+    has room for where ``spend`` (else, and without ``fits``, in ``e``'s oligos); else ``e``."""
     if not an.refinable:
         return e
-    used = len(e.streams[1].data) // packet_bytes
+    used = len(e.streams[1].data)
     if fits is None or not spend:
-        cap = fits
-        fits = lambda f: len(f.streams[1].data) <= used * packet_bytes and (cap is None or cap(f))  # noqa: E731
-        room = used
+        cap, row_bytes = fits, packet_bytes // rows
+        room = -(-used // row_bytes) * row_bytes            # (to the end of its last oligo)
+        fits = lambda f: len(f.streams[1].data) <= room and (cap is None or cap(f))  # noqa: E731
     else:
-        room = _most_packets(e, packet_bytes, used, fits)
+        room = _most_bytes(e, used, fits)
     budget = room / used
     over = None                         # the smallest budget whose refined streams did not fit
     for _ in range(REFINE_TRIES):
@@ -767,7 +790,7 @@ def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
         if fits(found):
             return found
         over = budget               # (by a packet or so: a cut of at most REFINE_CUT, small images too)
-        budget *= max(min(room / (len(found.streams[1].data) // packet_bytes), 1.0) - 0.002, 1.0 - REFINE_CUT)
+        budget *= max(min(room / len(found.streams[1].data), 1.0) - 0.002, 1.0 - REFINE_CUT)
     return e
 
 
@@ -812,11 +835,11 @@ def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, 
     return an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"])
 
 
-def _most_packets(e: Encoded, packet_bytes: int, used: int, fits: Callable[[Encoded], bool]) -> int:
-    """The most packets of the latent that still ``fit`` with ``e``'s other streams (at least
+def _most_bytes(e: Encoded, used: int, fits: Callable[[Encoded], bool]) -> int:
+    """The most bytes of the latent that still ``fit`` with ``e``'s other streams (at least
     ``used``, which do)."""
     def probe(n: int) -> Encoded:
-        return Encoded(e.codec, [e.streams[0], Stream("bytes", bytes(n * packet_bytes))], e.meta, e.info)
+        return Encoded(e.codec, [e.streams[0], Stream("bytes", bytes(n))], e.meta, e.info)
     lo, hi = used, 2 * used + 1
     while hi < 1 << 24 and fits(probe(hi)):
         lo, hi = hi, 2 * hi
@@ -938,13 +961,18 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     total = flat.size
     ybytes = np.frombuffer(received[1].data, dtype=np.uint8)
     bd = _packet_bytes_from(received[1], p)
-    if len(ybytes) % bd:
-        raise DecodeError("compact: the latent stream is not a whole number of packets")
-    packets = ybytes.reshape(-1, bd)
+    if len(ybytes) == 0:
+        raise DecodeError("compact: the latent stream is empty")
+    packets = whole_packets(ybytes, bd, 0)
     er = received[1].erased
-    lost = np.zeros(len(packets), dtype=bool) if er is None else er.reshape(-1, bd).any(axis=1)
+    readable = np.full(len(packets), bd)
+    if er is not None:              # (a packet's bytes before the first one lost still decode)
+        erp = whole_packets(er, bd, False)
+        readable = np.where(erp.any(axis=1), erp.argmax(axis=1), bd)
+    lost = readable * 8 < arith.HEAD_BITS
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
-    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, ctx)
+    vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, ctx,
+                                       readable)
     values_lost = int(len(known) - np.count_nonzero(known))
     yl = _latent_hat(vals, flat, mu_g.reshape(M, h * w), np.ascontiguousarray(t.inv_gain[p.rate_row]),
                      float(1 << FA))
@@ -964,7 +992,8 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
         img = gray_of_rgb(img)
     report = {"model": name, "rate_index": p.rate_row / 8, "table_shifts": p.version == META_VERSION_ADAPTED,
               "packets": int(len(packets)),
-              "packets_lost": int(lost.sum()), "latent_values_lost": values_lost,
+              "packets_lost": int(lost.sum()), "packets_cut": int(((~lost) & (readable < bd)).sum()),
+              "latent_values_lost": values_lost,
               "latent_values": M * h * w, "z_exact": bool(received[0].exact)}
     return np.ascontiguousarray(img), report
 
