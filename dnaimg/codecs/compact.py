@@ -789,7 +789,7 @@ def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
             continue
         if fits(found):
             return found
-        over = budget               # (by a packet or so: a cut of at most REFINE_CUT, small images too)
+        over = budget               # (over by an oligo or so: a cut of at most REFINE_CUT, small images too)
         budget *= max(min(room / len(found.streams[1].data), 1.0) - 0.002, 1.0 - REFINE_CUT)
     return e
 
