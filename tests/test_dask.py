@@ -94,6 +94,7 @@ def test_workers_flag_writes_byte_identical_files(reads, tmp_path):
     assert r.exit_code == 1 and "give one of them" in r.output
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_scheduler_flag_joins_a_running_cluster(reads, client, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     r = run("decode", reads / "reads.fastq.gz", "-o", f"{a}/", "-q", "--only", "p3")

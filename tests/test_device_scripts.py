@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -141,6 +142,7 @@ def test_train_runs_without_the_dna_libraries(tmp_path):
     assert r.stderr.strip() == f"dnaimg: error: no usable training image (>= 64 px) under {tmp_path / 'small'}"
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_device_train_brings_back_model_card_and_checkpoint(tmp_path):
     """scripts/device_train.sh as the GPU machine runs it (here DEVICE=cpu, without the DNA
     layer's libraries): the exported model and card, an fp16 resume checkpoint and the log."""

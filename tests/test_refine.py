@@ -92,6 +92,7 @@ def test_step_costs_in_chunks_of_channels_give_the_same_symbols(monkeypatch):
         assert np.array_equal(s, got[0][0]) and rep == got[0][1]
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_encoder_refines_under_a_cap_and_the_dna_decodes_to_the_better_image(monkeypatch):
     img = _coffee_gray(100, 50, 320, 320)
     ref = api.encode(img, "compact", model=V8, rate=0.5)

@@ -51,6 +51,7 @@ def test_hyper_latent_round_trip_with_escapes():
     assert np.array_equal(compact.decode_z(buf, z.shape, t), z)
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_v6_codes_v5s_latent_with_a_shorter_stream_0(monkeypatch):
     """compact-gray-v6 is compact-gray-v5 with other tables for the hyper-latent: at the same rate
     and with h_a's hyper-latent (no search, which each model's tables steer their own way) the

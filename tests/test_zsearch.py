@@ -144,6 +144,7 @@ def _cells(n: int = 384, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_a_capped_encode_spends_what_the_search_saves(monkeypatch):
     """Under a cap the bits saved buy quality: the searched encode fits the same cap at a higher
     rate and PSNR than the encoder without the search (here +1.4 dB: the hyper-latent is much of
@@ -162,6 +163,7 @@ def test_a_capped_encode_spends_what_the_search_saves(monkeypatch):
     assert psnr(img, out_s.image) > psnr(img, out_p.image) + 0.5
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_a_long_encode_shows_signs_of_life():
     """The search and the trial encodes call the progress callback (with 0: their length is not
     known), so that a progress bar moves during a long encode."""
@@ -204,6 +206,7 @@ def test_models_without_a_hyper_latent_context_are_searched_too():
     assert psnr(img, _decode(found)) > psnr(img, _decode(plain)) - 0.1
 
 
+@pytest.mark.slow          # (heavy: the default suite keeps to about ten minutes on a fresh clone)
 def test_the_lowest_row_may_fit_only_once_searched(monkeypatch):
     """Where even the lowest rate row does not fit with h_a's z, the encoder searches there
     before giving up: a cap between the two costs is met by the gray model."""

@@ -502,6 +502,12 @@ def packet_starts(packets, lost, total, expected_cum):
     return starts
 
 
+def headless(readable) -> np.ndarray:
+    """Which packets are lost for want of their head, given how many of their first bytes are
+    known (``readable``, per packet)."""
+    return np.asarray(readable, dtype=np.int64) * 8 < HEAD_BITS
+
+
 def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None, readable=None):
     """Decode packets (P, B) of which ``lost[k]`` could not be read.  Each readable packet decodes
     on its own, from its first symbol to the next readable packet's.  ``readable[k]`` (default B):
@@ -512,7 +518,7 @@ def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cu
     ctx = no_context(cdf.shape[0]) if ctx is None else check_context(ctx, cdf.shape[0])
     P, B = packets.shape
     readable = np.full(P, B, dtype=np.int64) if readable is None else np.asarray(readable, dtype=np.int64)
-    lost = np.asarray(lost, dtype=np.bool_) | (readable * 8 < HEAD_BITS)
+    lost = np.asarray(lost, dtype=np.bool_) | headless(readable)
     return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, *ctx)
 
 
