@@ -96,6 +96,95 @@ def test_tiles_compute_what_the_whole_image_would(layers):
         assert not torch.allclose(compact.tiled(g_s, y, 1 / 16, 8, 2), g_s(y), atol=1e-3)
 
 
+def _predictors(levels: int, layers: int = wavelet.PREDICT_LAYERS, std: float = 0.05) -> torch.nn.ModuleList:
+    """Lifting predictors that predict something (random weights)."""
+    torch.manual_seed(1)
+    pred = torch.nn.ModuleList(wavelet.LiftPredictor(16, layers) for _ in range(levels))
+    for p in pred:
+        for m in p.net:
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.normal_(m.weight, std=std if m is p.net[-1] else 0.3)
+    return pred
+
+
+def test_lifting_predictors_are_inverted_exactly_and_change_only_their_levels():
+    pred = _predictors(2)
+    g_a, g_s = wavelet.WaveletAnalysis(pred), wavelet.WaveletSynthesis(1, predict=pred)
+    plain = wavelet.WaveletAnalysis()
+    x = torch.rand(1, 1, 128, 192)
+    with torch.no_grad():
+        y, y0 = g_a(x), plain(x)
+        assert torch.allclose(g_s(y), x, atol=2e-6)
+        # levels 1 and 2 (channels 16-255) differ, LL4 and levels 3-4 (0-15) are the wavelet's
+        assert torch.equal(y[:, :16], y0[:, :16])
+        assert float((y[:, 16:64] - y0[:, 16:64]).abs().max()) > 1e-3
+        assert float((y[:, 64:] - y0[:, 64:]).abs().max()) > 1e-3
+        # the prediction is taken back from the decoded low band: an error in level 3 moves level 2
+        y2 = y.clone()
+        y2[:, 4] += 1.0
+        d = g_s(y2) - g_s(y) - (wavelet.WaveletSynthesis(1)(y2) - wavelet.WaveletSynthesis(1)(y))
+        assert float(d.abs().max()) > 1e-4
+
+
+def _reach_with_predictors(levels: int, layers: int, post_layers: int) -> tuple[int, int]:
+    """(synthesis, analysis) reach in pixels beyond a 16 x 16 block, predictors and post-filter random."""
+    pred = _predictors(levels, layers, std=0.3)
+    g_s = wavelet.WaveletSynthesis(1, 32, post_layers, predict=pred)
+    for m in g_s.post.net:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=0.2)
+            torch.nn.init.zeros_(m.bias)
+    for p in pred:
+        for m in p.net:
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.zeros_(m.bias)
+    y = torch.zeros(1, 256, 17, 17)
+    y[0, :, 8, 8] = torch.randn(256)
+    x = torch.zeros(1, 1, 272, 272)
+    x[..., 128:144, 128:144] = torch.rand(16, 16)
+    with torch.no_grad():
+        nz = ((g_s(y)[0, 0] - 0.5) != 0).nonzero()
+        a = wavelet.WaveletAnalysis(pred)(x + 0.5)[0].abs().sum(0).nonzero()
+    synth = max(128 - int(nz.min()), int(nz.max()) - 143)
+    ana = 16 * max(8 - int(a.min()), int(a.max()) - 8)
+    return synth, ana
+
+
+@pytest.mark.parametrize("levels,layers", [(1, 3), (2, 2), (2, 3), (2, 4), (3, 3)])
+def test_the_halo_covers_the_lifting_predictors_reach(levels, layers):
+    halo = wavelet.predictors_halo(levels, layers)
+    synth, ana = _reach_with_predictors(levels, layers, wavelet.MAX_POST_LAYERS)
+    assert synth <= halo and ana <= halo
+    assert synth > wavelet.HALO_PX          # (the plain wavelet's halo would not do)
+
+
+def test_tiles_with_lifting_predictors_compute_what_the_whole_image_would():
+    torch.manual_seed(0)
+    pred = _predictors(2)
+    g_a, g_s = wavelet.WaveletAnalysis(pred), wavelet.WaveletSynthesis(1, 32, 6, pred)
+    for m in g_s.post.net[:-1]:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    torch.nn.init.normal_(g_s.post.net[-1].weight, std=0.05)
+    x = torch.rand(1, 1, 384, 448)
+    halo = g_a.halo_px
+    assert halo == g_s.halo_px == 96
+    with torch.no_grad():
+        y = g_a(x)
+        assert torch.allclose(compact.tiled(g_a, x, 16, 128, halo), y, atol=1e-5)
+        assert torch.allclose(compact.tiled(g_s, y, 1 / 16, 8, halo // 16), g_s(y), atol=1e-5)
+        assert not torch.allclose(compact.tiled(g_s, y, 1 / 16, 8, 2), g_s(y), atol=1e-3)
+
+
+def test_a_model_with_lifting_predictors_owns_them_once():
+    m = CompactHyperprior(CompactConfig(M=256, gray=True, transform="cdf97", conditional="laplace", predict=2))
+    keys = [k for k in m.state_dict() if "predict" in k]
+    assert keys and all(k.startswith("predict.") for k in keys)
+    assert m.halo_px == 96 and m.g_a._predict[0] is m.predict is m.g_s._predict[0]
+    with pytest.raises(ValueError, match="lifting predictors at 4 levels"):
+        CompactHyperprior(CompactConfig(M=256, gray=True, transform="cdf97", predict=4))
+
+
 def test_the_latent_must_be_256_per_plane():
     with pytest.raises(ValueError, match="cdf97 transform makes 256 latent channels, not 192"):
         CompactHyperprior(CompactConfig(M=192, gray=True, transform="cdf97"))

@@ -1389,7 +1389,8 @@ def test_pool_header_example_in_the_document():
                                                       ("compact-gray-v8", "compact-gray-v8", "compact-gray-v5", 5),
                                                       ("compact-gray-v9", "compact-gray-v9", "compact-gray-v5", 5),
                                                       ("compact-gray-v10", "compact-gray-v10", "compact-gray-v5", 5),
-                                                      ("compact-short", "compact-gray-v10", "compact-gray-v5", 7)])
+                                                      ("compact-short", "compact-gray-v10", "compact-gray-v5", 7),
+                                                      ("compact-gray-v13", "compact-gray-v13", "compact-gray-v5", 5)])
 def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
@@ -1417,8 +1418,9 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
                for i in range(len(r["values"])))          # the context changes tables
     ytab = tuple(t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
     whole = encode_packets_doc(r["values"], r["tabs"], ytab, r["packet_bytes"], r["table_of"])
-    if folder == "compact-short":       # the last packet without its trailing zero bytes
-        assert r["meta"]["R"] == 8 and len(streams[1]) % r["packet_bytes"] == 9 and len(r["firsts"]) == 9
+    if folder in ("compact-short", "compact-gray-v13"):       # the last packet without its trailing zero bytes
+        if folder == "compact-short":
+            assert r["meta"]["R"] == 8 and len(streams[1]) % r["packet_bytes"] == 9 and len(r["firsts"]) == 9
         assert whole[:len(streams[1])] == streams[1] and not any(whole[len(streams[1]):])
     else:
         assert whole == streams[1]
@@ -1435,8 +1437,9 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     from dnaimg.zoo import compact as zoo_compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
     assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short"))
-    assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10"))
-    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10"):     # values coded with the narrow tables, shifted there too
+    assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10",
+                                                  "compact-gray-v13"))
+    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10", "compact-gray-v13"):     # narrow tables used, shifted too
         first_of = [r["firsts"][bisect.bisect_right(r["firsts"], i) - 1] for i in range(len(r["values"]))]
         used = [r["table_of"](i, first_of[i], lambda q: r["values"][q]) for i in range(len(r["values"]))]
         assert sum(u >= 64 for u in used) >= (1000 if folder == "compact-narrow" else 1) and len(ytab[1]) == 72
@@ -1444,7 +1447,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     # the golden files were written when the encoder repeated the image's last row and column into
     # the padding (this 96 x 64 image is coded as 128 x 64); the padding is the encoder's choice
     # (12.3), and it now fades the edge instead (zoo.compact.pad_faded)
-    if folder not in ("compact-gray-v10", "compact-short"):         # (written since)
+    if folder not in ("compact-gray-v10", "compact-short", "compact-gray-v13"):         # (written since)
         monkeypatch.setattr(zoo_compact, "pad_faded", zoo_compact.pad_to)
     try:
         an = compact.Analysis(img, model)
@@ -1461,13 +1464,48 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
             sym, _ = an.symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
-    if folder not in ("compact-gray-v9", "compact-gray-v10", "compact-short"):
+    if folder not in ("compact-gray-v9", "compact-gray-v10", "compact-short", "compact-gray-v13"):
         assert np.array_equal(sym, r["symbols"])
     else:       # (written after the encoder refines its symbols for the post-filter: steps of one from the RDO's)
         from dnaimg.codecs import refine as rf
         moved = np.abs(np.asarray(r["symbols"]) - sym)
         assert 0 < np.count_nonzero(moved) < 0.05 * moved.size
         assert moved.max() <= rf.ITERS + rf.EXTRA_ITERS + rf.TOP_UP_STEPS
+
+
+@pytest.mark.parametrize("model", ["compact-gray-v12", "compact-gray-v13"])
+def test_lifting_predictors_as_documented(model):
+    """12.3's lifting predictors, written from the text alone (numpy, float64): the card's number,
+    layers and width, the weights `predict.{l-1}.net.*` of the model's own file, 3 x 3 convolutions
+    with padding 1 on 4 times the low band, ReLU after all but the last; dnaimg's predictors give
+    the same (where the synthesis adds them: test_compact_wavelet)."""
+    from safetensors.numpy import load_file
+    models = ROOT / "dnaimg" / "zoo" / "models"
+    arch = json.loads((models / f"{model}.json").read_text())["architecture"]
+    P, L, W = arch["predict"], arch.get("predict_layers", 3), arch.get("predict_width", 32)
+    assert P == 2
+    own = load_file(str(models / f"{model}.safetensors"))
+    rng = np.random.default_rng(2)
+    low = rng.random((20, 28)) - 0.5
+    import torch
+
+    from dnaimg.codecs import compact
+    m = compact.load(model)[0]
+    for lvl in range(P):
+        ws = [(own[f"predict.{lvl}.net.{2 * i}.weight"].astype(np.float64),
+               own[f"predict.{lvl}.net.{2 * i}.bias"].astype(np.float64)) for i in range(L)]
+        assert [w.shape for w, _ in ws] == [(W, 1, 3, 3)] + [(W, W, 3, 3)] * (L - 2) + [(3, W, 3, 3)]
+        h = 4 * low[None]
+        for k, (w, b) in enumerate(ws):
+            p = np.pad(h, ((0, 0), (1, 1), (1, 1)))
+            out = np.empty((w.shape[0],) + h.shape[1:])
+            for o in range(w.shape[0]):
+                out[o] = b[o] + np.einsum("cyx,cyxhw->hw", w[o], np.stack([np.stack(
+                    [p[:, dy:dy + h.shape[1], dx:dx + h.shape[2]] for dx in range(3)], 1) for dy in range(3)], 1))
+            h = np.maximum(out, 0) if k < L - 1 else out
+        with torch.no_grad():
+            got = m.predict[lvl](torch.from_numpy(low).float()[None, None])[0, 0].double().numpy()
+        assert np.abs(got - h).max() < 1e-4 and np.abs(h).max() > 1e-3
 
 
 @pytest.mark.parametrize("model,base", [("compact-gray-v7", "compact-gray-v5"), ("compact-gray-v8", "compact-gray-v5"),

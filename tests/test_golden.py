@@ -100,7 +100,8 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-gray-v8": ("compact-gray-v8", 40.0),  # v7 with a deeper post-filter (quality 5)
         "compact-gray-v9": ("compact-gray-v9", 40.0),  # v8 with its post-filter fitted on X-rays (quality 5)
         "compact-gray-v10": ("compact-gray-v10", 40.0),  # v9's post-filter fitted on at X-rays' rates (quality 5)
-        "compact-short": ("compact-gray-v10", 40.0)}   # 8-row packets, the last one cut short (quality 7)
+        "compact-short": ("compact-gray-v10", 40.0),   # 8-row packets, the last one cut short (quality 7)
+        "compact-gray-v13": ("compact-gray-v13", 40.0)}  # learned lifting steps at levels 1-2 (quality 5)
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 

@@ -27,7 +27,7 @@ CODECS = ("jpeg", "webp", "jpeg2000", "avif")
 CAPS = (0.1, 0.2, 0.3, 0.5)
 #: compact models compared ("auto": none named, as ``dnaimg encode --codec compact`` runs: the
 #: gray default with its choice of post-filter, compact.POST_FILTER_CHOICES)
-MODELS = ("auto", "compact-gray-v10", "compact-gray-v9", "compact-gray-v8", "compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
+MODELS = ("auto", "compact-gray-v13", "compact-gray-v10", "compact-gray-v9", "compact-gray-v8", "compact-gray-v7", "compact-gray-v6", "compact-gray-v5", "compact-gray-v4", "compact-gray-v3", "compact-gray-v2", "compact-gray-v1", "compact-ms-v1")
 
 
 def _measure(img: np.ndarray, codec: str, cap: float | None, model: str | None, parity: float) -> dict:

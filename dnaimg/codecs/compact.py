@@ -143,7 +143,8 @@ def load(name: str = DEFAULT_MODEL):
                     raise ModelError(f"model {name}: {e}") from None
             if any(k.startswith(EXTENSION_POST) for k in own):     # (its post-filter whole: it may be deeper)
                 t = {k: v for k, v in t.items() if not k.startswith(EXTENSION_POST)}
-            t = {**t, **{k: v for k, v in own.items() if k in EXTENSION_TABLES or k.startswith(EXTENSION_POST)}}
+            t = {**t, **{k: v for k, v in own.items()
+                         if k in EXTENSION_TABLES or k.startswith((EXTENSION_POST, EXTENSION_PREDICT))}}
         else:
             t = own
         model = build_model(c)
@@ -177,9 +178,11 @@ def load(name: str = DEFAULT_MODEL):
 
 
 #: the tables an extension's own file may hold in place of its base's, and the networks' weights
-#: (by prefix: the wavelet synthesis's post-filter)
+#: (by prefix: the wavelet synthesis's post-filter; the wavelet's lifting predictors, which its
+#: base does not have)
 EXTENSION_TABLES = ("tables.gain", "tables.inv_gain", "tables.y_cdf", "tables.y_n", "tables.y_off")
 EXTENSION_POST = "g_s.post."
+EXTENSION_PREDICT = "predict."
 
 
 def _check_extra_tables(base: dict, own: dict) -> None:
@@ -969,7 +972,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     if er is not None:              # (a packet's bytes before the first one lost still decode)
         erp = whole_packets(er, bd, False)
         readable = np.where(erp.any(axis=1), erp.argmax(axis=1), bd)
-    lost = readable * 8 < arith.HEAD_BITS
+    lost = arith.headless(readable)
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
     vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, ctx,
                                        readable)

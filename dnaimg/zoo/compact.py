@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dnaimg.zoo.wavelet import POST_LAYERS, POST_WIDTH
+from dnaimg.zoo.wavelet import POST_LAYERS, POST_WIDTH, PREDICT_LAYERS, PREDICT_WIDTH
 
 #: the rate points the gain units are trained at (MSE weight, 8-bit scale as in CompressAI)
 DEFAULT_LAMBDAS = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
@@ -55,6 +55,11 @@ class CompactConfig:
     # their width (deeper: compact-gray-v8's, fitted by dnaimg.zoo.postfit)
     post_layers: int = POST_LAYERS
     post_width: int = POST_WIDTH
+    # learned lifting steps (:class:`dnaimg.zoo.wavelet.LiftPredictor`) at the finest ``predict``
+    # levels of the wavelet: each predicts its level's details from its low band (0: none)
+    predict: int = 0
+    predict_layers: int = PREDICT_LAYERS
+    predict_width: int = PREDICT_WIDTH
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -188,10 +193,16 @@ class CompactHyperprior(nn.Module):
         N, M, C = cfg.N, cfg.M, cfg.in_channels
         p = cfg.gdn
         if cfg.transform == "cdf97":
-            from dnaimg.zoo.wavelet import WaveletAnalysis, WaveletSynthesis
+            from dnaimg.zoo.wavelet import LEVELS, LiftPredictor, WaveletAnalysis, WaveletSynthesis
             if M != 256 * C:
                 raise ValueError(f"the cdf97 transform makes {256 * C} latent channels, not {M}")
-            self.g_a, self.g_s = WaveletAnalysis(), WaveletSynthesis(C, cfg.post_width, cfg.post_layers)
+            if type(cfg.predict) is not int or not 0 <= cfg.predict < LEVELS:
+                raise ValueError(f"lifting predictors at {cfg.predict!r} levels (0-{LEVELS - 1})")
+            # the predictors are the model's; the analysis and the synthesis share them
+            self.predict = nn.ModuleList(LiftPredictor(cfg.predict_width, cfg.predict_layers)
+                                         for _ in range(cfg.predict))
+            self.g_a = WaveletAnalysis(self.predict)
+            self.g_s = WaveletSynthesis(C, cfg.post_width, cfg.post_layers, self.predict)
         elif cfg.transform == "gdn":
             self.g_a = nn.Sequential(conv(C, N), GDN(N, False, p), conv(N, N), GDN(N, False, p), conv(N, N),
                                      GDN(N, False, p), conv(N, M))

@@ -295,6 +295,11 @@ def load_tensors(model: CompactHyperprior, t: dict[str, torch.Tensor]) -> ExactT
     if post_layers(t) != post_layers(sd):     # (the card says how deep the post-filter is)
         raise ValueError(f"the weights hold a post-filter of {len(post_layers(t))} layers, the card says "
                          f"{len(post_layers(sd))}")
+    def predictors(keys) -> set[str]:
+        return {k.rsplit(".", 1)[0] for k in keys if k.startswith("predict.")}
+    if predictors(t) != predictors(sd):       # (and whether the wavelet has lifting predictors)
+        raise ValueError(f"the weights hold {len(predictors(t))} lifting predictor layers, the card says "
+                         f"{len(predictors(sd))}")
     missing = [k for k in sd if not k.startswith("h_s.") and k not in t]
     if missing:
         raise ValueError(f"weights file lacks {missing[:3]}")

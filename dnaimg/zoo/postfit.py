@@ -202,7 +202,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     save_file(tensors, str(wpath))
     wpath.chmod(0o644)
     c = derived_card(root, name, wpath, extends=True)
-    for k in ("z_context", "narrow_tables", "rate_points", "default_rate_index", "rate_note", "kodak_note"):
+    for k in ("z_context", "narrow_tables", "rate_points", "default_rate_index", "rate_note", "kodak_note", "lifting"):
         if k in bcard:
             c[k] = bcard[k]
     c["architecture"] = copy.deepcopy(bcard["architecture"])

@@ -39,6 +39,9 @@ HALO_PX = 64        # reach: analysis 4 (1 + 2 + 4 + 8) = 60 px, synthesis SYNTH
 SYNTHESIS_REACH_PX = 46     # how far the inverse wavelet spreads a latent position's block (measured; tests check it)
 POST_WIDTH = 32     # the post-filter's width and layers unless the card says otherwise
 POST_LAYERS = 3
+PREDICT_WIDTH = 32  # the lifting predictors' (LiftPredictor) width and layers unless the card says otherwise
+PREDICT_LAYERS = 3
+PREDICT_IN_SCALE = 4.0
 MAX_POST_LAYERS = (HALO_PX - SYNTHESIS_REACH_PX) // 2   # 9: each layer reaches 2 px further; deeper would pass the halo
 
 
@@ -84,20 +87,67 @@ def idwt2(ll, lh, hl, hh) -> torch.Tensor:
     return lift_inverse(lo.transpose(-1, -2), hi.transpose(-1, -2)).transpose(-1, -2)
 
 
+class LiftPredictor(nn.Module):
+    """A learned lifting step (as learned wavelets add to the 9/7's): a small network that predicts
+    one level's three detail subbands, in orthonormal units, from that level's low band, each image
+    plane on its own: ``layers`` 3 x 3 convolutions (``width`` channels between them, ReLU after all
+    but the last) on the low band times :data:`PREDICT_IN_SCALE`.  The analysis subtracts the
+    prediction from the unquantised low band, the synthesis adds it back from the decoded one.  Its
+    last layer starts at zero (no prediction: the plain wavelet).  fp32 even under autocast."""
+
+    def __init__(self, width: int = PREDICT_WIDTH, layers: int = PREDICT_LAYERS):
+        super().__init__()
+        if type(layers) is not int or type(width) is not int or not 2 <= layers <= 4 or width < 1:
+            raise ValueError(f"a lifting predictor of {layers} layers of width {width} (2-4 layers, width >= 1)")
+        mods: list[nn.Module] = [nn.Conv2d(1, width, 3, padding=1), nn.ReLU()]
+        for _ in range(layers - 2):
+            mods += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        self.net = nn.Sequential(*mods, nn.Conv2d(width, 3, 3, padding=1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.layers = layers
+
+    def forward(self, low: torch.Tensor) -> torch.Tensor:
+        """low (B, C, h, w) -> the predicted (B, C, 3, h, w) details (LH, HL, HH, orthonormal units)."""
+        B, C, h, w = low.shape
+        with torch.autocast(low.device.type, enabled=False):
+            p = self.net(low.float().reshape(B * C, 1, h, w).contiguous() * PREDICT_IN_SCALE)
+        return p.reshape(B, C, 3, h, w)
+
+
+def predictors_halo(levels: int, layers: int) -> int:
+    """The tiles' halo with lifting predictors at levels 1 .. ``levels`` of ``layers`` layers: each
+    reaches ``layers`` positions of its level further (2**level px), and the 9/7 synthesis spreads
+    what it adds about one position more (measured: tests check it), rounded up to the latent grid."""
+    extra = sum((layers + 1) << lvl for lvl in range(1, levels + 1))
+    return HALO_PX + -(-extra // 16) * 16
+
+
 class WaveletAnalysis(nn.Module):
-    """x (B, C, H, W) in [0, 1], H and W multiples of 16 -> y (B, 256 C, H/16, W/16)."""
+    """x (B, C, H, W) in [0, 1], H and W multiples of 16 -> y (B, 256 C, H/16, W/16).
+    ``predict``: the lifting predictors of levels 1, 2, ... (:class:`LiftPredictor`), shared with
+    the synthesis (held here, not registered: the model owns them)."""
 
     halo_px = HALO_PX
+
+    def __init__(self, predict: nn.ModuleList | None = None):
+        super().__init__()
+        self._predict = [predict] if predict is not None and len(predict) else []
+        if self._predict:
+            self.halo_px = predictors_halo(len(predict), predict[0].layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         a = x.float() - 0.5
         parts = []
+        pred = self._predict[0] if self._predict else ()
         for lvl in range(LEVELS):
             a, lh, hl, hh = dwt2(a)
             n_d, n_hh = NORM_DETAIL[lvl]
             f = 1 << (LEVELS - 1 - lvl)            # patch side at the latent grid
             bands = torch.stack([lh * n_d, hl * n_d, hh * n_hh], dim=2)          # (B, C, 3, h, w)
+            if lvl < len(pred):
+                bands = bands - pred[lvl](a)
             bands = bands.reshape(B, C * 3, *bands.shape[-2:])
             parts.append(F.pixel_unshuffle(bands, f).reshape(B, C, 3 * f * f, H // 16, W // 16)
                          if f > 1 else bands.reshape(B, C, 3, H // 16, W // 16))
@@ -135,10 +185,14 @@ class WaveletSynthesis(nn.Module):
 
     halo_px = HALO_PX
 
-    def __init__(self, C: int, post_width: int = POST_WIDTH, post_layers: int = POST_LAYERS):
+    def __init__(self, C: int, post_width: int = POST_WIDTH, post_layers: int = POST_LAYERS,
+                 predict: nn.ModuleList | None = None):
         super().__init__()
         self.C = C
         self.post = PostFilter(C, post_width, post_layers)
+        self._predict = [predict] if predict is not None and len(predict) else []
+        if self._predict:
+            self.halo_px = predictors_halo(len(predict), predict[0].layers)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         B, _, h, w = y.shape
@@ -146,6 +200,7 @@ class WaveletSynthesis(nn.Module):
         y = y.float().reshape(B, C, 256, h, w)
         a = (y[:, :, 0] / NORM_LL)
         start = 1
+        pred = self._predict[0] if self._predict else ()
         for lvl in reversed(range(LEVELS)):
             f = 1 << (LEVELS - 1 - lvl)
             n = 3 * f * f
@@ -154,6 +209,8 @@ class WaveletSynthesis(nn.Module):
             if f > 1:
                 bands = F.pixel_shuffle(bands, f)
             bands = bands.reshape(B, C, 3, h * f, w * f)
+            if lvl < len(pred):
+                bands = bands + pred[lvl](a)
             n_d, n_hh = NORM_DETAIL[lvl]
             a = idwt2(a, bands[:, :, 0] / n_d, bands[:, :, 1] / n_d, bands[:, :, 2] / n_hh)
         return self.post(a) + 0.5

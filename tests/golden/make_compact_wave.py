@@ -22,9 +22,11 @@ regenerate: a file must decode forever with its model's weights):
 - compact-gray-v10/: compact-gray-v10 (v9's post-filter fitted on at X-rays' rates) at quality 5,
   written by the encoder that fades the image's edge into the padding;
 - compact-short/: compact-gray-v10 at quality 7, written with 8-row packets and the last packet
-  cut short (its trailing zero bytes dropped: 9 of its 208 bytes stored).
+  cut short (its trailing zero bytes dropped: 9 of its 208 bytes stored);
+- compact-gray-v13/: compact-gray-v13 (the wavelet with learned lifting steps at levels 1 and 2,
+  its post-filter fitted for them) at quality 5.
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13
 """
 import sys
 from pathlib import Path
@@ -39,7 +41,7 @@ FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", 
          "v6": ("compact-gray-v6", "compact-gray-v6", 6), "v7": ("compact-gray-v7", "compact-gray-v7", 6.5),
          "narrow": ("compact-narrow", "compact-gray-v7", 3), "v8": ("compact-gray-v8", "compact-gray-v8", 5),
          "v9": ("compact-gray-v9", "compact-gray-v9", 5), "v10": ("compact-gray-v10", "compact-gray-v10", 5),
-         "short": ("compact-short", "compact-gray-v10", 7)}
+         "short": ("compact-short", "compact-gray-v10", 7), "v13": ("compact-gray-v13", "compact-gray-v13", 5)}
 
 
 def main(which: str):
