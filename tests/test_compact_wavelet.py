@@ -180,7 +180,8 @@ def test_a_model_with_lifting_predictors_owns_them_once():
     m = CompactHyperprior(CompactConfig(M=256, gray=True, transform="cdf97", conditional="laplace", predict=2))
     keys = [k for k in m.state_dict() if "predict" in k]
     assert keys and all(k.startswith("predict.") for k in keys)
-    assert m.halo_px == 96 and m.g_a._predict[0] is m.predict is m.g_s._predict[0]
+    assert m.halo_px == 96 and len(m.g_a._predict) == len(m.g_s._predict) == 2
+    assert all(a is p is s for a, p, s in zip(m.g_a._predict, m.predict, m.g_s._predict))
     with pytest.raises(ValueError, match="lifting predictors at 4 levels"):
         CompactHyperprior(CompactConfig(M=256, gray=True, transform="cdf97", predict=4))
 

@@ -31,14 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dnaimg.zoo.liftfit import entropy_bits
+
 DIRECTIONS = (-2, -1, -0.5, 0, 0.5, 1, 2)   # columns moved per row step (halves: the mean of two)
-
-
-def entropy_bits(q: np.ndarray) -> float:
-    """Zero-order entropy of the integers ``q``, in bits for all of them."""
-    _, c = np.unique(q, return_counts=True)
-    p = c / c.sum()
-    return float(-(p * np.log2(p)).sum() * q.size)
 
 
 def model_step(model: str, quality: float, level: int) -> float:

@@ -63,7 +63,6 @@ def fit_level(pred: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tenso
               steps: int = STEPS, seed: int = 0, progress=None) -> torch.nn.Module:
     """``pred`` fitted to predict the details of ``pairs`` from their low bands, in steps of
     1/``gain`` (trained on details times ``gain``; its last layer divided by ``gain`` at the end)."""
-    from dnaimg.zoo.wavelet import PREDICT_IN_SCALE
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     pred = copy.deepcopy(pred).float().train()
@@ -80,7 +79,7 @@ def fit_level(pred: torch.nn.Module, pairs: list[tuple[torch.Tensor, torch.Tenso
         hh, ww = min(x.shape[-2] for x in xs), min(x.shape[-1] for x in xs)
         x = torch.stack([t[..., :hh, :ww] for t in xs])
         y = torch.stack([t[..., :hh, :ww] for t in ys])
-        loss = torch.log1p((y - pred.net(x * PREDICT_IN_SCALE)).abs()).mean()
+        loss = torch.log1p((y - pred(x)[:, 0]).abs()).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -110,7 +109,7 @@ def build(base: str, name: str, data: list[str], levels: int = LEVELS, holdout: 
     from safetensors.torch import load_file, save_file
 
     from dnaimg.codecs import compact as cc
-    from dnaimg.zoo.context import derived_card, fit_record, new_model_dir, write_card
+    from dnaimg.zoo.context import _gray, derived_card, fit_record, new_model_dir, write_card
     from dnaimg.zoo.registry import card as card_of, models_dir
     from dnaimg.zoo.train import load_training_images
     from dnaimg.zoo.wavelet import LEVELS as W_LEVELS, PREDICT_LAYERS, PREDICT_WIDTH, LiftPredictor
@@ -129,7 +128,6 @@ def build(base: str, name: str, data: list[str], levels: int = LEVELS, holdout: 
     width = PREDICT_WIDTH if width is None else width
     layers = PREDICT_LAYERS if layers is None else layers
     start = LiftPredictor(width, layers)                # (checks the size before any work)
-    from dnaimg.zoo.context import _gray
     imgs = [_gray(a) for a in load_training_images(data, 64, downscale=False)]
     if len(imgs) < 2:
         raise ValueError(f"{len(imgs)} training image(s): at least 2 are needed (one in {holdout} is held out)")

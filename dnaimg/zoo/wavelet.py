@@ -123,6 +123,13 @@ def predictors_halo(levels: int, layers: int) -> int:
     return HALO_PX + -(-extra // 16) * 16
 
 
+def _shared(predict: nn.ModuleList | None) -> tuple[tuple, int]:
+    """(the lifting predictors as a plain tuple, which a module does not register: the model owns
+    them; the tiles' halo with them)."""
+    p = tuple(predict) if predict is not None else ()
+    return p, predictors_halo(len(p), p[0].layers) if p else HALO_PX
+
+
 class WaveletAnalysis(nn.Module):
     """x (B, C, H, W) in [0, 1], H and W multiples of 16 -> y (B, 256 C, H/16, W/16).
     ``predict``: the lifting predictors of levels 1, 2, ... (:class:`LiftPredictor`), shared with
@@ -132,15 +139,13 @@ class WaveletAnalysis(nn.Module):
 
     def __init__(self, predict: nn.ModuleList | None = None):
         super().__init__()
-        self._predict = [predict] if predict is not None and len(predict) else []
-        if self._predict:
-            self.halo_px = predictors_halo(len(predict), predict[0].layers)
+        self._predict, self.halo_px = _shared(predict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         a = x.float() - 0.5
         parts = []
-        pred = self._predict[0] if self._predict else ()
+        pred = self._predict
         for lvl in range(LEVELS):
             a, lh, hl, hh = dwt2(a)
             n_d, n_hh = NORM_DETAIL[lvl]
@@ -190,9 +195,7 @@ class WaveletSynthesis(nn.Module):
         super().__init__()
         self.C = C
         self.post = PostFilter(C, post_width, post_layers)
-        self._predict = [predict] if predict is not None and len(predict) else []
-        if self._predict:
-            self.halo_px = predictors_halo(len(predict), predict[0].layers)
+        self._predict, self.halo_px = _shared(predict)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         B, _, h, w = y.shape
@@ -200,7 +203,7 @@ class WaveletSynthesis(nn.Module):
         y = y.float().reshape(B, C, 256, h, w)
         a = (y[:, :, 0] / NORM_LL)
         start = 1
-        pred = self._predict[0] if self._predict else ()
+        pred = self._predict
         for lvl in reversed(range(LEVELS)):
             f = 1 << (LEVELS - 1 - lvl)
             n = 3 * f * f
