@@ -303,7 +303,7 @@ def _codec_of_model(model, noise_trained) -> str:
               help="Oligo length in nt: at most 300 (the robust codec: 1000).  [default: 200]")
 @with_primers
 @click.option("--header-copies", type=click.IntRange(1, 15), default=None,
-              help="Copies of the header oligos (each copy is 4 oligos at 200 nt, 6 for the compact codec).  "
+              help="Copies of the header oligos (each copy is 4 oligos at 200 nt, 5 for the compact codec).  "
                    "[default: 3; 9 with --markers]")
 @click.option("--pool", "as_pool", is_flag=True,
               help="Write a pool (format version 3: an id, the file name and the primer pair in the DNA, a "

@@ -156,3 +156,28 @@ def test_ceiling_bench_bounds_the_codec(tiny, monkeypatch):
     for x in s:
         assert x["ceiling_psnr_db"] > x["psnr_db"] - 0.3
     assert s[-1]["ceiling_psnr_db"] - s[-1]["psnr_db"] < s[0]["ceiling_psnr_db"] - s[0]["psnr_db"]
+
+
+def test_medical_bench_run_of_one_system_keeps_the_others_rows(tmp_path):
+    """A run of one system adds its rows to the file; the rows of systems it did not run stay
+    (and in its table), unless asked to measure them again."""
+    from dnaimg.bench.medical import bench_medical, table
+    d = tmp_path / "gray"
+    d.mkdir()
+    img = np.asarray(Image.open(EXAMPLE).convert("L"))
+    Image.fromarray(img[:192, :192]).save(d / "a.png")
+    out = tmp_path / "med"
+    first = bench_medical([d], out, caps=(2.0,), codecs=("jpeg",), models=())
+    jpeg = [r for r in first["rows"] if r["system"] == "jpeg"]
+    assert len(jpeg) == 1 and jpeg[0]["psnr_db"] > 25
+    second = bench_medical([d], out, caps=(2.0,), codecs=("webp",), models=())
+    assert {r["system"] for r in second["rows"]} == {"png", "jpeg", "webp"}
+    assert [r for r in second["rows"] if r["system"] == "jpeg"] == jpeg          # kept, not measured again
+    assert second["meta"]["config"]["systems"] == ["webp", "jpeg"]
+    assert "| jpeg |" in table(second) and "| webp |" in table(second)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert {r["system"] for r in saved["rows"]} == {"png", "jpeg", "webp"}
+    # another image set: the rows of the images no longer asked for go
+    Image.fromarray(img[:192, 192:384]).save(d / "b.png")
+    third = bench_medical([d], out, caps=(2.0,), codecs=("webp",), models=(), limit=1)
+    assert {r["image"] for r in third["rows"]} == {"a.png"}

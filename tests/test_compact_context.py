@@ -314,7 +314,7 @@ def test_context_adapted_to_an_unfamiliar_image(monkeypatch):
     _no_search(monkeypatch)
     img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "coffee.png").convert("L"))
     enc = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
-    assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_ADAPTED
+    assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_PACKED_ADAPTED
     assert enc.info["table_shift_bytes"] > 0
     dec = api.decode([s for _, s in enc.fasta_records()])
     assert dec.exact and dec.report["latent"]["table_shifts"] is True
@@ -326,7 +326,7 @@ def test_context_adapted_to_an_unfamiliar_image(monkeypatch):
         enc0 = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
     finally:
         compact.fit_shifts = plain
-    assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION
+    assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION_PACKED
     dec0 = api.decode([s for _, s in enc0.fasta_records()])
     assert enc.info["stream_bytes"] < 0.97 * enc0.info["stream_bytes"]
     assert psnr(img, dec.image) > psnr(img, dec0.image) - 0.05
@@ -339,11 +339,12 @@ def test_shifts_need_a_context():
     e = compact.encode(_photo_gray(), packet_bytes=56, rate_index=3.0, model=BASE)
     rec = [Received("bytes", s.data, True, None, {"row_bytes": 28}) for s in e.streams]
     p = compact.CompactParams.unpack(e.meta)
-    assert p.version == compact.META_VERSION
+    assert p.version == compact.META_VERSION_PACKED
     assert compact.decode(rec, p.pack())[1]["table_shifts"] is False
-    p.version = compact.META_VERSION_ADAPTED
-    with pytest.raises(compact.DecodeError, match="has no context"):
-        compact.decode(rec, p.pack())
+    for v in compact.ADAPTED_VERSIONS:
+        p.version = v
+        with pytest.raises(compact.DecodeError, match=f"metadata version {v} \\(table shifts\\) for model .* has no context"):
+            compact.decode(rec, p.pack())
 
 
 def test_packets_are_eight_rows_behind_an_outer_code():

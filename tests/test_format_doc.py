@@ -507,10 +507,17 @@ FA, GAIN_BITS, ACT_MAX = 10, 12, 1 << 22
 
 
 def parse_compact_meta(meta: bytes) -> dict:
-    assert len(meta) == 16
-    version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
-    assert version in (1, 2)
-    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R}
+    """12.3's metadata (no flags byte): versions 1 and 2 in 16 bytes, 3 and 4 in 11 (sides less
+    one); ``shifts``: stream 0 begins with the table shifts (versions 2 and 4)."""
+    if meta[0] in (3, 4):
+        assert len(meta) == 11
+        version, model_id, H1, W1, q, R = struct.unpack(">BIHHBB", meta)
+        H, W = H1 + 1, W1 + 1
+    else:
+        assert len(meta) == 16
+        version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
+        assert version in (1, 2)
+    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R, "shifts": version in (2, 4)}
 
 
 def read_table_shifts(buf: bytes, cells: int) -> tuple[list[int], int]:
@@ -858,7 +865,7 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     # stream 0: (metadata version 2) the table shifts, then the hyper-latent, one run in C order,
     # table = channel
     zstream, shifts = streams[0], None
-    if meta["version"] == 2:
+    if meta["shifts"]:
         assert ctx is not None
         n_cls, _, n_b = ctx["remap"].shape
         shifts, used = read_table_shifts(zstream, n_cls * n_b)
@@ -1390,7 +1397,9 @@ def test_pool_header_example_in_the_document():
                                                       ("compact-gray-v9", "compact-gray-v9", "compact-gray-v5", 5),
                                                       ("compact-gray-v10", "compact-gray-v10", "compact-gray-v5", 5),
                                                       ("compact-short", "compact-gray-v10", "compact-gray-v5", 7),
-                                                      ("compact-gray-v13", "compact-gray-v13", "compact-gray-v5", 5)])
+                                                      ("compact-gray-v13", "compact-gray-v13", "compact-gray-v5", 5),
+                                                      ("compact-meta3", "compact-gray-v8", "compact-gray-v5", 5),
+                                                      ("compact-meta4", "compact-gray-v8", "compact-gray-v5", 7)])
 def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
@@ -1398,8 +1407,10 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     (metadata version 2), compact-gray-v6 extends compact-gray-v5 with a context for the
     hyper-latent (stream 0 re-encoded bit for bit with it), compact-gray-v7 adds narrow tables that
     its context (and the shifts) reach, compact-gray-v8 is v7 with a deeper post-filter and
-    compact-gray-v9 and -v10 v8 with others (the same streams' rules); re-encoding the values with the documented context rule gives stream 1
+    compact-gray-v9 and -v10 v8 with others (the same streams' rules), compact-meta3 and -meta4 have
+    the 11-byte metadata (versions 3 and 4, a header of 5 oligos per copy); re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
+    since_v13 = ("compact-gray-v13", "compact-meta3", "compact-meta4")     # (written by the same encoder)
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
     gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
@@ -1418,7 +1429,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
                for i in range(len(r["values"])))          # the context changes tables
     ytab = tuple(t[f"tables.y_{k}"].astype(np.int64) for k in ("cdf", "n", "off"))
     whole = encode_packets_doc(r["values"], r["tabs"], ytab, r["packet_bytes"], r["table_of"])
-    if folder in ("compact-short", "compact-gray-v13"):       # the last packet without its trailing zero bytes
+    if folder in ("compact-short",) + since_v13:       # the last packet without its trailing zero bytes
         if folder == "compact-short":
             assert r["meta"]["R"] == 8 and len(streams[1]) % r["packet_bytes"] == 9 and len(r["firsts"]) == 9
         assert whole[:len(streams[1])] == streams[1] and not any(whole[len(streams[1]):])
@@ -1436,7 +1447,12 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     from dnaimg.codecs import compact
     from dnaimg.zoo import compact as zoo_compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
-    assert (r["meta"]["version"] == 2) == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short"))
+    assert r["meta"]["shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short", "compact-meta4"))
+    assert r["meta"]["version"] == {"compact-meta3": 3, "compact-meta4": 4}.get(folder, 2 if r["meta"]["shifts"] else 1)
+    if folder in ("compact-meta3", "compact-meta4"):      # 19 + 28 x 2 + 11 = 86 bytes: 5 parts (11.1), 3 copies
+        assert len(r["header"]["meta"]) == 11 and 19 + 28 * len(r["header"]["streams"]) + 11 == 86
+        assert sorted(k - HEADER_BASE for k in r["olis"] if k >= HEADER_BASE) == [16 * c + p for c in range(3) for p in range(5)]
+        assert (r["meta"]["H"], r["meta"]["W"]) == (64, 96)
     assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10",
                                                   "compact-gray-v13"))
     if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10", "compact-gray-v13"):     # narrow tables used, shifted too
@@ -1447,12 +1463,12 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     # the golden files were written when the encoder repeated the image's last row and column into
     # the padding (this 96 x 64 image is coded as 128 x 64); the padding is the encoder's choice
     # (12.3), and it now fades the edge instead (zoo.compact.pad_faded)
-    if folder not in ("compact-gray-v10", "compact-short", "compact-gray-v13"):         # (written since)
+    if folder not in ("compact-gray-v10", "compact-short") + since_v13:         # (written since)
         monkeypatch.setattr(zoo_compact, "pad_faded", zoo_compact.pad_to)
     try:
         an = compact.Analysis(img, model)
         an.use_z(np.asarray(r["z"]).reshape(an.z.shape[1:]))      # the hyper-latent written (maybe searched)
-        if r["meta"]["version"] == 2:
+        if r["meta"]["shifts"]:
             sym, _, _, shifts = an.coded(r["meta"]["q"])
             assert np.array_equal(shifts, r["shifts"]) and np.count_nonzero(shifts) > 10
             # the shifts' bytes, then the hyper-latent's code: stream 0 is exactly the two
@@ -1464,7 +1480,7 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
             sym, _ = an.symbols(r["meta"]["q"])
     finally:
         compact._CACHE.clear()
-    if folder not in ("compact-gray-v9", "compact-gray-v10", "compact-short", "compact-gray-v13"):
+    if folder not in ("compact-gray-v9", "compact-gray-v10", "compact-short") + since_v13:
         assert np.array_equal(sym, r["symbols"])
     else:       # (written after the encoder refines its symbols for the post-filter: steps of one from the RDO's)
         from dnaimg.codecs import refine as rf

@@ -101,7 +101,9 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-gray-v9": ("compact-gray-v9", 40.0),  # v8 with its post-filter fitted on X-rays (quality 5)
         "compact-gray-v10": ("compact-gray-v10", 40.0),  # v9's post-filter fitted on at X-rays' rates (quality 5)
         "compact-short": ("compact-gray-v10", 40.0),   # 8-row packets, the last one cut short (quality 7)
-        "compact-gray-v13": ("compact-gray-v13", 40.0)}  # learned lifting steps at levels 1-2 (quality 5)
+        "compact-gray-v13": ("compact-gray-v13", 40.0),  # learned lifting steps at levels 1-2 (quality 5)
+        "compact-meta3": ("compact-gray-v8", 40.0),    # the 11-byte metadata (version 3; quality 5)
+        "compact-meta4": ("compact-gray-v8", 40.0)}    # ... with its tables shifted (version 4; quality 7)
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 
@@ -121,7 +123,8 @@ def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
         compact._CACHE.clear()
     assert meta["model"] == model
     assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
-    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short"))
+    assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short",
+                                                        "compact-meta4"))
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
     expected = np.asarray(Image.open(d / meta["expected_image"]))
     assert got.shape == (64, 96) and _psnr(got, expected) > 50.0

@@ -164,7 +164,7 @@ def test_compact_gray_through_an_rgb_model_decodes_gray(imgs, tmp_path, monkeypa
         compact._CACHE.clear()
     assert enc["mode"] == "L" and dec["image"]["mode"] == "L" and out.shape == (48, 64)
     meta = bytes.fromhex(dec["header"]["meta"])
-    assert len(meta) == 17 and meta[16] == 0x01
+    assert len(meta) == 12 and meta[0] == 3 and meta[11] == 0x01            # 11 bytes (version 3), then the flags
 
 
 # --- 16 bits ---------------------------------------------------------------------------------------
@@ -275,11 +275,18 @@ def test_learned_codec_gray_flag_is_optional_metadata():
     assert g.pack() == rgb.pack() + b"\x01" and RobustParams.unpack(g.pack()).gray
     with pytest.raises(DecodeError, match="unknown flags 02"):
         RobustParams.unpack(rgb.pack() + b"\x02")
-    c = CompactParams(7, 48, 64, 24, 2)
+    c = CompactParams(7, 48, 64, 24, 2)                 # metadata version 1 (earlier releases): 16 bytes
     assert len(c.pack()) == 16 and not CompactParams.unpack(c.pack()).gray
     assert CompactParams.unpack(c.pack() + b"\x01").gray
     with pytest.raises(DecodeError, match="16, or 17 with flags"):
         CompactParams.unpack(c.pack() + b"\x01\x00")
+    p = CompactParams(7, 65536, 1, 80, 8, version=4)    # what dnaimg writes: 11 bytes, sides less one
+    assert p.pack() == bytes([4, 0, 0, 0, 7, 0xFF, 0xFF, 0, 0, 80, 8]) and CompactParams.unpack(p.pack()) == p
+    assert CompactParams.unpack(p.pack() + b"\x01").gray and p.adapted and not c.adapted
+    with pytest.raises(DecodeError, match="11, or 12 with flags"):
+        CompactParams.unpack(p.pack() + b"\x01\x00")
+    with pytest.raises(DecodeError, match="metadata version 5; this dnaimg reads 1 to 4"):
+        CompactParams.unpack(bytes([5]) + p.pack()[1:])
 
 
 def test_a_pool_chooses_per_image_and_passes_flatten(imgs, tmp_path):

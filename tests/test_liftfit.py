@@ -40,6 +40,12 @@ def test_fitting_lifting_steps_writes_a_model_that_codes(models, tmp_path):
         liftfit.build(V6, "lift-test3", [str(data)], levels=4, out_dir=models, steps=1)
 
 
+def test_a_new_model_folder_is_made_before_any_fitting(tmp_path):
+    from dnaimg.zoo.context import new_model_dir
+    out = new_model_dir(tmp_path / "a" / "b", "x")
+    assert out == tmp_path / "a" / "b" and out.is_dir()
+
+
 def test_a_card_and_its_weights_must_agree_on_the_predictors(models, tmp_path):
     """A card that names predictors its file lacks, or a file with predictors its card does not
     name, is refused in one line."""

@@ -6,7 +6,9 @@ Every 8-bit gray image of each folder is encoded by every codec at the best qual
 and compared with the original (PSNR at the 8-bit peak, MS-SSIM).  The compact codec runs once
 per model named (the one-channel model, and the RGB model coding gray as R = G = B).  16-bit
 images are not coded lossily here (dnaimg stores them with png by default): their rows give the
-lossless png cost.  Rows are stored as they are measured; the same command resumes.
+lossless png cost.  Rows are stored as they are measured; the same command resumes, and a run of
+some systems (``--codecs '' --models NAME``) adds their rows to the file's others on the same
+images (``--redo SYSTEM`` measures a system again, ``--fresh`` forgets every earlier row).
 
     python -m dnaimg.bench.medical --images MICROSCOPY_EVAL --images XRAY_EVAL --out docs/results/medical
 """
@@ -71,8 +73,11 @@ def bench_medical(folders: list[Path], out: str | Path, caps=CAPS, codecs=CODECS
     chosen = {}
     for folder in folders:
         chosen[folder] = image_paths(folder, limit, spread=True)
-    store.restrict({(lab, p.name, c) for ps in chosen.values() for p in ps for lab in ["png"] + [s[0] for s in systems]
-                    for c in ["lossless"] + [f"cap {cap}" for cap in caps] if lab not in redo})
+    labels = ["png"] + [s[0] for s in systems]
+    store.restrict({(lab, p.name, c) for ps in chosen.values() for p in ps for lab in labels
+                    for c in ["lossless"] + [f"cap {cap}" for cap in caps] if lab not in redo}, set(labels))
+    # systems measured by an earlier run on the same images stay in the file and its table
+    cfg["systems"] += [s for s in dict.fromkeys(r["system"] for r in store.rows) if s not in labels]
     for folder, name in zip(folders, cfg["folders"]):
         for path in chosen[folder]:
             img = load_pixels(path)

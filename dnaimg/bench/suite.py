@@ -116,8 +116,13 @@ class Store:
     SETTINGS = ("parity", "seed", "dropout", "match", "format_version")
     DEFAULTS = {"parity": 0.15, "seed": 0, "match": None, "format_version": 1}
 
-    def restrict(self, wanted: set) -> None:
-        """Keep only the earlier rows this run asks for (a run can extend another's grid)."""
+    def restrict(self, wanted: set, systems: set | None = None) -> None:
+        """Keep only the earlier rows this run asks for (a run can extend another's grid); with
+        ``systems`` (this run's), also other systems' rows on the images and conditions it asks
+        for, so that a run of one system adds to the file instead of dropping the others."""
+        if systems is not None:
+            cells = {k[1:] for k in wanted}
+            wanted = wanted | {self.key(r) for r in self.rows if r["system"] not in systems and self.key(r)[1:] in cells}
         self.rows = [r for r in self.rows if self.key(r) in wanted]
         self.done = {self.key(r) for r in self.rows}
 
@@ -370,8 +375,8 @@ def bench_rd(images: list[Path], points: list[str], codecs: Iterable[str], quali
            "qualities": {c: list(qualities[c]) for c in codecs}, "parity": parity, "format_version": FORMAT_VERSION}
     store = Store(out, {"bench": "rd", "config": cfg, "channel": "none (the oligos as written)"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system",))}  # noqa: E731
-    store.restrict({(lab, p.name, "") for p in images
-                    for lab in points + [f"{c}@{q}" for c in codecs for q in qualities[c]]})
+    labels = points + [f"{c}@{q}" for c in codecs for q in qualities[c]]
+    store.restrict({(lab, p.name, "") for p in images for lab in labels}, set(labels))
     _run(images, _rd_image, (points, codecs, qualities, parity), store, summ, jobs, progress)
     store.save(summ)
     return {"meta": store.meta, "summary": summ(store.rows), "rows": store.rows}
@@ -425,8 +430,8 @@ def bench_noise(images: list[Path], points: list[str], rates: Iterable[float], o
     store = Store(out, {"bench": "noise", "config": cfg,
                         "channel": "substitutions only, exactly one read per oligo (preset 'paper')"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "sub_rate"))}  # noqa: E731
-    store.restrict({(lab, p.name, f"sub={r:g}") for p in images for r in rates
-                    for lab in points + [f"{c}~{match}" for c in codecs]})
+    labels = points + [f"{c}~{match}" for c in codecs]
+    store.restrict({(lab, p.name, f"sub={r:g}") for p in images for r in rates for lab in labels}, set(labels))
     _run(images, _noise_image, (points, rates, seed, codecs, match, parity), store, summ, jobs, progress)
     store.save(summ)
     return {"meta": store.meta, "summary": summ(store.rows), "rows": store.rows}
@@ -483,8 +488,9 @@ def bench_channel(images: list[Path], points: list[str], codecs: Iterable[str], 
                         "channel": f"the simulator's presets, lognormal copies, {dropout:.0%} of oligos dropped"}, fresh)
     summ = lambda rows: {"systems": summarise(rows, ("system", "preset", "coverage")),  # noqa: E731
                          "min_coverage": min_coverage(rows)}
+    labels = points + [f"{c}~{match}" for c in codecs]
     store.restrict({(lab, p.name, f"{pr}@{cov:g}x") for p in images for pr in presets for cov in coverages
-                    for lab in points + [f"{c}~{match}" for c in codecs]})
+                    for lab in labels}, set(labels))
     _run(images, _channel_image, (points, codecs, presets, coverages, match, parity, dropout, seed), store, summ,
          jobs, progress)
     store.save(summ)

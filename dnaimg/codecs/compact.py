@@ -13,13 +13,15 @@ Two byte streams:
 
 Models with a context for their coder (:mod:`dnaimg.zoo.context`) adapt it to each image: a
 shift of the table index per (subband class, context bucket), fitted by the encoder and written at
-the head of stream 0 (metadata version 2; :func:`pack_shifts`).
+the head of stream 0 (metadata versions 2 and 4; :func:`pack_shifts`).
 
-Codec metadata (16 bytes, big-endian): version (1, or 2: stream 0 begins with the table shifts) |
+Codec metadata (11 bytes, big-endian): version (3, or 4: stream 0 begins with the table shifts) |
 model id (4: first 4 bytes of the SHA-256 of the model's weights file) |
-height (4) | width (4) | rate row (2: rate index x 8) | packet rows (1), and for a gray image coded
-by an RGB model a 17th byte of flags (bit 0: the original was gray, coded as R = G = B; it decodes
-to one channel, the rounded mean of the three).
+height - 1 (2) | width - 1 (2) | rate row (1: rate index x 8) | packet rows (1), and for a gray image
+coded by an RGB model a last byte of flags (bit 0: the original was gray, coded as R = G = B; it
+decodes to one channel, the rounded mean of the three).  Versions 1 and 2 (earlier releases) are
+the same fields in 16 bytes: height (4) and width (4) as they are, rate row (2).  The 5 bytes
+saved put a compact image's header (with its two streams) in 5 header oligos per copy instead of 6.
 """
 from __future__ import annotations
 
@@ -41,11 +43,16 @@ CODEC = "compact"
 DEFAULT_MODEL = "compact-ms-v3"
 DEFAULT_GRAY_MODEL = "compact-gray-v8"     # one channel (wavelet): compact-gray-v7 with a deeper post-filter: gray images' default
 DEFAULT_RATE_INDEX = 3.0        # the rate without --rate / --quality (a card's "default_rate_index" overrides it)
-META = ">BIIIHB"
+META = ">BIIIHB"                # metadata versions 1 and 2 (16 bytes)
+META_PACKED = ">BIHHBB"         # versions 3 and 4 (11 bytes: sides - 1 in 2 bytes each, the rate row in 1)
 META_VERSION = 1
 META_VERSION_ADAPTED = 2        # stream 0 begins with the context's per-image table shifts
+META_VERSION_PACKED = 3         # version 1 in 11 bytes: what dnaimg writes
+META_VERSION_PACKED_ADAPTED = 4     # version 2 in 11 bytes
+ADAPTED_VERSIONS = (META_VERSION_ADAPTED, META_VERSION_PACKED_ADAPTED)
+PACKED_VERSIONS = (META_VERSION_PACKED, META_VERSION_PACKED_ADAPTED)
 SHIFT_MAX = 4                   # |shift| of a (class, bucket) cell's table index
-FLAG_GRAY = 0x01                # the optional 17th metadata byte: a gray original coded as RGB
+FLAG_GRAY = 0x01                # the optional last metadata byte: a gray original coded as RGB
 Z_REDUNDANCY_MIN = 0.5
 MEAN_ERROR_SLACK = 1.02         # a searched hyper-latent's LL4 means may err this much more than h_a's
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
@@ -77,24 +84,39 @@ class CompactParams:
     rate_row: int
     packet_rows: int = PACKET_ROWS
     gray: bool = False              # a gray original coded as RGB: decoded to one channel
-    version: int = META_VERSION     # META_VERSION_ADAPTED: stream 0 begins with the table shifts
+    version: int = META_VERSION     # ADAPTED_VERSIONS: stream 0 begins with the table shifts;
+                                    # PACKED_VERSIONS: 11 bytes (what the encoder writes), else 16
+
+    @property
+    def adapted(self) -> bool:
+        """Stream 0 begins with the context's table shifts."""
+        return self.version in ADAPTED_VERSIONS
 
     def pack(self) -> bytes:
-        b = struct.pack(META, self.version, self.model_id, self.height, self.width, self.rate_row, self.packet_rows)
+        if self.version in PACKED_VERSIONS:
+            b = struct.pack(META_PACKED, self.version, self.model_id, self.height - 1, self.width - 1, self.rate_row,
+                            self.packet_rows)
+        else:
+            b = struct.pack(META, self.version, self.model_id, self.height, self.width, self.rate_row, self.packet_rows)
         return b + bytes([FLAG_GRAY]) if self.gray else b
 
     @classmethod
     def unpack(cls, meta: bytes) -> "CompactParams":
-        n = struct.calcsize(META)
+        v = meta[0] if len(meta) else 0
+        if v not in (META_VERSION, META_VERSION_ADAPTED) + PACKED_VERSIONS:
+            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads 1 to {META_VERSION_PACKED_ADAPTED}")
+        n = struct.calcsize(META_PACKED if v in PACKED_VERSIONS else META)
         if len(meta) not in (n, n + 1):
-            raise DecodeError(f"compact codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags)")
+            raise DecodeError(f"compact codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags, "
+                              f"for version {v})")
         flags = meta[n] if len(meta) > n else 0
         if flags & ~FLAG_GRAY:
             raise DecodeError(f"compact codec metadata with unknown flags {flags:02x}")
-        v, mid, h, w, row, rows = struct.unpack(META, bytes(meta[:n]))
-        if v not in (META_VERSION, META_VERSION_ADAPTED):
-            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads {META_VERSION} "
-                              f"and {META_VERSION_ADAPTED}")
+        if v in PACKED_VERSIONS:
+            v, mid, h, w, row, rows = struct.unpack(META_PACKED, bytes(meta[:n]))
+            h, w = h + 1, w + 1
+        else:
+            v, mid, h, w, row, rows = struct.unpack(META, bytes(meta[:n]))
         if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and 1 <= rows <= 64):
             raise DecodeError("compact codec metadata is inconsistent")
         return cls(mid, h, w, row, rows, bool(flags & FLAG_GRAY), v)
@@ -424,7 +446,9 @@ class Analysis:
             else:
                 refined["changed"] = 0
         head = b"" if shifts is None else pack_shifts(shifts)
-        version = META_VERSION if shifts is None else META_VERSION_ADAPTED
+        version = META_VERSION_PACKED if shifts is None else META_VERSION_PACKED_ADAPTED
+        if row > 0xFF:                          # (no shipped model has so many rate rows)
+            version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         M, h, w = sym.shape
         flat, tabs = _y_layout(idx, h, w)
         pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
@@ -948,7 +972,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     zh, zw = h // 4, w // 4
     zbuf = np.frombuffer(received[0].data, dtype=np.uint8)
     ctx = t.ctx
-    if p.version == META_VERSION_ADAPTED:
+    if p.adapted:
         if t.ctx is None:
             raise DecodeError(f"compact: metadata version {p.version} (table shifts) for model {name}, "
                               "which has no context")
@@ -993,7 +1017,7 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     elif p.gray:
         from dnaimg.image import gray_of_rgb
         img = gray_of_rgb(img)
-    report = {"model": name, "rate_index": p.rate_row / 8, "table_shifts": p.version == META_VERSION_ADAPTED,
+    report = {"model": name, "rate_index": p.rate_row / 8, "table_shifts": p.adapted,
               "packets": int(len(packets)),
               "packets_lost": int(lost.sum()), "packets_cut": int(((~lost) & (readable < bd)).sum()),
               "latent_values_lost": values_lost,

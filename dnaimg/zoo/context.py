@@ -149,13 +149,14 @@ def saving(H: np.ndarray, remap: np.ndarray, tables) -> tuple[float, float]:
 
 
 def new_model_dir(out_dir: Path | None, name: str) -> Path:
-    """The models folder a new model ``name`` goes to (default: the package's), refusing a name
-    that is taken there."""
+    """The models folder a new model ``name`` goes to (default: the package's; made if missing,
+    before any fitting), refusing a name that is taken there."""
     from dnaimg.zoo.registry import models_dir
     out = Path(out_dir) if out_dir else models_dir()
     if (out / f"{name}.json").exists() or (out / f"{name}.safetensors").exists():
         raise ValueError(f"model {name} exists in {out}: a shipped model is never rewritten (DNA names its "
                          "weights); choose a new name")
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 

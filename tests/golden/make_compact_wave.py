@@ -24,9 +24,12 @@ regenerate: a file must decode forever with its model's weights):
 - compact-short/: compact-gray-v10 at quality 7, written with 8-row packets and the last packet
   cut short (its trailing zero bytes dropped: 9 of its 208 bytes stored);
 - compact-gray-v13/: compact-gray-v13 (the wavelet with learned lifting steps at levels 1 and 2,
-  its post-filter fitted for them) at quality 5.
+  its post-filter fitted for them) at quality 5;
+- compact-meta3/: compact-gray-v8 at quality 5, written with the 11-byte metadata (version 3:
+  sides less one in 2 bytes, the rate row in 1), which puts the header in 5 oligos per copy;
+- compact-meta4/: compact-gray-v8 at quality 7, the same with its tables shifted (version 4).
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13|meta3|meta4
 """
 import sys
 from pathlib import Path
@@ -41,7 +44,8 @@ FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", 
          "v6": ("compact-gray-v6", "compact-gray-v6", 6), "v7": ("compact-gray-v7", "compact-gray-v7", 6.5),
          "narrow": ("compact-narrow", "compact-gray-v7", 3), "v8": ("compact-gray-v8", "compact-gray-v8", 5),
          "v9": ("compact-gray-v9", "compact-gray-v9", 5), "v10": ("compact-gray-v10", "compact-gray-v10", 5),
-         "short": ("compact-short", "compact-gray-v10", 7), "v13": ("compact-gray-v13", "compact-gray-v13", 5)}
+         "short": ("compact-short", "compact-gray-v10", 7), "v13": ("compact-gray-v13", "compact-gray-v13", 5),
+         "meta3": ("compact-meta3", "compact-gray-v8", 5), "meta4": ("compact-meta4", "compact-gray-v8", 7)}
 
 
 def main(which: str):
