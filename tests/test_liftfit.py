@@ -3,9 +3,9 @@ own file (FORMAT.md 12.3), and the shipped models that have them (compact-gray-v
 import numpy as np
 import pytest
 import torch
-from test_compact_context import _gray_image, _image_folder
+from test_compact_context import _image_folder
 from test_narrow_tables import _gray_xray_like
-from test_postfit import models  # noqa: F401  (the fixture: v5 and v6 in a models folder of their own)
+from test_postfit import codes_exactly, models  # noqa: F401  (the fixture: v5 and v6 in a models folder of their own)
 
 from dnaimg import api
 from dnaimg.codecs import compact
@@ -28,10 +28,7 @@ def test_fitting_lifting_steps_writes_a_model_that_codes(models, tmp_path):
     assert len(m.predict) == 2 and m.halo_px == 96 and float(m.predict[0].net[-1].weight.detach().abs().max()) > 0
     assert torch.equal(m.g_s.post.net[0].weight, m6.g_s.post.net[0].weight)          # (the base's post-filter)
     assert np.array_equal(t.ctx[4], t6.ctx[4])
-    img = _gray_image(seed=7)
-    enc = api.encode(img, "compact", model="lift-test", quality=2.0)
-    dec = api.decode([s for _, s in enc.fasta_records()])
-    assert dec.exact and dec.report["image"]["model"] == "lift-test" and psnr(img, dec.image) > 30.0
+    codes_exactly("lift-test")
     with pytest.raises(ValueError, match="exists"):
         liftfit.build(V6, "lift-test", [str(data)], out_dir=models, steps=1)
     with pytest.raises(ValueError, match="lift-test has lifting predictors already"):
