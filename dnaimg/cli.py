@@ -326,7 +326,8 @@ def _codec_of_model(model, noise_trained) -> str:
                    "for gray).")
 @click.option("--fast", is_flag=True,
               help="Compact codec: skip its encoder's searches (a cheaper hyper-latent; for the gray wavelet models "
-                   "also the choice of post-filter, so compact-gray-v8, and the symbols refined for the decoder): "
+                   "also the choice of post-filter and, under --rate, of model family, so compact-gray-v8, and the "
+                   "symbols refined for the decoder): "
                    "several times faster, a few tenths of a dB less at the same cost.  The DNA is read the same way.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

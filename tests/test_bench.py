@@ -181,3 +181,17 @@ def test_medical_bench_run_of_one_system_keeps_the_others_rows(tmp_path):
     Image.fromarray(img[:192, 192:384]).save(d / "b.png")
     third = bench_medical([d], out, caps=(2.0,), codecs=("webp",), models=(), limit=1)
     assert {r["image"] for r in third["rows"]} == {"a.png"}
+
+
+def test_medical_bench_rows_say_which_model_wrote_the_dna(tmp_path):
+    from dnaimg.bench.medical import bench_medical
+    from dnaimg.codecs import compact
+    d = tmp_path / "gray"
+    d.mkdir()
+    Image.fromarray(np.asarray(Image.open(EXAMPLE).convert("L"))[:128, :128]).save(d / "a.png")
+    res = bench_medical([d], tmp_path / "med", caps=(1.0,), codecs=(), models=("auto",))
+    row, = [r for r in res["rows"] if r["system"] == "compact:auto"]
+    families = [compact.DEFAULT_GRAY_MODEL, *compact.POST_FILTER_CHOICES[compact.DEFAULT_GRAY_MODEL]]
+    for alt in compact.FAMILY_CHOICES[compact.DEFAULT_GRAY_MODEL]:
+        families += [alt, *compact.POST_FILTER_CHOICES.get(alt, ())]
+    assert row["fits"] and row["model"] in families

@@ -1,5 +1,7 @@
 """The compact encoder's refinement of the wavelet models' symbols for the decoder's synthesis
 (dnaimg.codecs.refine): encoder only, at most the RDO's bits, a better decoded image."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from test_narrow_tables import _gray_xray_like
@@ -244,17 +246,58 @@ def test_a_gray_image_decodes_with_the_model_chosen_and_fast_or_a_named_model_ha
         assert api.encode(img, "compact", quality=3.0, **kw).info["model"] == V8
 
 
-@pytest.mark.parametrize("broken", ["missing", "corrupt"])
-def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path, monkeypatch, broken):
-    """The default gray encode never fails for want of compact-gray-v10: without its weights, or
-    with weights that do not match its card, the DNA is written for the best of the others."""
+V12 = "compact-gray-v12"
+
+
+def _squared_error(enc, img) -> float:
+    dec = api.decode([s for _, s in enc.fasta_records()])
+    assert dec.exact
+    return float(((dec.image.astype(np.float64) - img) ** 2).sum())
+
+
+def test_under_a_cap_the_encoder_writes_the_family_that_draws_the_better_image(monkeypatch):
+    """With --rate and no model named, a gray image is also coded by compact-gray-v12's family
+    (learned lifting steps; v12 or v13, whose post-filter draws its symbols better), and the DNA
+    is that of whichever family's streams decode to the better image: byte for byte what that
+    family alone writes."""
+    assert compact.FAMILY_CHOICES[compact.DEFAULT_GRAY_MODEL] == (V12,)
+    assert compact.POST_FILTER_CHOICES[V12] == ("compact-gray-v13",) and compact.same_coder(V12, "compact-gray-v13")
+    picked = set()
+    # (crops where one family draws the image better: v13 by 1.5 % of v10's error, v10 by 1.2 % of v13's)
+    for at in ((0, 0), (0, 300)):
+        img = _coffee_gray(*at, 128, 128)
+        both = api.encode(img, "compact", rate=0.6)
+        with monkeypatch.context() as m:
+            m.setattr(compact, "FAMILY_CHOICES", {})
+            plain = api.encode(img, "compact", rate=0.6)
+            m.setattr(compact, "DEFAULT_GRAY_MODEL", V12)
+            other = api.encode(img, "compact", rate=0.6)
+        assert plain.info["model"] in (V8, V9, V10) and other.info["model"] in (V12, "compact-gray-v13")
+        err = {e.info["model"]: _squared_error(e, img) for e in (plain, other)}
+        assert max(err.values()) / min(err.values()) - 1 > 0.008, err        # (else the crop tests little)
+        win = plain if err[plain.info["model"]] < err[other.info["model"]] else other
+        assert both.info["model"] == win.info["model"]
+        assert [s for _, s in both.fasta_records()] == [s for _, s in win.fasta_records()]
+        picked.add(win is plain)
+    assert picked == {True, False}                  # (each family wins on some image)
+
+
+def test_at_a_fixed_quality_the_default_family_is_kept():
+    img = _coffee_gray(0, 0, 128, 128)             # (v13 draws it better under a cap: test above)
+    assert api.encode(img, "compact", quality=3.0).info["model"] in (V8, V9, V10)
+
+
+@contextmanager
+def _models_with_one_broken(tmp_path, monkeypatch, names, broken_name, broken):
+    """The shipped models ``names`` copied into a models folder that dnaimg then reads, with
+    ``broken_name``'s weights missing or one bit flipped (``broken``)."""
     import shutil
     from pathlib import Path
     shipped = Path(compact.__file__).resolve().parents[1] / "zoo" / "models"
-    for name in ("compact-gray-v5", V8, V9, V10):
+    for name in names:
         for ext in ("json", "safetensors"):
             shutil.copyfile(shipped / f"{name}.{ext}", tmp_path / f"{name}.{ext}")
-    w = tmp_path / f"{V10}.safetensors"
+    w = tmp_path / f"{broken_name}.safetensors"
     if broken == "missing":
         w.unlink()
     else:
@@ -264,12 +307,31 @@ def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path
     monkeypatch.setenv("DNAIMG_MODELS", str(tmp_path))
     compact._CACHE.clear()
     try:
+        yield
+    finally:
+        compact._CACHE.clear()
+
+
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+def test_an_alternative_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path, monkeypatch, broken):
+    """The default gray encode never fails for want of compact-gray-v10: without its weights, or
+    with weights that do not match its card, the DNA is written for the best of the others."""
+    with _models_with_one_broken(tmp_path, monkeypatch, ("compact-gray-v5", V8, V9, V10), V10, broken):
         # (v10 would draw it best, by 3.5 % of v8's error; v9 by 1.7 %)
         enc = api.encode(_coffee_gray(0, 300, 128, 160), "compact", quality=3.0)
         assert enc.info["model"] == V9
         assert api.decode([s for _, s in enc.fasta_records()]).exact
-    finally:
-        compact._CACHE.clear()
+
+
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+def test_a_family_that_is_not_there_as_it_should_be_is_not_chosen(tmp_path, monkeypatch, broken):
+    """Under a cap, the default gray encode never fails for want of compact-gray-v12: without its
+    weights, or with weights that do not match its card, the DNA is written by v8's family."""
+    names = ("compact-gray-v5", V8, V9, V10, V12, "compact-gray-v13")
+    with _models_with_one_broken(tmp_path, monkeypatch, names, V12, broken):
+        enc = api.encode(_coffee_gray(0, 0, 128, 128), "compact", rate=0.6)     # (v13 would draw it best)
+        assert enc.info["model"] in (V8, V9, V10)
+        assert api.decode([s for _, s in enc.fasta_records()]).exact
 
 
 def test_the_encoder_pads_by_fading_the_edge_into_a_blur():

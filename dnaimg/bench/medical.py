@@ -41,7 +41,7 @@ def _measure(img: np.ndarray, codec: str, cap: float | None, model: str | None, 
     r = enc.rates()
     row = {"fits": True, "total_nt_per_pixel": r["total_nt_per_pixel"],
            "payload_nt_per_pixel": r["payload_nt_per_pixel"], "oligos": r["oligos"],
-           "quality": r.get("quality")}
+           "quality": r.get("quality"), **({"model": r["model"]} if r.get("model") else {})}
     try:
         dec = api.decode([s for _, s in enc.fasta_records()], precision="fp32")
     except (DecodeError, ValueError) as e:

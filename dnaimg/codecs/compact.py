@@ -65,7 +65,14 @@ MAX_SIDE = 1 << 16
 #: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only, compact-gray-v10's
 #: fitted on from v9's at the rates X-rays are stored at).  With no ``model`` named, the encoder
 #: writes whichever draws the best image from its symbols.
-POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10")}
+POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10"),
+                       "compact-gray-v12": ("compact-gray-v13",)}
+#: the default gray model's other families: models with another analysis (compact-gray-v12's
+#: learned lifting steps), so other symbols.  With no ``model`` named and a cap (``fits``), the
+#: encoder also codes the image with each (and its own POST_FILTER_CHOICES) and writes whichever
+#: streams decode to the better image (twice the encoding time; at a fixed quality the rates
+#: differ and the default family is kept).
+FAMILY_CHOICES = {"compact-gray-v8": ("compact-gray-v12",)}
 REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
 REFINE_CUT = 0.005              # ... each at most this share fewer
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
@@ -743,7 +750,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     times the encoding time).  ``refine``: the chosen symbols refined for the decoder's synthesis
     (:mod:`dnaimg.codecs.refine`; the wavelet models: at most the same bits, a better image).
     ``choose`` (default: when no ``model`` is named, and with ``refine``): the symbols written for
-    whichever model of :data:`POST_FILTER_CHOICES` draws the better image from them.
+    whichever model of :data:`POST_FILTER_CHOICES` draws the better image from them; with ``fits``
+    too, the image also coded by the models of :data:`FAMILY_CHOICES` and the better one written.
     ``progress(0)`` is called now and then (a sign of life: the work
     has no known length)."""
     if (row_bytes is None) == (packet_bytes is None):
@@ -753,12 +761,14 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
     name = model or default_model(img)
     choose = (model is None and refine) if choose is None else choose
     if model is None and name != DEFAULT_MODEL and fits is not None:
+        kw = dict(row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, redundancy=redundancy,
+                  fits=fits, search=search, refine=refine, progress=progress, choose=choose)
         try:
-            return encode(img, row_bytes=row_bytes, packet_bytes=packet_bytes, rate_index=rate_index, model=name,
-                          redundancy=redundancy, fits=fits, search=search, refine=refine, progress=progress,
-                          choose=choose)
+            e = encode(img, model=name, **kw)
         except RateError:
             name = DEFAULT_MODEL
+        else:
+            return _choose_family(img, e, name, kw) if choose else e
     an = Analysis(img, name)
     an.progress = progress
     zr = z_redundancy(redundancy)
@@ -860,6 +870,32 @@ def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, 
         return e
     an.use_model(best[1])
     return an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"])
+
+
+def _choose_family(img: np.ndarray, e: Encoded, name: str, kw: dict) -> Encoded:
+    """``e`` (coded by ``name``), or the image coded by an installed model of
+    :data:`FAMILY_CHOICES` (with ``kw``, the same cap) whose streams decode to a better image."""
+    from dnaimg.zoo.registry import ModelError, models_dir
+    rb = kw["row_bytes"] if kw["row_bytes"] is not None else kw["packet_bytes"] // PACKET_ROWS
+    best, err = e, _decoded_error(img, e, rb)
+    for n in FAMILY_CHOICES.get(name, ()):
+        if not all((models_dir() / f"{n}.{x}").exists() for x in ("json", "safetensors")):
+            continue
+        try:                            # (an alternative that is not there as it should be, or does not fit: not chosen)
+            f = encode(img, model=n, **kw)
+        except (RateError, ModelError):
+            continue
+        f_err = _decoded_error(img, f, rb)
+        if f_err < err:
+            best, err = f, f_err
+    return best
+
+
+def _decoded_error(img: np.ndarray, e: Encoded, row_bytes: int) -> float:
+    """Squared error of the image that ``e``'s streams, received whole in oligos of ``row_bytes``
+    data bytes, decode to."""
+    out, _ = decode([Received("bytes", s.data, True, report={"row_bytes": row_bytes}) for s in e.streams], e.meta)
+    return float(np.sum((out.astype(np.float64) - img.astype(np.float64)) ** 2))
 
 
 def _most_bytes(e: Encoded, used: int, fits: Callable[[Encoded], bool]) -> int:
