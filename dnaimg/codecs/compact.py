@@ -768,7 +768,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
         except RateError:
             name = DEFAULT_MODEL
         else:
-            return _choose_family(img, e, name, kw) if choose else e
+            return _choose_family(img, e, name, kw, pb // rows) if choose else e
     an = Analysis(img, name)
     an.progress = progress
     zr = z_redundancy(redundancy)
@@ -850,9 +850,8 @@ def same_coder(a: str, b: str) -> bool:
 def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float) -> Encoded:
     """``e``, or the same symbols written for the installed model of :data:`POST_FILTER_CHOICES`
     whose synthesis draws a better image from them (``an`` then codes with it)."""
-    from dnaimg.zoo.registry import ModelError, models_dir
-    names = [n for n in POST_FILTER_CHOICES.get(an.name, ())
-             if all((models_dir() / f"{n}.{x}").exists() for x in ("json", "safetensors"))]
+    from dnaimg.zoo.registry import ModelError
+    names = [n for n in POST_FILTER_CHOICES.get(an.name, ()) if _installed(n)]
     if not names or not an.refinable:
         return e
     row = an.tables.rate_row(e.info["rate_index"])
@@ -872,20 +871,27 @@ def _choose_post_filter(an: Analysis, e: Encoded, packet_bytes: int, rows: int, 
     return an.encode(e.info["rate_index"], packet_bytes, rows, zr, e.info["rdo_weight"])
 
 
-def _choose_family(img: np.ndarray, e: Encoded, name: str, kw: dict) -> Encoded:
+def _installed(name: str) -> bool:
+    """Whether model ``name``'s card and weights are both in the models folder (an alternative
+    the encoder may try; whether they match is :func:`load`'s to check)."""
+    from dnaimg.zoo.registry import models_dir
+    return all((models_dir() / f"{name}.{x}").exists() for x in ("json", "safetensors"))
+
+
+def _choose_family(img: np.ndarray, e: Encoded, name: str, kw: dict, row_bytes: int) -> Encoded:
     """``e`` (coded by ``name``), or the image coded by an installed model of
-    :data:`FAMILY_CHOICES` (with ``kw``, the same cap) whose streams decode to a better image."""
-    from dnaimg.zoo.registry import ModelError, models_dir
-    rb = kw["row_bytes"] if kw["row_bytes"] is not None else kw["packet_bytes"] // PACKET_ROWS
-    best, err = e, _decoded_error(img, e, rb)
+    :data:`FAMILY_CHOICES` (with ``kw``, the same cap) whose streams, in oligos of ``row_bytes``
+    data bytes, decode to a better image."""
+    from dnaimg.zoo.registry import ModelError
+    best, err = e, _decoded_error(img, e, row_bytes)
     for n in FAMILY_CHOICES.get(name, ()):
-        if not all((models_dir() / f"{n}.{x}").exists() for x in ("json", "safetensors")):
+        if not _installed(n):
             continue
         try:                            # (an alternative that is not there as it should be, or does not fit: not chosen)
             f = encode(img, model=n, **kw)
         except (RateError, ModelError):
             continue
-        f_err = _decoded_error(img, f, rb)
+        f_err = _decoded_error(img, f, row_bytes)
         if f_err < err:
             best, err = f, f_err
     return best
