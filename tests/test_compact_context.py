@@ -87,7 +87,11 @@ def test_shipped_context_model_is_its_base_with_a_context():
 
 
 @pytest.mark.parametrize("make", [_photo_gray, _gray_image])
-def test_context_model_codes_the_same_image_in_fewer_bits(make):
+def test_context_model_codes_the_same_image_in_fewer_bits(make, monkeypatch):
+    """The coder's context: the same rate in at least 5 % fewer bytes, about as good an image (both
+    drawn with their post-filters as they are: the post-filter gain, which helps v3's more, is
+    not what is compared here)."""
+    monkeypatch.setattr(compact, "fit_gain", lambda *a: compact.GAIN_ONE)
     img = make()
     out = {}
     for name in (BASE, CTX_MODEL):
@@ -314,7 +318,7 @@ def test_context_adapted_to_an_unfamiliar_image(monkeypatch):
     _no_search(monkeypatch)
     img = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "examples" / "coffee.png").convert("L"))
     enc = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
-    assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_PACKED_ADAPTED
+    assert compact.CompactParams.unpack(enc.written.header.meta).version == compact.META_VERSION_ADAPTED_GAIN
     assert enc.info["table_shift_bytes"] > 0
     dec = api.decode([s for _, s in enc.fasta_records()])
     assert dec.exact and dec.report["latent"]["table_shifts"] is True
@@ -326,7 +330,7 @@ def test_context_adapted_to_an_unfamiliar_image(monkeypatch):
         enc0 = api.encode(img, "compact", quality=3.0, model=V6_MODEL)
     finally:
         compact.fit_shifts = plain
-    assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION_PACKED
+    assert compact.CompactParams.unpack(enc0.written.header.meta).version == compact.META_VERSION_GAIN
     dec0 = api.decode([s for _, s in enc0.fasta_records()])
     assert enc.info["stream_bytes"] < 0.97 * enc0.info["stream_bytes"]
     assert psnr(img, dec.image) > psnr(img, dec0.image) - 0.05
@@ -339,7 +343,7 @@ def test_shifts_need_a_context():
     e = compact.encode(_photo_gray(), packet_bytes=56, rate_index=3.0, model=BASE)
     rec = [Received("bytes", s.data, True, None, {"row_bytes": 28}) for s in e.streams]
     p = compact.CompactParams.unpack(e.meta)
-    assert p.version == compact.META_VERSION_PACKED
+    assert p.version == compact.META_VERSION_GAIN       # (a post-filter gain, no shifts)
     assert compact.decode(rec, p.pack())[1]["table_shifts"] is False
     for v in compact.ADAPTED_VERSIONS:
         p.version = v

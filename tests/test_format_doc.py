@@ -507,9 +507,10 @@ FA, GAIN_BITS, ACT_MAX = 10, 12, 1 << 22
 
 
 def parse_compact_meta(meta: bytes) -> dict:
-    """12.3's metadata (no flags byte): versions 1 and 2 in 16 bytes, 3 and 4 in 11 (sides less
-    one); ``shifts``: stream 0 begins with the table shifts (versions 2 and 4)."""
-    if meta[0] in (3, 4):
+    """12.3's metadata (no flags byte): versions 1 and 2 in 16 bytes, 3 to 6 in 11 (sides less
+    one); ``gain``: stream 0 begins with the post-filter gain (versions 5 and 6); ``shifts``: then
+    with the table shifts (versions 2, 4 and 6)."""
+    if meta[0] in (3, 4, 5, 6):
         assert len(meta) == 11
         version, model_id, H1, W1, q, R = struct.unpack(">BIHHBB", meta)
         H, W = H1 + 1, W1 + 1
@@ -517,7 +518,8 @@ def parse_compact_meta(meta: bytes) -> dict:
         assert len(meta) == 16
         version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
         assert version in (1, 2)
-    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R, "shifts": version in (2, 4)}
+    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R, "shifts": version in (2, 4, 6),
+            "gain": version in (5, 6)}
 
 
 def read_table_shifts(buf: bytes, cells: int) -> tuple[list[int], int]:
@@ -862,9 +864,11 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     assert 1 <= meta["H"] <= 65536 and 1 <= meta["W"] <= 65536 and 1 <= meta["R"] <= 64
     hh, ww = 4 * math.ceil(meta["H"] / 64), 4 * math.ceil(meta["W"] / 64)
 
-    # stream 0: (metadata version 2) the table shifts, then the hyper-latent, one run in C order,
-    # table = channel
-    zstream, shifts = streams[0], None
+    # stream 0: (metadata versions 5 and 6) the post-filter gain byte, (2, 4 and 6) the table
+    # shifts, then the hyper-latent, one run in C order, table = channel
+    zstream, shifts, post_gain = streams[0], None, None
+    if meta["gain"]:
+        post_gain, zstream = zstream[0], zstream[1:]
     if meta["shifts"]:
         assert ctx is not None
         n_cls, _, n_b = ctx["remap"].shape
@@ -923,7 +927,7 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     return {"tag": tag, "olis": olis, "header": h, "meta": meta, "tables": t, "streams": streams,
             "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
             "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
-            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts,
+            "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts, "gain": post_gain,
             "zctx": zctx}
 
 
@@ -1399,7 +1403,9 @@ def test_pool_header_example_in_the_document():
                                                       ("compact-short", "compact-gray-v10", "compact-gray-v5", 7),
                                                       ("compact-gray-v13", "compact-gray-v13", "compact-gray-v5", 5),
                                                       ("compact-meta3", "compact-gray-v8", "compact-gray-v5", 5),
-                                                      ("compact-meta4", "compact-gray-v8", "compact-gray-v5", 7)])
+                                                      ("compact-meta4", "compact-gray-v8", "compact-gray-v5", 7),
+                                                      ("compact-gain", "compact-gray-v14", "compact-gray-v5", 4),
+                                                      ("compact-gain-shifts", "compact-gray-v14", "compact-gray-v5", 7)])
 def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
@@ -1408,9 +1414,12 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     hyper-latent (stream 0 re-encoded bit for bit with it), compact-gray-v7 adds narrow tables that
     its context (and the shifts) reach, compact-gray-v8 is v7 with a deeper post-filter and
     compact-gray-v9 and -v10 v8 with others (the same streams' rules), compact-meta3 and -meta4 have
-    the 11-byte metadata (versions 3 and 4, a header of 5 oligos per copy); re-encoding the values with the documented context rule gives stream 1
+    the 11-byte metadata (versions 3 and 4, a header of 5 oligos per copy), compact-gain and
+    compact-gain-shifts a post-filter gain byte at the head of stream 0 (versions 5 and 6, the
+    latter before the table shifts); re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
-    since_v13 = ("compact-gray-v13", "compact-meta3", "compact-meta4")     # (written by the same encoder)
+    since_v13 = ("compact-gray-v13", "compact-meta3", "compact-meta4", "compact-gain",
+                 "compact-gain-shifts")     # (written by the same encoder)
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
     gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
@@ -1447,15 +1456,20 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     from dnaimg.codecs import compact
     from dnaimg.zoo import compact as zoo_compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
-    assert r["meta"]["shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short", "compact-meta4"))
-    assert r["meta"]["version"] == {"compact-meta3": 3, "compact-meta4": 4}.get(folder, 2 if r["meta"]["shifts"] else 1)
-    if folder in ("compact-meta3", "compact-meta4"):      # 19 + 28 x 2 + 11 = 86 bytes: 5 parts (11.1), 3 copies
+    assert r["meta"]["shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short", "compact-meta4",
+                                              "compact-gain-shifts"))
+    assert r["meta"]["version"] == {"compact-meta3": 3, "compact-meta4": 4, "compact-gain": 5,
+                                    "compact-gain-shifts": 6}.get(folder, 2 if r["meta"]["shifts"] else 1)
+    assert r["gain"] == {"compact-gain": 43, "compact-gain-shifts": 16}.get(folder)
+    if folder in ("compact-meta3", "compact-meta4", "compact-gain", "compact-gain-shifts"):
+        # 19 + 28 x 2 + 11 = 86 bytes: 5 parts (11.1), 3 copies
         assert len(r["header"]["meta"]) == 11 and 19 + 28 * len(r["header"]["streams"]) + 11 == 86
         assert sorted(k - HEADER_BASE for k in r["olis"] if k >= HEADER_BASE) == [16 * c + p for c in range(3) for p in range(5)]
         assert (r["meta"]["H"], r["meta"]["W"]) == (64, 96)
     assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10",
-                                                  "compact-gray-v13"))
-    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10", "compact-gray-v13"):     # narrow tables used, shifted too
+                                                  "compact-gray-v13", "compact-gray-v14"))
+    if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10", "compact-gray-v13",
+                 "compact-gray-v14"):     # narrow tables used, shifted too
         first_of = [r["firsts"][bisect.bisect_right(r["firsts"], i) - 1] for i in range(len(r["values"]))]
         used = [r["table_of"](i, first_of[i], lambda q: r["values"][q]) for i in range(len(r["values"]))]
         assert sum(u >= 64 for u in used) >= (1000 if folder == "compact-narrow" else 1) and len(ytab[1]) == 72
@@ -1471,10 +1485,11 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
         if r["meta"]["shifts"]:
             sym, _, _, shifts = an.coded(r["meta"]["q"])
             assert np.array_equal(shifts, r["shifts"]) and np.count_nonzero(shifts) > 10
-            # the shifts' bytes, then the hyper-latent's code: stream 0 is exactly the two
+            # (the gain byte,) the shifts' bytes, then the hyper-latent's code: stream 0 is exactly these
             head = compact.pack_shifts(shifts)
             zb = bits_to_bytes(r["z_bits"], math.ceil(len(r["z_bits"]) / 8))
-            assert head + zb == streams[0] and len(head) == math.ceil(sum(
+            gb = b"" if r["gain"] is None else bytes([r["gain"]])
+            assert gb + head + zb == streams[0] and len(head) == math.ceil(sum(
                 1 if d == 0 else 2 + abs(d) - 1 + (abs(d) < 4) for d in shifts.ravel()) / 8)
         else:
             sym, _ = an.symbols(r["meta"]["q"])
@@ -1525,7 +1540,8 @@ def test_lifting_predictors_as_documented(model):
 
 
 @pytest.mark.parametrize("model,base", [("compact-gray-v7", "compact-gray-v5"), ("compact-gray-v8", "compact-gray-v5"),
-                                        ("compact-gray-v9", "compact-gray-v5"), ("compact-gray-v10", "compact-gray-v5")])
+                                        ("compact-gray-v9", "compact-gray-v5"), ("compact-gray-v10", "compact-gray-v5"),
+                                        ("compact-gray-v14", "compact-gray-v5")])
 def test_post_filter_as_documented(model, base):
     """12.3's post-filter, written from the text alone (numpy, float64): the card's layers and
     width, the weights from the model's own file where it holds any (else BASE's), 3 x 3
@@ -1561,3 +1577,10 @@ def test_post_filter_as_documented(model, base):
     with torch.no_grad():
         got = post(torch.from_numpy(a).float()[None, None])[0, 0].double().numpy()
     assert np.abs(got - x).max() < 1e-5 and np.abs(x - a).max() > 1e-3
+    # the post-filter gain (metadata versions 5 and 6): a + (g / 32) times the residual; g = 0: a
+    for g in (0, 16, 43, 255):
+        with torch.no_grad():
+            got = post(torch.from_numpy(a).float()[None, None], g / 32)[0, 0].double().numpy()
+        assert np.abs(got - (a + g / 32 * (x - a))).max() < 1e-5 * max(1, g / 32)
+        if g == 0:
+            assert np.array_equal(got, a.astype(np.float32).astype(np.float64))

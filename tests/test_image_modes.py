@@ -285,8 +285,10 @@ def test_learned_codec_gray_flag_is_optional_metadata():
     assert CompactParams.unpack(p.pack() + b"\x01").gray and p.adapted and not c.adapted
     with pytest.raises(DecodeError, match="11, or 12 with flags"):
         CompactParams.unpack(p.pack() + b"\x01\x00")
-    with pytest.raises(DecodeError, match="metadata version 5; this dnaimg reads 1 to 4"):
-        CompactParams.unpack(bytes([5]) + p.pack()[1:])
+    q = CompactParams.unpack(bytes([6]) + p.pack()[1:])     # version 6: 4 with a post-filter gain
+    assert q.version == 6 and q.gained and q.adapted and not p.gained
+    with pytest.raises(DecodeError, match="metadata version 7; this dnaimg reads 1 to 6"):
+        CompactParams.unpack(bytes([7]) + p.pack()[1:])
 
 
 def test_a_pool_chooses_per_image_and_passes_flatten(imgs, tmp_path):

@@ -25,6 +25,7 @@ saved put a compact image's header (with its two streams) in 5 header oligos per
 """
 from __future__ import annotations
 
+import dataclasses
 import struct
 import threading
 from dataclasses import dataclass
@@ -49,8 +50,14 @@ META_VERSION = 1
 META_VERSION_ADAPTED = 2        # stream 0 begins with the context's per-image table shifts
 META_VERSION_PACKED = 3         # version 1 in 11 bytes: what dnaimg writes
 META_VERSION_PACKED_ADAPTED = 4     # version 2 in 11 bytes
-ADAPTED_VERSIONS = (META_VERSION_ADAPTED, META_VERSION_PACKED_ADAPTED)
-PACKED_VERSIONS = (META_VERSION_PACKED, META_VERSION_PACKED_ADAPTED)
+META_VERSION_GAIN = 5           # version 3, stream 0 beginning with the post-filter's gain (one byte)
+META_VERSION_ADAPTED_GAIN = 6   # version 4, stream 0 beginning with the gain, then the table shifts
+ADAPTED_VERSIONS = (META_VERSION_ADAPTED, META_VERSION_PACKED_ADAPTED, META_VERSION_ADAPTED_GAIN)
+PACKED_VERSIONS = (META_VERSION_PACKED, META_VERSION_PACKED_ADAPTED, META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN)
+GAIN_VERSIONS = (META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN)
+GAIN_ONE = 32                   # the gain byte of the post-filter's residual as it is: gain = byte / 32
+GAIN_TRIES = 8                  # bytes tried each side of the least-squares gain (rounded): the rounded
+                                # image's error is not smooth in the gain on small images
 SHIFT_MAX = 4                   # |shift| of a (class, bucket) cell's table index
 FLAG_GRAY = 0x01                # the optional last metadata byte: a gray original coded as RGB
 Z_REDUNDANCY_MIN = 0.5
@@ -93,12 +100,18 @@ class CompactParams:
     packet_rows: int = PACKET_ROWS
     gray: bool = False              # a gray original coded as RGB: decoded to one channel
     version: int = META_VERSION     # ADAPTED_VERSIONS: stream 0 begins with the table shifts;
-                                    # PACKED_VERSIONS: 11 bytes (what the encoder writes), else 16
+                                    # PACKED_VERSIONS: 11 bytes (what the encoder writes), else 16;
+                                    # GAIN_VERSIONS: stream 0 begins with the post-filter's gain
 
     @property
     def adapted(self) -> bool:
         """Stream 0 begins with the context's table shifts."""
         return self.version in ADAPTED_VERSIONS
+
+    @property
+    def gained(self) -> bool:
+        """Stream 0 begins with the post-filter's gain byte (before any table shifts)."""
+        return self.version in GAIN_VERSIONS
 
     def pack(self) -> bytes:
         if self.version in PACKED_VERSIONS:
@@ -112,7 +125,7 @@ class CompactParams:
     def unpack(cls, meta: bytes) -> "CompactParams":
         v = meta[0] if len(meta) else 0
         if v not in (META_VERSION, META_VERSION_ADAPTED) + PACKED_VERSIONS:
-            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads 1 to {META_VERSION_PACKED_ADAPTED}")
+            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads 1 to {META_VERSION_ADAPTED_GAIN}")
         n = struct.calcsize(META_PACKED if v in PACKED_VERSIONS else META)
         if len(meta) not in (n, n + 1):
             raise DecodeError(f"compact codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags, "
@@ -341,6 +354,7 @@ class Analysis:
         self.y = y[0].double().numpy()
         self.use_z(np.round(z.double().numpy()).astype(np.int64)[0])
         self.progress: Callable[[int], None] | None = None     # called with 0 after each trial encode
+        self.post_gain: int | None = None       # a gain byte at the head of stream 0 (metadata 5, 6), or none
 
     def use_z(self, z: np.ndarray) -> None:
         """Code with the hyper-latent ``z`` (N, h, w), integers (``h_a``'s, or one the encoder
@@ -457,6 +471,9 @@ class Analysis:
         version = META_VERSION_PACKED if shifts is None else META_VERSION_PACKED_ADAPTED
         if row > 0xFF:                          # (no shipped model has so many rate rows)
             version = META_VERSION if shifts is None else META_VERSION_ADAPTED
+        elif self.post_gain is not None:
+            head = bytes([self.post_gain]) + head
+            version = META_VERSION_GAIN if shifts is None else META_VERSION_ADAPTED_GAIN
         M, h, w = sym.shape
         flat, tabs = _y_layout(idx, h, w)
         pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
@@ -470,9 +487,14 @@ class Analysis:
         return Encoded(CODEC, [Stream("bytes", head + self.z_bytes, redundancy=z_redundancy),
                                Stream("bytes", ybytes)], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
-                        "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head),
+                        "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head) - gain_bytes(version),
                         "stream_bytes": len(head) + len(self.z_bytes) + len(ybytes),
                         **({} if refined is None else {"refined_values": refined["changed"]})})
+
+
+def gain_bytes(version: int) -> int:
+    """Bytes of the post-filter's gain at the head of stream 0 under metadata ``version``."""
+    return 1 if version in GAIN_VERSIONS else 0
 
 
 def trim_last_packet(packets: np.ndarray) -> bytes:
@@ -772,6 +794,8 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             return _choose_family(img, e, name, kw, pb // rows) if choose else e
     an = Analysis(img, name)
     an.progress = progress
+    if refine and an.refinable and getattr(an.model.g_s, "post", None) is not None:
+        an.post_gain = GAIN_ONE         # (its byte counted from the first trial: the gain is fitted last)
     zr = z_redundancy(redundancy)
     z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))
     keep_means = _latent_redundancy(redundancy) < PROTECTED     # (no outer code to rebuild lost packets)
@@ -782,7 +806,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             e = _search_z(an, e, pb, rows, zr, z_weight, keep_means) or e
         if choose:
             e = _choose_post_filter(an, e, pb, rows, zr)
-        return _refined(an, e, pb, rows, zr, None) if refine else e
+        return _with_gain(an, _refined(an, e, pb, rows, zr, None), pb // rows) if refine else e
     cands = rate_indexes(an.tables)
     if rate_index is not None:
         cands = cands[cands <= rate_index + 1e-9]
@@ -799,7 +823,45 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
         best = _fill(an, best, pb, rows, zr, fits)
     if choose:
         best = _choose_post_filter(an, best, pb, rows, zr)     # (the same streams' size: it still fits)
-    return _refined(an, best, pb, rows, zr, fits, spend=filled) if refine else best
+    return _with_gain(an, _refined(an, best, pb, rows, zr, fits, spend=filled), pb // rows) if refine else best
+
+
+def _with_gain(an: Analysis, e: Encoded, row_bytes: int) -> Encoded:
+    """``e`` with the post-filter's gain byte at the head of stream 0 (``an.post_gain``: reserved)
+    set to the one whose image, as the decoder draws it from ``e``'s streams (in oligos of
+    ``row_bytes`` data bytes), is closest to the original (:func:`fit_gain`); the same size."""
+    if an.post_gain is None or e.meta[0] not in GAIN_VERSIONS:
+        return e
+    received = [Received("bytes", s.data, True, report={"row_bytes": row_bytes}) for s in e.streams]
+    p, model, y_hat, _, _ = _decoded_latent(received, e.meta)
+    with torch.inference_mode():
+        x0, x1 = (_synthesis(model, y_hat, p, g)[0, 0].double().numpy() * 255.0 for g in (0.0, None))
+    if an.progress is not None:
+        an.progress(0)
+    b = fit_gain(x0, x1, an.image)
+    z = e.streams[0]
+    streams = [dataclasses.replace(z, data=bytes([b]) + z.data[1:]), *e.streams[1:]]
+    return Encoded(e.codec, streams, e.meta, {**e.info, "post_gain": b / GAIN_ONE})
+
+
+def fit_gain(x0: np.ndarray, x1: np.ndarray, img: np.ndarray) -> int:
+    """The gain byte (gain = byte / :data:`GAIN_ONE`) whose 8-bit image ``x0 + gain (x1 - x0)``
+    has the least squared error against ``img``: ``x0`` and ``x1`` are the decoder's image before
+    its rounding (8-bit units) without the post-filter and with it at gain 1.  The bytes tried are
+    GAIN_ONE and those within GAIN_TRIES of the least-squares gain; GAIN_ONE wins ties."""
+    t = np.asarray(img, dtype=np.float64)
+    r = x1 - x0
+    d = t - x0
+
+    def sse(b: int) -> float:
+        return float(np.sum((np.clip(np.floor(x0 + r * (b / GAIN_ONE) + 0.5), 0, 255) - t) ** 2))
+
+    rr = float(np.sum(r * r))
+    if rr == 0:
+        return GAIN_ONE
+    c = int(np.clip(round(float(np.sum(r * d)) / rr * GAIN_ONE), 0, 255))
+    tries = sorted({GAIN_ONE} | {min(255, max(0, c + k)) for k in range(-GAIN_TRIES, GAIN_TRIES + 1)})
+    return min(tries, key=lambda b: (sse(b), b != GAIN_ONE))
 
 
 def _refined(an: Analysis, e: Encoded, packet_bytes: int, rows: int, zr: float,
@@ -996,6 +1058,31 @@ def _fill(an: Analysis, best: Encoded, packet_bytes: int, rows: int, zr: float,
 def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tuple[np.ndarray, dict]:
     """Streams -> (image uint8 HxWx3 or HxW, report).  ``precision`` of the synthesis transform
     only ("bf16": about twice as fast on CPUs with native bf16; the symbols are the same)."""
+    p, model, y_hat, gain, report = _decoded_latent(received, meta)
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            x = _synthesis(model, y_hat, p, gain).float()
+        del y_hat
+        img = x[0].clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        del x
+    if img.shape[2] == 1:
+        img = img[..., 0]
+    elif p.gray:
+        from dnaimg.image import gray_of_rgb
+        img = gray_of_rgb(img)
+    return np.ascontiguousarray(img), report
+
+
+def _synthesis(model, y_hat: torch.Tensor, p: CompactParams, gain: float | None) -> torch.Tensor:
+    """The decoder's image (1, C, H, W), floats before its rounding, drawn by ``model``'s synthesis
+    from the latent ``y_hat`` on the decoder's tiles, with the post-filter's ``gain`` (None: the
+    model's synthesis as it is)."""
+    gs = model.g_s if gain is None else (lambda t: model.g_s(t, post_gain=gain))
+    return tiled(gs, y_hat, 1 / 16, TILE_PX // 16, model.halo_px // 16)[..., :p.height, :p.width]
+
+
+def _decoded_latent(received: list[Received], meta: bytes) -> tuple[CompactParams, object, torch.Tensor, float | None, dict]:
+    """Streams -> (metadata, model, the latent (1, M, h, w), the post-filter's gain or None, report)."""
     from dnaimg.zoo.exact import FA
     from dnaimg.zoo.registry import ModelError
     p = CompactParams.unpack(meta)
@@ -1015,6 +1102,14 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     zh, zw = h // 4, w // 4
     zbuf = np.frombuffer(received[0].data, dtype=np.uint8)
     ctx = t.ctx
+    gain = None
+    if p.gained:
+        if getattr(model.g_s, "post", None) is None:
+            raise DecodeError(f"compact: metadata version {p.version} (a post-filter gain) for model {name}, "
+                              "which has no post-filter")
+        if len(zbuf) == 0:
+            raise DecodeError("compact: stream 0 ends before its post-filter gain")
+        gain, zbuf = int(zbuf[0]) / GAIN_ONE, zbuf[1:]
     if p.adapted:
         if t.ctx is None:
             raise DecodeError(f"compact: metadata version {p.version} (table shifts) for model {name}, "
@@ -1049,23 +1144,13 @@ def decode(received: list[Received], meta: bytes, precision: str = "fp32") -> tu
     # the coder's int64 arrays (~8 bytes a latent value each) go before the synthesis runs
     del mu, sigma, mu_g, idx, flat, tabs, expected, vals, known
     y_hat = torch.from_numpy(yl).view(1, h, w, M).permute(0, 3, 1, 2)     # channels-last, no copy
-    with torch.inference_mode():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            x = tiled(model.g_s, y_hat, 1 / 16, TILE_PX // 16, model.halo_px // 16)[..., :p.height, :p.width].float()
-        del y_hat
-        img = x[0].clamp_(0, 1).mul_(255.0).add_(0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-        del x
-    if img.shape[2] == 1:
-        img = img[..., 0]
-    elif p.gray:
-        from dnaimg.image import gray_of_rgb
-        img = gray_of_rgb(img)
     report = {"model": name, "rate_index": p.rate_row / 8, "table_shifts": p.adapted,
+              **({} if gain is None else {"post_gain": gain}),
               "packets": int(len(packets)),
               "packets_lost": int(lost.sum()), "packets_cut": int(((~lost) & (readable < bd)).sum()),
               "latent_values_lost": values_lost,
               "latent_values": M * h * w, "z_exact": bool(received[0].exact)}
-    return np.ascontiguousarray(img), report
+    return p, model, y_hat, gain, report
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)

@@ -27,9 +27,13 @@ regenerate: a file must decode forever with its model's weights):
   its post-filter fitted for them) at quality 5;
 - compact-meta3/: compact-gray-v8 at quality 5, written with the 11-byte metadata (version 3:
   sides less one in 2 bytes, the rate row in 1), which puts the header in 5 oligos per copy;
-- compact-meta4/: compact-gray-v8 at quality 7, the same with its tables shifted (version 4).
+- compact-meta4/: compact-gray-v8 at quality 7, the same with its tables shifted (version 4);
+- compact-gain/: compact-gray-v14 at quality 4, with a post-filter gain (metadata version 5: a
+  byte at the head of stream 0; 43/32 here);
+- compact-gain-shifts/: compact-gray-v14 at quality 7, with a post-filter gain (16/32) and table
+  shifts (metadata version 6).
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13|meta3|meta4
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13|meta3|meta4|gain|gain-shifts
 """
 import sys
 from pathlib import Path
@@ -45,7 +49,8 @@ FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", 
          "narrow": ("compact-narrow", "compact-gray-v7", 3), "v8": ("compact-gray-v8", "compact-gray-v8", 5),
          "v9": ("compact-gray-v9", "compact-gray-v9", 5), "v10": ("compact-gray-v10", "compact-gray-v10", 5),
          "short": ("compact-short", "compact-gray-v10", 7), "v13": ("compact-gray-v13", "compact-gray-v13", 5),
-         "meta3": ("compact-meta3", "compact-gray-v8", 5), "meta4": ("compact-meta4", "compact-gray-v8", 7)}
+         "meta3": ("compact-meta3", "compact-gray-v8", 5), "meta4": ("compact-meta4", "compact-gray-v8", 7),
+         "gain": ("compact-gain", "compact-gray-v14", 4), "gain-shifts": ("compact-gain-shifts", "compact-gray-v14", 7)}
 
 
 def main(which: str):
