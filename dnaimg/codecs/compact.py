@@ -468,6 +468,7 @@ class Analysis:
             else:
                 refined["changed"] = 0
         head = b"" if shifts is None else pack_shifts(shifts)
+        shift_bytes = len(head)
         version = META_VERSION_PACKED if shifts is None else META_VERSION_PACKED_ADAPTED
         if row > 0xFF:                          # (no shipped model has so many rate rows)
             version = META_VERSION if shifts is None else META_VERSION_ADAPTED
@@ -487,14 +488,9 @@ class Analysis:
         return Encoded(CODEC, [Stream("bytes", head + self.z_bytes, redundancy=z_redundancy),
                                Stream("bytes", ybytes)], params.pack(),
                        {"model": self.name, "rate_index": float(rate_index), "quality": float(rate_index),
-                        "rdo_weight": float(rdo_weight), "table_shift_bytes": len(head) - gain_bytes(version),
+                        "rdo_weight": float(rdo_weight), "table_shift_bytes": shift_bytes,
                         "stream_bytes": len(head) + len(self.z_bytes) + len(ybytes),
                         **({} if refined is None else {"refined_values": refined["changed"]})})
-
-
-def gain_bytes(version: int) -> int:
-    """Bytes of the post-filter's gain at the head of stream 0 under metadata ``version``."""
-    return 1 if version in GAIN_VERSIONS else 0
 
 
 def trim_last_packet(packets: np.ndarray) -> bytes:
@@ -794,7 +790,7 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             return _choose_family(img, e, name, kw, pb // rows) if choose else e
     an = Analysis(img, name)
     an.progress = progress
-    if refine and an.refinable and getattr(an.model.g_s, "post", None) is not None:
+    if refine and an.refinable:         # (the wavelet models, which all have a post-filter)
         an.post_gain = GAIN_ONE         # (its byte counted from the first trial: the gain is fitted last)
     zr = z_redundancy(redundancy)
     z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))

@@ -222,6 +222,7 @@ class WaveletSynthesis(nn.Module):
                 bands = bands + pred[lvl](a)
             n_d, n_hh = NORM_DETAIL[lvl]
             a = idwt2(a, bands[:, :, 0] / n_d, bands[:, :, 1] / n_d, bands[:, :, 2] / n_hh)
+        # (gain 1 calls the post-filter as before: postfit may put a plain module in its place)
         return (self.post(a) if post_gain == 1 else self.post(a, post_gain)) + 0.5
 
 
