@@ -78,6 +78,23 @@ def test_fitting_the_post_filter_writes_a_model_that_codes(models, tmp_path):
         build_narrow("post-test", "narrow-test", [str(data)], 4, rows=[16], out_dir=models)
 
 
+def test_downscale_fits_on_the_images_halved(models, tmp_path, monkeypatch):
+    """``--downscale``: the encoder codes each training image halved (Lanczos), and the card says so."""
+    from PIL import Image
+    imgs = [_gray_xray_like(128, 160, seed=i) for i in range(4)]
+    data = _image_folder(tmp_path, imgs)
+    seen = []
+    real = postfit.decoded_pair
+    monkeypatch.setattr(postfit, "decoded_pair", lambda name, img, row: seen.append(img.copy()) or real(name, img, row))
+    card = postfit.build(V6, "half-test", [str(data)], out_dir=models, steps=1, rows=(24,), downscale=True)
+    halved = [np.asarray(Image.fromarray(a).resize((80, 64), Image.LANCZOS)) for a in imgs]
+    assert len(seen) == 4 and all(np.array_equal(a, b) for a, b in zip(seen, halved))
+    assert card["post_filter"]["preprocessing"] == "images halved (Lanczos) before coding"
+    assert postfit.main(["--base", V6, "--name", "half-test2", "--data", str(data), "--out", str(models),
+                         "--steps", "1", "--rows", "24", "--downscale"]) == 0
+    assert len(seen) == 8 and all(a.shape == (64, 80) for a in seen[4:])
+
+
 def test_an_extensions_post_filter_must_fit_the_network(models, tmp_path):
     data = _image_folder(tmp_path, [_gray_xray_like(96, 96, seed=i) for i in range(2)])
     postfit.build(V6, "post-test", [str(data)], out_dir=models, steps=2, rows=(24,))

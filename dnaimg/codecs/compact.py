@@ -71,10 +71,11 @@ MAX_SIDE = 1 << 16
 #: the default gray model's alternatives: models with its very coder (context, tables, gains,
 #: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only, compact-gray-v10's
 #: fitted on from v9's at the rates X-rays are stored at; for compact-gray-v12's lifting steps,
-#: v13's fitted to them and v14's fitted on from v13's).  With no ``model`` named, the encoder
+#: v13's fitted to them, v14's fitted on from v13's and v15's fitted on from v14's to the X-rays
+#: halved, clean of the JPEG blocks many training X-rays carry).  With no ``model`` named, the encoder
 #: writes whichever draws the best image from its symbols.
 POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10"),
-                       "compact-gray-v12": ("compact-gray-v13", "compact-gray-v14")}
+                       "compact-gray-v12": ("compact-gray-v13", "compact-gray-v14", "compact-gray-v15")}
 #: the default gray model's other families: models with another analysis (compact-gray-v12's
 #: learned lifting steps), so other symbols.  With no ``model`` named and a cap (``fits``), the
 #: encoder also codes the image with each (and its own POST_FILTER_CHOICES) and writes whichever

@@ -143,14 +143,16 @@ def fit(post: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], steps
 
 def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path | None = None, command: str = "",
           steps: int = STEPS, rows: tuple[int, ...] = ROWS, max_images: int = MAX_IMAGES, layers: int | None = None,
-          width: int | None = None, cosine: bool = False) -> dict:
+          width: int | None = None, cosine: bool = False, downscale: bool = False) -> dict:
     """Fit ``base``'s post-filter (a wavelet model with a context, e.g. the narrow-table fit
     behind compact-gray-v7) on the images below ``data`` and write model ``name``: ``base``'s own
     tensors (context, tables, hyper-latent context) and the fitted post-filter, extending
     ``base``'s base.  Every ``holdout``-th image is held out for the PSNR the card reports; the
     filter shipped is fitted on the others.  ``layers``/``width``: grow the filter to that size
     first (:func:`grow`; default the base's).  ``rows``: the rate rows the images are coded at,
-    in turn.  ``cosine``: the step falls along a half cosine (always when grown).  Returns the card."""
+    in turn.  ``cosine``: the step falls along a half cosine (always when grown).  ``downscale``:
+    the images halved first (Lanczos; :func:`dnaimg.zoo.train.load_training_images`), which hides
+    the JPEG blocks that many training images carry.  Returns the card."""
     from safetensors.torch import load_file, save_file
 
     from dnaimg.codecs import compact as cc
@@ -174,7 +176,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
     width = w0 if width is None else width
     grown = (layers, width) != (L0, w0)
     start = grow(post0, layers, width) if grown else post0      # (checks the size before any work)
-    imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
+    imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=downscale)]
     if len(imgs) < 2:
         raise ValueError(f"{len(imgs)} training image(s): at least 2 are needed (one in {holdout} is held out)")
     pick = np.unique(np.linspace(0, len(imgs) - 1, min(max_images, len(imgs))).round().astype(int))
@@ -219,6 +221,7 @@ def build(base: str, name: str, data: list[str], holdout: int = 4, out_dir: Path
                                   rate_rows=list(rows), steps=steps, batch=BATCH, crop=CROP, lr=LR,
                                   **({"grown_from": [L0, w0], "layers": layers, "width": width} if grown else {}),
                                   **({"lr_schedule": "cosine"} if cosine else {}),
+                                  **({"preprocessing": "images halved (Lanczos) before coding"} if downscale else {}),
                                   held_out_psnr_db_before=round(before, 3), held_out_psnr_db_after=round(after, 3))
     return write_card(out, name, c)
 
@@ -237,11 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"{','.join(map(str, ROWS))}; a row is 8 x the rate index)")
     ap.add_argument("--cosine", action="store_true", help="let the step fall along a half cosine "
                     "(always when the filter is grown)")
+    ap.add_argument("--downscale", action="store_true", help="halve the images first (Lanczos): hides the JPEG "
+                    "blocks of training images taken from JPEG files")
     a = ap.parse_args(argv)
     return run_cli(lambda command: build(a.base, a.name, a.data, out_dir=Path(a.out) if a.out else None,
                                          command="python -m dnaimg.zoo.postfit " + command, steps=a.steps,
                                          max_images=a.max_images, layers=a.layers, width=a.width,
-                                         rows=a.rows, cosine=a.cosine), argv,
+                                         rows=a.rows, cosine=a.cosine, downscale=a.downscale), argv,
                    lambda c: f"{a.name}: held-out PSNR {c['post_filter']['held_out_psnr_db_before']:.3f} -> "
                              f"{c['post_filter']['held_out_psnr_db_after']:.3f} dB "
                              f"({c['post_filter']['held_out_images']} images)")
