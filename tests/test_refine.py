@@ -12,9 +12,16 @@ from dnaimg.codecs.base import Received
 from dnaimg.codecs import refine as rf
 from dnaimg.codecs.compact import symbol_bits
 from dnaimg.codecs import arith
+from dnaimg.dna import bytecode
+from dnaimg.dna.container import Layout
 from dnaimg.image import psnr
 
 V8 = "compact-gray-v8"
+
+
+def _row_bytes() -> int:
+    """The data bytes of one oligo row as ``api.encode`` codes them (default layout and inner code)."""
+    return bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
 
 
 def _coded(img, row=24):
@@ -152,8 +159,6 @@ def test_fast_skips_the_searches_and_writes_what_the_plain_encoder_does(monkeypa
     """--fast (api.encode(fast=True)): the compact encoder without the hyper-latent search and the
     refinement, the very streams compact.encode writes without them; the DNA decodes exactly, and
     the default encoder's image is better at the same quality."""
-    from dnaimg.dna import bytecode
-    from dnaimg.dna.container import Layout
     img = _coffee_gray()
     seen = []
     orig = compact.encode
@@ -164,7 +169,7 @@ def test_fast_skips_the_searches_and_writes_what_the_plain_encoder_does(monkeypa
     monkeypatch.setattr(compact, "encode", spy)
     fast = api.encode(img, "compact", model=V8, quality=3.0, fast=True)
     assert fast.info["fast"] is True and "refined_values" not in fast.info
-    bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
+    bd = _row_bytes()
     plain = orig(img, row_bytes=bd, rate_index=3.0, model=V8, search=False, refine=False)
     assert [s.data for s in seen[-1].streams] == [s.data for s in plain.streams]
     full = api.encode(img, "compact", model=V8, quality=3.0)
@@ -210,7 +215,8 @@ def test_models_that_differ_in_their_post_filter_only_share_a_coder():
 
 
 def _errors(img, row, names):
-    an = compact.Analysis(img, V8)
+    """Each of ``names``' post-filters drawing the symbols ``names[0]`` codes ``img`` to: squared error."""
+    an = compact.Analysis(img, names[0])
     sym = an.coded(row)[0]
     return {n: an.synthesis_error(row, sym, compact.load(n)[0], grad=False)[0] for n in names}
 
@@ -219,10 +225,8 @@ def test_the_encoder_writes_the_model_whose_post_filter_draws_the_better_image()
     """With no model named, the default gray model's symbols are written for whichever model of
     POST_FILTER_CHOICES (the same coder, another post-filter) draws the better image from them:
     the same streams, that model's id."""
-    from dnaimg.dna import bytecode
-    from dnaimg.dna.container import Layout
     choices = compact.POST_FILTER_CHOICES[V8]
-    bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
+    bd = _row_bytes()
     picked = set()
     # (crops where one post-filter draws the symbols clearly better: v10 by 1.8 %, v8 by 1.6 % of the error)
     for img in (_coffee_gray(0, 0, 128, 160), _coffee_gray(246, 192, 128, 128)):
@@ -295,16 +299,12 @@ def test_v12s_symbols_are_written_for_v15_where_its_post_filter_draws_them_best(
     """compact-gray-v15's post-filter (fitted on X-rays halved, clean of JPEG blocks) draws
     v12's symbols of a clean photograph's crop better than v12, v13 and v14 do, by 3-5 %: the
     encoder then writes v12's streams byte for byte under v15's id, and they decode with it."""
-    from dnaimg.dna import bytecode
-    from dnaimg.dna.container import Layout
-    bd = bytecode.data_bytes_per_payload(Layout().payload_nt, api.DEFAULT_INNER)
+    bd = _row_bytes()
     img = _coffee_gray(0, 0, 128, 128)
     e = compact.encode(img, row_bytes=bd, rate_index=3.0, model=V12, search=False, refine=False, choose=True)
     plain = compact.encode(img, row_bytes=bd, rate_index=3.0, model=V12, search=False, refine=False)
     assert [s.data for s in e.streams] == [s.data for s in plain.streams]
-    an = compact.Analysis(img, V12)
-    sym = an.coded(24)[0]
-    err = {n: an.synthesis_error(24, sym, compact.load(n)[0], grad=False)[0] for n in (V12, V13, V14, V15)}
+    err = _errors(img, 24, (V12, V13, V14, V15))
     assert min(err, key=err.get) == V15 and sorted(err.values())[1] / err[V15] - 1 > 0.02, err
     assert e.info["model"] == V15
     assert compact.CompactParams.unpack(e.meta).model_id == compact.weights_id(compact.load(V15)[2])
