@@ -232,3 +232,106 @@ def test_bad_context_is_refused():
     vals, tables = _data(120, seed=1, escapes=False)
     with pytest.raises(ValueError, match="packets, not an unbounded stream"):
         A.encode_packets(vals, tables, CDF, NSYM, OFF, 0, 1, (nbr, wts, cls, edges, remap))
+
+
+# -- cross context (a position also sees neighbouring positions coded before it in its packet) --
+
+def _cross(M=12, seed=11):
+    """A context over groups of M with random cross neighbours (places of the positions left,
+    above-left, above and above-right), and position neighbours for a 20-wide grid in raster order."""
+    rng = np.random.default_rng(seed)
+    base = _context(M, seed)
+    K = 2
+    xn = np.full((M, K), -1, dtype=np.int64)
+    xd = np.zeros((M, K), dtype=np.int64)
+    xw = np.zeros((M, K), dtype=np.int64)
+    for c in range(M):
+        k = int(rng.integers(0, K + 1))
+        xn[c, :k] = rng.integers(0, M, k)
+        xd[c, :k] = rng.integers(0, 4, k)
+        xw[c, :k] = rng.integers(1, 4, k)
+    return base + (xn, xd, xw)
+
+
+def _grid_neighbours(n_pos, w=20):
+    """pnb of positions in raster order on a grid ``w`` wide (left, above-left, above, above-right)."""
+    q = np.arange(n_pos)
+    y, x = np.divmod(q, w)
+    pnb = np.full((n_pos, 4), -1, dtype=np.int64)
+    for d, (dy, dx) in enumerate(((0, -1), (-1, -1), (-1, 0), (-1, 1))):
+        ok = (y + dy >= 0) & (x + dx >= 0) & (x + dx < w)
+        pnb[ok, d] = ((y + dy) * w + x + dx)[ok]
+    return pnb
+
+
+def _cross_reference(vals, tables, ctx, pnb, firsts):
+    """The cross rule of the module docstring, plainly."""
+    nbr, wts, cls, edges, remap, xn, xd, xw = ctx
+    M = cls.size
+    out = []
+    for i, t in enumerate(tables):
+        first = max(f for f in firsts if f <= i)
+        c, q = i % M, i // M
+        base = q * M
+        s = sum(int(w) * min(abs(int(vals[base + j])), A.CTX_CAP) for j, w in zip(nbr[c], wts[c])
+                if j >= 0 and base + j >= first)
+        for j, d, w in zip(xn[c], xd[c], xw[c]):
+            if j < 0:
+                break
+            p = pnb[q, d]
+            if p >= 0 and p * M + j >= first:
+                s += int(w) * min(abs(int(vals[p * M + j])), A.CTX_CAP)
+        b = sum(1 for e in edges[1:] if e <= s)
+        out.append(int(remap[cls[c], t, b]))
+    return np.array(out)
+
+
+def test_cross_context_round_trips_follows_the_rule_and_sees_only_its_packet():
+    ctx = _cross()
+    assert A.has_cross(ctx) and not A.has_cross(ctx[:5])
+    vals, tables = _data(12 * 1500, seed=12, escapes=False)
+    pnb = _grid_neighbours(1500)
+    pk, starts = A.encode_packets(vals, tables, CDF, NSYM, OFF, 52, 100000, ctx, pnb)
+    exp = np.concatenate([[0.0], np.cumsum(BITS[tables])])
+    got, known = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, tables, CDF, NSYM, OFF, exp, ctx,
+                                  pnb=pnb)
+    assert known.all() and np.array_equal(got, vals)
+    used = _cross_reference(vals, tables, ctx, pnb, list(starts))
+    in_block = _context_reference(vals, tables, ctx[:5], list(starts))
+    assert (used != in_block).mean() > 0.02            # the neighbouring positions do change tables (3 %)
+    got2, known2 = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, used, CDF, NSYM, OFF, exp)
+    assert known2.all() and np.array_equal(got2, vals)
+    # the estimate form counts every neighbouring position (as if no packet split them)
+    whole = A.context_tables(vals.reshape(-1, 12), tables.reshape(-1, 12), ctx, pnb).reshape(-1)
+    assert np.array_equal(whole, _cross_reference(vals, tables, ctx, pnb, [0]))
+    # a lost packet costs only its own values: the others never saw it
+    lost = np.random.default_rng(13).random(pk.shape[0]) < 0.3
+    got3, known3 = A.decode_packets(pk, lost, vals.size, tables, CDF, NSYM, OFF, exp, ctx, pnb=pnb)
+    assert np.array_equal(got3[known3], vals[known3])
+    ends = np.append(starts[1:], vals.size)
+    in_lost = np.zeros(vals.size, bool)
+    for k in np.flatnonzero(lost):
+        in_lost[starts[k]:ends[k]] = True
+    assert not known3[in_lost].any() and (~known3 & ~in_lost).sum() <= lost.sum()
+    # decoded without the position neighbours, the same packets give other values
+    got4, _ = A.decode_packets(pk, np.zeros(pk.shape[0], bool), vals.size, tables, CDF, NSYM, OFF, exp, ctx)
+    assert not np.array_equal(got4, vals)
+
+
+def test_bad_cross_context_and_positions_are_refused():
+    ctx = _cross()
+    bad = ctx[5].copy()
+    bad[0, 0], bad[0, 1] = -1, 3        # a gap before a used slot
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context(ctx[:5] + (bad, ctx[6], ctx[7]), len(SCALES))
+    d = ctx[6].copy()
+    d[0, 0] = 4                         # no fifth direction
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context(ctx[:5] + (ctx[5], d, ctx[7]), len(SCALES))
+    with pytest.raises(ValueError, match="inconsistent context"):
+        A.check_context(ctx[:6], len(SCALES))
+    pnb = _grid_neighbours(100)
+    pnb[5, 0] = 7                       # a neighbour coded after the position
+    vals, tables = _data(1200, seed=1, escapes=False)
+    with pytest.raises(ValueError, match="inconsistent position neighbours"):
+        A.encode_packets(vals, tables, CDF, NSYM, OFF, 26, 1000, ctx, pnb)

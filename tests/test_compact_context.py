@@ -377,7 +377,9 @@ def test_context_tables_in_the_latents_layout():
     tb = rng.integers(0, 64, size=(256, 70))
     got = arith.context_tables_cm(v, tb, t.ctx)
     rule = arith._context_table.py_func
-    want = np.array([[rule(c, 0, tb[c, g], v[:, g], *t.ctx) for g in range(70)] for c in range(256)])
+    none = arith.no_positions(70)
+    want = np.array([[rule(c, 0, tb[c, g], v[:, g], *arith.full_context(t.ctx), none, g, v.T.reshape(-1), 0)
+                      for g in range(70)] for c in range(256)])
     assert np.array_equal(got, want)
     assert np.array_equal(arith.context_tables(v.T, tb.T, t.ctx), want.T)
     assert (want != tb).mean() > 0.3           # the context does change tables

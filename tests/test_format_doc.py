@@ -507,10 +507,10 @@ FA, GAIN_BITS, ACT_MAX = 10, 12, 1 << 22
 
 
 def parse_compact_meta(meta: bytes) -> dict:
-    """12.3's metadata (no flags byte): versions 1 and 2 in 16 bytes, 3 to 6 in 11 (sides less
-    one); ``gain``: stream 0 begins with the post-filter gain (versions 5 and 6); ``shifts``: then
-    with the table shifts (versions 2, 4 and 6)."""
-    if meta[0] in (3, 4, 5, 6):
+    """12.3's metadata (no flags byte): versions 1 and 2 in 16 bytes, 3 to 8 in 11 (sides less
+    one); ``gain``: stream 0 begins with the post-filter gain (versions 5 to 8); ``shifts``: then
+    with the table shifts (versions 2, 4, 6 and 8); ``strips``: the positions in strips (7 and 8)."""
+    if meta[0] in (3, 4, 5, 6, 7, 8):
         assert len(meta) == 11
         version, model_id, H1, W1, q, R = struct.unpack(">BIHHBB", meta)
         H, W = H1 + 1, W1 + 1
@@ -518,8 +518,8 @@ def parse_compact_meta(meta: bytes) -> dict:
         assert len(meta) == 16
         version, model_id, H, W, q, R = struct.unpack(">BIIIHB", meta)
         assert version in (1, 2)
-    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R, "shifts": version in (2, 4, 6),
-            "gain": version in (5, 6)}
+    return {"version": version, "model_id": model_id, "H": H, "W": W, "q": q, "R": R, "shifts": version in (2, 4, 6, 8),
+            "gain": version in (5, 6, 7, 8), "strips": version in (7, 8)}
 
 
 def read_table_shifts(buf: bytes, cells: int) -> tuple[list[int], int]:
@@ -719,10 +719,12 @@ def decode_packets_doc(data: bytes, packet_bytes, total, tabs, tables, size_test
     return values, firsts[:-1], by_size
 
 
-def context_table_doc(ctx: dict, M: int, tabs):
+def context_table_doc(ctx: dict, M: int, tabs, neighbour=None):
     """12.3's context rule: value i (channel c = i mod M) is coded with
     remap[classes[c], j, b], b = how many of edges[1:] are <= the weighted magnitudes of its
-    neighbours that lie in its packet."""
+    neighbours that lie in its packet; with a cross context, also of the values of the
+    neighbouring positions (``neighbour(s, d)``: the coded index of the s-th position's neighbour
+    in direction d, or None) that lie in its packet."""
     def table_of(i, first, get):
         c, base = i % M, i - i % M
         S = 0
@@ -731,6 +733,13 @@ def context_table_doc(ctx: dict, M: int, tabs):
                 break
             if base + nb >= first:
                 S += int(w) * min(abs(get(base + nb)), 255)
+        for nb, d, w in zip(ctx.get("xneighbors", [[-1]] * M)[c], ctx.get("xdirections", [[0]] * M)[c],
+                            ctx.get("xweights", [[0]] * M)[c]):
+            if nb < 0:
+                break
+            s2 = neighbour(i // M, d) if neighbour is not None else None
+            if s2 is not None and s2 * M + nb >= first:
+                S += int(w) * min(abs(get(s2 * M + nb)), 255)
         b = sum(1 for e in ctx["edges"][1:] if e <= S)
         return int(ctx["remap"][ctx["classes"][c], tabs[i], b])
     return table_of
@@ -830,6 +839,11 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
         assert [ct[f"ctx.{k}"].dtype for k in ("neighbors", "weights", "classes", "edges", "remap")] == [
             np.int16, np.int16, np.int16, np.int32, np.uint8]
         ctx = {k: ct[f"ctx.{k}"].astype(np.int64) for k in ("neighbors", "weights", "classes", "edges", "remap")}
+        cross = [k for k in ("xneighbors", "xdirections", "xweights") if f"ctx.{k}" in ct]
+        assert len(cross) in (0, 3)             # all three or none
+        for k in cross:
+            assert ct[f"ctx.{k}"].dtype == np.int16
+            ctx[k] = ct[f"ctx.{k}"].astype(np.int64)
         if "tables.y_cdf" in ct:          # narrow tables after the base's 64, which they must repeat
             for k in ("cdf", "n", "off"):
                 assert ct[f"tables.y_{k}"].dtype == np.int32 and ct[f"tables.y_{k}"].shape[0] > 64
@@ -915,10 +929,25 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     # stream 1: the latent, in packets; coding order: position perm[s], then its M channels
     B = (payload_nt - 3) // 4
     packet_bytes = meta["R"] * (B - s1["inner"])
-    perm = interleaver(hh * ww, 0x636F6D70 ^ (hh << 16) ^ ww)
+    if meta["strips"]:          # strips of 4 columns, each row by row (metadata versions 7 and 8)
+        perm = sorted(range(hh * ww), key=lambda p: ((p % ww) // 4, p // ww, p % ww))
+    else:
+        perm = interleaver(hh * ww, 0x636F6D70 ^ (hh << 16) ^ ww)
+    rank = {p: s for s, p in enumerate(perm)}
+
+    def neighbour(s, d):        # the cross context's neighbours: in the latent and in the same strip
+        if not meta["strips"]:
+            return None
+        r, col = divmod(perm[s], ww)
+        dr, dc = ((0, -1), (-1, -1), (-1, 0), (-1, 1))[d]
+        r2, c2 = r + dr, col + dc
+        if r2 < 0 or c2 < 0 or c2 >= ww or c2 // 4 != col // 4:
+            return None
+        assert rank[r2 * ww + c2] < s
+        return rank[r2 * ww + c2]
     order = [(c, perm[s] // ww, perm[s] % ww) for s in range(hh * ww) for c in range(M)]
     tabs = [j[o] for o in order]
-    table_of = None if ctx is None else context_table_doc(ctx, M, tabs)
+    table_of = None if ctx is None else context_table_doc(ctx, M, tabs, neighbour)
     vals, firsts, by_size = decode_packets_doc(streams[1], packet_bytes, M * hh * ww, tabs, (y_cdf, y_n, y_off),
                                                table_of=table_of)
     sym = np.zeros((M, hh, ww), dtype=np.int64)
@@ -928,7 +957,8 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
             "z": z, "z_bits": z_bits, "mu": mu, "sigma": sigma, "mu_g": mu_g, "sigma_g": sigma_g, "j": j,
             "order": order, "tabs": tabs, "values": vals, "symbols": sym, "firsts": firsts, "by_size": by_size,
             "packet_bytes": packet_bytes, "N": N, "M": M, "hw": (hh, ww), "table_of": table_of, "shifts": shifts, "gain": post_gain,
-            "zctx": zctx}
+            "zctx": zctx, "ctx": ctx,
+            "first_of": [firsts[bisect.bisect_right(firsts, i) - 1] for i in range(len(vals))]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1405,7 +1435,9 @@ def test_pool_header_example_in_the_document():
                                                       ("compact-meta3", "compact-gray-v8", "compact-gray-v5", 5),
                                                       ("compact-meta4", "compact-gray-v8", "compact-gray-v5", 7),
                                                       ("compact-gain", "compact-gray-v14", "compact-gray-v5", 4),
-                                                      ("compact-gain-shifts", "compact-gray-v14", "compact-gray-v5", 7)])
+                                                      ("compact-gain-shifts", "compact-gray-v14", "compact-gray-v5", 7),
+                                                      ("compact-cross", "compact-gray-v16", "compact-gray-v5", 7),
+                                                      ("compact-cross-shifts", "compact-gray-v16", "compact-gray-v5", 8)])
 def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     """The context models' golden files read with 12.3 alone: compact-gray-v4 extends
     compact-gray-v3 (the base's weights, the context file's tables and gains), compact-gray-v5
@@ -1416,10 +1448,11 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     compact-gray-v9 and -v10 v8 with others (the same streams' rules), compact-meta3 and -meta4 have
     the 11-byte metadata (versions 3 and 4, a header of 5 oligos per copy), compact-gain and
     compact-gain-shifts a post-filter gain byte at the head of stream 0 (versions 5 and 6, the
-    latter before the table shifts); re-encoding the values with the documented context rule gives stream 1
+    latter before the table shifts), compact-cross and compact-cross-shifts a cross context with the
+    positions in strips (versions 7 and 8); re-encoding the values with the documented context rule gives stream 1
     back byte for byte, and the symbols are those dnaimg's encoder chose."""
     since_v13 = ("compact-gray-v13", "compact-meta3", "compact-meta4", "compact-gain",
-                 "compact-gain-shifts")     # (written by the same encoder)
+                 "compact-gain-shifts", "compact-cross", "compact-cross-shifts")     # (written by the same encoder)
     gold_dir = ROOT / "tests" / "golden" / folder
     models = ROOT / "dnaimg" / "zoo" / "models"
     gold = json.loads((gold_dir / "golden.json").read_text())["gray-source"]
@@ -1457,19 +1490,26 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     from dnaimg.zoo import compact as zoo_compact
     img = np.asarray(Image.open(ROOT / "tests" / "golden" / "v2" / "source.png").convert("L"))
     assert r["meta"]["shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short", "compact-meta4",
-                                              "compact-gain-shifts"))
-    assert r["meta"]["version"] == {"compact-meta3": 3, "compact-meta4": 4, "compact-gain": 5,
-                                    "compact-gain-shifts": 6}.get(folder, 2 if r["meta"]["shifts"] else 1)
-    assert r["gain"] == {"compact-gain": 43, "compact-gain-shifts": 16}.get(folder)
-    if folder in ("compact-meta3", "compact-meta4", "compact-gain", "compact-gain-shifts"):
+                                              "compact-gain-shifts", "compact-cross-shifts"))
+    assert r["meta"]["version"] == {"compact-meta3": 3, "compact-meta4": 4, "compact-gain": 5, "compact-gain-shifts": 6,
+                                    "compact-cross": 7, "compact-cross-shifts": 8}.get(folder, 2 if r["meta"]["shifts"] else 1)
+    assert r["gain"] == {"compact-gain": 43, "compact-gain-shifts": 16, "compact-cross": 20,
+                         "compact-cross-shifts": 21}.get(folder)
+    if folder.startswith("compact-cross"):       # the cross context changes tables where a neighbouring position shares the packet
+        in_block = context_table_doc({k: v for k, v in r["ctx"].items() if not k.startswith("x")}, r["M"], r["tabs"])
+        changed = sum(r["table_of"](i, f, lambda q: r["values"][q]) != in_block(i, f, lambda q: r["values"][q])
+                      for i, f in enumerate(r["first_of"]))
+        assert changed > 50 and r["meta"]["strips"]
+    if folder in ("compact-meta3", "compact-meta4", "compact-gain", "compact-gain-shifts", "compact-cross",
+                  "compact-cross-shifts"):
         # 19 + 28 x 2 + 11 = 86 bytes: 5 parts (11.1), 3 copies
         assert len(r["header"]["meta"]) == 11 and 19 + 28 * len(r["header"]["streams"]) + 11 == 86
         assert sorted(k - HEADER_BASE for k in r["olis"] if k >= HEADER_BASE) == [16 * c + p for c in range(3) for p in range(5)]
         assert (r["meta"]["H"], r["meta"]["W"]) == (64, 96)
     assert (r["zctx"] is not None) == (model in ("compact-gray-v6", "compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10",
-                                                  "compact-gray-v13", "compact-gray-v14"))
+                                                  "compact-gray-v13", "compact-gray-v14", "compact-gray-v16"))
     if model in ("compact-gray-v7", "compact-gray-v8", "compact-gray-v9", "compact-gray-v10", "compact-gray-v13",
-                 "compact-gray-v14"):     # narrow tables used, shifted too
+                 "compact-gray-v14", "compact-gray-v16"):     # narrow tables used, shifted too
         first_of = [r["firsts"][bisect.bisect_right(r["firsts"], i) - 1] for i in range(len(r["values"]))]
         used = [r["table_of"](i, first_of[i], lambda q: r["values"][q]) for i in range(len(r["values"]))]
         assert sum(u >= 64 for u in used) >= (1000 if folder == "compact-narrow" else 1) and len(ytab[1]) == 72
@@ -1482,7 +1522,16 @@ def test_compact_context_golden_file(folder, model, base, quality, monkeypatch):
     try:
         an = compact.Analysis(img, model)
         an.use_z(np.asarray(r["z"]).reshape(an.z.shape[1:]))      # the hyper-latent written (maybe searched)
-        if r["meta"]["shifts"]:
+        if r["meta"]["strips"]:     # the encoder's estimates knew the packets of its trials: these
+            an._packet_starts = np.asarray(r["firsts"]) // r["M"]
+        if r["meta"]["shifts"] and r["meta"]["strips"]:
+            # (fitted on the packets of the encoder's trial before the last, which the file does not
+            # hold: the RDO's symbols priced with the shifts written)
+            shifts = np.asarray(r["shifts"])
+            ctx = compact.adapt_context(an.tables.ctx, shifts, an.tables.y_cdf.shape[0])
+            sym, _ = an.symbols(r["meta"]["q"], 1.0, ctx)
+            assert np.count_nonzero(shifts) > 10
+        elif r["meta"]["shifts"]:
             sym, _, _, shifts = an.coded(r["meta"]["q"])
             assert np.array_equal(shifts, r["shifts"]) and np.count_nonzero(shifts) > 10
             # (the gain byte,) the shifts' bytes, then the hyper-latent's code: stream 0 is exactly these

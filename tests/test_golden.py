@@ -105,9 +105,11 @@ GRAY = {"compact-wave": ("compact-gray-v3", 30.0),     # transform cdf97, Laplac
         "compact-meta3": ("compact-gray-v8", 40.0),    # the 11-byte metadata (version 3; quality 5)
         "compact-meta4": ("compact-gray-v8", 40.0),    # ... with its tables shifted (version 4; quality 7)
         "compact-gain": ("compact-gray-v14", 30.0),    # a post-filter gain of 43/32 (version 5; quality 4)
-        "compact-gain-shifts": ("compact-gray-v14", 40.0)}  # a gain of 16/32 and table shifts (version 6; quality 7)
-#: the post-filter gains the golden files hold (metadata versions 5 and 6)
-GAINS = {"compact-gain": 43 / 32, "compact-gain-shifts": 16 / 32}
+        "compact-gain-shifts": ("compact-gray-v14", 40.0),  # a gain of 16/32 and table shifts (version 6; quality 7)
+        "compact-cross": ("compact-gray-v16", 40.0),  # a cross context, positions in strips (version 7; quality 7)
+        "compact-cross-shifts": ("compact-gray-v16", 40.0)}  # ... and table shifts (version 8; quality 8)
+#: the post-filter gains the golden files hold (metadata versions 5 to 8)
+GAINS = {"compact-gain": 43 / 32, "compact-gain-shifts": 16 / 32, "compact-cross": 20 / 32, "compact-cross-shifts": 21 / 32}
 GRAY_FILES = [(d, name) for d in GRAY for name in sorted(json.loads((GOLDEN / d / "golden.json").read_text()))]
 
 
@@ -128,7 +130,7 @@ def test_compact_gray_golden_files_decode(folder, name, tmp_path, monkeypatch):
     assert meta["model"] == model
     assert rep["image"]["codec"] == "compact" and rep["image"]["model"] == model
     assert rep["latent"]["table_shifts"] == (folder in ("compact-adapt", "compact-gray-v6", "compact-gray-v7", "compact-short",
-                                                        "compact-meta4", "compact-gain-shifts"))
+                                                        "compact-meta4", "compact-gain-shifts", "compact-cross-shifts"))
     assert rep["latent"].get("post_gain") == GAINS.get(folder)
     assert [s["crc"] for s in rep["header"]["streams"]] == meta["stream_crcs"]
     expected = np.asarray(Image.open(d / meta["expected_image"]))

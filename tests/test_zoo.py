@@ -36,7 +36,7 @@ def test_shipped_models_verify(monkeypatch, fresh):
     monkeypatch.delenv("DNAIMG_MODELS", raising=False)
     cards = list_models(None)
     assert sorted(c["name"] for c in cards) == sorted(p.stem for p in SHIPPED.glob("*.safetensors"))
-    assert len(cards) == 21
+    assert len(cards) == 23
     for c in cards:
         if c.get("codec") == "compact":     # its own loader (dnaimg.codecs.compact): tests/test_compact.py
             w = SHIPPED / f"{c['name']}.safetensors"

@@ -132,12 +132,12 @@ def test_no_search_without_a_context():
     assert zsearch.search(an, an.tables.rate_row(3.0), 1.0, 1.3) is None
 
 
-def _cells(n: int = 384, seed: int = 0) -> np.ndarray:
+def _cells(n: int = 384, seed: int = 0, blobs: int = 40) -> np.ndarray:
     """A fluorescence-like image: bright blobs on a dark, noisy background."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:n, 0:n]
     img = np.full((n, n), 12.0)
-    for _ in range(40):
+    for _ in range(blobs):
         cy, cx, r = rng.uniform(0, n), rng.uniform(0, n), rng.uniform(6, 18)
         img += rng.uniform(60, 180) * np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)) ** 2)
     img += rng.normal(0, 2.0, img.shape)

@@ -24,6 +24,14 @@ and a value's table may depend on values of its own group coded before it in the
 and ``bucket`` how many of ``edges[1:]`` are at most ``sum_k weight[c, k] * min(|v_k|, CTX_CAP)``
 over the neighbours ``v_k`` (group places ``neighbors[c, k]``, a row ending at -1) that lie in the
 same packet.  Without one, every value is coded with its own table.
+
+Cross context (optional, three more arrays): the positions may also see their neighbouring
+positions in the image.  ``pnb[q, d]`` (given per image) is the coding index of position q's
+neighbour in direction d (0 left, 1 above-left, 2 above, 3 above-right) or -1; a value at place
+``c`` then also counts ``xweights[c, k] * min(|v|, CTX_CAP)`` for each ``xneighbors[c, k] = c'``
+(a row ending at -1): the value at place c' of position ``pnb[q, xdirections[c, k]]``, where that
+value lies in the same packet.  Positions coded before a packet's first value are never seen, so
+every packet still decodes on its own.
 """
 from __future__ import annotations
 
@@ -149,10 +157,71 @@ def _symbol_bounds(cdf, n, offset, v):
 def no_context(n_tables: int) -> tuple:
     """The context that changes nothing: every value coded with its own table."""
     return (np.full((1, 1), -1, dtype=np.int64), np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64),
-            np.zeros(1, dtype=np.int64), np.arange(n_tables, dtype=np.int64).reshape(1, n_tables, 1))
+            np.zeros(1, dtype=np.int64), np.arange(n_tables, dtype=np.int64).reshape(1, n_tables, 1)) + no_cross(1)
+
+
+def no_cross(M: int) -> tuple:
+    """(xneighbors, xdirections, xweights) of a context that sees no other position."""
+    return (np.full((M, 1), -1, dtype=np.int64), np.zeros((M, 1), dtype=np.int64), np.zeros((M, 1), dtype=np.int64))
+
+
+def full_context(ctx: tuple) -> tuple:
+    """``ctx`` as the kernels take it: 8 arrays (a context of 5 sees no other position)."""
+    return tuple(ctx) if len(ctx) == 8 else tuple(ctx) + no_cross(np.asarray(ctx[2]).size)
+
+
+def has_cross(ctx: tuple | None) -> bool:
+    """Whether context ``ctx`` (5 or 8 arrays) sees neighbouring positions."""
+    return ctx is not None and len(ctx) == 8 and bool(np.any(np.asarray(ctx[5]) >= 0))
+
+
+def layout_of(ctx: tuple) -> tuple:
+    """The context without its remap (what :func:`dnaimg.zoo.context.bucket_probe` takes)."""
+    return tuple(ctx[:4]) + tuple(ctx[5:])
+
+
+def with_remap(layout: tuple, remap: np.ndarray) -> tuple:
+    """The context of ``layout`` (:func:`layout_of`) with ``remap``."""
+    return tuple(layout[:4]) + (remap,) + tuple(layout[4:])
+
+
+def no_positions(n_positions: int) -> np.ndarray:
+    """``pnb`` of positions that see no neighbour."""
+    return np.full((max(1, n_positions), 4), -1, dtype=np.int64)
 
 
 def check_context(ctx: tuple, n_tables: int) -> tuple:
+    """:func:`_check_context` of ``ctx`` (5 arrays, or 8 with a cross context), as many arrays."""
+    if len(ctx) not in (5, 8):
+        raise ValueError("inconsistent context tables")
+    base = _check_context(ctx[:5], n_tables)
+    if len(ctx) == 5:
+        return base
+    try:
+        xn, xd, xw = (np.ascontiguousarray(np.asarray(a), dtype=np.int64) for a in ctx[5:])
+    except (TypeError, ValueError):
+        raise ValueError("inconsistent context tables") from None
+    M = base[2].size
+    ok = (xn.ndim == 2 and xn.shape[0] == M and xn.shape[1] >= 1 and xd.shape == xn.shape and xw.shape == xn.shape
+          and bool(np.all((xn >= -1) & (xn < M))) and not bool(np.any((xn[:, :-1] < 0) & (xn[:, 1:] >= 0)))
+          and bool(np.all((xd >= 0) & (xd < 4))) and bool(np.all((xw >= 0) & (xw < 1 << 16))))
+    if not ok:
+        raise ValueError("inconsistent context tables")
+    return base + (xn, xd, xw)
+
+
+def check_positions(pnb, n_positions: int) -> np.ndarray:
+    """``pnb`` (None: :func:`no_positions`) as the kernels read it; ValueError unless every
+    neighbour is an earlier position."""
+    if pnb is None:
+        return no_positions(n_positions)
+    pnb = np.ascontiguousarray(np.asarray(pnb), dtype=np.int64)
+    if pnb.shape != (max(1, n_positions), 4) or not bool(np.all((pnb >= -1) & (pnb < np.arange(pnb.shape[0])[:, None]))):
+        raise ValueError("inconsistent position neighbours")
+    return pnb
+
+
+def _check_context(ctx: tuple, n_tables: int) -> tuple:
     """``ctx`` = (neighbors, weights, classes, edges, remap) as contiguous int64 arrays (``remap``'s
     second size: the values' own tables, the first of the ``n_tables``; the rest, narrower ones a
     model may add, are reached only through ``remap``); raise
@@ -179,9 +248,11 @@ def check_context(ctx: tuple, n_tables: int) -> tuple:
 
 
 @nb.njit(cache=True, inline="always")
-def _context_table(c, avail, t, group, nbr, wts, cls, edges, remap):
+def _context_table(c, avail, t, group, nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb, q, vals, first):
     """The table of the value at place ``c`` of its group (own table ``t``): ``group[j]`` is the
-    group's value at place j, counted where ``j >= avail`` (the places coded in the same packet)."""
+    group's value at place j, counted where ``j >= avail`` (the places coded in the same packet);
+    the group is position ``q``, and ``vals[p * M + c']`` is place c' of position p, counted where
+    that index is ``>= first`` (the cross context)."""
     s = 0
     for k in range(nbr.shape[1]):
         j = nbr[c, k]
@@ -190,30 +261,43 @@ def _context_table(c, avail, t, group, nbr, wts, cls, edges, remap):
         if j >= avail:
             a = abs(group[j])
             s += wts[c, k] * (a if a < CTX_CAP else CTX_CAP)
+    M = cls.shape[0]
+    for k in range(xnbr.shape[1]):
+        j = xnbr[c, k]
+        if j < 0:
+            break
+        p = pnb[q, xdir[c, k]]
+        if p >= 0 and p * M + j >= first:
+            a = abs(vals[p * M + j])
+            s += xwts[c, k] * (a if a < CTX_CAP else CTX_CAP)
     b = 0
     while b + 1 < edges.shape[0] and edges[b + 1] <= s:
         b += 1
     return remap[cls[c], t, b]
 
 
-def context_tables(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
+def context_tables(values: np.ndarray, tables: np.ndarray, ctx: tuple, pnb=None) -> np.ndarray:
     """The tables the context gives values (G, M) (groups of M) with own tables (G, M), every
-    neighbour counted (as when a group is not split between packets): :func:`_context_table` for a
-    whole array, for what estimates costs (the fitter, the encoder's rate-distortion choices).
-    (:func:`context_tables_cm` for the latent's channel-major arrays.)"""
-    return context_tables_cm(np.asarray(values).T, np.asarray(tables).T, ctx).T
+    neighbour counted (as when a group is not split between packets; with a cross context, every
+    neighbouring position that ``pnb`` names, indexed as the G groups are): :func:`_context_table`
+    for a whole array, for what estimates costs (the fitter, the encoder's rate-distortion
+    choices).  (:func:`context_tables_cm` for the latent's channel-major arrays.)"""
+    return context_tables_cm(np.asarray(values).T, np.asarray(tables).T, ctx, pnb).T
 
 
-def context_tables_cm(values: np.ndarray, tables: np.ndarray, ctx: tuple) -> np.ndarray:
+def context_tables_cm(values: np.ndarray, tables: np.ndarray, ctx: tuple, pnb=None) -> np.ndarray:
     """:func:`context_tables` for arrays in the latent's own layout, (M, positions) (channel
-    major), without transposed copies: (M, positions)."""
-    nbr, wts, cls, edges, remap = ctx
-    return _context_tables_cm(np.ascontiguousarray(values, dtype=np.int64), np.ascontiguousarray(tables, dtype=np.int64),
-                              nbr, wts, cls, edges, remap)
+    major), without transposed copies (but one where the context is a cross one): (M, positions)."""
+    ctx = full_context(ctx)
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    cross = bool(np.any(np.asarray(ctx[5]) >= 0)) and pnb is not None
+    vals = np.ascontiguousarray(values.T).reshape(-1) if cross else np.zeros(1, dtype=np.int64)
+    pnb = np.ascontiguousarray(pnb, dtype=np.int64) if cross else no_positions(values.shape[1])
+    return _context_tables_cm(values, np.ascontiguousarray(tables, dtype=np.int64), *ctx, pnb, vals)
 
 
 @nb.njit(cache=True, parallel=True)
-def _context_tables_cm(values, tables, nbr, wts, cls, edges, remap):
+def _context_tables_cm(values, tables, nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb, vals):
     M, G = values.shape
     B = 64                                      # positions per block: a small transposed copy each
     out = np.empty((M, G), dtype=np.int64)
@@ -226,27 +310,31 @@ def _context_tables_cm(values, tables, nbr, wts, cls, edges, remap):
                 group[k, c] = values[c, g0 + k]
         for k in range(n):
             for c in range(M):
-                out[c, g0 + k] = _context_table(c, 0, tables[c, g0 + k], group[k], nbr, wts, cls, edges, remap)
+                out[c, g0 + k] = _context_table(c, 0, tables[c, g0 + k], group[k], nbr, wts, cls, edges, remap,
+                                                xnbr, xdir, xwts, pnb, g0 + k, vals, 0)
     return out
 
 
-def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, ctx=None):
+def encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, ctx=None, pnb=None):
     """Code ``values`` (in order; ``tables[i]`` the table of value i) into packets of
     ``packet_bytes`` bytes.  Returns (packets (P, packet_bytes) uint8, first symbol index per
     packet).  ``packet_bytes`` 0: one packet of unbounded size (returns its bytes in a (1, n) array).
     ``ctx``: the context (module docstring), none by default; packets only (an unbounded stream
-    is read by :func:`decode_stream`, which has none)."""
+    is read by :func:`decode_stream`, which has none).  ``pnb``: the positions' neighbours in the
+    coding order, for a cross context (None: none seen)."""
     if ctx is None:
         ctx = no_context(cdf.shape[0])
     elif packet_bytes == 0:
         raise ValueError("a context codes packets, not an unbounded stream")
     else:
-        ctx = check_context(ctx, cdf.shape[0])
-    return _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, *ctx)
+        ctx = full_context(check_context(ctx, cdf.shape[0]))
+    pnb = check_positions(pnb, values.shape[0] // ctx[2].size)
+    return _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, *ctx, pnb)
 
 
 @nb.njit(cache=True)
-def _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, nbr, wts, cls, edges, remap):
+def _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packets, nbr, wts, cls, edges, remap,
+                    xnbr, xdir, xwts, pnb):
     total = values.shape[0]
     M = cls.shape[0]
     unbounded = packet_bytes == 0
@@ -275,7 +363,8 @@ def _encode_packets(values, tables, cdf, n_sym, offset, packet_bytes, max_packet
         n_in = 0
         while i < total:
             c = i % M
-            t = _context_table(c, starts[k] - (i - c), tables[i], values[i - c:], nbr, wts, cls, edges, remap)
+            t = _context_table(c, starts[k] - (i - c), tables[i], values[i - c:], nbr, wts, cls, edges, remap,
+                               xnbr, xdir, xwts, pnb, i // M, values, starts[k])
             s, esc = _symbol_bounds(cdf[t], n_sym[t], offset[t], values[i])
             # dry run: bits this value needs
             l2, h2, used = _step_count(low, high, cdf[t, s], cdf[t, s + 1])
@@ -403,7 +492,7 @@ def _ends_here(buf, limit, written, low, pending):
 
 @nb.njit(cache=True)
 def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset, cap, known,
-               nbr, wts, cls, edges, remap, trust=1 << 62):
+               nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb, trust=1 << 62):
     """Decode symbols ``first, first+1, ..`` from ``buf`` (``limit`` valid bits, coded bits start
     at ``bit0``) up to ``end`` (exclusive; -1: unknown, as when the next packet is lost: then up to
     the first symbol after which the rest of the packet is exactly a termination and zero bits.
@@ -428,7 +517,8 @@ def decode_run(buf, limit, bit0, first, end, values, tables, cdf, n_sym, offset,
     group = np.zeros(M, dtype=np.int64)     # this run's values of the current group (no other thread's)
     while i < stop:
         c = i % M
-        t = _context_table(c, first - (i - c), tables[i], group, nbr, wts, cls, edges, remap)
+        t = _context_table(c, first - (i - c), tables[i], group, nbr, wts, cls, edges, remap, xnbr, xdir, xwts,
+                           pnb, i // M, values, first)
         v, pos, value, low, high, u, pending = decode_value(buf, limit, pos, value, low, high, cdf[t], n_sym[t],
                                                             offset[t], pending)
         if pos > trust:         # (its decisions read bits up to pos)
@@ -508,23 +598,25 @@ def headless(readable) -> np.ndarray:
     return np.asarray(readable, dtype=np.int64) * 8 < HEAD_BITS
 
 
-def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None, readable=None):
+def decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, ctx=None, readable=None,
+                   pnb=None):
     """Decode packets (P, B) of which ``lost[k]`` could not be read.  Each readable packet decodes
     on its own, from its first symbol to the next readable packet's.  ``readable[k]`` (default B):
     how many of packet k's first bytes are known where a later part of it was lost (an oligo of
     it not rebuilt): its symbols decided from those bytes alone are decoded, the rest are unknown;
     a packet without its whole head is lost.  Returns (values, known): unknown values are 0 (the
-    decoder's predicted mean).  ``ctx``: as the encoder's."""
-    ctx = no_context(cdf.shape[0]) if ctx is None else check_context(ctx, cdf.shape[0])
+    decoder's predicted mean).  ``ctx`` and ``pnb``: as the encoder's."""
+    ctx = no_context(cdf.shape[0]) if ctx is None else full_context(check_context(ctx, cdf.shape[0]))
+    pnb = check_positions(pnb, total // ctx[2].size)
     P, B = packets.shape
     readable = np.full(P, B, dtype=np.int64) if readable is None else np.asarray(readable, dtype=np.int64)
     lost = np.asarray(lost, dtype=np.bool_) | headless(readable)
-    return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, *ctx)
+    return _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, *ctx, pnb)
 
 
 @nb.njit(cache=True, parallel=True)
 def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_cum, readable, nbr, wts, cls, edges,
-                    remap):
+                    remap, xnbr, xdir, xwts, pnb):
     P, B = packets.shape
     cap = B * 8
     values = np.zeros(total, dtype=np.int64)
@@ -542,21 +634,21 @@ def _decode_packets(packets, lost, total, tables, cdf, n_sym, offset, expected_c
             end = -1
         trust = (1 << 62) if readable[k] >= B else readable[k] * 8
         decode_run(packets[k], cap, HEAD_BITS, s, end, values, tables, cdf, n_sym, offset, cap, known,
-                   nbr, wts, cls, edges, remap, trust)
+                   nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb, trust)
     return values, known
 
 
 def decode_stream(buf, total, tables, cdf, n_sym, offset):
     """One unbounded stream (no head, no context): every symbol."""
-    return _decode_stream(buf, total, tables, cdf, n_sym, offset, *no_context(cdf.shape[0]))
+    return _decode_stream(buf, total, tables, cdf, n_sym, offset, *no_context(cdf.shape[0]), no_positions(1))
 
 
 @nb.njit(cache=True)
-def _decode_stream(buf, total, tables, cdf, n_sym, offset, nbr, wts, cls, edges, remap):
+def _decode_stream(buf, total, tables, cdf, n_sym, offset, nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb):
     values = np.zeros(total, dtype=np.int64)
     known = np.zeros(total, dtype=np.bool_)
     decode_run(buf, buf.shape[0] * 8, 0, 0, total, values, tables, cdf, n_sym, offset, 1 << 62, known,
-               nbr, wts, cls, edges, remap)
+               nbr, wts, cls, edges, remap, xnbr, xdir, xwts, pnb)
     return values, known
 
 

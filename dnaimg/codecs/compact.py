@@ -26,6 +26,7 @@ saved put a compact image's header (with its two streams) in 5 header oligos per
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 import threading
 from dataclasses import dataclass
@@ -52,9 +53,18 @@ META_VERSION_PACKED = 3         # version 1 in 11 bytes: what dnaimg writes
 META_VERSION_PACKED_ADAPTED = 4     # version 2 in 11 bytes
 META_VERSION_GAIN = 5           # version 3, stream 0 beginning with the post-filter's gain (one byte)
 META_VERSION_ADAPTED_GAIN = 6   # version 4, stream 0 beginning with the gain, then the table shifts
-ADAPTED_VERSIONS = (META_VERSION_ADAPTED, META_VERSION_PACKED_ADAPTED, META_VERSION_ADAPTED_GAIN)
-PACKED_VERSIONS = (META_VERSION_PACKED, META_VERSION_PACKED_ADAPTED, META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN)
-GAIN_VERSIONS = (META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN)
+META_VERSION_STRIPS = 7         # version 5 with the latent's positions in strips (:func:`strip_order`)
+META_VERSION_ADAPTED_STRIPS = 8     # version 6 likewise
+META_VERSION_LAST = META_VERSION_ADAPTED_STRIPS
+ADAPTED_VERSIONS = (META_VERSION_ADAPTED, META_VERSION_PACKED_ADAPTED, META_VERSION_ADAPTED_GAIN,
+                    META_VERSION_ADAPTED_STRIPS)
+PACKED_VERSIONS = (META_VERSION_PACKED, META_VERSION_PACKED_ADAPTED, META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN,
+                   META_VERSION_STRIPS, META_VERSION_ADAPTED_STRIPS)
+GAIN_VERSIONS = (META_VERSION_GAIN, META_VERSION_ADAPTED_GAIN, META_VERSION_STRIPS, META_VERSION_ADAPTED_STRIPS)
+STRIP_VERSIONS = (META_VERSION_STRIPS, META_VERSION_ADAPTED_STRIPS)
+STRIP = 4                       # positions across a strip (versions 7 and 8): the coding order runs down
+                                # strips of 4 latent positions (64 px), a row of 4 at a time, so that a
+                                # packet holds a position's left and upper neighbours (cross context)
 GAIN_ONE = 32                   # the gain byte of the post-filter's residual as it is: gain = byte / 32
 GAIN_TRIES = 8                  # bytes tried each side of the least-squares gain (rounded): the rounded
                                 # image's error is not smooth in the gain on small images
@@ -75,13 +85,15 @@ MAX_SIDE = 1 << 16
 #: halved, clean of the JPEG blocks many training X-rays carry).  With no ``model`` named, the encoder
 #: writes whichever draws the best image from its symbols.
 POST_FILTER_CHOICES = {"compact-gray-v8": ("compact-gray-v9", "compact-gray-v10"),
-                       "compact-gray-v12": ("compact-gray-v13", "compact-gray-v14", "compact-gray-v15")}
+                       "compact-gray-v12": ("compact-gray-v13", "compact-gray-v14", "compact-gray-v15"),
+                       "compact-gray-v16": ("compact-gray-v17",)}
 #: the default gray model's other families: models with another analysis (compact-gray-v12's
-#: learned lifting steps), so other symbols.  With no ``model`` named and a cap (``fits``), the
+#: learned lifting steps), so other symbols; since the cross context, compact-gray-v16's (v14's
+#: coder with it, so v12's family coded in fewer bits).  With no ``model`` named and a cap (``fits``), the
 #: encoder also codes the image with each (and its own POST_FILTER_CHOICES) and writes whichever
 #: streams decode to the better image (twice the encoding time; at a fixed quality the rates
 #: differ and the default family is kept).
-FAMILY_CHOICES = {"compact-gray-v8": ("compact-gray-v12",)}
+FAMILY_CHOICES = {"compact-gray-v8": ("compact-gray-v16",)}
 REFINE_TRIES = 3                # refinements tried, each in fewer bits, until one fits (refine.py)
 REFINE_CUT = 0.005              # ... each at most this share fewer
 TILE_PX = 512                   # the transforms run on tiles of 512 x 512 pixels with the model's
@@ -110,6 +122,11 @@ class CompactParams:
         return self.version in ADAPTED_VERSIONS
 
     @property
+    def strips(self) -> bool:
+        """The latent's positions are coded in strips (:func:`strip_order`), not the keyed order."""
+        return self.version in STRIP_VERSIONS
+
+    @property
     def gained(self) -> bool:
         """Stream 0 begins with the post-filter's gain byte (before any table shifts)."""
         return self.version in GAIN_VERSIONS
@@ -126,7 +143,7 @@ class CompactParams:
     def unpack(cls, meta: bytes) -> "CompactParams":
         v = meta[0] if len(meta) else 0
         if v not in (META_VERSION, META_VERSION_ADAPTED) + PACKED_VERSIONS:
-            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads 1 to {META_VERSION_ADAPTED_GAIN}")
+            raise DecodeError(f"compact codec metadata version {v}; this dnaimg reads 1 to {META_VERSION_LAST}")
         n = struct.calcsize(META_PACKED if v in PACKED_VERSIONS else META)
         if len(meta) not in (n, n + 1):
             raise DecodeError(f"compact codec metadata of {len(meta)} bytes (expected {n}, or {n + 1} with flags, "
@@ -320,10 +337,63 @@ def _order(h: int, w: int) -> np.ndarray:
     return interleaver(h * w, ORDER_KEY ^ (h << 16) ^ w)
 
 
-def _y_layout(idx: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Coding order of the latent (M, h, w): (flat indexes into the (M, h*w) array, tables)."""
+def strip_order(h: int, w: int) -> np.ndarray:
+    """The positions of an (h, w) latent (raster indexes) in the order of metadata versions 7 and 8:
+    strip by strip (columns 0-3, 4-7, ..., the last one narrower where w is not a multiple of
+    :data:`STRIP`), in each strip row by row, left to right."""
+    by, bx = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    return np.lexsort((bx, by, bx // STRIP))
+
+
+@functools.lru_cache(maxsize=8)
+def position_neighbours(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The positions' neighbours a cross context sees in :func:`strip_order` (left, above-left,
+    above, above-right: :data:`dnaimg.zoo.wavelet.CROSS_DIRECTIONS`), those in the same strip:
+    (by coding index, as the coder reads them; by raster index, for the encoder's estimates), -1
+    where there is none."""
+    from dnaimg.zoo.wavelet import CROSS_DIRECTIONS
+    order = strip_order(h, w)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    by, bx = np.divmod(np.arange(h * w, dtype=np.int64), w)
+    raster = np.full((h * w, 4), -1, dtype=np.int64)
+    for d, (dy, dx) in enumerate(CROSS_DIRECTIONS):
+        ny, nx = by + dy, bx + dx
+        ok = (ny >= 0) & (nx >= 0) & (nx < w) & (nx // STRIP == bx // STRIP)
+        raster[ok, d] = (ny * w + nx)[ok]
+    coding = np.ascontiguousarray(np.where(raster[order] >= 0, rank[np.maximum(raster[order], 0)], -1))
+    coding.flags.writeable = raster.flags.writeable = False        # (cached: shared by every caller)
+    return coding, raster
+
+
+def packet_neighbours(h: int, w: int, starts: np.ndarray) -> np.ndarray:
+    """:func:`position_neighbours` by raster index, less the neighbours in another packet than the
+    position, packets starting at coded positions ``starts`` (a position split between two counts
+    in the later one)."""
+    full = position_neighbours(h, w)[1]
+    packet = np.empty(h * w, dtype=np.int64)
+    packet[strip_order(h, w)] = np.searchsorted(np.asarray(starts), np.arange(h * w), side="right") - 1
+    same = (full >= 0) & (packet[np.maximum(full, 0)] == packet[:, None])
+    return np.where(same, full, -1)
+
+
+def strip_packets(sym: np.ndarray, idx: np.ndarray, t, ctx: tuple, packet_bytes: int) -> np.ndarray:
+    """The coded positions at which packets of ``packet_bytes`` start when symbols ``sym`` (M, h,
+    w) with hyperprior tables ``idx`` are coded in strips with context ``ctx`` (what a cross
+    context's fit counts with: its neighbours where they share a packet)."""
+    M, h, w = sym.shape
+    flat, tabs = _y_layout(idx, h, w, strips=True)
+    pnb = position_neighbours(h, w)[0] if arith.has_cross(ctx) else None
+    _, starts = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
+                                     sym.size // 8 + 16, ctx, pnb)
+    return starts // M
+
+
+def _y_layout(idx: np.ndarray, h: int, w: int, strips: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Coding order of the latent (M, h, w): (flat indexes into the (M, h*w) array, tables);
+    ``strips``: :func:`strip_order`, else the keyed order."""
     M = idx.shape[0]
-    perm = _order(h, w)
+    perm = strip_order(h, w) if strips else _order(h, w)
     flat = (np.arange(M)[None, :] * (h * w) + perm[:, None]).reshape(-1)
     return flat, idx.reshape(-1)[flat]
 
@@ -392,7 +462,7 @@ class Analysis:
         if self.model.cfg.transform == "cdf97":
             # the context's tables for the rounded values: an estimate (the coder's differ where RDO
             # moves a neighbour or a packet splits a position)
-            used = used_tables(sym, idx, t.ctx if ctx is None else ctx)
+            used = used_tables(sym, idx, t.ctx if ctx is None else ctx, self.estimate_pnb())
             sym = rdo_symbols(u, sym, used, g, t, _row_lambda(card_lambdas(self.card), row) * rdo_weight)
         return sym, idx
 
@@ -421,7 +491,7 @@ class Analysis:
         sym, idx = self.symbols(row, rdo_weight)
         if t.ctx is None:
             return sym, idx, None, None
-        shifts = fit_shifts(sym, idx, t)
+        shifts = fit_shifts(sym, idx, t, self.estimate_pnb())
         if shifts is None:
             return sym, idx, t.ctx, None
         ctx = adapt_context(t.ctx, shifts, t.y_cdf.shape[0])
@@ -439,6 +509,32 @@ class Analysis:
     def fine_rate(self) -> bool:
         """Whether :meth:`encode`'s ``rdo_weight`` changes anything (the wavelet models' RDO)."""
         return self.model.cfg.transform == "cdf97"
+
+    def estimate_pnb(self) -> np.ndarray | None:
+        """The neighbouring positions the encoder's estimates count for a cross context: those of
+        :func:`estimate_neighbours`, less those that the last coding in strips put in another
+        packet than the position (packets move little between trials, and a packet's first row of
+        positions sees little above it); None without a cross context."""
+        t = self.tables
+        if not arith.has_cross(t.ctx):
+            return None
+        h, w = self.y.shape[1], self.y.shape[2]
+        starts = getattr(self, "_packet_starts", None)
+        if starts is None:
+            return position_neighbours(h, w)[1]
+        key = (h, w, starts.tobytes())
+        if getattr(self, "_pnb_key", None) != key:
+            self._pnb_key, self._pnb = key, packet_neighbours(h, w, starts)
+        return self._pnb
+
+    @property
+    def strips(self) -> bool:
+        """Whether :meth:`encode` codes the positions in strips (metadata versions 7 and 8, which
+        carry the gain byte): for a model whose context sees neighbouring positions, whose tables
+        were fitted for them (in the keyed order it would see none: 7-10 % more bits on training
+        X-rays).  A packet lost beyond what the outer code rebuilds then costs a patch of a strip
+        rather than scattered positions."""
+        return self.post_gain is not None and arith.has_cross(self.tables.ctx)
 
     @property
     def refinable(self) -> bool:
@@ -471,15 +567,20 @@ class Analysis:
         head = b"" if shifts is None else pack_shifts(shifts)
         shift_bytes = len(head)
         version = META_VERSION_PACKED if shifts is None else META_VERSION_PACKED_ADAPTED
+        strips = False
         if row > 0xFF:                          # (no shipped model has so many rate rows)
             version = META_VERSION if shifts is None else META_VERSION_ADAPTED
         elif self.post_gain is not None:
             head = bytes([self.post_gain]) + head
-            version = META_VERSION_GAIN if shifts is None else META_VERSION_ADAPTED_GAIN
+            strips = self.strips
+            version = ((META_VERSION_STRIPS if shifts is None else META_VERSION_ADAPTED_STRIPS) if strips else
+                       (META_VERSION_GAIN if shifts is None else META_VERSION_ADAPTED_GAIN))
         M, h, w = sym.shape
-        flat, tabs = _y_layout(idx, h, w)
-        pk, _ = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
-                                     sym.size // 8 + 16, ctx)
+        flat, tabs = _y_layout(idx, h, w, strips)
+        pk, starts = arith.encode_packets(sym.reshape(-1)[flat], tabs, t.y_cdf, t.y_n, t.y_off, packet_bytes,
+                                          sym.size // 8 + 16, ctx, position_neighbours(h, w)[0] if strips else None)
+        if strips:
+            self._packet_starts = starts // M    # (the positions' packets, for the estimates that follow)
         if self.progress is not None:
             self.progress(0)
         if pk.shape[0] == 0:
@@ -531,13 +632,23 @@ def _row_lambda(lambdas, row: int) -> float:
     return float(np.exp((1 - f) * np.log(lambdas[lo]) + f * np.log(lambdas[hi])))
 
 
-def used_tables(sym: np.ndarray, idx: np.ndarray, ctx: tuple | None) -> np.ndarray:
+def used_tables(sym: np.ndarray, idx: np.ndarray, ctx: tuple | None, pnb=None) -> np.ndarray:
     """The tables the coder's context ``ctx`` (None: none) gives symbols ``sym`` (M, h, w) with
-    hyperprior tables ``idx``, every neighbour counted (as when no packet splits a position)."""
+    hyperprior tables ``idx``, every neighbour counted (as when no packet splits a position; a
+    cross context's neighbouring positions as ``pnb`` (raster indexes) names them, default
+    :func:`estimate_neighbours`)."""
     if ctx is None:
         return idx
     M = sym.shape[0]
-    return arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1), ctx).reshape(sym.shape)
+    pnb = estimate_neighbours(sym, ctx) if pnb is None else pnb
+    return arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1), ctx, pnb).reshape(sym.shape)
+
+
+def estimate_neighbours(sym: np.ndarray, ctx: tuple | None) -> np.ndarray | None:
+    """The positions' neighbours (raster indexes) the encoder's estimates count for a latent
+    (M, h, w) under context ``ctx``: those of :func:`strip_order` where the context sees any (the
+    coder sees them where they share a packet), else None."""
+    return position_neighbours(sym.shape[1], sym.shape[2])[1] if arith.has_cross(ctx) else None
 
 
 def symbol_bits(v: np.ndarray, idx: np.ndarray, t) -> np.ndarray:
@@ -676,28 +787,29 @@ def adapt_context(ctx: tuple, shifts: np.ndarray, n_tables: int | None = None) -
     ``remap'[c, t, b] = shift_tables(remap[c, t, b], shifts[c, b])`` (``n_tables``: the
     latent's tables, the hyperprior's and any extra narrow ones; default the hyperprior's, for a
     remap that reaches no other)."""
-    nbr, wts, cls, edges, remap = ctx
+    remap = ctx[4]
     n_hyper = remap.shape[1]
     if n_tables is None and remap.size and int(remap.max()) >= n_hyper:
         raise ValueError("a remap that reaches extra tables: give n_tables")
     d = np.asarray(shifts, dtype=np.int64)[:, None, :]
-    return nbr, wts, cls, edges, shift_tables(remap, d, n_hyper, n_tables or n_hyper)
+    return arith.with_remap(arith.layout_of(ctx), shift_tables(remap, d, n_hyper, n_tables or n_hyper))
 
 
-def fit_shifts(sym: np.ndarray, idx: np.ndarray, t) -> np.ndarray | None:
+def fit_shifts(sym: np.ndarray, idx: np.ndarray, t, pnb=None) -> np.ndarray | None:
     """The encoder's table shifts for symbols ``sym`` (M, h, w) with hyperprior tables ``idx``:
     per (class, bucket) cell the shift with the fewest bits (the code's own bits counted; every
     neighbour in the context, as when no packet splits a position; values beyond +-V_MAX counted
     at V_MAX), or None when the shifts would not save their own size."""
     from dnaimg.zoo.context import V_MAX, bucket_probe
-    nbr, wts, cls, edges, remap = t.ctx
+    cls, remap = t.ctx[2], t.ctx[4]
     n_cls, n_tab, n_b = remap.shape
     n_all = t.y_cdf.shape[0]                                # (extra narrow tables included)
     bt = _value_bits(t)                                     # (tables, 2 V_MAX + 1)
-    probe = bucket_probe(t.ctx[:4], n_tab)
+    probe = bucket_probe(arith.layout_of(t.ctx), n_tab)
     M = sym.shape[0]
     s2, t2 = sym.reshape(M, -1), idx.reshape(M, -1)
-    bk = arith.context_tables_cm(s2, t2, probe)             # (M, positions): each value's bucket
+    pnb = estimate_neighbours(sym, t.ctx) if pnb is None else pnb
+    bk = arith.context_tables_cm(s2, t2, probe, pnb)        # (M, positions): each value's bucket
     cell = cls[:, None] * n_b + bk
     used = remap[cls[:, None], t2, bk]
     key = (cell * n_all + used) * (2 * V_MAX + 1) + np.clip(s2, -V_MAX, V_MAX) + V_MAX
@@ -791,8 +903,9 @@ def encode(img: np.ndarray, *, row_bytes: int | None = None, packet_bytes: int |
             return _choose_family(img, e, name, kw, pb // rows) if choose else e
     an = Analysis(img, name)
     an.progress = progress
-    if refine and an.refinable:         # (the wavelet models, which all have a post-filter)
-        an.post_gain = GAIN_ONE         # (its byte counted from the first trial: the gain is fitted last)
+    if (refine and an.refinable) or arith.has_cross(an.tables.ctx):     # (the wavelet models, which all have
+        an.post_gain = GAIN_ONE         # a post-filter; its byte counted from the first trial: the gain is fitted
+                                        # last; a cross model's strips go with the byte, 1 without the refinement)
     zr = z_redundancy(redundancy)
     z_weight = (1 + zr) / (1 + _latent_redundancy(redundancy))
     keep_means = _latent_redundancy(redundancy) < PROTECTED     # (no outer code to rebuild lost packets)
@@ -1119,7 +1232,7 @@ def _decoded_latent(received: list[Received], meta: bytes) -> tuple[CompactParam
         raise DecodeError(f"compact: rate row {p.rate_row} beyond the model's {t.gain.shape[0]}")
     mu_g, idx = t.gained(mu, sigma, p.rate_row)
     M = mu_g.shape[1]
-    flat, tabs = _y_layout(idx[0], h, w)
+    flat, tabs = _y_layout(idx[0], h, w, p.strips)
     total = flat.size
     ybytes = np.frombuffer(received[1].data, dtype=np.uint8)
     bd = _packet_bytes_from(received[1], p)
@@ -1134,7 +1247,7 @@ def _decoded_latent(received: list[Received], meta: bytes) -> tuple[CompactParam
     lost = arith.headless(readable)
     expected = np.concatenate([[0.0], np.cumsum(t.y_bits[tabs])])
     vals, known = arith.decode_packets(packets, lost, total, tabs, t.y_cdf, t.y_n, t.y_off, expected, ctx,
-                                       readable)
+                                       readable, position_neighbours(h, w)[0] if p.strips else None)
     values_lost = int(len(known) - np.count_nonzero(known))
     yl = _latent_hat(vals, flat, mu_g.reshape(M, h * w), np.ascontiguousarray(t.inv_gain[p.rate_row]),
                      float(1 << FA))

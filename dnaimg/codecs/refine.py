@@ -168,7 +168,7 @@ def refine(an, row: int, rdo_weight: float, sym: np.ndarray, idx: np.ndarray, ct
     curv = lam * 255.0 ** 2 / gain ** 2                             # the wavelet's: the RDO's weight
 
     def used_of(s):
-        return used_tables(s, idx, ctx)
+        return used_tables(s, idx, ctx, an.estimate_pnb())
 
     def measure(s, grad=True):
         return an.synthesis_error(row, s, grad=grad)

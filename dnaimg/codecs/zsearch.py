@@ -161,7 +161,8 @@ def search(an, row: int, rdo_weight: float, z_weight: float, keep_means: bool = 
     M, h, w = sym.shape
     _, nT, nB = remap.shape
     buckets = arith.context_tables_cm(sym.reshape(M, -1), idx.reshape(M, -1),
-                                      bucket_probe(ctx[:4], t.y_cdf.shape[0])).reshape(M, h, w)
+                                      bucket_probe(arith.layout_of(ctx), t.y_cdf.shape[0]),
+                                      an.estimate_pnb()).reshape(M, h, w)
     W = 2 * V_MAX + 1
     value_bits = _value_bits(t).astype(np.float32)                                  # (tables, W)
     bits = torch.from_numpy(value_bits).reshape(-1)

@@ -39,8 +39,10 @@ import torch
 
 EXTRA_RATES = 2         # rate points added above the base's trained ones (see extend_gains)
 MIN_COUNT = 64          # a (class, table, bucket) cell seen fewer times keeps the hyperprior's table
+DEFAULT_ROW_BYTES = 26  # data bytes per oligo with the container's defaults (200 nt, inner code 4)
 V_MAX = 128             # values beyond +-V_MAX count as +-V_MAX when choosing tables (rare)
 KEYS = ("ctx.neighbors", "ctx.weights", "ctx.classes", "ctx.edges", "ctx.remap")
+CROSS_KEYS = ("ctx.xneighbors", "ctx.xdirections", "ctx.xweights")     # a cross context's (optional)
 
 
 def context_of(tensors: dict[str, torch.Tensor]) -> tuple | None:
@@ -51,7 +53,10 @@ def context_of(tensors: dict[str, torch.Tensor]) -> tuple | None:
         return None
     if len(have) < len(KEYS):
         raise ValueError(f"its weights file lacks {[k for k in KEYS if k not in tensors][0]}")
-    return tuple(np.ascontiguousarray(tensors[k].to(torch.int64).numpy()) for k in KEYS)
+    cross = [k for k in CROSS_KEYS if k in tensors]
+    if cross and len(cross) < len(CROSS_KEYS):
+        raise ValueError(f"its weights file lacks {[k for k in CROSS_KEYS if k not in tensors][0]}")
+    return tuple(np.ascontiguousarray(tensors[k].to(torch.int64).numpy()) for k in KEYS + (CROSS_KEYS if cross else ()))
 
 
 def extend_gains(gain: np.ndarray, lambdas: list[float], extra: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
@@ -95,18 +100,23 @@ def _bits(tables) -> np.ndarray:
 
 def bucket_probe(layout: tuple, n_tables: int) -> tuple:
     """A context whose remap gives the bucket (``remap[c, t, b] = b``) for the layout
-    (neighbors, weights, classes, edges): the context's tables functions then return buckets."""
-    nbr, wts, cls, edges = layout
-    return nbr, wts, cls, edges, np.broadcast_to(np.arange(edges.size), (int(cls.max()) + 1, n_tables, edges.size)).copy()
+    (neighbors, weights, classes, edges, and any cross arrays: :func:`dnaimg.codecs.arith.layout_of`):
+    the context's tables functions then return buckets."""
+    from dnaimg.codecs.arith import with_remap
+    cls, edges = layout[2], layout[3]
+    return with_remap(layout, np.broadcast_to(np.arange(edges.size), (int(cls.max()) + 1, n_tables, edges.size)).copy())
 
 
 def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n_tables: int,
-          progress=None) -> np.ndarray:
+          progress=None, packet_bytes: int | None = None) -> np.ndarray:
     """Histogram (classes, tables, buckets, 2 V_MAX + 1) of the base model's symbols (as its
-    encoder chooses them, rate-distortion optimisation included) by context cell."""
+    encoder chooses them, rate-distortion optimisation included) by context cell.  A cross
+    layout counts the neighbouring positions in strips that share the position's packet, packets
+    of ``packet_bytes`` (default: 8 oligos of 26 bytes, dnaimg's default) as the base's context
+    codes the symbols."""
     from dnaimg.codecs import compact as cc
-    from dnaimg.codecs.arith import context_tables
-    nbr, wts, cls, edges = layout
+    from dnaimg.codecs.arith import context_tables_cm
+    cls, edges = layout[2], layout[3]
     n_cls = int(cls.max()) + 1
     nb_ = edges.size
     probe = bucket_probe(layout, n_tables)
@@ -116,10 +126,15 @@ def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n
         for row in rows:
             sym, idx = an.symbols(row)
             M = sym.shape[0]
-            s = sym.reshape(M, -1).T
-            t = idx.reshape(M, -1).T
-            b = context_tables(s, t, probe)
-            cell = ((cls[None, :] * n_tables + t) * nb_ + b) * (2 * V_MAX + 1) + np.clip(s, -V_MAX, V_MAX) + V_MAX
+            s = sym.reshape(M, -1)
+            t = idx.reshape(M, -1)
+            pnb = None
+            if cc.estimate_neighbours(sym, probe) is not None:      # (a cross context: strips, packets)
+                starts = cc.strip_packets(sym, idx, an.tables, an.tables.ctx,
+                                          packet_bytes or cc.PACKET_ROWS_PROTECTED * DEFAULT_ROW_BYTES)
+                pnb = cc.packet_neighbours(sym.shape[1], sym.shape[2], starts)
+            b = context_tables_cm(s, t, probe, pnb)
+            cell = ((cls[:, None] * n_tables + t) * nb_ + b) * (2 * V_MAX + 1) + np.clip(s, -V_MAX, V_MAX) + V_MAX
             H += np.bincount(cell.ravel(), minlength=H.size)
         if progress:
             progress(k + 1, len(images))
@@ -373,6 +388,89 @@ def build_narrow(base: str, name: str, data: list[str], narrow: int, rows: list[
     return write_card(out, name, cd)
 
 
+def build_cross(base: str, name: str, data: list[str], rows: list[int] | None = None, holdout: int = 3,
+                out_dir: Path | None = None, command: str = "", post_from: str | None = None) -> dict:
+    """Give context model ``base``'s coder a *cross context* (:func:`dnaimg.zoo.wavelet.cross_layout`:
+    a value at a block's edge also sees its neighbours in the blocks left and above, where the
+    encoder codes them before it in the same packet, the positions in strips,
+    :func:`dnaimg.codecs.compact.strip_order`), refit its remap by counting, and write model
+    ``name``: ``base``'s own weights file with the cross arrays and the new remap (the same base,
+    network, tables and post-filter).  ``post_from``: a model of ``base``'s coder whose post-filter
+    the new model takes instead (then the remap is not refitted: ``base`` must be a cross model
+    already, whose remap it keeps).  The symbols counted are those ``base``'s encoder writes (its
+    RDO priced with its own context).  Every ``holdout``-th image is held out to measure the saving
+    over ``base``'s context; the remap shipped is then fitted on all of them.  Returns the card."""
+    from safetensors.torch import load_file, save_file
+
+    from dnaimg.codecs import compact as cc
+    from dnaimg.codecs.arith import has_cross, layout_of
+    from dnaimg.zoo.registry import card as card_of, models_dir
+    from dnaimg.zoo.train import load_training_images
+    from dnaimg.zoo.wavelet import cross_layout
+    t0 = time.time()
+    out = new_model_dir(out_dir, name)
+    model, tables, bcard = cc.load(base)
+    if tables.ctx is None or "extends" not in bcard:
+        raise ValueError(f"{base} has no coder context of its own to give a cross context")
+    own = load_file(str(models_dir() / f"{base}.safetensors"))
+    if post_from is not None:
+        if not has_cross(tables.ctx):
+            raise ValueError(f"--post-from goes with a base that has a cross context already, not {base}")
+        _, _, pcard = cc.load(post_from)
+        if pcard.get("extends") != bcard.get("extends"):
+            raise ValueError(f"{post_from} does not extend {bcard['extends']}, as {base} does")
+        pown = load_file(str(models_dir() / f"{post_from}.safetensors"))
+        tensors = {k: v for k, v in own.items() if not k.startswith(cc.EXTENSION_POST)}
+        tensors.update({k: v for k, v in pown.items() if k.startswith(cc.EXTENSION_POST)})
+        record = {"base": base, "post_filter_from": post_from, "command": command}
+        cd_src = pcard
+    else:
+        if has_cross(tables.ctx):
+            raise ValueError(f"{base} has a cross context already")
+        from dnaimg.zoo.wavelet import CONTEXT_K_FAR
+        far = tables.ctx[0].shape[1] == CONTEXT_K_FAR
+        xn, xd, xw = cross_layout(model.cfg.in_channels, far=far)
+        layout = tuple(tables.ctx[:4]) + (xn, xd, xw)
+        n_tables = tables.thresholds.shape[0]
+        rows = rows or list(range(0, tables.gain.shape[0], 8))
+        imgs = [_gray(a) if model.cfg.gray else a for a in load_training_images(data, 16, downscale=False)]
+        progress = image_progress(t0, 20)
+        H_fit = count(base, [a for i, a in enumerate(imgs) if i % holdout], rows, layout, n_tables, progress)
+        held = [a for i, a in enumerate(imgs) if i % holdout == 0]
+        H_held = count(base, held, rows, layout, n_tables, progress)
+        H0_held = count(base, held, rows, layout_of(tables.ctx), n_tables)          # (by the base's buckets)
+        _, b_base = saving(H0_held, tables.ctx[4], tables)
+        _, b_new = saving(H_held, fit_remap(H_fit, tables), tables)
+        remap = fit_remap(H_fit + H_held, tables)
+        tensors = dict(own)
+        tensors.update({"ctx.remap": torch.from_numpy(remap.astype(np.uint8)),
+                        "ctx.xneighbors": torch.from_numpy(xn.astype(np.int16)),
+                        "ctx.xdirections": torch.from_numpy(xd.astype(np.int16)),
+                        "ctx.xweights": torch.from_numpy(xw.astype(np.int16))})
+        record = fit_record("dnaimg.zoo.context", base, name, data, len(imgs), len(held), t0, command,
+                            far_neighbours=far, cross_neighbours=int(xn.shape[1]), rate_rows=rows,
+                            min_count=MIN_COUNT,
+                            held_out_latent_bits_saved=round(1 - b_new / b_base, 4))
+        cd_src = bcard
+    wpath = out / f"{name}.safetensors"
+    save_file(tensors, str(wpath))
+    wpath.chmod(0o644)
+    cd = json.loads(json.dumps(cd_src))
+    for k in ("medical", "medical_command", "medical_note", "test_psnr_floor_db", "kodak"):
+        cd.pop(k, None)
+    cd["name"] = name
+    from dnaimg.zoo.registry import sha256_file
+    cd["weights_sha256"] = sha256_file(wpath)
+    if post_from is None:
+        cd["architecture"]["type"] += ("; a cross context (a value at a block's edge also sees its neighbours in the "
+                                       "blocks left and above, coded before it in its packet: positions in strips of 4)")
+    else:
+        cd["architecture"]["type"] = card_of(base)["architecture"]["type"] + (
+            f"; the post-filter of {post_from}")
+    cd["cross_context"] = record
+    return write_card(out, name, cd)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = fit_parser("dnaimg.zoo.context", __doc__, "the wavelet model whose coder gets the context")
     ap.add_argument("--rows", default=None,
@@ -384,12 +482,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--narrow", type=int, default=0,
                     help="refit the context of a context model (--base) with this many more tables, narrower "
                          "than the scale table's first (a model extending the base's base)")
+    ap.add_argument("--cross", action="store_true",
+                    help="give a context model (--base) a cross context: values at a block's edge see the blocks "
+                         "left and above (DNA written in strips); its remap refitted")
+    ap.add_argument("--post-from", default=None,
+                    help="with --cross and a cross model as --base: take this model's post-filter instead")
     ap.add_argument("--far", action="store_true",
                     help="with --narrow: the context's wider neighbourhood (two places left and above too)")
     a = ap.parse_args(argv)
 
     def build_fn(command: str) -> dict:
         rows = [int(r) for r in a.rows.split(",")] if a.rows else None
+        if a.cross:
+            return build_cross(a.base, a.name, a.data, rows, out_dir=Path(a.out) if a.out else None,
+                               command="python -m dnaimg.zoo.context " + command, post_from=a.post_from)
         if a.narrow:
             return build_narrow(a.base, a.name, a.data, a.narrow, rows, out_dir=Path(a.out) if a.out else None,
                                 command="python -m dnaimg.zoo.context " + command, far=a.far)
@@ -398,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         return build(a.base, a.name, a.data, rows, out_dir=Path(a.out) if a.out else None, extra_rates=a.extra_rates,
                      embed=a.embed, command="python -m dnaimg.zoo.context " + command)
     def report(c: dict) -> str:
-        rec = c["narrow_tables"] if a.narrow else c["context"]
+        if a.cross and a.post_from:
+            return f"{a.name}: {a.base}'s coder with {a.post_from}'s post-filter"
+        rec = c["cross_context"] if a.cross else c["narrow_tables"] if a.narrow else c["context"]
         return (f"{a.name}: {rec['held_out_latent_bits_saved'] * 100:.1f} % of the latent's bits saved on "
-                f"{rec['held_out_images']} held-out images" + (f" (over {a.base}'s context)" if a.narrow else ""))
+                f"{rec['held_out_images']} held-out images" + (f" (over {a.base}'s context)" if a.narrow or a.cross else ""))
     return run_cli(build_fn, argv, report)
 
 

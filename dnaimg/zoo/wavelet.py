@@ -292,6 +292,48 @@ def context_layout(C: int = 1, far: bool = False) -> tuple[np.ndarray, np.ndarra
     return nbr, wts, cls
 
 
+#: the directions of a position's neighbours a cross context sees (``pnb``'s columns in
+#: :mod:`dnaimg.codecs.arith`): (blocks down, blocks right)
+CROSS_DIRECTIONS = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
+
+
+def cross_layout(C: int = 1, far: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xneighbors, xdirections, xweights) (256 C, K) of a cross context: for each detail value
+    the neighbours of :func:`context_layout`'s pattern (left, above, the two diagonals above;
+    ``far``: those two places away too) that lie in a neighbouring 16 x 16 block (left, above-left,
+    above, above-right: :data:`CROSS_DIRECTIONS`) rather than its own, with the same weights, so
+    that a value at a block's edge sees what one inside it does where that block was coded
+    before in the same packet.  A row ends at -1."""
+    M = 256 * C
+    W = CONTEXT_WEIGHTS
+    offs = [(0, -1, W["near"]), (-1, 0, W["near"]), (-1, -1, W["diagonal"]), (-1, 1, W["diagonal"])]
+    if far:
+        offs += [(0, -2, FAR_WEIGHTS["far"]), (-2, 0, FAR_WEIGHTS["far"]), (-2, -2, FAR_WEIGHTS["far_diagonal"]),
+                 (-2, 2, FAR_WEIGHTS["far_diagonal"])]
+    rows: list[list[tuple[int, int, int]]] = [[] for _ in range(M)]
+    for p in range(C):
+        o = 256 * p
+        for f in (1, 2, 4, 8):
+            for b in range(3):
+                for dy in range(f):
+                    for dx in range(f):
+                        c = o + channel_of(f, b, dy, dx)
+                        for ddy, ddx, w in offs:
+                            yn, xn = dy + ddy, dx + ddx
+                            d = (yn // f, xn // f)
+                            if d == (0, 0) or d not in CROSS_DIRECTIONS:
+                                continue
+                            rows[c].append((o + channel_of(f, b, yn % f, xn % f), CROSS_DIRECTIONS.index(d), w))
+    K = max(1, max(len(r) for r in rows))
+    xn = np.full((M, K), -1, dtype=np.int64)
+    xd = np.zeros((M, K), dtype=np.int64)
+    xw = np.zeros((M, K), dtype=np.int64)
+    for c, r in enumerate(rows):
+        for k, (j, d, w) in enumerate(r):
+            xn[c, k], xd[c, k], xw[c, k] = j, d, w
+    return xn, xd, xw
+
+
 def synthesis_norms() -> tuple[float, tuple[tuple[float, float], ...]]:
     """The L2 norm of one synthesis function per subband, measured on a 512 x 512 image (what
     NORM_LL and NORM_DETAIL hold)."""

@@ -31,9 +31,13 @@ regenerate: a file must decode forever with its model's weights):
 - compact-gain/: compact-gray-v14 at quality 4, with a post-filter gain (metadata version 5: a
   byte at the head of stream 0; 43/32 here);
 - compact-gain-shifts/: compact-gray-v14 at quality 7, with a post-filter gain (16/32) and table
-  shifts (metadata version 6).
+  shifts (metadata version 6);
+- compact-cross/: compact-gray-v16 (v14's coder with a cross context) at quality 7: the latent's
+  positions in strips, values at a block's edge seeing the blocks left and above in their packet
+  (metadata version 7: the gain, 20/32);
+- compact-cross-shifts/: compact-gray-v16 at quality 8, with table shifts (metadata version 8).
 
-    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13|meta3|meta4|gain|gain-shifts
+    python tests/golden/make_compact_wave.py wave|ctx|v5|adapt|v6|v7|narrow|v8|v9|v10|short|v13|meta3|meta4|gain|gain-shifts|cross|cross-shifts
 """
 import sys
 from pathlib import Path
@@ -50,7 +54,8 @@ FILES = {"wave": ("compact-wave", "compact-gray-v3", 4), "ctx": ("compact-ctx", 
          "v9": ("compact-gray-v9", "compact-gray-v9", 5), "v10": ("compact-gray-v10", "compact-gray-v10", 5),
          "short": ("compact-short", "compact-gray-v10", 7), "v13": ("compact-gray-v13", "compact-gray-v13", 5),
          "meta3": ("compact-meta3", "compact-gray-v8", 5), "meta4": ("compact-meta4", "compact-gray-v8", 7),
-         "gain": ("compact-gain", "compact-gray-v14", 4), "gain-shifts": ("compact-gain-shifts", "compact-gray-v14", 7)}
+         "gain": ("compact-gain", "compact-gray-v14", 4), "gain-shifts": ("compact-gain-shifts", "compact-gray-v14", 7),
+         "cross": ("compact-cross", "compact-gray-v16", 7), "cross-shifts": ("compact-cross-shifts", "compact-gray-v16", 8)}
 
 
 def main(which: str):
