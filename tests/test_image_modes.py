@@ -287,8 +287,12 @@ def test_learned_codec_gray_flag_is_optional_metadata():
         CompactParams.unpack(p.pack() + b"\x01\x00")
     q = CompactParams.unpack(bytes([6]) + p.pack()[1:])     # version 6: 4 with a post-filter gain
     assert q.version == 6 and q.gained and q.adapted and not p.gained
-    with pytest.raises(DecodeError, match="metadata version 7; this dnaimg reads 1 to 6"):
-        CompactParams.unpack(bytes([7]) + p.pack()[1:])
+    s = CompactParams.unpack(bytes([8]) + p.pack()[1:])     # version 8: 6 with the positions in strips
+    assert s.strips and s.gained and s.adapted and not q.strips
+    s7 = CompactParams.unpack(bytes([7]) + p.pack()[1:])
+    assert s7.strips and s7.gained and not s7.adapted
+    with pytest.raises(DecodeError, match="metadata version 9; this dnaimg reads 1 to 8"):
+        CompactParams.unpack(bytes([9]) + p.pack()[1:])
 
 
 def test_a_pool_chooses_per_image_and_passes_flatten(imgs, tmp_path):

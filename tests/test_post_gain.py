@@ -91,6 +91,6 @@ def test_bad_gain_metadata_is_one_clear_error(gray):
     with pytest.raises(DecodeError, match="ends before its post-filter gain"):
         compact.decode([Received("bytes", b"", True, report={"row_bytes": ROW}),
                         Received("bytes", e.streams[1].data, True, report={"row_bytes": ROW})], e.meta)
-    meta = bytes([7]) + e.meta[1:]
-    with pytest.raises(DecodeError, match="this dnaimg reads 1 to 6"):
+    meta = bytes([9]) + e.meta[1:]
+    with pytest.raises(DecodeError, match="this dnaimg reads 1 to 8"):
         compact.decode(_received(e.streams), meta)
