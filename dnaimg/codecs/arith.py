@@ -290,7 +290,7 @@ def context_tables_cm(values: np.ndarray, tables: np.ndarray, ctx: tuple, pnb=No
     major), without transposed copies (but one where the context is a cross one): (M, positions)."""
     ctx = full_context(ctx)
     values = np.ascontiguousarray(values, dtype=np.int64)
-    cross = bool(np.any(np.asarray(ctx[5]) >= 0)) and pnb is not None
+    cross = has_cross(ctx) and pnb is not None
     vals = np.ascontiguousarray(values.T).reshape(-1) if cross else np.zeros(1, dtype=np.int64)
     pnb = np.ascontiguousarray(pnb, dtype=np.int64) if cross else no_positions(values.shape[1])
     return _context_tables_cm(values, np.ascontiguousarray(tables, dtype=np.int64), *ctx, pnb, vals)

@@ -423,7 +423,6 @@ def build_cross(base: str, name: str, data: list[str], rows: list[int] | None = 
         tensors = {k: v for k, v in own.items() if not k.startswith(cc.EXTENSION_POST)}
         tensors.update({k: v for k, v in pown.items() if k.startswith(cc.EXTENSION_POST)})
         record = {"base": base, "post_filter_from": post_from, "command": command}
-        cd_src = pcard
     else:
         if has_cross(tables.ctx):
             raise ValueError(f"{base} has a cross context already")
@@ -451,16 +450,10 @@ def build_cross(base: str, name: str, data: list[str], rows: list[int] | None = 
                             far_neighbours=far, cross_neighbours=int(xn.shape[1]), rate_rows=rows,
                             min_count=MIN_COUNT,
                             held_out_latent_bits_saved=round(1 - b_new / b_base, 4))
-        cd_src = bcard
     wpath = out / f"{name}.safetensors"
     save_file(tensors, str(wpath))
     wpath.chmod(0o644)
-    cd = json.loads(json.dumps(cd_src))
-    for k in ("medical", "medical_command", "medical_note", "test_psnr_floor_db", "kodak"):
-        cd.pop(k, None)
-    cd["name"] = name
-    from dnaimg.zoo.registry import sha256_file
-    cd["weights_sha256"] = sha256_file(wpath)
+    cd = derived_card(post_from or base, name, wpath, extends=False)     # (its "extends" kept: the same root)
     if post_from is None:
         cd["architecture"]["type"] += ("; a cross context (a value at a block's edge also sees its neighbours in the "
                                        "blocks left and above, coded before it in its packet: positions in strips of 4)")
