@@ -351,9 +351,9 @@ def test_shifts_need_a_context():
             compact.decode(rec, p.pack())
 
 
-def test_packets_are_eight_rows_behind_an_outer_code():
+def test_packets_are_sixteen_rows_behind_an_outer_code():
     """With an outer code (the default 15 %) lost oligos are rebuilt and the latent's packets are
-    8 rows (fewer heads and split contexts); without one each lost oligo costs its packet, and
+    16 rows (fewer heads and split contexts); without one each lost oligo costs its packet, and
     packets stay 2 rows.  Both decode exactly."""
     img = _photo_gray()
     rows = {}
@@ -362,8 +362,8 @@ def test_packets_are_eight_rows_behind_an_outer_code():
         rows[red] = compact.CompactParams.unpack(enc.written.header.meta).packet_rows
         dec = api.decode([s for _, s in enc.fasta_records()])
         assert dec.exact and dec.report["latent"]["packets_lost"] == 0
-    assert rows == {None: 8, 0.1: 8, 0.05: 2, 0.0: 2}
-    assert compact.packet_rows(None) == compact.PACKET_ROWS_PROTECTED == 8
+    assert rows == {None: 16, 0.1: 16, 0.05: 2, 0.0: 2}
+    assert compact.packet_rows(None) == compact.PACKET_ROWS_PROTECTED == 16
     with pytest.raises(ValueError, match="row_bytes or packet_bytes"):
         compact.encode(img, row_bytes=28, packet_bytes=56)
 

@@ -103,7 +103,7 @@ def test_a_lost_packet_costs_a_patch_and_nothing_else(crop):
     e = compact.encode(crop, row_bytes=ROW, rate_index=5, model=MODEL)
     whole, _ = compact.decode(_received(e.streams), e.meta)
     y = e.streams[1].data
-    pb = 8 * ROW
+    pb = compact.packet_rows(None) * ROW
     assert len(y) > 3 * pb
     erased = np.zeros(len(y), dtype=bool)
     erased[pb:2 * pb] = True                    # the second packet lost

@@ -75,8 +75,8 @@ MEAN_ERROR_SLACK = 1.02         # a searched hyper-latent's LL4 means may err th
 ORDER_KEY = 0x636F6D70          # "comp": the latent positions' coding order
 PACKET_ROWS = 2                 # data oligos per packet where the latent has no outer code to speak of:
                                 # a lost oligo costs only its packet's values (heads: 3.7 % of the bits)
-PACKET_ROWS_PROTECTED = 8       # ... and where it has (PROTECTED or more): a quarter of the heads and splits
-PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 8 rows
+PACKET_ROWS_PROTECTED = 16      # ... and where it has (PROTECTED or more): an eighth of the heads and splits
+PROTECTED = 0.1                 # the latent's outer redundancy from which packets are 16 rows
 MAX_SIDE = 1 << 16
 #: the default gray model's alternatives: models with its very coder (context, tables, gains,
 #: hyper-latent) and another post-filter (compact-gray-v9's fitted on X-rays only, compact-gray-v10's
@@ -856,12 +856,14 @@ def default_model(img: np.ndarray) -> str:
 
 def packet_rows(redundancy: float | None) -> int:
     """Data oligos per packet of the latent for an outer code of ``redundancy`` (None: the
-    container's default).  With an outer code, lost oligos are rebuilt, and packets of 8 rows
+    container's default).  With an outer code, lost oligos are rebuilt, and packets of 16 rows
     spend fewer bits on heads and on contexts split between packets (4 rows against 2: +0.04 to
     +0.5 dB on training images at 0.3 nt/px; 8 against 4, the last packet cut short: +0.05 dB on
-    a training X-ray); only once the outer code is overwhelmed do they cost more (that X-ray at
-    15 % of its oligos lost: 25.4-29.5 dB with 8 rows, 27.2-32.1 with 4, each packet decoding up
-    to its first lost oligo).  Without an outer code every lost oligo costs (the rest of) its
+    a training X-ray; 16 against 8 with the cross context, 15 % outer code: +0.085 and +0.038 dB
+    on two training X-rays held out of the models' fits, 32: about 0.02 dB more); only once the
+    outer code is overwhelmed do they cost more (that X-ray at 15 % of its oligos lost: 25.4-29.5
+    dB with 8 rows, 27.2-32.1 with 4; with 16 against 8, 14 % lost at 5x coverage: 22.8-24.7
+    against 23.5-27.1 dB, each packet decoding up to its first lost oligo).  Without an outer code every lost oligo costs (the rest of) its
     packet: 2 rows (5 % lost: 35.2 dB instead of 33.9 with 4)."""
     return PACKET_ROWS_PROTECTED if _latent_redundancy(redundancy) >= PROTECTED else PACKET_ROWS
 

@@ -40,6 +40,9 @@ import torch
 EXTRA_RATES = 2         # rate points added above the base's trained ones (see extend_gains)
 MIN_COUNT = 64          # a (class, table, bucket) cell seen fewer times keeps the hyperprior's table
 DEFAULT_ROW_BYTES = 26  # data bytes per oligo with the container's defaults (200 nt, inner code 4)
+COUNT_PACKET_ROWS = 8   # oligos per packet a cross context's neighbours are counted in (compact-gray-v16's
+                        # remap was; the encoder writes 16 behind an outer code since, which puts a few
+                        # more neighbours in the packet: the count stays as the shipped card's command ran)
 V_MAX = 128             # values beyond +-V_MAX count as +-V_MAX when choosing tables (rare)
 KEYS = ("ctx.neighbors", "ctx.weights", "ctx.classes", "ctx.edges", "ctx.remap")
 CROSS_KEYS = ("ctx.xneighbors", "ctx.xdirections", "ctx.xweights")     # a cross context's (optional)
@@ -112,7 +115,7 @@ def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n
     """Histogram (classes, tables, buckets, 2 V_MAX + 1) of the base model's symbols (as its
     encoder chooses them, rate-distortion optimisation included) by context cell.  A cross
     layout counts the neighbouring positions in strips that share the position's packet, packets
-    of ``packet_bytes`` (default: 8 oligos of 26 bytes, dnaimg's default) as the base's context
+    of ``packet_bytes`` (default: :data:`COUNT_PACKET_ROWS` oligos of 26 bytes) as the base's context
     codes the symbols."""
     from dnaimg.codecs import compact as cc
     from dnaimg.codecs.arith import context_tables_cm
@@ -131,7 +134,7 @@ def count(base: str, images: list[np.ndarray], rows: list[int], layout: tuple, n
             pnb = None
             if cc.estimate_neighbours(sym, probe) is not None:      # (a cross context: strips, packets)
                 starts = cc.strip_packets(sym, idx, an.tables, an.tables.ctx,
-                                          packet_bytes or cc.PACKET_ROWS_PROTECTED * DEFAULT_ROW_BYTES)
+                                          packet_bytes or COUNT_PACKET_ROWS * DEFAULT_ROW_BYTES)
                 pnb = cc.packet_neighbours(sym.shape[1], sym.shape[2], starts)
             b = context_tables_cm(s, t, probe, pnb)
             cell = ((cls[:, None] * n_tables + t) * nb_ + b) * (2 * V_MAX + 1) + np.clip(s, -V_MAX, V_MAX) + V_MAX
