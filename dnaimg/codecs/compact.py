@@ -862,9 +862,10 @@ def packet_rows(redundancy: float | None) -> int:
     a training X-ray; 16 against 8 with the cross context, 15 % outer code: +0.085 and +0.038 dB
     on two training X-rays held out of the models' fits, 32: about 0.02 dB more); only once the
     outer code is overwhelmed do they cost more (that X-ray at 15 % of its oligos lost: 25.4-29.5
-    dB with 8 rows, 27.2-32.1 with 4; with 16 against 8, 14 % lost at 5x coverage: 22.8-24.7
-    against 23.5-27.1 dB, each packet decoding up to its first lost oligo).  Without an outer code every lost oligo costs (the rest of) its
-    packet: 2 rows (5 % lost: 35.2 dB instead of 33.9 with 4)."""
+    dB with 8 rows, 27.2-32.1 with 4; with 16 against 8, 14 % lost at 5x coverage: 24.6-27.4
+    against 26.4-27.1 dB, each packet decoding up to its first lost oligo).  Without an outer code
+    every lost oligo costs (the rest of) its packet: 2 rows (5 % lost: 35.2 dB instead of 33.9
+    with 4)."""
     return PACKET_ROWS_PROTECTED if _latent_redundancy(redundancy) >= PROTECTED else PACKET_ROWS
 
 
