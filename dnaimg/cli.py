@@ -1437,10 +1437,10 @@ def bench_noise_cmd(images, out, limit, quick, fresh, quiet, jobs, points, rates
 
 @bench.command("channel")
 @_bench_common
-@click.option("--points", default="", help="Our operating points. [default: the default model's default point "
-              "and its noise-trained twin]")
+@click.option("--points", default="", help="Our operating points. [default: cae32-mr:r050,cae32-mr-noise:r050, "
+              "a robust model's point and its noise-trained twin]")
 @click.option("--codecs", default="jpeg,webp,jpeg2000,avif", show_default=True)
-@click.option("--presets", default="miseq,nanopore", show_default=True, help="Channel presets (dnaimg.channel).")
+@click.option("--presets", default="miseq,nanopore", show_default=True, help="Channel presets (dnaimg.dna.channel).")
 @click.option("--coverages", default="", help="Mean reads per oligo. [default: 1,2,3,4,6,10,16,30]")
 @click.option("--match", default=None, help="Classic codecs get the total nt of this point. [default: the first]")
 @click.option("--dropout", type=_FloatRange(0, 1), default=0.02, show_default=True,

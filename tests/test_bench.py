@@ -116,6 +116,16 @@ def test_bench_cli(tiny, tmp_path):
     assert r.exit_code == 1 and "no images" in r.output
 
 
+def test_channel_bench_help_names_its_default_points_and_the_presets_module():
+    from dnaimg.dna import channel
+    from dnaimg.zoo.registry import DEFAULT_CHANNEL_POINTS
+    r = CliRunner().invoke(main, ["bench", "channel", "--help"], terminal_width=400)
+    assert r.exit_code == 0, r.output
+    assert ",".join(DEFAULT_CHANNEL_POINTS) in r.output
+    assert "(dnaimg.dna.channel)" in r.output and channel.__name__ == "dnaimg.dna.channel"
+    assert all(p in channel.PRESETS for p in ("miseq", "nanopore"))
+
+
 def test_store_keeps_rows_of_an_older_file_without_newer_settings(tmp_path):
     import json
 

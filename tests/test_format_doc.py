@@ -878,7 +878,7 @@ def read_compact(seqs, weights_path: Path, context_path: Path | None = None) -> 
     assert 1 <= meta["H"] <= 65536 and 1 <= meta["W"] <= 65536 and 1 <= meta["R"] <= 64
     hh, ww = 4 * math.ceil(meta["H"] / 64), 4 * math.ceil(meta["W"] / 64)
 
-    # stream 0: (metadata versions 5 and 6) the post-filter gain byte, (2, 4 and 6) the table
+    # stream 0: (metadata versions 5 to 8) the post-filter gain byte, (2, 4, 6 and 8) the table
     # shifts, then the hyper-latent, one run in C order, table = channel
     zstream, shifts, post_gain = streams[0], None, None
     if meta["gain"]:
