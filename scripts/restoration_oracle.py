@@ -22,6 +22,7 @@ import numpy as np
 from dnaimg import api
 from dnaimg.codecs import compact
 from dnaimg.image import load_pixels, psnr
+from dnaimg.zoo.context import _gray
 
 
 def symmetric_taps(x: np.ndarray, k: int) -> np.ndarray:
@@ -60,9 +61,7 @@ def main(argv=None) -> int:
         return b
     compact.fit_gain = recording
     for path in a.images:
-        img = load_pixels(path)
-        if img.ndim == 3:
-            img = np.round(img[..., :3] @ [0.299, 0.587, 0.114]).astype(np.uint8)
+        img = _gray(load_pixels(path))      # (colour: its luma, as the gray models train on it)
         seen.clear()
         e = api.encode(img, "compact", rate=a.cap, redundancy=0.15)
         d = api.decode([s for _, s in e.fasta_records()], precision="fp32")
